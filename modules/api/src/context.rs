@@ -1,0 +1,154 @@
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{ConfigError, System};
+
+/// The filesystem root stoke works against: `/` on a real boot, a directory
+/// for tests, demos and image building. Every path a module touches goes through it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Root(PathBuf);
+
+impl Root {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Root(dir.into())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn is_host(&self) -> bool {
+        self.0 == Path::new("/")
+    }
+
+    /// Maps an absolute path as seen by the instance to a path under this root.
+    /// `..` cannot climb above the root: the path is normalised lexically first.
+    pub fn path(&self, guest: impl AsRef<Path>) -> PathBuf {
+        let mut out = self.0.clone();
+        let mut depth = 0usize;
+        for comp in guest.as_ref().components() {
+            match comp {
+                Component::Normal(part) => {
+                    out.push(part);
+                    depth += 1;
+                }
+                Component::ParentDir if depth > 0 => {
+                    out.pop();
+                    depth -= 1;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// What the datasource told us about this instance.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct InstanceData {
+    /// "ec2", "nocloud" or "none".
+    pub datasource: String,
+    pub instance_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ipv4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// OpenSSH public key lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<String>,
+    /// EC2 block-device-mapping: name (e.g. "ephemeral0") → device (e.g. "sdb").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub block_device_mapping: BTreeMap<String, String>,
+}
+
+impl InstanceData {
+    /// Template variables derived from metadata.
+    pub fn vars(&self) -> BTreeMap<String, String> {
+        let mut v = BTreeMap::new();
+        v.insert("instance_id".into(), self.instance_id.clone());
+        v.insert("datasource".into(), self.datasource.clone());
+        let opt = [
+            ("instance_type", &self.instance_type),
+            ("local_ipv4", &self.local_ipv4),
+            ("ipv6", &self.ipv6),
+            ("local_hostname", &self.local_hostname),
+            ("region", &self.region),
+            ("availability_zone", &self.availability_zone),
+        ];
+        for (k, val) in opt {
+            if let Some(val) = val {
+                v.insert(k.into(), val.clone());
+            }
+        }
+        v
+    }
+}
+
+/// Everything a module gets for one run.
+pub struct Context {
+    pub root: Root,
+    pub instance: Arc<InstanceData>,
+    /// This module's configuration keys only (already validated at load).
+    pub config: serde_json::Value,
+    pub system: Arc<dyn System>,
+    /// Persistent per-instance directory for this module's own state (host path).
+    pub state_dir: PathBuf,
+    /// Template variables: metadata, `vars:` from config, and outputs of earlier modules.
+    pub vars: BTreeMap<String, String>,
+    /// Details reported by modules this one runs after (this run, or their last run).
+    pub prior: BTreeMap<String, serde_json::Value>,
+    /// Program name overrides from config `tools:`.
+    pub tools: BTreeMap<String, String>,
+}
+
+impl Context {
+    /// Host path for an absolute instance path.
+    pub fn path(&self, guest: impl AsRef<Path>) -> PathBuf {
+        self.root.path(guest)
+    }
+
+    /// This module's configuration, typed.
+    pub fn config<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        serde_json::from_value(self.config.clone()).map_err(|e| ConfigError::merged(e.to_string()))
+    }
+
+    /// The program to run for a tool name from [`crate::tools`].
+    pub fn tool(&self, name: &str) -> String {
+        self.tools
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_path_never_climbs_above_root() {
+        let r = Root::new("/tmp/r");
+        assert_eq!(
+            r.path("/etc/hostname"),
+            PathBuf::from("/tmp/r/etc/hostname")
+        );
+        assert_eq!(
+            r.path("../../etc/passwd"),
+            PathBuf::from("/tmp/r/etc/passwd")
+        );
+        assert_eq!(r.path("/a/../../b"), PathBuf::from("/tmp/r/b"));
+        assert_eq!(Root::new("/").path("/etc"), PathBuf::from("/etc"));
+    }
+}

@@ -1,0 +1,160 @@
+//! A recording, scriptable [`System`] for module unit tests.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::{Action, Cmd, CmdOutput, Context, InstanceData, MountRequest, Root, SysError, System};
+
+type Responder = Box<dyn Fn(&Cmd) -> Option<CmdOutput> + Send + Sync>;
+
+/// Records every call; answers commands from scripted responders (first match
+/// wins), else with success and empty output.
+#[derive(Default)]
+pub struct FakeSystem {
+    actions: Mutex<Vec<Action>>,
+    responders: Mutex<Vec<Responder>>,
+    fail_mounts: Mutex<Vec<PathBuf>>,
+}
+
+impl FakeSystem {
+    pub fn new() -> Arc<Self> {
+        Arc::new(FakeSystem::default())
+    }
+
+    /// Answers commands whose argv (joined by spaces) starts with `prefix`.
+    pub fn on(&self, prefix: &str, output: CmdOutput) {
+        let prefix = prefix.to_string();
+        self.respond(move |cmd| {
+            let argv = std::iter::once(cmd.program.as_str())
+                .chain(cmd.args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ");
+            argv.starts_with(&prefix).then(|| output.clone())
+        });
+    }
+
+    /// A general responder: return `Some` to answer the command.
+    pub fn respond(&self, f: impl Fn(&Cmd) -> Option<CmdOutput> + Send + Sync + 'static) {
+        self.responders.lock().unwrap().push(Box::new(f));
+    }
+
+    /// Makes a later `mount` of this target fail.
+    pub fn fail_mount(&self, target: impl Into<PathBuf>) {
+        self.fail_mounts.lock().unwrap().push(target.into());
+    }
+
+    pub fn actions(&self) -> Vec<Action> {
+        self.actions.lock().unwrap().clone()
+    }
+
+    /// The argv of every command run, joined by spaces.
+    pub fn commands(&self) -> Vec<String> {
+        self.actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Run { argv } => Some(argv.join(" ")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn record(&self, a: Action) {
+        self.actions.lock().unwrap().push(a);
+    }
+}
+
+fn argv(cmd: &Cmd) -> Vec<String> {
+    std::iter::once(cmd.program.clone())
+        .chain(cmd.args.iter().cloned())
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl System for FakeSystem {
+    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, SysError> {
+        self.record(Action::Run { argv: argv(cmd) });
+        let responders = self.responders.lock().unwrap();
+        Ok(responders
+            .iter()
+            .find_map(|r| r(cmd))
+            .unwrap_or_else(|| CmdOutput::ok("")))
+    }
+
+    fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32, SysError> {
+        self.record(Action::SpawnDetached {
+            argv: argv(cmd),
+            log: log.to_path_buf(),
+        });
+        Ok(4242)
+    }
+
+    fn sethostname(&self, name: &str) -> Result<(), SysError> {
+        self.record(Action::Sethostname {
+            name: name.to_string(),
+        });
+        Ok(())
+    }
+
+    fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
+        self.record(Action::Mount(req.clone()));
+        if self.fail_mounts.lock().unwrap().contains(&req.target) {
+            return Err(SysError::Call {
+                call: "mount",
+                what: req.target.display().to_string(),
+                source: std::io::Error::from_raw_os_error(19),
+            });
+        }
+        Ok(())
+    }
+
+    fn umount(&self, target: &Path) -> Result<(), SysError> {
+        self.record(Action::Umount {
+            target: target.to_path_buf(),
+        });
+        Ok(())
+    }
+
+    fn fchown(&self, _file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError> {
+        self.record(Action::Chown {
+            path: path.to_path_buf(),
+            uid,
+            gid,
+        });
+        Ok(())
+    }
+
+    fn console(&self, text: &str) -> Result<(), SysError> {
+        self.record(Action::Console {
+            text: text.to_string(),
+        });
+        Ok(())
+    }
+
+    fn executes(&self) -> bool {
+        true
+    }
+}
+
+/// A context for a module unit test: `root` as the filesystem, `config` as the
+/// module's section, the fake as the system, state under `root/var/lib/stoke/test-state`.
+pub fn context(
+    root: &Path,
+    config: serde_json::Value,
+    instance: InstanceData,
+    system: Arc<FakeSystem>,
+) -> Context {
+    let root = Root::new(root);
+    let state_dir = root.path("/var/lib/stoke/test-state");
+    let vars = instance.vars();
+    Context {
+        root,
+        instance: Arc::new(instance),
+        config,
+        system,
+        state_dir,
+        vars,
+        prior: Default::default(),
+        tools: Default::default(),
+    }
+}

@@ -1,0 +1,248 @@
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::Root;
+
+/// Reads a file, `None` if it does not exist.
+pub fn read_to_string_opt(path: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `data` to `path` atomically: a temp file in the same directory,
+/// fsync, rename over the target, fsync the directory. A reader sees the old
+/// file or the new one, never a part. An existing target keeps its mode and
+/// owner; a new file gets `mode`. Parent directories are created (0755).
+pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    atomic_write_with(path, data, mode, |_| Ok(()))
+}
+
+/// Like [`atomic_write`], with a hook on the open temp file before it is
+/// renamed into place (e.g. to chown it through the [`crate::System`]).
+pub fn atomic_write_with(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    before_rename: impl FnOnce(&File) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let existing = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Some(m),
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "target exists and is not a regular file",
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let tmp = dir.join(format!(
+        ".{}.stoke-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        unique_suffix()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix_o_nofollow())
+            .open(&tmp)?;
+        f.write_all(data)?;
+        match &existing {
+            Some(m) => {
+                f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))?;
+                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
+            }
+            None => f.set_permissions(fs::Permissions::from_mode(mode))?,
+        }
+        before_rename(&f)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn unique_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (nanos << 16) ^ N.fetch_add(1, Ordering::Relaxed)
+}
+
+const fn nix_o_nofollow() -> i32 {
+    0o400000 // O_NOFOLLOW on Linux (all architectures stoke targets)
+}
+
+/// Replaces the lines between `begin` and `end` marker lines (markers included)
+/// with `begin`, `body`, `end`; appends the block if absent; removes it when
+/// `body` is empty. Everything outside the block stays byte-identical.
+pub fn managed_block(existing: &str, begin: &str, end: &str, body: &str) -> String {
+    let mut block = String::new();
+    if !body.is_empty() {
+        block.push_str(begin);
+        block.push('\n');
+        block.push_str(body);
+        if !body.ends_with('\n') {
+            block.push('\n');
+        }
+        block.push_str(end);
+        block.push('\n');
+    }
+    let lines: Vec<&str> = existing.split_inclusive('\n').collect();
+    let start = lines.iter().position(|l| l.trim_end() == begin);
+    let stop = start.and_then(|s| {
+        lines[s..]
+            .iter()
+            .position(|l| l.trim_end() == end)
+            .map(|p| s + p)
+    });
+    match (start, stop) {
+        (Some(s), Some(e)) => {
+            let mut out: String = lines[..s].concat();
+            out.push_str(&block);
+            out.push_str(&lines[e + 1..].concat());
+            out
+        }
+        _ => {
+            let mut out = existing.to_string();
+            if !block.is_empty() {
+                if !out.is_empty() && !out.ends_with('\n') {
+                    out.push('\n');
+                }
+                out.push_str(&block);
+            }
+            out
+        }
+    }
+}
+
+/// A local account, from the root's `/etc/passwd`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Home directory as the instance sees it (map with [`Root::path`]).
+    pub home: String,
+}
+
+/// Looks a user up in `<root>/etc/passwd` (not NSS: stoke runs before any
+/// directory service, and must read the instance's file under `--root`).
+pub fn lookup_user(root: &Root, name: &str) -> io::Result<Option<User>> {
+    let Some(passwd) = read_to_string_opt(&root.path("/etc/passwd"))? else {
+        return Ok(None);
+    };
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 7 && f[0] == name {
+            let (Ok(uid), Ok(gid)) = (f[2].parse(), f[3].parse()) else {
+                continue;
+            };
+            return Ok(Some(User {
+                name: name.to_string(),
+                uid,
+                gid,
+                home: f[5].to_string(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: &str = "# BEGIN stoke";
+    const E: &str = "# END stoke";
+
+    #[test]
+    fn managed_block_appends_replaces_and_removes_leaving_the_rest() {
+        let foreign = "127.0.0.1 localhost\n# a comment\n\n::1 ip6-localhost";
+        let once = managed_block(foreign, B, E, "10.0.0.1 web-1");
+        assert_eq!(
+            once,
+            format!("{foreign}\n{B}\n10.0.0.1 web-1\n{E}\n"),
+            "appended after a newline"
+        );
+        let twice = managed_block(&once, B, E, "10.0.0.2 web-2\n");
+        assert_eq!(twice, format!("{foreign}\n{B}\n10.0.0.2 web-2\n{E}\n"));
+        assert_eq!(
+            managed_block(&twice, B, E, "10.0.0.2 web-2\n"),
+            twice,
+            "idempotent"
+        );
+        let removed = managed_block(&twice, B, E, "");
+        assert_eq!(removed, format!("{foreign}\n"));
+        let middle = format!("a\n{B}\nold\n{E}\nz\n");
+        assert_eq!(
+            managed_block(&middle, B, E, "new"),
+            format!("a\n{B}\nnew\n{E}\nz\n")
+        );
+    }
+
+    #[test]
+    fn atomic_write_creates_replaces_and_keeps_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/file");
+        atomic_write(&p, b"one", 0o640).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        atomic_write(&p, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600, "mode kept");
+        let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn atomic_write_refuses_to_replace_a_symlink_or_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real");
+        fs::write(&target, "keep").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(atomic_write(&link, b"x", 0o644).is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert!(atomic_write(dir.path(), b"x", 0o644).is_err());
+    }
+
+    #[test]
+    fn lookup_user_reads_the_roots_passwd() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        fs::create_dir_all(root.path("/etc")).unwrap();
+        fs::write(
+            root.path("/etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\nadmin:x:1000:1000::/home/admin:/bin/sh\nbad:x:z:1::/h:/s\n",
+        )
+        .unwrap();
+        let u = lookup_user(&root, "admin").unwrap().unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (1000, 1000, "/home/admin"));
+        assert_eq!(lookup_user(&root, "nobody").unwrap(), None);
+        assert_eq!(lookup_user(&root, "bad").unwrap(), None);
+    }
+}

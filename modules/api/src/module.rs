@@ -1,0 +1,174 @@
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ConfigError, ConfigSpec, Context, SysError, TemplateError};
+
+/// Boot stages, in order. A module runs in the earliest stage where what it needs exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    Local,
+    Network,
+    Final,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Local, Stage::Network, Stage::Final];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Local => "local",
+            Stage::Network => "network",
+            Stage::Final => "final",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How often a module's work is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Frequency {
+    /// Once for the life of the root filesystem (until `stoke clean`).
+    Once,
+    /// Once per instance id.
+    PerInstance,
+    /// Once per kernel boot (boot id).
+    PerBoot,
+}
+
+impl Frequency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frequency::Once => "once",
+            Frequency::PerInstance => "per-instance",
+            Frequency::PerBoot => "per-boot",
+        }
+    }
+}
+
+impl fmt::Display for Frequency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a module declares about itself.
+pub struct ModuleSpec {
+    pub name: &'static str,
+    pub stage: Stage,
+    pub frequency: Frequency,
+    /// Modules that must finish (or be skipped as not due) before this one starts.
+    pub after: &'static [&'static str],
+    /// True when the module needs the instance's metadata; on a brand-new EC2
+    /// instance such a module waits for the network stage.
+    pub needs_metadata: bool,
+    /// Upper bound on one run; the runner cancels the module past it.
+    pub timeout: Duration,
+    pub config: ConfigSpec,
+}
+
+/// The result of a module's successful run, shown in `stoke status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// One human line: what was done.
+    pub summary: String,
+    /// Structured facts for status and for modules that run after this one.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+    /// Warnings that did not stop the module (status becomes degraded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn new(summary: impl Into<String>) -> Self {
+        Report {
+            summary: summary.into(),
+            ..Report::default()
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn warn(&mut self, warning: impl Into<String>) {
+        self.warnings.push(warning.into());
+    }
+}
+
+/// Why a module failed. Each variant says what was being attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    System(#[from] SysError),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{argv}` failed ({status}): {stderr}")]
+    Command {
+        argv: String,
+        status: String,
+        stderr: String,
+    },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ModuleError {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModuleError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// A unit of boot work. Implementations are small: declare, then do the work
+/// through the [`Context`] alone.
+#[async_trait::async_trait]
+pub trait Module: Send + Sync {
+    fn spec(&self) -> ModuleSpec;
+
+    /// The stage this module runs in given its configuration (e.g. puppet's
+    /// non-blocking mode runs in `final`). Defaults to the declared stage.
+    fn stage_for(&self, _config: &serde_json::Value) -> Stage {
+        self.spec().stage
+    }
+
+    /// Does the work. Must be idempotent: it may run again after a failure.
+    async fn run(&self, ctx: &Context) -> Result<Report, ModuleError>;
+
+    /// Extra words for `stoke plan`: what the module would do here and why.
+    fn plan(&self, _ctx: &Context) -> Option<String> {
+        None
+    }
+
+    /// Work at shutdown (`stoke shutdown`), e.g. deregistering DNS. Default: none.
+    async fn shutdown(&self, _ctx: &Context) -> Result<Option<Report>, ModuleError> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,208 @@
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// An external command, run through [`System::run`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    /// The command is killed after this long.
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
+    /// Log each output line as it arrives (long runs such as puppet).
+    #[serde(default)]
+    pub stream_output: bool,
+}
+
+impl Cmd {
+    pub fn new<I, S>(program: impl Into<String>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Cmd {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            timeout: Duration::from_secs(60),
+            stdin: None,
+            env: Vec::new(),
+            stream_output: false,
+        }
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn stdin(mut self, input: impl Into<String>) -> Self {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn stream_output(mut self) -> Self {
+        self.stream_output = true;
+        self
+    }
+
+    /// The command line as one shell-like string, for logs and errors.
+    pub fn display(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(self.args.iter())
+            .map(|a| {
+                if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'') {
+                    format!("'{}'", a.replace('\'', r"'\''"))
+                } else {
+                    a.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// What a finished command left behind.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CmdOutput {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn ok(stdout: impl Into<String>) -> Self {
+        CmdOutput {
+            code: Some(0),
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+
+    pub fn failed(code: i32, stderr: impl Into<String>) -> Self {
+        CmdOutput {
+            code: Some(code),
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    pub fn status_text(&self) -> String {
+        match self.code {
+            Some(c) => format!("exit {c}"),
+            None => "killed by signal".to_string(),
+        }
+    }
+
+    /// Turns a non-zero exit into [`crate::ModuleError::Command`].
+    pub fn check(self, cmd: &Cmd) -> Result<CmdOutput, crate::ModuleError> {
+        if self.success() {
+            Ok(self)
+        } else {
+            Err(crate::ModuleError::Command {
+                argv: cmd.display(),
+                status: self.status_text(),
+                stderr: self.stderr.trim().to_string(),
+            })
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MountRequest {
+    /// What to mount: a device path (host path) or e.g. `UUID=...` resolved by the caller.
+    pub source: String,
+    /// Host path of the mount point.
+    pub target: PathBuf,
+    pub fstype: String,
+    /// Comma-separated mount options, as in fstab (fstab-only options are ignored by the kernel call).
+    pub options: String,
+}
+
+/// One thing a [`System`] was asked to do, as recorded by the sandbox and the fake.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Run { argv: Vec<String> },
+    SpawnDetached { argv: Vec<String>, log: PathBuf },
+    Sethostname { name: String },
+    Mount(MountRequest),
+    Umount { target: PathBuf },
+    Chown { path: PathBuf, uid: u32, gid: u32 },
+    Console { text: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{argv}` timed out after {after:?} and was killed")]
+    Timeout { argv: String, after: Duration },
+    #[error("{call} {what}: {source}")]
+    Call {
+        call: &'static str,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Every command and syscall a module makes. `Host` does them; the sandbox
+/// (`--root DIR`) records them; the fake (feature `fake`) records and scripts them.
+#[async_trait::async_trait]
+pub trait System: Send + Sync {
+    /// Runs a command to completion (or its timeout). A non-zero exit is not an error here.
+    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, SysError>;
+
+    /// Starts a command that outlives stoke, output appended to `log` (host path). Returns its pid.
+    fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32, SysError>;
+
+    fn sethostname(&self, name: &str) -> Result<(), SysError>;
+
+    fn mount(&self, req: &MountRequest) -> Result<(), SysError>;
+
+    fn umount(&self, target: &Path) -> Result<(), SysError>;
+
+    /// Changes the owner of an open file (`path` names it for logs and records).
+    fn fchown(&self, file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError>;
+
+    /// Writes text to the system console (where EC2's console output can read it).
+    fn console(&self, text: &str) -> Result<(), SysError>;
+
+    /// False when commands are only recorded: their output is then empty.
+    fn executes(&self) -> bool;
+}
+
+mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,17 @@
+//! Every external program stoke runs, named in one place.
+//!
+//! Modules ask [`crate::Context::tool`] for a program by these names; config key
+//! `tools:` can map a name to another path (e.g. a distro that keeps mdadm elsewhere).
+
+pub const MDADM: &str = "mdadm";
+pub const MKFS_XFS: &str = "mkfs.xfs";
+pub const MKFS_EXT4: &str = "mkfs.ext4";
+pub const BLKID: &str = "blkid";
+pub const WIPEFS: &str = "wipefs";
+pub const UDEVADM: &str = "udevadm";
+pub const SSH_KEYGEN: &str = "ssh-keygen";
+pub const PUPPET: &str = "puppet";
+pub const SYSTEMD_RUN: &str = "systemd-run";
+pub const SYSTEMCTL: &str = "systemctl";
+pub const LSBLK: &str = "lsblk";
+pub const FINDMNT: &str = "findmnt";
