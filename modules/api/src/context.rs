@@ -111,6 +111,9 @@ pub struct Context {
     pub prior: BTreeMap<String, serde_json::Value>,
     /// Program name overrides from config `tools:`.
     pub tools: BTreeMap<String, String>,
+    /// The stoke executable as the instance sees it (for work that must call
+    /// back into stoke, e.g. `stoke exec-record` around a detached run).
+    pub self_exe: PathBuf,
 }
 
 impl Context {

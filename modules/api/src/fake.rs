@@ -156,5 +156,6 @@ pub fn context(
         vars,
         prior: Default::default(),
         tools: Default::default(),
+        self_exe: PathBuf::from("/usr/bin/stoke"),
     }
 }
