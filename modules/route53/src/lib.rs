@@ -1,0 +1,1 @@
+pub fn modules() -> Vec<Box<dyn stoke_api::Module>> { Vec::new() }
