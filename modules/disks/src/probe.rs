@@ -1,0 +1,190 @@
+//! What is on a device, from `blkid -p` (low-level probe, no cache) and `wipefs -n`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use stoke_api::{Cmd, Context, ModuleError, tools};
+
+/// What a device holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Content {
+    /// No signature found by blkid nor wipefs.
+    Blank,
+    Filesystem {
+        fstype: String,
+        uuid: Option<String>,
+        label: Option<String>,
+    },
+    /// An md superblock; `name` is the array name (`host:name` or `any:name`).
+    MdMember {
+        array_uuid: Option<String>,
+        name: Option<String>,
+    },
+    /// Anything else: a partition table, LVM, several signatures...
+    Foreign(String),
+}
+
+impl Content {
+    /// The signature found, for refusals ("xfs filesystem (UUID ...)").
+    pub fn describe(&self) -> String {
+        match self {
+            Content::Blank => "nothing".into(),
+            Content::Filesystem {
+                fstype,
+                uuid,
+                label,
+            } => {
+                let mut s = format!("{fstype} filesystem");
+                if let Some(u) = uuid {
+                    s.push_str(&format!(" UUID={u}"));
+                }
+                if let Some(l) = label {
+                    s.push_str(&format!(" LABEL={l}"));
+                }
+                s
+            }
+            Content::MdMember { name, array_uuid } => format!(
+                "md superblock (array {}{})",
+                name.as_deref().unwrap_or("?"),
+                array_uuid
+                    .as_deref()
+                    .map(|u| format!(" UUID={u}"))
+                    .unwrap_or_default()
+            ),
+            Content::Foreign(s) => s.clone(),
+        }
+    }
+}
+
+/// `KEY=value` lines of `-o export` / `--export` output (backslash escapes undone).
+pub fn parse_export(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let mut out = String::new();
+            let mut chars = v.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        out.push(n);
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            (k.trim().to_string(), out)
+        })
+        .collect()
+}
+
+/// Classifies blkid's probe of one device. `None`: blkid found nothing.
+pub fn classify(vars: &BTreeMap<String, String>) -> Option<Content> {
+    let get = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
+    match get("TYPE").as_deref() {
+        Some("linux_raid_member") => Some(Content::MdMember {
+            array_uuid: get("UUID"),
+            name: get("LABEL"),
+        }),
+        Some(t) if get("USAGE").as_deref() == Some("filesystem") || t == "xfs" || t == "ext4" => {
+            Some(Content::Filesystem {
+                fstype: t.to_string(),
+                uuid: get("UUID"),
+                label: get("LABEL"),
+            })
+        }
+        Some(t) => Some(Content::Foreign(format!(
+            "{t} signature{}",
+            get("USAGE").map(|u| format!(" ({u})")).unwrap_or_default()
+        ))),
+        None => get("PTTYPE").map(|pt| Content::Foreign(format!("{pt} partition table"))),
+    }
+}
+
+/// Probes `device` (an instance path). Never reports `Blank` unless blkid said
+/// "nothing found" (exit 2, or empty success when commands are only recorded)
+/// and wipefs listed no signature either; any other failure is an error.
+pub async fn probe(ctx: &Context, device: &str) -> Result<Content, ModuleError> {
+    let host = ctx.path(device).display().to_string();
+    let cmd = Cmd::new(
+        ctx.tool(tools::BLKID),
+        ["-p", "-o", "export", host.as_str()],
+    )
+    .timeout(Duration::from_secs(30));
+    let out = ctx.system.run(&cmd).await?;
+    match out.code {
+        Some(0) => {
+            if let Some(c) = classify(&parse_export(&out.stdout)) {
+                return Ok(c);
+            }
+        }
+        // "Nothing found". blkid also says 2 for a missing device, so a message on
+        // stderr means something went wrong: not blank.
+        Some(2) if out.stderr.trim().is_empty() => {}
+        Some(8) => {
+            return Ok(Content::Foreign(format!(
+                "several conflicting signatures (blkid: ambivalent result{})",
+                if out.stderr.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", out.stderr.trim())
+                }
+            )));
+        }
+        _ => {
+            out.check(&cmd)?;
+        }
+    }
+    // blkid stops at the first signature it trusts; wipefs lists every one (backup
+    // GPT at the end of the disk, stale superblocks...).
+    let cmd = Cmd::new(
+        ctx.tool(tools::WIPEFS),
+        ["-n", "--noheadings", "-O", "TYPE,OFFSET", host.as_str()],
+    )
+    .timeout(Duration::from_secs(30));
+    let out = ctx.system.run(&cmd).await?.check(&cmd)?;
+    let sigs: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let t = f.next()?;
+            Some(match f.next() {
+                Some(off) => format!("{t} at {off}"),
+                None => t.to_string(),
+            })
+        })
+        .collect();
+    if sigs.is_empty() {
+        Ok(Content::Blank)
+    } else {
+        Ok(Content::Foreign(format!(
+            "signatures found by wipefs: {}",
+            sigs.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_blkid_output() {
+        let fs = parse_export("DEVNAME=/dev/loop0\nLABEL=my\\ data\nUUID=1234\nTYPE=ext4\nUSAGE=filesystem\n");
+        assert_eq!(
+            classify(&fs),
+            Some(Content::Filesystem {
+                fstype: "ext4".into(),
+                uuid: Some("1234".into()),
+                label: Some("my data".into())
+            })
+        );
+        let md = parse_export("TYPE=linux_raid_member\nUUID=aa\nLABEL=any:ephemeral\nUSAGE=raid\n");
+        assert!(matches!(classify(&md), Some(Content::MdMember { name: Some(n), .. }) if n == "any:ephemeral"));
+        let pt = parse_export("PTUUID=x\nPTTYPE=gpt\n");
+        assert_eq!(classify(&pt).unwrap().describe(), "gpt partition table");
+        let lvm = parse_export("TYPE=LVM2_member\nUSAGE=raid\n");
+        assert_eq!(classify(&lvm).unwrap().describe(), "LVM2_member signature (raid)");
+        assert_eq!(classify(&parse_export("")), None);
+    }
+}

@@ -1,0 +1,5 @@
+//! `mounts` (work in progress).
+
+pub fn modules() -> Vec<Box<dyn stoke_api::Module>> {
+    Vec::new()
+}
