@@ -1,0 +1,460 @@
+"""The VM scenarios. Each boots one guest (a qcow2 overlay over the run's root.img, so reboots keep
+their state) one or more times and asserts on what the guest reported.
+
+A scenario reports one or more *cases* (numbered as in the issue); a case passes when all its
+checks pass. Checks for a module run only when the binary under test has that module (the suite
+grows with the engine); the cases list which modules they covered.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+
+from .vm import Boot, blank_disk, make_seed
+
+SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0X0Vx4oSxCRzbJH2ipd8f5rYR5dBC0zsbWKcUU1Ls "
+           "vmtest@stoke")
+HOSTNAME_RE = re.compile(r"^vm-[0-9a-f]{8}$")
+MOUNT_POINT = "/mnt/ephemeral"
+
+# Module states in `stoke status --json` that mean "this module did its work or had none to do".
+GOOD = {"ok", "skipped", "disabled"}
+BAD = {"failed", "blocked", "pending", "running", "deferred"}
+
+
+def image_config(modules):
+    """/etc/stoke/stoke.d/50-vmtest.yaml for the modules the binary has (unknown keys would be
+    reported as config errors, so only keys of present modules are written)."""
+    lines = ["# stoke VM tests: the image layer's config"]
+    if "hostname" in modules:
+        lines.append('hostname: "vm-{{ uuid8 }}"')
+    if "disks" in modules:
+        lines += ["disks:",
+                  "  devices: [\"/dev/disk/by-id/virtio-eph*\"]",
+                  f"  mount_point: {MOUNT_POINT}"]
+    if len(lines) == 1:
+        lines.append("{}")
+    return "\n".join(lines) + "\n"
+
+
+def ec2_metadata(iid, user_data=None, public_key=SSH_KEY):
+    md = {
+        "meta-data": {
+            "ami-id": "ami-0123456789abcdef0",
+            "instance-id": iid,
+            "instance-type": "m5d.large",
+            "local-hostname": "ip-169-254-0-15.eu-west-1.compute.internal",
+            "local-ipv4": "169.254.0.15",
+            "mac": "52:54:00:12:34:56",
+            "placement": {"availability-zone": "eu-west-1a", "region": "eu-west-1"},
+            "block-device-mapping": {"ami": "/dev/xvda", "root": "/dev/xvda",
+                                     "ephemeral0": "sdb", "ephemeral1": "sdc"},
+            "public-keys": {"0=vmtest": {"openssh-key": public_key}},
+        },
+        "dynamic": {"instance-identity": {"document": json.dumps({
+            "instanceId": iid, "region": "eu-west-1", "availabilityZone": "eu-west-1a",
+            "accountId": "123456789012", "instanceType": "m5d.large",
+            "imageId": "ami-0123456789abcdef0", "privateIp": "169.254.0.15"})}},
+    }
+    if user_data is not None:
+        md["user-data"] = user_data
+    return md
+
+
+def ec2_smbios(iid):
+    return ["type=1,manufacturer=Amazon EC2,product=m5d.large,uuid=ec2" + str(uuid.uuid4())[3:],
+            "type=2,manufacturer=Amazon EC2,asset=" + iid]
+
+
+class Failed(Exception):
+    pass
+
+
+class Case:
+    def __init__(self, name):
+        self.name = name
+        self.checks = []   # (name, ok, detail)
+        self.notes = []
+        self.logs = []     # serial tails of failed boots
+
+    @property
+    def ok(self):
+        return bool(self.checks) and all(ok for _, ok, _ in self.checks)
+
+
+class T:
+    """One scenario's context: its directory, boots and cases."""
+
+    def __init__(self, env, name):
+        self.env = env
+        self.name = name
+        self.dir = os.path.join(env.rundir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.cases = []
+        self.boots = []
+        self.mods = env.modules
+
+    def case(self, name):
+        self.cases.append(Case(name))
+        return self.cases[-1]
+
+    @property
+    def cur(self):
+        return self.cases[-1]
+
+    def check(self, name, ok, detail=""):
+        self.cur.checks.append((name, bool(ok), detail))
+        return bool(ok)
+
+    def note(self, text):
+        self.cur.notes.append(text)
+
+    def overlay(self, name="root.qcow2"):
+        path = os.path.join(self.dir, name)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", self.env.root_img,
+                        "-F", "raw", path], check=True)
+        return path
+
+    def disk(self, serial, size="1G"):
+        return blank_disk(os.path.join(self.dir, f"{serial}.raw"), size)
+
+    def new_boot(self, label, root):
+        b = Boot(f"{len(self.boots) + 1:02d}-{label}", self.dir, root, self.env.kernel,
+                 self.env.initrd)
+        return b
+
+    def boot(self, b):
+        """Runs a boot; on failure records it in the current case and aborts the scenario."""
+        self.boots.append(b)
+        ok = b.run()
+        self.env.progress(f"{self.name}: boot {b.label}: "
+                          + (f"{b.duration:.0f} s" if ok else f"FAILED ({b.error})"))
+        if not ok:
+            self.check(f"boot {b.label} completes (check unit ran)", False, b.error)
+            self.cur.logs.append((b.label, b.tail()))
+            raise Failed(b.error)
+        self.check(f"boot {b.label} completes", True, f"{b.duration:.0f} s wall")
+        return b.facts
+
+    # ------------------------------------------------------------------ fact helpers
+    @staticmethod
+    def status(f):
+        try:
+            return json.loads(f.get("status_json", ""))
+        except ValueError:
+            return None
+
+    @staticmethod
+    def unit(f, name):
+        props = {}
+        for kv in f.get(f"unit.{name}", "").split():
+            k, _, v = kv.partition("=")
+            props[k] = v
+        return props
+
+    @staticmethod
+    def mounts(f):
+        res = {}
+        for line in f.get("findmnt", "").splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                res[parts[0]] = {"source": parts[1], "fstype": parts[2],
+                                 "options": parts[3] if len(parts) > 3 else ""}
+        return res
+
+    @staticmethod
+    def hostkeys(f):
+        return sorted(l.strip() for l in f.get("hostkeys", "").splitlines() if "SHA256:" in l)
+
+    # ------------------------------------------------------------------ common checks
+    def check_boot_ok(self, f, expect_rc=0):
+        """The stages ran, the boot finished, stoke status is what is expected."""
+        for u in ("stoke-local.service", "stoke-network.service", "stoke-final.service"):
+            p = self.unit(f, u)
+            self.check(f"{u} ran and is active", p.get("ActiveState") == "active"
+                       and p.get("ConditionResult") == "yes",
+                       f.get(f"unit.{u}", "(not reported)"))
+        self.check("stoke.target reached", self.unit(f, "stoke.target").get("ActiveState") == "active",
+                   f.get("unit.stoke.target", ""))
+        self.check("system not in emergency/maintenance",
+                   f.get("system_state") in ("running", "degraded", "starting"),
+                   f"is-system-running: {f.get('system_state')}; failed: {f.get('failed_units', '').strip()}")
+        st = self.status(f)
+        self.check("stoke status --json parses", st is not None, f.get("status_json", "")[:300])
+        if st is not None:
+            self.check("status: done", st.get("done") is True, f"done={st.get('done')}")
+        if expect_rc is not None:
+            self.check(f"stoke status exit code {expect_rc}", f.get("status_rc") == str(expect_rc),
+                       f"rc={f.get('status_rc')}: {f.get('status_text', '').strip()[-400:]}")
+        return st
+
+    def module_states(self, st):
+        return {name: m.get("state") for name, m in (st or {}).get("modules", {}).items()}
+
+    def check_all_modules_ran(self, st, allow_failed=()):
+        """First boot: every module did its work (or had none): nothing failed/blocked/pending."""
+        states = self.module_states(st)
+        for name in sorted(self.mods):
+            self.check(f"status: module {name} reported", name in states,
+                       f"modules in status: {sorted(states)}")
+        bad = {n: s for n, s in states.items() if s in BAD and n not in allow_failed}
+        self.check("status: no module failed, blocked or left pending", not bad, json.dumps(bad))
+        return states
+
+    def check_frequencies(self, st, per_instance_state):
+        """Per-instance (and once) modules are in `per_instance_state`; per-boot ones ran."""
+        mods = (st or {}).get("modules", {})
+        for name, m in sorted(mods.items()):
+            freq = m.get("frequency")
+            state = m.get("state")
+            if state == "disabled":
+                continue
+            if freq in ("per-instance", "once"):
+                self.check(f"status: {freq} module {name} is {per_instance_state}",
+                           state == per_instance_state, f"{state}: {m.get('reason', '')}")
+            elif freq in ("per-boot", "always"):
+                self.check(f"status: {freq} module {name} ran", state == "ok",
+                           f"{state}: {m.get('reason', '')}")
+
+    def check_hostname(self, f, expect=None, differs_from=None):
+        if "hostname" not in self.mods:
+            return None
+        h = f.get("hostname", "")
+        self.check("hostname from template vm-{{ uuid8 }}", HOSTNAME_RE.match(h), h)
+        self.check("/etc/hostname matches the kernel hostname", f.get("etc_hostname") == h,
+                   f"{f.get('etc_hostname')!r} vs {h!r}")
+        self.check("/etc/hosts maps the hostname", h and h in f.get("etc_hosts", ""),
+                   f.get("etc_hosts", "")[-300:])
+        if expect is not None:
+            self.check("hostname unchanged", h == expect, f"{h} (was {expect})")
+        if differs_from is not None:
+            self.check("hostname is new (new instance uuid)", h != differs_from,
+                       f"{h} (previous instance: {differs_from})")
+        return h
+
+    def check_disks(self, f, ndisks=2, expect_fresh=None):
+        """An array (2 disks: RAID0) or a single filesystem, mounted, in fstab with nofail."""
+        if "disks" not in self.mods:
+            return None
+        m = self.mounts(f).get(MOUNT_POINT)
+        self.check(f"{MOUNT_POINT} mounted", m is not None, f.get("findmnt", "")[-500:])
+        if ndisks >= 2:
+            md = f.get("mdstat", "")
+            self.check("md RAID0 array active over the ephemeral disks",
+                       "active raid0" in md and md.count("vd") >= ndisks, md)
+            if m:
+                self.check("the mount is the md array", "/dev/md" in m["source"], m["source"])
+        if m:
+            self.check("filesystem is xfs", m["fstype"] == "xfs", m["fstype"])
+        fstab = [l for l in f.get("fstab", "").splitlines()
+                 if not l.strip().startswith("#") and MOUNT_POINT in l.split()[1:2]]
+        self.check("fstab has one entry for the mount, with nofail",
+                   len(fstab) == 1 and "nofail" in fstab[0], "\n".join(fstab) or f.get("fstab", ""))
+        return m
+
+    def check_hostkeys(self, f, expect=None, differs_from=None):
+        if "ssh-host-keys" not in self.mods:
+            return None
+        keys = self.hostkeys(f)
+        self.check("ssh host keys present (ed25519, ecdsa, rsa)",
+                   all(any(t in k for k in keys) for t in ("ED25519", "ECDSA", "RSA")), "\n".join(keys))
+        self.check("ssh.service active (keys existed before it started)",
+                   self.unit(f, "ssh.service").get("ActiveState") == "active",
+                   f.get("unit.ssh.service", ""))
+        if expect is not None:
+            self.check("host keys unchanged", keys == expect, "\n".join(keys))
+        if differs_from is not None:
+            self.check("host keys are new", keys and not set(keys) & set(differs_from),
+                       "\n".join(keys))
+        return keys
+
+    def check_authorized_keys(self, f):
+        if not any(m.startswith("ssh-authorized") or m == "ssh-keys" for m in self.mods):
+            return
+        self.check("authorized_keys has the metadata public key",
+                   SSH_KEY.split()[1] in f.get("authorized_keys", ""), f.get("authorized_keys", ""))
+
+
+# ====================================================================== scenarios
+
+def first_boot_and_reboot(t):
+    """1. First boot (EC2 IMDSv2) and 2. reboot of the same instance."""
+    t.case("1 first boot (EC2 IMDSv2, 2 ephemeral disks)")
+    iid = "i-0f1a2b3c4d5e6f701"
+    root = t.overlay()
+    e0, e1 = t.disk("eph0"), t.disk("eph1")
+
+    def boot(label):
+        b = t.new_boot(label, root)
+        b.disk("eph0", e0).disk("eph1", e1)
+        b.imds = ec2_metadata(iid, "#cloud-config\n")
+        b.smbios = ec2_smbios(iid)
+        return t.boot(b)
+
+    f1 = boot("first")
+    st = t.check_boot_ok(f1)
+    t.check("status: instance id from IMDS", (st or {}).get("instance_id") == iid,
+            str((st or {}).get("instance_id")))
+    t.check_all_modules_ran(st)
+    t.check_frequencies(st, "ok")
+    h1 = t.check_hostname(f1)
+    t.check_disks(f1)
+    k1 = t.check_hostkeys(f1)
+    t.check_authorized_keys(f1)
+
+    t.case("2 reboot, same instance")
+    f2 = boot("reboot")
+    t.check("new boot id", f2.get("boot_id") != f1.get("boot_id"))
+    st2 = t.check_boot_ok(f2)
+    t.check_frequencies(st2, "skipped")
+    t.check_hostname(f2, expect=h1)
+    t.check_disks(f2)
+    t.check_hostkeys(f2, expect=k1)
+
+
+def stop_start(t):
+    """3. Stop/start: same instance id, blank ephemeral disks → array made again; then a disk missing."""
+    t.case("3 stop/start: blank ephemeral disks, then a missing disk")
+    iid = "i-0a9b8c7d6e5f40302"
+    root = t.overlay()
+
+    def boot(label, disks):
+        b = t.new_boot(label, root)
+        for serial in disks:
+            b.disk(serial, os.path.join(t.dir, f"{serial}.raw"))
+        b.imds = ec2_metadata(iid, "#cloud-config\n")
+        b.smbios = ec2_smbios(iid)
+        b.extra = "blkid -o export /dev/md/* /dev/md[0-9]* 2>/dev/null; ls -l /dev/disk/by-id/"
+        return t.boot(b)
+
+    t.disk("eph0"), t.disk("eph1")
+    f1 = boot("first", ["eph0", "eph1"])
+    t.check_boot_ok(f1)
+    t.check_disks(f1)
+    h1 = t.check_hostname(f1)
+    # "Stop/start": the instance store comes back blank.
+    t.disk("eph0"), t.disk("eph1")
+    f2 = boot("blank-disks", ["eph0", "eph1"])
+    st2 = t.check_boot_ok(f2)
+    t.check_disks(f2)
+    t.check_hostname(f2, expect=h1)
+    if "disks" in t.mods:
+        mods = (st2 or {}).get("modules", {})
+        t.check("status: disks ran again on blank disks", mods.get("disks", {}).get("state") == "ok",
+                json.dumps(mods.get("disks", {}))[:400])
+    # One disk missing: the boot must still complete (nofail), status says what is missing.
+    t.disk("eph0")
+    f3 = boot("missing-disk", ["eph0"])
+    st3 = t.check_boot_ok(f3, expect_rc=None)
+    if "disks" in t.mods:
+        t.check("boot completed with a disk missing (stoke.target reached)", True)
+        d = json.dumps((st3 or {}).get("modules", {}).get("disks", {}))
+        t.note(f"disks status with a disk missing: {d[:300]}")
+
+
+def new_instance(t):
+    """4. New instance from the same root image (new instance id)."""
+    t.case("4 new instance from the same image")
+    root = t.overlay()
+    e0 = t.disk("eph0")
+
+    def boot(label, iid):
+        b = t.new_boot(label, root)
+        b.disk("eph0", e0)
+        b.imds = ec2_metadata(iid, "#cloud-config\n")
+        b.smbios = ec2_smbios(iid)
+        return t.boot(b)
+
+    f1 = boot("instance-a", "i-0aaaaaaaaaaaaaaa1")
+    st1 = t.check_boot_ok(f1)
+    h1 = t.check_hostname(f1)
+    k1 = t.check_hostkeys(f1)
+    t.check_disks(f1, ndisks=1)
+    blank_disk(e0)
+    f2 = boot("instance-b", "i-0bbbbbbbbbbbbbbb2")
+    st2 = t.check_boot_ok(f2)
+    t.check("status: new instance id", (st2 or {}).get("instance_id") == "i-0bbbbbbbbbbbbbbb2",
+            str((st2 or {}).get("instance_id")))
+    t.check_frequencies(st2, "ok")
+    t.check_hostname(f2, differs_from=h1)
+    t.check_hostkeys(f2, differs_from=k1)
+    t.check_disks(f2, ndisks=1)
+
+
+BAD_USER_DATA = """#cloud-config
+hostname: [this is: not valid
+  - yaml
+"""
+
+
+def bad_user_data(t):
+    """5. Bad user-data (NoCloud): invalid YAML → boot completes, image config applied, degraded."""
+    t.case("5 bad user-data (NoCloud seed)")
+    root = t.overlay()
+    seed = make_seed(os.path.join(t.dir, "seed.img"), {
+        "meta-data": "instance-id: iid-bad-user-data\n",
+        "user-data": BAD_USER_DATA,
+    })
+    b = t.new_boot("bad-user-data", root)
+    b.disk("cidata", seed, readonly=True)
+    f = t.boot(b)
+    st = t.check_boot_ok(f, expect_rc=2)
+    errs = "\n".join((st or {}).get("errors", []))
+    t.check("status names user-data with line:col", re.search(r"user-data.*\d+:\d+", errs), errs)
+    t.check("journal has the user-data error", "user-data" in f.get("journal", ""),
+            f.get("journal", "")[-600:])
+    t.check_hostname(f)   # the image config still applied
+
+
+def bake_then_boot(t):
+    """6. Bake then boot: `stoke clean` (as the Packer template does), next boot is a first boot."""
+    t.case("6 bake (stoke clean) then boot → first boot")
+    root = t.overlay()
+    seed = make_seed(os.path.join(t.dir, "seed.img"), {
+        "meta-data": "instance-id: iid-bake-1\nlocal-hostname: builder\n",
+        "user-data": "#cloud-config\n",
+    })
+    b = t.new_boot("bake", root)
+    b.disk("cidata", seed, readonly=True)
+    # What the Packer template's provisioners run.
+    b.action = "stoke status --wait\nstoke clean\nls -la /var/lib/stoke || true\n"
+    f1 = t.boot(b)
+    t.check_boot_ok(f1)
+    t.check("stoke clean succeeded", f1.get("action_rc") == "0", f1.get("action", ""))
+    h1 = t.check_hostname(f1)
+    k1 = t.check_hostkeys(f1)
+    b = t.new_boot("first-after-bake", root)
+    b.disk("cidata", seed, readonly=True)
+    f2 = t.boot(b)
+    st2 = t.check_boot_ok(f2)
+    t.check_all_modules_ran(st2)
+    t.check_frequencies(st2, "ok")
+    t.check_hostname(f2, differs_from=h1)
+    t.check_hostkeys(f2, differs_from=k1)
+
+
+def disabled(t):
+    """stoke=disabled on the kernel command line: units skip, stoke.target still reached."""
+    t.case("7 stoke=disabled on the kernel command line")
+    root = t.overlay()
+    b = t.new_boot("disabled", root)
+    b.append = "stoke=disabled"
+    f = t.boot(b)
+    for u in ("stoke-local.service", "stoke-network.service", "stoke-final.service"):
+        t.check(f"{u} skipped by its condition", t.unit(f, u).get("ConditionResult") == "no",
+                f.get(f"unit.{u}", ""))
+    t.check("stoke.target reached", t.unit(f, "stoke.target").get("ActiveState") == "active")
+    t.check("hostname left as baked", f.get("hostname") == "baked-image", f.get("hostname"))
+
+
+SCENARIOS = [
+    ("first-boot-reboot", first_boot_and_reboot),
+    ("stop-start", stop_start),
+    ("new-instance", new_instance),
+    ("bad-user-data", bad_user_data),
+    ("bake-then-boot", bake_then_boot),
+    ("disabled", disabled),
+]
