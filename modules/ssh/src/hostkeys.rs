@@ -1,0 +1,533 @@
+//! `ssh-host-keys`: every instance gets its own SSH host keys.
+//!
+//! A baked image carries whatever host keys existed when it was built; if they
+//! stayed, every instance of the fleet would share them and anyone with the image
+//! could impersonate any instance. So, per instance and before sshd starts: delete
+//! the image's keys, install provided ones, generate the rest (concurrently), and
+//! print the fingerprints to the console where EC2's console output can show them.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+use stoke_api::{
+    Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, atomic_write_with,
+    config_spec, managed_block, read_to_string_opt, tools,
+};
+
+use crate::keyline;
+
+/// Key generation can wait on the kernel's entropy pool early in boot.
+const KEYGEN_TIMEOUT: Duration = Duration::from_secs(120);
+
+const CERT_BEGIN: &str = "# BEGIN stoke host certificates (managed by stoke; rewritten at boot)";
+const CERT_END: &str = "# END stoke host certificates";
+
+/// Host key algorithms, by cloud-init's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    Ecdsa,
+    Ed25519,
+    Rsa,
+    /// Accepted so existing cloud-configs still load; OpenSSH no longer supports
+    /// DSA host keys, so it is skipped with a warning.
+    Dsa,
+}
+
+impl KeyType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::Ecdsa => "ecdsa",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Rsa => "rsa",
+            KeyType::Dsa => "dsa",
+        }
+    }
+
+    /// `/etc/ssh/ssh_host_<type>_key`, as the instance sees it.
+    pub fn private_path(self) -> String {
+        format!("/etc/ssh/ssh_host_{}_key", self.name())
+    }
+}
+
+/// Host keys supplied in configuration instead of generated (cloud-init `ssh_keys`).
+/// Each type takes `<type>_private`, `<type>_public` (derived from the private
+/// key when absent) and `<type>_certificate` (also configures `HostCertificate`).
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidedKeys {
+    pub ed25519_private: Option<String>,
+    pub ed25519_public: Option<String>,
+    pub ed25519_certificate: Option<String>,
+    pub ecdsa_private: Option<String>,
+    pub ecdsa_public: Option<String>,
+    pub ecdsa_certificate: Option<String>,
+    pub rsa_private: Option<String>,
+    pub rsa_public: Option<String>,
+    pub rsa_certificate: Option<String>,
+    /// Accepted for compatibility; ignored with a warning (OpenSSH dropped DSA).
+    pub dsa_private: Option<String>,
+    /// Accepted for compatibility; ignored with a warning (OpenSSH dropped DSA).
+    pub dsa_public: Option<String>,
+}
+
+struct Provided<'a> {
+    key_type: KeyType,
+    private: Option<&'a str>,
+    public: Option<&'a str>,
+    certificate: Option<&'a str>,
+}
+
+impl ProvidedKeys {
+    fn by_type(&self) -> [Provided<'_>; 3] {
+        fn p<'a>(
+            key_type: KeyType,
+            private: &'a Option<String>,
+            public: &'a Option<String>,
+            cert: &'a Option<String>,
+        ) -> Provided<'a> {
+            Provided {
+                key_type,
+                private: private.as_deref(),
+                public: public.as_deref(),
+                certificate: cert.as_deref(),
+            }
+        }
+        [
+            p(
+                KeyType::Ecdsa,
+                &self.ecdsa_private,
+                &self.ecdsa_public,
+                &self.ecdsa_certificate,
+            ),
+            p(
+                KeyType::Ed25519,
+                &self.ed25519_private,
+                &self.ed25519_public,
+                &self.ed25519_certificate,
+            ),
+            p(
+                KeyType::Rsa,
+                &self.rsa_private,
+                &self.rsa_public,
+                &self.rsa_certificate,
+            ),
+        ]
+    }
+}
+
+/// Configuration keys (cloud-init names).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct HostKeysConfig {
+    /// Delete the image's `/etc/ssh/ssh_host_*key*` first. Default true.
+    pub ssh_deletekeys: bool,
+    /// Key types to generate (those not given in `ssh_keys`). Default ed25519, ecdsa, rsa.
+    pub ssh_genkeytypes: Vec<KeyType>,
+    /// Host keys to install instead of generating them.
+    pub ssh_keys: ProvidedKeys,
+    /// Do not print host key fingerprints to the console. Default false.
+    pub no_ssh_fingerprints: bool,
+}
+
+impl Default for HostKeysConfig {
+    fn default() -> Self {
+        HostKeysConfig {
+            ssh_deletekeys: true,
+            ssh_genkeytypes: vec![KeyType::Ed25519, KeyType::Ecdsa, KeyType::Rsa],
+            ssh_keys: ProvidedKeys::default(),
+            no_ssh_fingerprints: false,
+        }
+    }
+}
+
+pub struct HostKeys;
+
+#[stoke_api::async_trait]
+impl Module for HostKeys {
+    fn spec(&self) -> ModuleSpec {
+        ModuleSpec {
+            name: "ssh-host-keys",
+            stage: Stage::Local,
+            frequency: Frequency::PerInstance,
+            after: &[],
+            needs_metadata: false,
+            timeout: Duration::from_secs(180),
+            config: config_spec::<HostKeysConfig>(),
+        }
+    }
+
+    async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
+        let cfg: HostKeysConfig = ctx.config()?;
+        let etc_ssh = ctx.path("/etc/ssh");
+        fs::create_dir_all(&etc_ssh).map_err(|e| ModuleError::io("creating", &etc_ssh, e))?;
+        let mut warnings = Vec::new();
+
+        let deleted = if cfg.ssh_deletekeys {
+            delete_host_keys(&etc_ssh)?
+        } else {
+            Vec::new()
+        };
+
+        // Provided keys first: their types are then not generated.
+        if cfg.ssh_keys.dsa_private.is_some() || cfg.ssh_keys.dsa_public.is_some() {
+            warnings.push(
+                "ssh_keys: dsa keys ignored (OpenSSH no longer supports DSA host keys)".into(),
+            );
+        }
+        let mut installed = Vec::new();
+        let mut certificates = Vec::new();
+        for p in cfg.ssh_keys.by_type() {
+            let t = p.key_type.name();
+            let Some(private) = p.private else {
+                if p.public.is_some() || p.certificate.is_some() {
+                    warnings.push(format!(
+                        "ssh_keys: {t}_public/{t}_certificate without {t}_private ignored (a {t} key is generated instead)"
+                    ));
+                }
+                continue;
+            };
+            install_provided(ctx, &p, private, &mut warnings).await?;
+            if let Some(cert) = p.certificate {
+                let guest = format!("{}-cert.pub", p.key_type.private_path());
+                write_root_file(ctx, &ctx.path(&guest), &with_newline(cert), 0o644)?;
+                certificates.push(guest);
+            }
+            installed.push(t);
+        }
+        configure_certificates(ctx, &certificates)?;
+
+        // Generate the remaining types, all at once.
+        let mut types = cfg.ssh_genkeytypes.clone();
+        types.sort();
+        types.dedup();
+        let mut kept = Vec::new();
+        let mut to_generate = Vec::new();
+        for t in types {
+            if t == KeyType::Dsa {
+                warnings.push(
+                    "ssh_genkeytypes: dsa skipped (OpenSSH no longer supports DSA host keys)"
+                        .into(),
+                );
+            } else if installed.contains(&t.name()) {
+                // Provided in ssh_keys.
+            } else if fs::symlink_metadata(ctx.path(t.private_path())).is_ok() {
+                kept.push(t.name());
+            } else {
+                to_generate.push(t);
+            }
+        }
+        let cmds: Vec<Cmd> = to_generate
+            .iter()
+            .map(|t| {
+                let file = ctx.path(t.private_path()).display().to_string();
+                Cmd::new(
+                    ctx.tool(tools::SSH_KEYGEN),
+                    ["-q", "-N", "", "-t", t.name(), "-f", file.as_str()],
+                )
+                .timeout(KEYGEN_TIMEOUT)
+            })
+            .collect();
+        let results = crate::join_all(cmds.iter().map(|c| ctx.system.run(c)).collect()).await;
+        let mut failures = Vec::new();
+        let mut generated = Vec::new();
+        for ((t, cmd), res) in to_generate.iter().zip(&cmds).zip(results) {
+            match res.map_err(ModuleError::from).and_then(|o| o.check(cmd)) {
+                Ok(_) => generated.push(t.name()),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if ctx.system.executes() {
+            for t in &to_generate {
+                if generated.contains(&t.name()) {
+                    let private = ctx.path(t.private_path());
+                    fix_mode(ctx, &private, 0o600)?;
+                    fix_mode(ctx, &pub_path(&private), 0o644)?;
+                }
+            }
+        }
+
+        // Fingerprints of every host key sshd will offer.
+        let (fingerprints, pubkeys) = fingerprints(ctx, &etc_ssh, &mut warnings).await?;
+        let unavailable = !ctx.system.executes();
+        if !cfg.no_ssh_fingerprints && !fingerprints.is_empty() {
+            let text = console_text(&fingerprints, &pubkeys);
+            if let Err(e) = ctx.system.console(&text) {
+                warnings.push(format!("printing fingerprints to the console: {e}"));
+            }
+        }
+
+        if !failures.is_empty() {
+            return Err(ModuleError::Other(format!(
+                "host key generation failed: {}{}",
+                failures.join("; "),
+                if generated.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (generated: {})", generated.join(", "))
+                }
+            )));
+        }
+        let mut summary = format!(
+            "host keys: generated {}; installed {}",
+            list_or_none(&generated),
+            list_or_none(&installed)
+        );
+        if !kept.is_empty() {
+            summary.push_str(&format!("; kept existing {}", kept.join(", ")));
+        }
+        if unavailable {
+            summary.push_str("; fingerprints unavailable (commands recorded, not run)");
+        }
+        let mut report = Report::new(summary).with_details(json!({
+            "deleted": deleted,
+            "generated": generated,
+            "installed": installed,
+            "kept": kept,
+            "certificates": certificates,
+            "fingerprints": if unavailable { serde_json::Value::Null } else { json!(fingerprints) },
+            "fingerprints_printed": !cfg.no_ssh_fingerprints && !fingerprints.is_empty(),
+        }));
+        for w in warnings {
+            report.warn(w);
+        }
+        Ok(report)
+    }
+
+    fn plan(&self, ctx: &Context) -> Option<String> {
+        let cfg: HostKeysConfig = ctx.config().ok()?;
+        let types: Vec<&str> = cfg.ssh_genkeytypes.iter().map(|t| t.name()).collect();
+        Some(format!(
+            "{}generate {} host keys",
+            if cfg.ssh_deletekeys {
+                "delete the image's host keys, "
+            } else {
+                ""
+            },
+            types.join(", ")
+        ))
+    }
+}
+
+fn list_or_none(v: &[&str]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn with_newline(s: &str) -> String {
+    let mut s = s.trim_end().to_string();
+    s.push('\n');
+    s
+}
+
+fn pub_path(private: &Path) -> PathBuf {
+    let mut s = private.as_os_str().to_owned();
+    s.push(".pub");
+    PathBuf::from(s)
+}
+
+/// Removes `ssh_host_*key*` files (and symlinks, never what they point to) from `/etc/ssh`.
+fn delete_host_keys(etc_ssh: &Path) -> Result<Vec<String>, ModuleError> {
+    let entries = fs::read_dir(etc_ssh).map_err(|e| ModuleError::io("listing", etc_ssh, e))?;
+    let mut deleted = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ModuleError::io("listing", etc_ssh, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("ssh_host_") && name["ssh_host_".len()..].contains("key")) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::symlink_metadata(&path) {
+            Ok(m) if !m.is_dir() => {
+                fs::remove_file(&path).map_err(|e| ModuleError::io("deleting", &path, e))?;
+                deleted.push(name);
+            }
+            _ => {}
+        }
+    }
+    deleted.sort();
+    Ok(deleted)
+}
+
+/// Writes a file under `/etc/ssh` atomically with `mode`, owned by root.
+fn write_root_file(ctx: &Context, path: &Path, data: &str, mode: u32) -> Result<(), ModuleError> {
+    atomic_write_with(path, data.as_bytes(), mode, |f| {
+        // An existing file keeps its mode in atomic_write: host keys get exactly theirs.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        ctx.system.fchown(f, path, 0, 0).map_err(io::Error::other)
+    })
+    .map_err(|e| ModuleError::io("writing", path, e))
+}
+
+/// Sets mode and root ownership of a generated key file, without following a symlink.
+fn fix_mode(ctx: &Context, path: &Path, mode: u32) -> Result<(), ModuleError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| ModuleError::io("opening", path, e))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| ModuleError::io("setting mode of", path, e))?;
+    ctx.system.fchown(&f, path, 0, 0)?;
+    Ok(())
+}
+
+async fn install_provided(
+    ctx: &Context,
+    p: &Provided<'_>,
+    private: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), ModuleError> {
+    let t = p.key_type.name();
+    if !(private.trim_start().starts_with("-----BEGIN") && private.contains("PRIVATE KEY-----")) {
+        return Err(ModuleError::Invalid(format!(
+            "ssh_keys.{t}_private is not a PEM/OpenSSH private key"
+        )));
+    }
+    let private_path = ctx.path(p.key_type.private_path());
+    write_root_file(ctx, &private_path, &with_newline(private), 0o600)?;
+    let public = match p.public {
+        Some(line) => {
+            match keyline::parse(line) {
+                Ok(Some(k)) if k.options.is_none() => {}
+                Ok(_) => {
+                    return Err(ModuleError::Invalid(format!(
+                        "ssh_keys.{t}_public must be a bare public key line (type, base64, comment)"
+                    )));
+                }
+                Err(e) => {
+                    return Err(ModuleError::Invalid(format!("ssh_keys.{t}_public: {e}")));
+                }
+            }
+            Some(with_newline(line))
+        }
+        None => {
+            // Derive the public half, as cloud-init does.
+            let cmd = Cmd::new(
+                ctx.tool(tools::SSH_KEYGEN),
+                ["-y", "-f", private_path.display().to_string().as_str()],
+            )
+            .timeout(KEYGEN_TIMEOUT);
+            let out = ctx.system.run(&cmd).await?.check(&cmd)?;
+            if out.stdout.trim().is_empty() {
+                if ctx.system.executes() {
+                    warnings.push(format!("ssh_keys: no public key derived from {t}_private"));
+                }
+                None
+            } else {
+                Some(with_newline(&out.stdout))
+            }
+        }
+    };
+    if let Some(public) = public {
+        write_root_file(ctx, &pub_path(&private_path), &public, 0o644)?;
+    }
+    Ok(())
+}
+
+/// Points sshd at installed host certificates: a managed block at the top of
+/// sshd_config (the top, because lines after a `Match` would belong to it).
+fn configure_certificates(ctx: &Context, certs: &[String]) -> Result<(), ModuleError> {
+    let path = ctx.path("/etc/ssh/sshd_config");
+    let existing = read_to_string_opt(&path).map_err(|e| ModuleError::io("reading", &path, e))?;
+    let body: String = certs
+        .iter()
+        .map(|c| format!("HostCertificate {c}\n"))
+        .collect();
+    let updated = match &existing {
+        None if body.is_empty() => return Ok(()),
+        Some(text) if text.lines().any(|l| l.trim_end() == CERT_BEGIN) => {
+            managed_block(text, CERT_BEGIN, CERT_END, &body)
+        }
+        _ if body.is_empty() => return Ok(()),
+        other => {
+            let block = managed_block("", CERT_BEGIN, CERT_END, &body);
+            format!("{block}{}", other.as_deref().unwrap_or(""))
+        }
+    };
+    if existing.as_deref() == Some(updated.as_str()) {
+        return Ok(());
+    }
+    stoke_api::atomic_write(&path, updated.as_bytes(), 0o644)
+        .map_err(|e| ModuleError::io("writing", &path, e))
+}
+
+/// `ssh-keygen -l` for each `/etc/ssh/ssh_host_*_key.pub` (sorted, like the shell
+/// glob cloud-init uses), and the public key lines themselves.
+async fn fingerprints(
+    ctx: &Context,
+    etc_ssh: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<String>, Vec<String>), ModuleError> {
+    let mut pubs: Vec<PathBuf> = fs::read_dir(etc_ssh)
+        .map_err(|e| ModuleError::io("listing", etc_ssh, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("ssh_host_") && n.ends_with("_key.pub")
+        })
+        .map(|e| e.path())
+        .collect();
+    pubs.sort();
+    let cmds: Vec<Cmd> = pubs
+        .iter()
+        .map(|p| {
+            Cmd::new(
+                ctx.tool(tools::SSH_KEYGEN),
+                ["-l", "-f", p.display().to_string().as_str()],
+            )
+            .timeout(Duration::from_secs(30))
+        })
+        .collect();
+    let results = crate::join_all(cmds.iter().map(|c| ctx.system.run(c)).collect()).await;
+    let mut fps = Vec::new();
+    let mut keys = Vec::new();
+    for ((path, cmd), res) in pubs.iter().zip(&cmds).zip(results) {
+        match res.map_err(ModuleError::from).and_then(|o| o.check(cmd)) {
+            Ok(out) => {
+                fps.extend(
+                    out.stdout
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(str::to_string),
+                );
+                if let Ok(Some(text)) = read_to_string_opt(path) {
+                    keys.extend(
+                        text.lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .map(str::to_string),
+                    );
+                }
+            }
+            Err(e) => warnings.push(format!("fingerprint of {}: {e}", path.display())),
+        }
+    }
+    Ok((fps, keys))
+}
+
+/// The console block, line for line what cloud-init prints (tag `ec2:`), so tools
+/// that scrape EC2 console output for host keys keep working.
+pub fn console_text(fingerprints: &[String], keys: &[String]) -> String {
+    let mut lines = vec![
+        "#############################################################".to_string(),
+        "-----BEGIN SSH HOST KEY FINGERPRINTS-----".to_string(),
+    ];
+    lines.extend(fingerprints.iter().cloned());
+    lines.push("-----END SSH HOST KEY FINGERPRINTS-----".into());
+    lines.push("#############################################################".into());
+    if !keys.is_empty() {
+        lines.push("-----BEGIN SSH HOST KEY KEYS-----".into());
+        lines.extend(keys.iter().cloned());
+        lines.push("-----END SSH HOST KEY KEYS-----".into());
+    }
+    lines.iter().map(|l| format!("ec2: {l}\n")).collect()
+}

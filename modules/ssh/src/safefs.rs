@@ -1,0 +1,256 @@
+//! File operations in a user's home that a hostile user cannot redirect.
+//!
+//! The home directory is opened once (symlinks resolved *inside* the root), then
+//! `.ssh` and `authorized_keys` are opened relative to it with `O_NOFOLLOW`, their
+//! owner is checked on the open descriptor, and the new file is created, chowned,
+//! synced and renamed within the `.ssh` descriptor. A symlink swapped in at any
+//! point makes an open fail instead of sending a write elsewhere.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use stoke_api::{ModuleError, Root, System, User};
+
+/// An existing `authorized_keys` larger than this is refused rather than read into memory.
+pub const MAX_EXISTING: u64 = 64 * 1024 * 1024;
+
+/// Who must own `.ssh` and `authorized_keys`.
+pub struct Owner<'a> {
+    pub user: &'a User,
+    /// When the system only records ownership changes (sandbox), files stoke itself
+    /// created there still belong to the uid stoke runs as; that uid is then accepted too.
+    pub also_uid: Option<u32>,
+}
+
+impl Owner<'_> {
+    fn accepts(&self, uid: u32) -> bool {
+        uid == self.user.uid || self.also_uid == Some(uid)
+    }
+
+    fn refuse(&self, path: &Path, what: &str, st: &FileStat) -> ModuleError {
+        ModuleError::Refused(format!(
+            "{what} {} is owned by uid {}, not by {} (uid {}); not touching it",
+            path.display(),
+            st.st_uid,
+            self.user.name,
+            self.user.uid
+        ))
+    }
+}
+
+fn io_err(action: &'static str, path: &Path, e: Errno) -> ModuleError {
+    ModuleError::io(action, path, io::Error::from(e))
+}
+
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+}
+
+/// Opens the user's home directory, `None` if it does not exist. Symlinks on the
+/// way are resolved with the root as `/` (so under `--root` they cannot lead out of it).
+pub fn open_home(root: &Root, user: &User) -> Result<Option<File>, ModuleError> {
+    let host = root.path(&user.home);
+    let rel = host
+        .strip_prefix(root.dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let rel = if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    };
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let root_fd = nix::fcntl::open(root.dir(), dir_flags, Mode::empty())
+        .map_err(|e| io_err("opening root", root.dir(), e))?;
+    let how = OpenHow::new()
+        .flags(dir_flags)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let opened = match openat2(&root_fd, &rel, how) {
+        // Kernels before 5.6 (or a seccomp filter) lack openat2: plain resolution.
+        Err(Errno::ENOSYS) => openat(AT_FDCWD, &host, dir_flags, Mode::empty()),
+        other => other,
+    };
+    match opened {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(Errno::ENOTDIR) => Err(ModuleError::Refused(format!(
+            "home {} of user {} is not a directory",
+            host.display(),
+            user.name
+        ))),
+        Err(e) => Err(io_err("opening home directory", &host, e)),
+    }
+}
+
+/// Opens (and, if `create`, makes) `.ssh` in the opened home. `Ok(None)`: it does not
+/// exist and `create` is false.
+pub fn open_ssh_dir(
+    home: &File,
+    path: &Path,
+    create: bool,
+    owner: &Owner<'_>,
+    system: &dyn System,
+) -> Result<Option<File>, ModuleError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut created = false;
+    let fd = loop {
+        match openat(home.as_fd(), ".ssh", flags, Mode::empty()) {
+            Ok(fd) => break fd,
+            Err(Errno::ENOENT) if !create => return Ok(None),
+            Err(Errno::ENOENT) if !created => {
+                match mkdirat(home.as_fd(), ".ssh", Mode::from_bits_truncate(0o700)) {
+                    Ok(()) | Err(Errno::EEXIST) => created = true,
+                    Err(e) => return Err(io_err("creating", path, e)),
+                }
+            }
+            Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(describe_not_dir(home, path)),
+            Err(e) => return Err(io_err("opening", path, e)),
+        }
+    };
+    let dir = File::from(fd);
+    let st = fstat(dir.as_fd()).map_err(|e| io_err("checking", path, e))?;
+    if created && st.st_uid == nix::unistd::geteuid().as_raw() && !owner.accepts(st.st_uid) {
+        // Ours, just made: hand it to the user.
+        system
+            .fchown(&dir, path, owner.user.uid, owner.user.gid)
+            .map_err(ModuleError::System)?;
+    } else if !owner.accepts(st.st_uid) {
+        return Err(owner.refuse(path, "directory", &st));
+    }
+    if created {
+        // mkdirat's mode is filtered by the umask; make it exactly 0700.
+        fchmod(dir.as_fd(), Mode::from_bits_truncate(0o700))
+            .map_err(|e| io_err("setting mode of", path, e))?;
+    }
+    Ok(Some(dir))
+}
+
+fn describe_not_dir(home: &File, path: &Path) -> ModuleError {
+    match fstatat(
+        home.as_fd(),
+        ".ssh",
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) if kind(&st) == SFlag::S_IFLNK => ModuleError::Refused(format!(
+            "{} is a symbolic link; refusing to follow it",
+            path.display()
+        )),
+        _ => ModuleError::Refused(format!("{} is not a directory", path.display())),
+    }
+}
+
+/// The current `authorized_keys`: its text and mode, `None` if absent.
+pub fn read_keys_file(
+    ssh: &File,
+    path: &Path,
+    owner: &Owner<'_>,
+) -> Result<Option<(String, u32)>, ModuleError> {
+    // O_NONBLOCK: a FIFO planted here must not hang the boot.
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let fd = match openat(ssh.as_fd(), "authorized_keys", flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => {
+            return Err(ModuleError::Refused(format!(
+                "{} is a symbolic link; refusing to follow it",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(io_err("opening", path, e)),
+    };
+    let mut file = File::from(fd);
+    let st = fstat(file.as_fd()).map_err(|e| io_err("checking", path, e))?;
+    if kind(&st) != SFlag::S_IFREG {
+        return Err(ModuleError::Refused(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if !owner.accepts(st.st_uid) {
+        return Err(owner.refuse(path, "file", &st));
+    }
+    if st.st_size as u64 > MAX_EXISTING {
+        return Err(ModuleError::Refused(format!(
+            "{} is {} bytes, more than stoke will rewrite ({MAX_EXISTING})",
+            path.display(),
+            st.st_size
+        )));
+    }
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(MAX_EXISTING + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ModuleError::io("reading", path, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ModuleError::Refused(format!(
+            "{} is not valid UTF-8; not rewriting it (lines stoke does not own must stay byte-identical)",
+            path.display()
+        ))
+    })?;
+    Ok(Some((text, st.st_mode & 0o7777)))
+}
+
+/// Replaces `authorized_keys` in the opened `.ssh` with `data`: a temp file made
+/// there (`O_EXCL|O_NOFOLLOW`), mode set, chowned to the user, synced, renamed
+/// over the old file, directory synced. Readers see the old file or the new one.
+pub fn write_keys_file(
+    ssh: &File,
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    user: &User,
+    system: &dyn System,
+) -> Result<(), ModuleError> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut attempt = 0u32;
+    let (tmp_name, fd) = loop {
+        let name = format!(".authorized_keys.stoke-{}-{attempt}", std::process::id());
+        match openat(
+            ssh.as_fd(),
+            name.as_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => break (name, fd),
+            // A leftover from an interrupted run: try the next name.
+            Err(Errno::EEXIST) if attempt < 16 => attempt += 1,
+            Err(e) => return Err(io_err("creating a temp file in", path, e)),
+        }
+    };
+    let mut file = File::from(fd);
+    let result = (|| {
+        file.write_all(data)
+            .map_err(|e| ModuleError::io("writing", path, e))?;
+        fchmod(file.as_fd(), Mode::from_bits_truncate(mode))
+            .map_err(|e| io_err("setting mode of", path, e))?;
+        system
+            .fchown(&file, path, user.uid, user.gid)
+            .map_err(ModuleError::System)?;
+        file.sync_all()
+            .map_err(|e| ModuleError::io("syncing", path, e))?;
+        renameat(
+            ssh.as_fd(),
+            tmp_name.as_str(),
+            ssh.as_fd(),
+            "authorized_keys",
+        )
+        .map_err(|e| io_err("renaming into place", path, e))?;
+        ssh.sync_all()
+            .map_err(|e| ModuleError::io("syncing directory of", path, e))
+    })();
+    if result.is_err() {
+        let _ = unlinkat(ssh.as_fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    result
+}
