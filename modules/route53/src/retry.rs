@@ -1,0 +1,324 @@
+//! One time budget for all of a run's requests, exponential backoff with full
+//! jitter, and the classification of Route53 errors into "retry" and "fix this".
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// First backoff bound; doubles per failed attempt of one operation up to the cap.
+const BASE_DELAY: Duration = Duration::from_millis(200);
+/// One attempt never waits longer than this (nor past the budget).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Throttling, a change still in progress, a server error, a timeout, no connection.
+    Transient,
+    /// The request is wrong or not allowed: retrying cannot help.
+    Permanent,
+}
+
+/// A failed request, reduced to what decides and explains the failure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub class: Class,
+    /// AWS error code (`Throttling`, `NoSuchHostedZone` ...) or a local kind (`timeout`, `dispatch`).
+    pub code: String,
+    pub message: String,
+    pub status: Option<u16>,
+}
+
+impl Failure {
+    pub fn transient(code: &str, message: impl Into<String>) -> Self {
+        Failure {
+            class: Class::Transient,
+            code: code.into(),
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
+        Failure {
+            class: Class::Permanent,
+            ..Failure::transient(code, message)
+        }
+    }
+
+    /// From an HTTP error response: the code and message the SDK parsed, else
+    /// the ones found in the raw body (the SDK cannot parse every server's XML,
+    /// moto's included), else the HTTP status alone.
+    pub fn from_response(
+        status: u16,
+        sdk_code: Option<&str>,
+        sdk_message: Option<&str>,
+        body: &[u8],
+    ) -> Self {
+        let body = String::from_utf8_lossy(body);
+        let code = sdk_code
+            .map(str::to_string)
+            .or_else(|| xml_field(&body, "Code"))
+            .unwrap_or_default();
+        let message = sdk_message
+            .map(str::to_string)
+            .or_else(|| xml_field(&body, "Message"))
+            .unwrap_or_else(|| snippet(&body));
+        let class = classify(status, &code);
+        let code = if code.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            code
+        };
+        Failure {
+            class,
+            code,
+            message,
+            status: Some(status),
+        }
+    }
+
+    /// What to do about a permanent failure, for the person reading the status.
+    pub fn hint(&self) -> &'static str {
+        match self.code.as_str() {
+            "NoSuchHostedZone" => {
+                "check `hosted_zone_id` / `zone_name`, and that the zone is in the account of the credentials"
+            }
+            "InvalidChangeBatch" => {
+                "Route53 rejected the records: check `record_name` is inside the zone and the values/types"
+            }
+            "AccessDenied" | "AccessDeniedException" => {
+                "grant the instance role the actions in docs/route53.md on this hosted zone"
+            }
+            "InvalidClientTokenId"
+            | "SignatureDoesNotMatch"
+            | "UnrecognizedClientException"
+            | "InvalidAccessKeyId"
+            | "ExpiredToken"
+            | "MissingAuthenticationToken"
+            | "IncompleteSignature" => {
+                "the AWS credentials were refused: check the instance profile, or `access_key_id`/`secret_access_key`/`session_token`"
+            }
+            "InvalidInput" | "InvalidArgument" => {
+                "a value in the `route53:` section is not valid for Route53"
+            }
+            _ if self.status == Some(403) => {
+                "access denied: check the credentials and the IAM policy in docs/route53.md"
+            }
+            _ => "see the AWS message",
+        }
+    }
+}
+
+/// Retry or not, from the AWS error code (when there is one) and the HTTP status.
+pub fn classify(status: u16, code: &str) -> Class {
+    const TRANSIENT: &[&str] = &[
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    ];
+    if TRANSIENT.contains(&code) || status >= 500 || status == 429 {
+        Class::Transient
+    } else {
+        Class::Permanent
+    }
+}
+
+/// The text of the first `<Field>…</Field>` in an XML document.
+fn xml_field(body: &str, field: &str) -> Option<String> {
+    let open = format!("<{field}>");
+    let start = body.find(&open)? + open.len();
+    let len = body[start..].find(&format!("</{field}>"))?;
+    let raw = body[start..start + len].trim();
+    (!raw.is_empty()).then(|| {
+        raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    })
+}
+
+fn snippet(body: &str) -> String {
+    let t = body.trim();
+    if t.is_empty() {
+        return "(empty response body)".into();
+    }
+    let mut s: String = t.chars().take(300).collect();
+    if s.len() < t.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// Why an operation gave up.
+#[derive(Debug)]
+pub enum GaveUp {
+    /// A permanent error: no retry.
+    Rejected(Failure),
+    /// The budget ran out while errors were transient; the last one.
+    Budget(Failure),
+}
+
+/// The budget and the counts of one run (all operations share it).
+pub struct Retrier {
+    start: Instant,
+    deadline: Instant,
+    max_delay: Duration,
+    /// Requests sent, all operations.
+    pub attempts: u32,
+    /// Retried failures by code.
+    pub retried: BTreeMap<String, u32>,
+}
+
+impl Retrier {
+    pub fn new(budget: Duration, max_delay: Duration) -> Self {
+        let start = Instant::now();
+        Retrier {
+            start,
+            deadline: start + budget,
+            max_delay,
+            attempts: 0,
+            retried: BTreeMap::new(),
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or the next try would
+    /// start past the budget. Each attempt is cut at [`ATTEMPT_TIMEOUT`] or the
+    /// budget, whichever is first.
+    pub async fn run<T, F, Fut>(&mut self, mut op: F) -> Result<T, GaveUp>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut failures = 0u32;
+        loop {
+            let remaining = self.remaining();
+            if remaining.is_zero() {
+                return Err(GaveUp::Budget(Failure::transient(
+                    "budget",
+                    "no time left in the budget for this request",
+                )));
+            }
+            self.attempts += 1;
+            let last = match tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), op()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(f)) if f.class == Class::Permanent => return Err(GaveUp::Rejected(f)),
+                Ok(Err(f)) => f,
+                Err(_) => Failure::transient(
+                    "timeout",
+                    format!(
+                        "no answer within {:.1} s",
+                        remaining.min(ATTEMPT_TIMEOUT).as_secs_f64()
+                    ),
+                ),
+            };
+            failures += 1;
+            let delay = full_jitter(failures, self.max_delay);
+            if delay >= self.remaining() {
+                return Err(GaveUp::Budget(last));
+            }
+            tracing::debug!(code = %last.code, delay_ms = delay.as_millis() as u64, "route53: retrying");
+            *self.retried.entry(last.code.clone()).or_default() += 1;
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Sleeps `d` if that ends within the budget; false (no sleep) otherwise.
+    pub async fn pause(&self, d: Duration) -> bool {
+        if d >= self.remaining() {
+            return false;
+        }
+        tokio::time::sleep(d).await;
+        true
+    }
+}
+
+/// "Full jitter" (AWS Architecture Blog, Exponential Backoff And Jitter):
+/// uniform in `0..min(cap, base·2^(n-1))`. Clients that collided once spread
+/// out over the whole window instead of colliding again in lockstep.
+pub fn full_jitter(failures: u32, cap: Duration) -> Duration {
+    let exp = BASE_DELAY.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    let bound = exp.min(cap);
+    bound.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses_classify() {
+        assert_eq!(classify(400, "Throttling"), Class::Transient);
+        assert_eq!(classify(400, "PriorRequestNotComplete"), Class::Transient);
+        assert_eq!(classify(503, ""), Class::Transient);
+        assert_eq!(classify(500, "Whatever"), Class::Transient);
+        assert_eq!(classify(400, "InvalidChangeBatch"), Class::Permanent);
+        assert_eq!(classify(404, "NoSuchHostedZone"), Class::Permanent);
+        assert_eq!(classify(403, ""), Class::Permanent);
+    }
+
+    #[test]
+    fn raw_xml_is_read_when_the_sdk_found_no_code() {
+        let body = b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>\
+                     <Message>Rate exceeded &amp; more</Message></Error><RequestId>x</RequestId></ErrorResponse>";
+        let f = Failure::from_response(400, None, None, body);
+        assert_eq!(f.class, Class::Transient);
+        assert_eq!(f.code, "Throttling");
+        assert_eq!(f.message, "Rate exceeded & more");
+        let f = Failure::from_response(502, None, None, b"");
+        assert_eq!((f.class, f.code.as_str()), (Class::Transient, "HTTP 502"));
+        let f = Failure::from_response(404, Some("NoSuchHostedZone"), Some("No zone"), b"junk");
+        assert_eq!(f.class, Class::Permanent);
+        assert!(f.hint().contains("hosted_zone_id"));
+    }
+
+    #[test]
+    fn full_jitter_stays_under_the_growing_bound() {
+        let cap = Duration::from_secs(10);
+        for n in 1..40 {
+            let bound = BASE_DELAY.saturating_mul(1 << (n - 1).min(20)).min(cap);
+            for _ in 0..50 {
+                assert!(full_jitter(n, cap) <= bound);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_bounds_retries_and_permanent_stops_at_once() {
+        let mut r = Retrier::new(Duration::from_secs(5), Duration::from_secs(1));
+        let out: Result<(), _> = r
+            .run(|| async { Err(Failure::transient("Throttling", "slow down")) })
+            .await;
+        assert!(matches!(out, Err(GaveUp::Budget(ref f)) if f.code == "Throttling"));
+        assert!(r.elapsed() <= Duration::from_secs(5), "{:?}", r.elapsed());
+        assert!(r.attempts > 3, "{}", r.attempts);
+        assert_eq!(r.retried["Throttling"], r.attempts - 1);
+
+        let mut r = Retrier::new(Duration::from_secs(5), Duration::from_secs(1));
+        let out: Result<(), _> = r
+            .run(|| async { Err(Failure::permanent("AccessDenied", "no")) })
+            .await;
+        assert!(matches!(out, Err(GaveUp::Rejected(_))));
+        assert_eq!(r.attempts, 1);
+    }
+}
