@@ -15,3 +15,5 @@ pub const SYSTEMD_RUN: &str = "systemd-run";
 pub const SYSTEMCTL: &str = "systemctl";
 pub const LSBLK: &str = "lsblk";
 pub const FINDMNT: &str = "findmnt";
+/// coreutils `timeout`: bounds a detached run that stoke does not wait for.
+pub const TIMEOUT: &str = "timeout";

@@ -1,0 +1,562 @@
+//! The `puppet` module: a delta Puppet run at boot, blocking or in the background,
+//! with its exit code read right (`--detailed-exitcodes`: 0 and 2 are success).
+//!
+//! - blocking (stage network): the stage waits; output streams to the journal;
+//!   a failure fails the module with the exit code, its meaning and the last lines.
+//! - non-blocking (stage final): started so that it outlives stoke — a transient
+//!   systemd unit where systemd runs, else a detached process — wrapped in
+//!   `stoke exec-record`, which writes `background.json` in this module's state
+//!   directory (running, then succeeded/failed with code and last lines).
+//!
+//! See docs/puppet.md for configuration and the exit-code table.
+
+mod config;
+mod lock;
+mod puppet_conf;
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use stoke_api::{
+    Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, SysError,
+    atomic_write, config_spec, read_to_string_opt, render, tools,
+};
+
+pub use config::{
+    Argv, ConfEntry, CsrAttributes, DEFAULT_TIMEOUT_SECS, DEFAULT_WAIT_FOR_LOCK_SECS, InstallType,
+    MAX_TIMEOUT_SECS, MAX_WAIT_FOR_LOCK_SECS, Mode, Puppet, PuppetConfig, PuppetKeys, Scalar,
+};
+pub use lock::DEFAULT_LOCK_FILES;
+
+pub const NAME: &str = "puppet";
+/// The transient unit of a non-blocking run (systemd).
+pub const UNIT: &str = "stoke-puppet-delta";
+/// In the module's state directory: the non-blocking run's record, written by `stoke exec-record`.
+pub const BACKGROUND_FILE: &str = "background.json";
+/// In the module's state directory: the last blocking run's record (same shape).
+pub const LAST_RUN_FILE: &str = "last-run.json";
+/// Exit codes that mean success with `--detailed-exitcodes`.
+pub const SUCCESS_CODES: [i32; 2] = [0, 2];
+/// How many output lines a record keeps.
+pub const TAIL_LINES: usize = 20;
+/// The default command.
+pub const DEFAULT_COMMAND: &[&str] = &[
+    "puppet",
+    "agent",
+    "--onetime",
+    "--no-daemonize",
+    "--detailed-exitcodes",
+    "--verbose",
+];
+/// Where a detached run (no systemd) writes its output.
+pub const DELTA_LOG: &str = "/var/log/stoke/puppet-delta.log";
+/// A background run past its timeout gets SIGTERM, then SIGKILL this much later.
+const KILL_AFTER_SECS: u64 = 60;
+const AIO_PUPPET: &str = "/opt/puppetlabs/bin/puppet";
+
+/// What a Puppet exit code means: (success, meaning). With `--detailed-exitcodes`
+/// 2 is "changes applied", a success (cloud-init reads it as a failure).
+/// Codes above 128 are a shell's "killed by signal N" (exec-record reports signals so).
+pub fn meaning(code: i32) -> (bool, &'static str) {
+    match code {
+        0 => (true, "no changes"),
+        2 => (true, "changes applied"),
+        4 => (false, "failures"),
+        6 => (false, "changes applied, with failures"),
+        1 => (
+            false,
+            "run failed (catalog not compiled or applied, no server, or another run in progress)",
+        ),
+        124 => (false, "timed out and was killed"),
+        126 => (false, "command not executable"),
+        127 => (false, "command not found"),
+        129..=192 => (false, "killed by a signal"),
+        _ => (false, "unexpected exit code"),
+    }
+}
+
+/// Removes terminal colour sequences (Puppet colours its output even into a pipe).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters... final byte in @..~
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The last `TAIL_LINES` lines of a finished command (stdout, then stderr).
+pub fn tail(stdout: &str, stderr: &str) -> Vec<String> {
+    let lines: Vec<String> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .map(strip_ansi)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].to_vec()
+}
+
+pub fn modules() -> Vec<Box<dyn Module>> {
+    vec![Box::new(PuppetModule)]
+}
+
+pub struct PuppetModule;
+
+#[stoke_api::async_trait]
+impl Module for PuppetModule {
+    fn spec(&self) -> ModuleSpec {
+        ModuleSpec {
+            name: NAME,
+            stage: Stage::Network,
+            frequency: Frequency::PerInstance,
+            after: &["hostname"],
+            needs_metadata: true,
+            // An outer bound only: the module kills the run at `puppet.timeout`
+            // (default 30 min) after at most `wait_for_lock`.
+            timeout: Duration::from_secs(MAX_TIMEOUT_SECS + MAX_WAIT_FOR_LOCK_SECS + 300),
+            config: config_spec::<PuppetConfig>(),
+        }
+    }
+
+    fn stage_for(&self, config: &Value) -> Stage {
+        match serde_json::from_value::<PuppetConfig>(config.clone()) {
+            Ok(PuppetConfig {
+                puppet: Some(p), ..
+            }) if p.mode() == Mode::NonBlocking => Stage::Final,
+            // Invalid config: run early so the error shows early.
+            _ => Stage::Network,
+        }
+    }
+
+    async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
+        let cfg: PuppetConfig = ctx.config()?;
+        let Some(p) = cfg.puppet else {
+            return Ok(Report::new("no puppet: section; nothing to do"));
+        };
+        let mode = p.mode();
+        if mode == Mode::Off {
+            return Ok(Report::new("mode off; Puppet not run").with_details(json!({"mode": "off"})));
+        }
+        let files = write_files(ctx, &p)?;
+        let run = resolve(ctx, &p)?;
+        let mut report = match mode {
+            Mode::NonBlocking => background(ctx, &run).await?,
+            _ => blocking(ctx, &run).await?,
+        };
+        if let Value::Object(m) = &mut report.details {
+            m.insert("files_changed".into(), json!(files));
+        }
+        report.warnings.extend(run.warnings);
+        Ok(report)
+    }
+
+    fn plan(&self, ctx: &Context) -> Option<String> {
+        let cfg: PuppetConfig = ctx.config().ok()?;
+        let p = cfg.puppet?;
+        if p.mode() == Mode::Off {
+            return Some("mode off".into());
+        }
+        let run = resolve(ctx, &p).ok()?;
+        Some(format!(
+            "{}: `{}` (timeout {} s)",
+            p.mode().as_str(),
+            Cmd::new(&run.argv[0], &run.argv[1..]).display(),
+            run.timeout.as_secs()
+        ))
+    }
+}
+
+/// The run worked out from configuration and the instance.
+struct Run {
+    argv: Vec<String>,
+    timeout: Duration,
+    wait_for_lock: Duration,
+    lock_files: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// True when the instance has Puppet's all-in-one layout.
+fn is_aio(ctx: &Context, p: &Puppet) -> bool {
+    match p.0.install_type {
+        Some(t) => t == InstallType::Aio,
+        None => ctx.path("/etc/puppetlabs/puppet").is_dir(),
+    }
+}
+
+fn resolve(ctx: &Context, p: &Puppet) -> Result<Run, ModuleError> {
+    let k = &p.0;
+    let mut argv = match (&k.command, &k.exec_args) {
+        (Some(c), _) => c.to_vec(),
+        // cloud-init: `puppet agent` plus exec_args.
+        (None, Some(a)) => ["puppet".to_string(), "agent".to_string()]
+            .into_iter()
+            .chain(a.to_vec())
+            .collect(),
+        (None, None) => DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect(),
+    };
+    if argv.is_empty() {
+        return Err(ModuleError::Invalid("puppet.command is empty".into()));
+    }
+    if argv[0] == "puppet" {
+        // An AIO install is not on systemd's PATH: use its full path unless `tools:` says otherwise.
+        argv[0] = if ctx.tools.contains_key(tools::PUPPET) {
+            ctx.tool(tools::PUPPET)
+        } else if k.install_type == Some(InstallType::Aio)
+            || (k.install_type.is_none() && ctx.path(AIO_PUPPET).exists())
+        {
+            AIO_PUPPET.to_string()
+        } else {
+            ctx.tool(tools::PUPPET)
+        };
+    }
+    if let Some(e) = &k.environment {
+        argv.extend(["--environment".to_string(), e.clone()]);
+    }
+    if let Some(s) = &k.server {
+        argv.extend(["--server".to_string(), s.clone()]);
+    }
+    if let Some(t) = &k.certname {
+        argv.extend(["--certname".to_string(), certname(ctx, t)?]);
+    }
+    argv.extend(k.extra_args.iter().cloned());
+
+    let mut warnings = Vec::new();
+    let detailed = argv[1..]
+        .iter()
+        .any(|a| a == "--detailed-exitcodes" || a == "--test" || a == "-t");
+    if !detailed {
+        warnings.push(format!(
+            "puppet command `{}` has neither --detailed-exitcodes nor --test: a failed \
+             resource then exits 0 and reads as success",
+            argv.join(" ")
+        ));
+    }
+    let lock_files = match &k.lock_file {
+        Some(f) => vec![f.clone()],
+        None => DEFAULT_LOCK_FILES.iter().map(|s| s.to_string()).collect(),
+    };
+    Ok(Run {
+        argv,
+        timeout: Duration::from_secs(k.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
+        wait_for_lock: Duration::from_secs(k.wait_for_lock.unwrap_or(DEFAULT_WAIT_FOR_LOCK_SECS)),
+        lock_files,
+        warnings,
+    })
+}
+
+/// A certname: cloud-init's `%i` (instance id) and `%f` (fqdn), stoke templates,
+/// lowercased (Puppet refuses uppercase certnames).
+fn certname(ctx: &Context, template: &str) -> Result<String, ModuleError> {
+    let mut s = template.replace("%i", &ctx.instance.instance_id);
+    if s.contains("%f") {
+        let fqdn = ctx.vars.get("fqdn").ok_or_else(|| {
+            ModuleError::Invalid(format!(
+                "certname {template:?} uses %f but no fqdn is known (the hostname module reports it)"
+            ))
+        })?;
+        s = s.replace("%f", fqdn);
+    }
+    Ok(render(&s, &ctx.vars)?.to_lowercase())
+}
+
+/// cloud-init's `conf` (puppet.conf keys) and `csr_attributes`. Returns the files changed.
+fn write_files(ctx: &Context, p: &Puppet) -> Result<Vec<String>, ModuleError> {
+    let k = &p.0;
+    let aio = is_aio(ctx, p);
+    let etc = if aio {
+        "/etc/puppetlabs/puppet"
+    } else {
+        "/etc/puppet"
+    };
+    let mut changed = Vec::new();
+    if let Some(conf) = &k.conf {
+        let guest = k
+            .conf_file
+            .clone()
+            .unwrap_or_else(|| format!("{etc}/puppet.conf"));
+        let path = ctx.path(&guest);
+        let old = read_to_string_opt(&path)
+            .map_err(|e| ModuleError::io("reading", &path, e))?
+            .unwrap_or_default();
+        let mut new = old.clone();
+        for (section, entry) in conf {
+            // Checked at load: every entry is a section's settings.
+            for (key, value) in entry.settings().into_iter().flatten() {
+                let value = match key.as_str() {
+                    "certname" => certname(ctx, &value.to_string())?,
+                    _ => value.to_string(),
+                };
+                new = puppet_conf::set(&new, section, key, &value);
+            }
+        }
+        if new != old {
+            atomic_write(&path, new.as_bytes(), 0o644)
+                .map_err(|e| ModuleError::io("writing", &path, e))?;
+            changed.push(guest);
+        }
+    }
+    if let Some(csr) = &k.csr_attributes {
+        let guest = k
+            .csr_attributes_path
+            .clone()
+            .unwrap_or_else(|| format!("{etc}/csr_attributes.yaml"));
+        let path = ctx.path(&guest);
+        // JSON is YAML: Puppet reads this file with its YAML parser.
+        let mut text = serde_json::to_string_pretty(csr)
+            .map_err(|e| ModuleError::Other(format!("encoding csr_attributes: {e}")))?;
+        text.push('\n');
+        let old = read_to_string_opt(&path).map_err(|e| ModuleError::io("reading", &path, e))?;
+        if old.as_deref() != Some(text.as_str()) {
+            // May hold a pre-shared key: not world-readable.
+            atomic_write(&path, text.as_bytes(), 0o640)
+                .map_err(|e| ModuleError::io("writing", &path, e))?;
+            changed.push(guest);
+        }
+    }
+    Ok(changed)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Writes a run record; a failure to write is a warning, not the run's failure.
+fn record(ctx: &Context, file: &str, value: &Value, warnings: &mut Vec<String>) {
+    let path = ctx.state_dir.join(file);
+    let mut text = value.to_string();
+    text.push('\n');
+    if let Err(e) = atomic_write(&path, text.as_bytes(), 0o644) {
+        warnings.push(format!("cannot write {}: {e}", path.display()));
+    }
+}
+
+async fn blocking(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
+    let waited = lock::wait(ctx, &run.lock_files, run.wait_for_lock).await?;
+    let cmd = Cmd::new(&run.argv[0], &run.argv[1..])
+        .timeout(run.timeout)
+        .stream_output();
+    let mut warnings = Vec::new();
+    if waited >= Duration::from_secs(1) {
+        warnings.push(format!(
+            "waited {} for another Puppet run to release its lock",
+            secs(waited)
+        ));
+    }
+    let started_unix = unix_now();
+    let start = Instant::now();
+    let result = ctx.system.run(&cmd).await;
+    let duration = start.elapsed();
+    let mut rec = json!({
+        "argv": run.argv,
+        "started_unix": started_unix,
+        "finished_unix": unix_now(),
+        "duration_ms": duration.as_millis() as u64,
+    });
+    let out = match result {
+        Ok(out) => out,
+        Err(SysError::Timeout { after, .. }) => {
+            rec["state"] = json!("failed");
+            rec["code"] = Value::Null;
+            rec["meaning"] = json!("timed out and was killed");
+            rec["tail"] = json!([]);
+            record(ctx, LAST_RUN_FILE, &rec, &mut warnings);
+            return Err(ModuleError::Command {
+                argv: cmd.display(),
+                status: format!(
+                    "timed out after {} s (puppet.timeout) and was killed",
+                    after.as_secs()
+                ),
+                stderr: "its output is in the journal".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !ctx.system.executes() {
+        return Ok(Report::new(format!(
+            "would run `{}` (commands are recorded, not run)",
+            cmd.display()
+        ))
+        .with_details(json!({"mode": "blocking", "argv": run.argv, "executed": false})));
+    }
+    let (ok, what) = match out.code {
+        Some(c) => meaning(c),
+        None => (false, "killed by a signal"),
+    };
+    let lines = tail(&out.stdout, &out.stderr);
+    rec["state"] = json!(if ok { "succeeded" } else { "failed" });
+    rec["code"] = json!(out.code);
+    rec["meaning"] = json!(what);
+    rec["tail"] = json!(lines);
+    record(ctx, LAST_RUN_FILE, &rec, &mut warnings);
+    if !ok {
+        return Err(ModuleError::Command {
+            argv: cmd.display(),
+            status: format!("{}: {what}, after {}", out.status_text(), secs(duration)),
+            stderr: lines.join("\n"),
+        });
+    }
+    let mut details = rec;
+    details["mode"] = json!("blocking");
+    let mut report = Report::new(format!(
+        "{what} (exit {}) in {}",
+        out.code.unwrap_or_default(),
+        secs(duration)
+    ))
+    .with_details(details);
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// The current boot id, to tell a run of this boot from one of a boot before.
+fn boot_id(ctx: &Context) -> Option<String> {
+    std::fs::read_to_string(ctx.path("/proc/sys/kernel/random/boot_id"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The pid of a background run that `record` says is running and that still
+/// runs (same boot, process present).
+fn live_pid(ctx: &Context, record: &Value) -> Option<u64> {
+    if record["state"] != "running" {
+        return None;
+    }
+    let pid = record["pid"].as_u64()?;
+    if let (Some(then), Some(now)) = (record["boot_id"].as_str(), boot_id(ctx))
+        && then != now
+    {
+        return None;
+    }
+    ctx.path(format!("/proc/{pid}")).is_dir().then_some(pid)
+}
+
+async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
+    let systemd = ctx.path("/run/systemd/system").is_dir();
+    let result = ctx.state_dir.join(BACKGROUND_FILE);
+    let previous: Option<Value> = read_to_string_opt(&result)
+        .map_err(|e| ModuleError::io("reading", &result, e))?
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let unit = format!("{UNIT}.service");
+
+    // Never a second run while one is going.
+    let still = if systemd {
+        let cmd = Cmd::new(ctx.tool(tools::SYSTEMCTL), ["is-active", unit.as_str()])
+            .timeout(Duration::from_secs(10));
+        let state = ctx.system.run(&cmd).await?.stdout.trim().to_string();
+        matches!(
+            state.as_str(),
+            "active" | "activating" | "deactivating" | "reloading"
+        )
+        .then(|| format!("unit {unit} is {state}"))
+    } else {
+        previous
+            .as_ref()
+            .and_then(|r| live_pid(ctx, r))
+            .map(|pid| format!("pid {pid} is still running"))
+    };
+    if let Some(why) = still {
+        return Ok(Report::new(format!(
+            "a background Puppet run is still going ({why}); not starting another"
+        ))
+        .with_details(json!({
+            "mode": "non-blocking",
+            "already_running": true,
+            "result_file": result,
+        })));
+    }
+    let mut warnings = Vec::new();
+    if let Some(prev) = previous.as_ref().filter(|r| r["state"] == "running") {
+        warnings.push(format!(
+            "the previous background run (pid {}, started {}) ended without recording a result",
+            prev["pid"], prev["started_unix"]
+        ));
+    }
+    // A stale record must not stand for the run about to start.
+    match std::fs::remove_file(&result) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ModuleError::io("removing", &result, e)),
+    }
+    std::fs::create_dir_all(&ctx.state_dir)
+        .map_err(|e| ModuleError::io("creating", &ctx.state_dir, e))?;
+
+    let success: Vec<String> = SUCCESS_CODES.iter().map(|c| c.to_string()).collect();
+    let mut inner: Vec<String> = vec![
+        ctx.self_exe.display().to_string(),
+        "exec-record".into(),
+        "--result".into(),
+        result.display().to_string(),
+        "--success-codes".into(),
+        success.join(","),
+        "--".into(),
+        // Bounded like a blocking run: SIGTERM at the timeout, SIGKILL a minute later (exit 124).
+        ctx.tool(tools::TIMEOUT),
+        "-k".into(),
+        KILL_AFTER_SECS.to_string(),
+        run.timeout.as_secs().to_string(),
+    ];
+    inner.extend(run.argv.iter().cloned());
+
+    let mut details = json!({
+        "mode": "non-blocking",
+        "argv": run.argv,
+        "timeout_secs": run.timeout.as_secs(),
+        "result_file": result,
+    });
+    let summary = if systemd {
+        let mut args = vec![
+            format!("--unit={UNIT}"),
+            "--description=stoke: background Puppet delta run".to_string(),
+            "--collect".to_string(),
+            "--service-type=exec".to_string(),
+            "--".to_string(),
+        ];
+        args.extend(inner);
+        let cmd = Cmd::new(ctx.tool(tools::SYSTEMD_RUN), args).timeout(Duration::from_secs(30));
+        ctx.system.run(&cmd).await?.check(&cmd)?;
+        details["unit"] = json!(unit);
+        format!("started in background (unit {unit}; journalctl -u {unit})")
+    } else {
+        let log = ctx.path(DELTA_LOG);
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ModuleError::io("creating", dir, e))?;
+        }
+        let cmd = Cmd::new(&inner[0], &inner[1..]);
+        let pid = ctx.system.spawn_detached(&cmd, &log)?;
+        details["pid"] = json!(pid);
+        details["log"] = json!(log);
+        format!("started in background (pid {pid}, log {})", log.display())
+    };
+    let mut report = Report::new(summary).with_details(details);
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// For tests and `stoke status`: reads a run record (`background.json`, `last-run.json`).
+pub fn read_record(path: &Path) -> Option<Value> {
+    read_to_string_opt(path)
+        .ok()
+        .flatten()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+#[cfg(test)]
+mod tests;
