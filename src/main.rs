@@ -1,1 +1,392 @@
-fn main() {}
+//! stoke: a fast, small boot-time instance initializer.
+
+mod app;
+mod config;
+mod datasource;
+mod logging;
+mod paths;
+mod registry;
+mod runner;
+mod state;
+mod status;
+mod system;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use stoke_api::{Root, Stage, System};
+
+use crate::app::App;
+use crate::paths::Paths;
+use crate::status::{Overall, Status};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  run, status:  0 done and ok, 1 a module failed (or a usage/system error),
+                2 degraded (rejected config, warnings, deferred modules), 3 not finished yet
+  schema:       0 valid, 1 invalid
+  plan, query, clean, analyze: 0 ok, 1 error";
+
+#[derive(Parser)]
+#[command(name = "stoke", version, about = "Boot-time instance initializer", after_help = EXIT_CODES)]
+struct Cli {
+    /// Work against DIR instead of `/`: every path is read and written under DIR;
+    /// commands and syscalls are recorded in DIR/run/stoke/actions.jsonl, not run.
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Configuration directory (default ROOT/etc/stoke).
+    #[arg(long, global = true, value_name = "DIR")]
+    config: Option<PathBuf>,
+    /// NoCloud seed directory (default ROOT/var/lib/stoke/seed/nocloud).
+    #[arg(long, global = true, value_name = "DIR")]
+    seed: Option<PathBuf>,
+    /// With --root: really run commands (and mounts) instead of only recording them.
+    /// Hostname and console stay recorded: --root never changes the host.
+    #[arg(long, global = true)]
+    execute: bool,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StageArg {
+    Local,
+    Network,
+    Final,
+    All,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a boot stage (systemd runs local, network, final in turn).
+    Run {
+        #[arg(long, value_enum)]
+        stage: StageArg,
+    },
+    /// Show this boot's outcome: every module's state, reason and duration.
+    Status {
+        /// Wait until boot work is done.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after S seconds (exit 3).
+        #[arg(long, value_name = "S", default_value_t = 600)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget instance state so the next boot is a first boot (run before capturing an image).
+    Clean {
+        /// Also remove /var/log/stoke.
+        #[arg(long)]
+        logs: bool,
+        /// Also remove the NoCloud seed directory.
+        #[arg(long)]
+        seed: bool,
+    },
+    /// Validate a config file (file:line:column errors), or print the JSON Schema.
+    Schema {
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json_schema: bool,
+    },
+    /// Which modules would run now, and why.
+    Plan,
+    /// Durations per stage and module, slowest first.
+    Analyze,
+    /// Print a metadata value (e.g. local-ipv4, instance-id, user-data).
+    Query { key: String },
+    /// Shutdown work (e.g. Route53 deregistration); run by the unit's ExecStop.
+    Shutdown,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose);
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("stoke: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let root = Root::new(cli.root.clone().unwrap_or_else(|| PathBuf::from("/")));
+    let paths = Paths::new(root.clone(), cli.config.clone(), cli.seed.clone());
+    let system: Arc<dyn System> = if root.is_host() {
+        Arc::new(system::Host)
+    } else {
+        Arc::new(system::Sandbox::new(
+            paths.actions_file(),
+            paths.run_dir.join("console.log"),
+            cli.execute,
+        ))
+    };
+    let app = App {
+        paths,
+        system,
+        modules: registry::modules(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Run { stage } => {
+            if let Some(why) = disabled(&app.paths) {
+                println!("stoke is disabled ({why}); nothing to do");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let stages: Vec<Stage> = match stage {
+                StageArg::Local => vec![Stage::Local],
+                StageArg::Network => vec![Stage::Network],
+                StageArg::Final => vec![Stage::Final],
+                StageArg::All => Stage::ALL.to_vec(),
+            };
+            let mut last = None;
+            for s in stages {
+                last = Some(rt.block_on(app.run_stage(s))?);
+            }
+            let status = last.context("no stage ran")?;
+            Ok(exit(status.overall()))
+        }
+        Command::Status {
+            wait,
+            timeout,
+            json,
+        } => {
+            let status = if wait {
+                wait_for_done(&app.paths, Duration::from_secs(timeout))
+            } else {
+                Status::read(&app.paths.status_file())
+            };
+            let Some(mut status) = status else {
+                if json {
+                    println!("{{\"status\":\"not started\"}}");
+                } else {
+                    println!(
+                        "status: not started (no {})",
+                        app.paths.status_file().display()
+                    );
+                }
+                return Ok(exit(Overall::NotFinished));
+            };
+            attach_background(&app.paths, &mut status);
+            if json {
+                let mut v = serde_json::to_value(&status)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("status".into(), status.overall_word().into());
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(exit(status.overall()))
+        }
+        Command::Clean { logs, seed } => {
+            let _lock = state::RunLock::acquire(&app.paths, Duration::from_secs(30))?;
+            let removed = state::State::new(&app.paths).clean(logs, seed)?;
+            for p in &removed {
+                println!("removed {}", p.display());
+            }
+            if removed.is_empty() {
+                println!("nothing to clean");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { file, json_schema } => schema(&app, file, json_schema),
+        Command::Plan => {
+            print!("{}", rt.block_on(app.plan()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Analyze => match Status::read(&app.paths.status_file()) {
+            Some(s) => {
+                print!("{}", s.analyze());
+                Ok(ExitCode::SUCCESS)
+            }
+            None => anyhow::bail!(
+                "no status for this boot ({})",
+                app.paths.status_file().display()
+            ),
+        },
+        Command::Query { key } => query(&app, &key),
+        Command::Shutdown => {
+            let ok = rt.block_on(app.shutdown())?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn exit(o: Overall) -> ExitCode {
+    ExitCode::from(o as u8)
+}
+
+/// `stoke=disabled` on the kernel command line, or `/etc/stoke/disabled`.
+fn disabled(paths: &Paths) -> Option<String> {
+    let marker = paths.config_dir.join("disabled");
+    if marker.exists() {
+        return Some(format!("{} exists", marker.display()));
+    }
+    let cmdline = std::fs::read_to_string(paths.root.path("/proc/cmdline")).unwrap_or_default();
+    cmdline
+        .split_whitespace()
+        .any(|w| w == "stoke=disabled")
+        .then(|| "stoke=disabled on the kernel command line".to_string())
+}
+
+fn wait_for_done(paths: &Paths, timeout: Duration) -> Option<Status> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = Status::read(&paths.status_file());
+        let finished = status
+            .as_ref()
+            .is_some_and(|s| s.overall() != Overall::NotFinished && s.done);
+        if finished || Instant::now() >= deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Results of work modules left running (e.g. non-blocking puppet), from their state dirs.
+fn attach_background(paths: &Paths, status: &mut Status) {
+    let Some(iid) = status.instance_id.clone() else {
+        return;
+    };
+    for (name, m) in status.modules.iter_mut() {
+        let file = paths
+            .instance_dir(&iid)
+            .join("data")
+            .join(name)
+            .join("background.json");
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                m.background = Some(v);
+            }
+        }
+    }
+}
+
+fn schema(app: &App, file: Option<PathBuf>, json_schema: bool) -> anyhow::Result<ExitCode> {
+    if json_schema {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json_schema_of(&app.modules))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let file = file.context("give a FILE to validate, or --json-schema")?;
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", file.display()))?;
+    let loaded = config::load(
+        &[vec![config::Source {
+            name: file.display().to_string(),
+            text,
+        }]],
+        &app.modules,
+    );
+    for w in &loaded.warnings {
+        println!("warning: {w}");
+    }
+    if loaded.errors.is_empty() {
+        println!("{}: valid", file.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for e in &loaded.errors {
+            println!("{e}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// One JSON Schema for the whole document: the engine's keys and every module's.
+fn json_schema_of(modules: &[Arc<dyn stoke_api::Module>]) -> serde_json::Value {
+    let mut generator = schemars::SchemaGenerator::default();
+    let mut properties = serde_json::Map::new();
+    let mut specs = vec![config::engine_spec()];
+    specs.extend(modules.iter().map(|m| m.spec().config));
+    for spec in specs {
+        let schema = (spec.schema)(&mut generator);
+        let v = schema.to_value();
+        let resolved = resolve_ref(&v, &generator);
+        if let Some(props) = resolved.get("properties").and_then(|p| p.as_object()) {
+            for (k, p) in props {
+                properties.entry(k.clone()).or_insert_with(|| p.clone());
+            }
+        }
+    }
+    let defs = generator.definitions().clone();
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "stoke configuration",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": properties,
+        "$defs": defs,
+    })
+}
+
+fn resolve_ref(v: &serde_json::Value, g: &schemars::SchemaGenerator) -> serde_json::Value {
+    if let Some(r) = v.get("$ref").and_then(|r| r.as_str()) {
+        let name = r.rsplit('/').next().unwrap_or("");
+        if let Some(def) = g.definitions().get(name) {
+            return def.clone();
+        }
+    }
+    v.clone()
+}
+
+fn query(app: &App, key: &str) -> anyhow::Result<ExitCode> {
+    let st = state::State::new(&app.paths);
+    let iid = st
+        .current_instance_id()
+        .context("no instance known yet (stoke has not found its datasource)")?;
+    let found = datasource::load_cache(&app.paths, &iid)
+        .with_context(|| format!("no cached metadata for {iid}"))?;
+    let norm = key.replace('-', "_");
+    match norm.as_str() {
+        "user_data" => {
+            let ud = found.user_data.unwrap_or_default();
+            print!("{}", String::from_utf8_lossy(&ud));
+            return Ok(ExitCode::SUCCESS);
+        }
+        "vendor_data" => {
+            print!(
+                "{}",
+                String::from_utf8_lossy(&found.vendor_data.unwrap_or_default())
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let v = serde_json::to_value(&found.instance)?;
+    match v.get(&norm) {
+        Some(serde_json::Value::String(s)) => println!("{s}"),
+        Some(other) => println!("{}", serde_json::to_string_pretty(other)?),
+        None => {
+            let keys: Vec<String> = v
+                .as_object()
+                .map(|o| o.keys().map(|k| k.replace('_', "-")).collect())
+                .unwrap_or_default();
+            anyhow::bail!(
+                "no metadata key `{key}` (known: {}, user-data, vendor-data)",
+                keys.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

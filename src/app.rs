@@ -1,0 +1,265 @@
+//! One stoke invocation: paths, the system, the modules, and the steps that
+//! every command shares (load config, find the instance).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stoke_api::{InstanceData, Module, Stage, System};
+
+use crate::config::{self, EngineConfig, Loaded, Source};
+use crate::datasource::{self, Discovery};
+use crate::paths::Paths;
+use crate::runner::Runner;
+use crate::state::{self, RunLock, State};
+use crate::status::{StageStatus, Status};
+
+pub struct App {
+    pub paths: Paths,
+    pub system: Arc<dyn System>,
+    pub modules: Vec<Arc<dyn Module>>,
+}
+
+/// Configuration and instance, as far as this stage can know them.
+pub struct Prepared {
+    pub loaded: Loaded,
+    pub engine: EngineConfig,
+    pub instance: Option<Arc<InstanceData>>,
+    pub no_instance_reason: String,
+    /// Problems with the datasource (the stage goes on without it).
+    pub datasource_errors: Vec<String>,
+}
+
+impl App {
+    /// Loads config and finds the instance. `network` allows the network
+    /// (EC2 refresh); without it only local sources and caches are used.
+    pub async fn prepare(&self, stage: Stage) -> Prepared {
+        let mut loaded = Loaded::default();
+        match config::image_sources(&self.paths.config_dir) {
+            Ok(sources) => {
+                let groups: Vec<Vec<Source>> = sources.into_iter().map(|s| vec![s]).collect();
+                config::load_into(&mut loaded, &groups, &self.modules);
+            }
+            Err(e) => loaded.errors.push(stoke_api::ConfigError::new(format!(
+                "reading {}: {e}",
+                self.paths.config_dir.display()
+            ))),
+        }
+        let engine = loaded.engine();
+        let mut datasource_errors = Vec::new();
+        let (found, no_instance_reason) =
+            match datasource::discover(&self.paths, &engine, self.system.as_ref(), stage).await {
+                Discovery::Found(f) => (Some(f), String::new()),
+                Discovery::Pending(why) => (None, why),
+                Discovery::Nothing(why) => (None, why),
+                Discovery::Failed(why) => {
+                    tracing::error!("datasource: {why}");
+                    datasource_errors.push(format!("datasource: {why}"));
+                    (None, why)
+                }
+            };
+        let mut instance = None;
+        if let Some(found) = found {
+            let st = State::new(&self.paths);
+            if let Err(e) = st.set_instance_id(&found.instance.instance_id) {
+                datasource_errors.push(format!("recording instance id: {e}"));
+            }
+            if !found.from_cache {
+                if let Err(e) = datasource::store_cache(&self.paths, &found) {
+                    tracing::warn!("cannot cache metadata: {e}");
+                }
+            }
+            let mut groups = Vec::new();
+            for (name, raw) in [
+                ("vendor-data", &found.vendor_data),
+                ("user-data", &found.user_data),
+            ] {
+                let Some(raw) = raw else { continue };
+                match datasource::config_documents(raw) {
+                    Ok((docs, warnings)) => {
+                        loaded
+                            .warnings
+                            .extend(warnings.into_iter().map(|w| format!("{name}: {w}")));
+                        let n = docs.len();
+                        groups.push(
+                            docs.into_iter()
+                                .enumerate()
+                                .map(|(i, text)| Source {
+                                    name: if n == 1 {
+                                        name.to_string()
+                                    } else {
+                                        format!("{name} part {}", i + 1)
+                                    },
+                                    text,
+                                })
+                                .collect(),
+                        );
+                    }
+                    Err(e) => loaded
+                        .errors
+                        .push(stoke_api::ConfigError::new(e).in_source(name)),
+                }
+            }
+            config::load_into(&mut loaded, &groups, &self.modules);
+            instance = Some(Arc::new(found.instance));
+        }
+        let engine = loaded.engine();
+        Prepared {
+            loaded,
+            engine,
+            instance,
+            no_instance_reason,
+            datasource_errors,
+        }
+    }
+
+    fn runner<'a>(&'a self, prep: &'a Prepared, boot_id: Option<String>) -> Runner<'a> {
+        Runner {
+            paths: &self.paths,
+            modules: &self.modules,
+            system: self.system.clone(),
+            loaded: &prep.loaded,
+            engine: &prep.engine,
+            instance: prep.instance.clone(),
+            no_instance_reason: prep.no_instance_reason.clone(),
+            boot_id,
+            self_exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/stoke".into()),
+        }
+    }
+
+    /// `stoke run --stage S`.
+    pub async fn run_stage(&self, stage: Stage) -> anyhow::Result<Status> {
+        let _lock = RunLock::acquire(&self.paths, Duration::from_secs(120))?;
+        let started = Instant::now();
+        let boot_id = state::boot_id(&self.paths);
+        let mut status = Status::load(&self.paths, boot_id.as_deref());
+        status.stages.insert(
+            stage,
+            StageStatus {
+                started_unix: state::now_unix(),
+                finished_unix: None,
+                duration_ms: None,
+            },
+        );
+        let prep = self.prepare(stage).await;
+        status.instance_id = prep.instance.as_ref().map(|i| i.instance_id.clone());
+        status.datasource = prep.instance.as_ref().map(|i| i.datasource.clone());
+        let errors = prep
+            .loaded
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .chain(prep.datasource_errors.iter().cloned());
+        for e in errors {
+            if !status.errors.contains(&e) {
+                tracing::error!("{e}");
+                status.errors.push(e);
+            }
+        }
+        for w in &prep.loaded.warnings {
+            if !status.warnings.contains(w) {
+                tracing::warn!("{w}");
+                status.warnings.push(w.clone());
+            }
+        }
+        self.runner(&prep, boot_id).run(stage, &mut status).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Some(s) = status.stages.get_mut(&stage) {
+            s.finished_unix = Some(state::now_unix());
+            s.duration_ms = Some(ms);
+        }
+        if stage == Stage::Final {
+            status.done = true;
+        }
+        status.save(&self.paths);
+        let line = summary_line(stage, ms, &status);
+        tracing::info!("{line}");
+        if let Err(e) = self.system.console(&format!("{line}\n")) {
+            tracing::debug!("console: {e}");
+        }
+        Ok(status)
+    }
+
+    /// `stoke plan`: every stage, from local knowledge only.
+    pub async fn plan(&self) -> String {
+        let prep = self.prepare(Stage::Local).await;
+        let boot_id = state::boot_id(&self.paths);
+        let status = Status::load(&self.paths, boot_id.as_deref());
+        let mut out = format!(
+            "instance: {}\n",
+            prep.instance
+                .as_ref()
+                .map(|i| format!("{} ({})", i.instance_id, i.datasource))
+                .unwrap_or_else(|| format!("unknown: {}", prep.no_instance_reason))
+        );
+        for e in &prep.loaded.errors {
+            out.push_str(&format!("config error: {e}\n"));
+        }
+        for w in &prep.loaded.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        let runner = self.runner(&prep, boot_id);
+        for stage in Stage::ALL {
+            for line in runner.plan(stage, &status) {
+                if line.stage != stage {
+                    continue;
+                }
+                let verdict = match line.state {
+                    crate::status::ModState::Running => "due",
+                    s => s.as_str(),
+                };
+                out.push_str(&format!(
+                    "{:<8} {:<22} {:<13} {:<9} {}\n",
+                    stage.as_str(),
+                    line.name,
+                    line.frequency.as_str(),
+                    verdict,
+                    line.reason
+                ));
+                if let Some(d) = line.detail {
+                    out.push_str(&format!("         {:<22} {d}\n", ""));
+                }
+            }
+        }
+        out
+    }
+
+    /// `stoke shutdown`: modules' shutdown work (e.g. DNS deregistration).
+    pub async fn shutdown(&self) -> anyhow::Result<bool> {
+        let _lock = RunLock::acquire(&self.paths, Duration::from_secs(30))?;
+        let prep = self.prepare(Stage::Local).await;
+        let boot_id = state::boot_id(&self.paths);
+        let runner = self.runner(&prep, boot_id);
+        let mut ok = true;
+        for module in &self.modules {
+            let ctx = runner.shutdown_context(module.as_ref());
+            match module.shutdown(&ctx).await {
+                Ok(Some(report)) => tracing::info!("{}: {}", module.spec().name, report.summary),
+                Ok(None) => {}
+                Err(e) => {
+                    ok = false;
+                    tracing::error!("{}: shutdown failed: {e}", module.spec().name);
+                }
+            }
+        }
+        Ok(ok)
+    }
+}
+
+fn summary_line(stage: Stage, ms: f64, status: &Status) -> String {
+    use crate::status::ModState;
+    let count = |s: ModState| {
+        status
+            .modules
+            .values()
+            .filter(|m| m.state == s && (m.stage == stage || s == ModState::Deferred))
+            .count()
+    };
+    format!(
+        "stoke: stage {stage} finished in {ms:.1} ms: {} ok, {} failed, {} skipped, {} deferred; status {}",
+        count(ModState::Ok),
+        count(ModState::Failed) + count(ModState::Blocked),
+        count(ModState::Skipped),
+        count(ModState::Deferred),
+        status.overall_word()
+    )
+}

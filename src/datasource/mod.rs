@@ -1,0 +1,226 @@
+//! Where the instance's identity and user-data come from.
+//!
+//! Detection is local (DMI files, the seed directory): no boot waits on a
+//! network probe. The local stage never touches the network: EC2 metadata is
+//! cached per instance, and on a reboot of the same Nitro instance
+//! (`board_asset_tag` = instance id) the cache is used at once.
+
+pub mod ec2;
+mod nocloud;
+pub mod userdata;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use stoke_api::{InstanceData, Stage, System, atomic_write, read_to_string_opt};
+
+use crate::config::{DatasourceKind, EngineConfig};
+use crate::paths::Paths;
+use crate::state::valid_instance_id;
+
+pub use ec2::ImdsConfig as ImdsSettings;
+
+/// Metadata and raw user-data of this instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub instance: InstanceData,
+    pub user_data: Option<Vec<u8>>,
+    pub vendor_data: Option<Vec<u8>>,
+    pub from_cache: bool,
+}
+
+#[derive(Debug)]
+pub enum Discovery {
+    Found(Found),
+    /// Metadata exists but cannot be had in this stage (brand-new EC2 instance, local stage).
+    Pending(String),
+    /// No datasource applies (a bare machine, a demo root without seed).
+    Nothing(String),
+    /// A datasource applies but failed; the stage goes on without metadata.
+    Failed(String),
+}
+
+/// What DMI says about the platform.
+#[derive(Debug, Default)]
+pub struct Dmi {
+    pub ec2: bool,
+    /// On Nitro, the instance id.
+    pub asset_tag: Option<String>,
+}
+
+pub fn read_dmi(paths: &Paths) -> Dmi {
+    let field = |f: &str| {
+        read_to_string_opt(&paths.dmi(f))
+            .ok()
+            .flatten()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let vendor = field("sys_vendor");
+    let board = field("board_vendor");
+    let uuid = field("product_uuid").to_ascii_lowercase();
+    let ec2 = vendor == "Amazon EC2" || board == "Amazon EC2" || uuid.starts_with("ec2");
+    let tag = field("board_asset_tag");
+    Dmi {
+        ec2,
+        asset_tag: (ec2 && tag.starts_with("i-") && valid_instance_id(&tag)).then_some(tag),
+    }
+}
+
+pub async fn discover(
+    paths: &Paths,
+    cfg: &EngineConfig,
+    system: &dyn System,
+    stage: Stage,
+) -> Discovery {
+    let dmi = read_dmi(paths);
+    let explicit = cfg.datasource.is_some();
+    let kinds = cfg
+        .datasource
+        .clone()
+        .unwrap_or_else(|| vec![DatasourceKind::Nocloud, DatasourceKind::Ec2]);
+    let use_volume = cfg
+        .nocloud
+        .as_ref()
+        .and_then(|n| n.use_volume)
+        .unwrap_or(!dmi.ec2);
+    for kind in kinds {
+        match kind {
+            DatasourceKind::Nocloud => match nocloud::read(paths, system, use_volume).await {
+                Ok(Some(found)) => return Discovery::Found(found),
+                Ok(None) => {}
+                Err(e) => return Discovery::Failed(format!("nocloud: {e}")),
+            },
+            DatasourceKind::Ec2 if dmi.ec2 || explicit => {
+                return ec2(paths, cfg, &dmi, stage).await;
+            }
+            DatasourceKind::Ec2 => {}
+        }
+    }
+    Discovery::Nothing("no datasource found (no NoCloud seed, not EC2 by DMI)".into())
+}
+
+async fn ec2(paths: &Paths, cfg: &EngineConfig, dmi: &Dmi, stage: Stage) -> Discovery {
+    let cached = dmi
+        .asset_tag
+        .as_deref()
+        .and_then(|iid| load_cache(paths, iid));
+    if stage == Stage::Local {
+        return match cached {
+            Some(found) => Discovery::Found(found),
+            None => Discovery::Pending("EC2 metadata is fetched in the network stage".into()),
+        };
+    }
+    match fetch_ec2(cfg).await {
+        Ok(found) => Discovery::Found(found),
+        Err(e) => match cached {
+            Some(found) => {
+                tracing::warn!("EC2 metadata refresh failed, using the cache: {e}");
+                Discovery::Found(found)
+            }
+            None => Discovery::Failed(format!("ec2: {e}")),
+        },
+    }
+}
+
+async fn fetch_ec2(cfg: &EngineConfig) -> Result<Found, String> {
+    let imds = cfg.imds.clone().unwrap_or_default();
+    let started = std::time::Instant::now();
+    let md = ec2::fetch(&imds).await.map_err(|e| e.to_string())?;
+    tracing::info!(
+        "EC2 metadata for {} fetched in {:.1} ms",
+        md.instance.instance_id,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(Found {
+        instance: md.instance,
+        user_data: md.user_data,
+        vendor_data: None,
+        from_cache: false,
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheEntry {
+    instance: InstanceData,
+    user_data_sha256: Option<String>,
+    vendor_data_sha256: Option<String>,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Keeps what the datasource said under `instances/<iid>/data/`.
+pub fn store_cache(paths: &Paths, found: &Found) -> std::io::Result<()> {
+    let dir = paths.instance_dir(&found.instance.instance_id).join("data");
+    let write_opt = |name: &str, data: &Option<Vec<u8>>| -> std::io::Result<Option<String>> {
+        let path = dir.join(name);
+        match data {
+            Some(d) => {
+                atomic_write(&path, d, 0o600)?;
+                Ok(Some(sha256_hex(d)))
+            }
+            None => {
+                let _ = std::fs::remove_file(&path);
+                Ok(None)
+            }
+        }
+    };
+    let entry = CacheEntry {
+        instance: found.instance.clone(),
+        user_data_sha256: write_opt("user-data", &found.user_data)?,
+        vendor_data_sha256: write_opt("vendor-data", &found.vendor_data)?,
+    };
+    let json = serde_json::to_vec_pretty(&entry).map_err(std::io::Error::other)?;
+    atomic_write(&dir.join("metadata.json"), &json, 0o600)
+}
+
+pub fn load_cache(paths: &Paths, iid: &str) -> Option<Found> {
+    if !valid_instance_id(iid) {
+        return None;
+    }
+    let dir = paths.instance_dir(iid).join("data");
+    let text = read_to_string_opt(&dir.join("metadata.json")).ok()??;
+    let entry: CacheEntry = serde_json::from_str(&text).ok()?;
+    let read = |name: &str, sha: &Option<String>| -> Option<Vec<u8>> {
+        let want = sha.as_ref()?;
+        let data = std::fs::read(dir.join(name)).ok()?;
+        // A torn or tampered cache is ignored rather than trusted.
+        (sha256_hex(&data) == *want).then_some(data)
+    };
+    Some(Found {
+        user_data: read("user-data", &entry.user_data_sha256),
+        vendor_data: read("vendor-data", &entry.vendor_data_sha256),
+        instance: entry.instance,
+        from_cache: true,
+    })
+}
+
+/// The YAML documents of a user-data (or vendor-data) blob, plus warnings for
+/// the parts stoke does not act on; an error when the blob is unusable.
+pub fn config_documents(raw: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+    let ud = userdata::decode(raw).map_err(|e| e.to_string())?;
+    let mut warnings = Vec::new();
+    for part in &ud.scripts {
+        warnings.push(format!(
+            "script part {} ({}): stoke does not run scripts; ignored",
+            part.filename.as_deref().unwrap_or("(unnamed)"),
+            part.content_type
+        ));
+    }
+    for part in &ud.other {
+        warnings.push(format!(
+            "part {} of type {} is not supported by stoke; ignored",
+            part.filename.as_deref().unwrap_or("(unnamed)"),
+            part.content_type
+        ));
+    }
+    Ok((ud.cloud_configs, warnings))
+}
+
+pub fn is_dir_with(dir: &Path, file: &str) -> bool {
+    dir.join(file).is_file()
+}

@@ -1,0 +1,166 @@
+//! NoCloud: `meta-data`, `user-data` and optional `vendor-data` from a seed
+//! directory, or from a filesystem labelled `cidata`/`CIDATA` (mounted
+//! read-only for the read, then unmounted).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use stoke_api::{Cmd, InstanceData, MountRequest, System, tools, yaml_options};
+
+use super::{Found, is_dir_with};
+use crate::paths::Paths;
+use crate::state::valid_instance_id;
+
+pub async fn read(
+    paths: &Paths,
+    system: &dyn System,
+    use_volume: bool,
+) -> Result<Option<Found>, String> {
+    if is_dir_with(&paths.seed_dir, "meta-data") {
+        return read_dir(&paths.seed_dir).map(Some);
+    }
+    if !use_volume {
+        return Ok(None);
+    }
+    for label in ["cidata", "CIDATA"] {
+        let cmd = Cmd::new(
+            tools::BLKID,
+            ["-t", &format!("LABEL={label}"), "-o", "device"],
+        )
+        .timeout(Duration::from_secs(5));
+        let out = match system.run(&cmd).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!("no cidata probe: {e}");
+                return Ok(None);
+            }
+        };
+        let Some(device) = out.stdout.lines().map(str::trim).find(|l| !l.is_empty()) else {
+            continue;
+        };
+        return read_volume(paths, system, device).map(Some);
+    }
+    Ok(None)
+}
+
+fn read_volume(paths: &Paths, system: &dyn System, device: &str) -> Result<Found, String> {
+    let mnt = paths.run_dir.join("cidata");
+    std::fs::create_dir_all(&mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
+    let mut last = String::new();
+    for fstype in ["iso9660", "vfat"] {
+        let req = MountRequest {
+            source: device.to_string(),
+            target: mnt.clone(),
+            fstype: fstype.to_string(),
+            options: "ro".to_string(),
+        };
+        match system.mount(&req) {
+            Ok(()) => {
+                let result = read_dir(&mnt);
+                if let Err(e) = system.umount(&mnt) {
+                    tracing::warn!("unmounting the cidata volume: {e}");
+                }
+                return result;
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("cannot mount cidata volume {device}: {last}"))
+}
+
+fn read_dir(dir: &Path) -> Result<Found, String> {
+    let meta_path = dir.join("meta-data");
+    let meta =
+        std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let instance = parse_meta_data(&meta).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let opt = |name: &str| std::fs::read(dir.join(name)).ok();
+    Ok(Found {
+        instance,
+        user_data: opt("user-data"),
+        vendor_data: opt("vendor-data"),
+        from_cache: false,
+    })
+}
+
+/// meta-data is YAML (or JSON); keys use dashes or underscores.
+pub fn parse_meta_data(text: &str) -> Result<InstanceData, String> {
+    let v: Value = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| stoke_api::ConfigError::from_yaml(&e).to_string())?;
+    let Value::Object(m) = v else {
+        return Err("meta-data must be a mapping".into());
+    };
+    let get = |k: &str| {
+        m.get(k)
+            .or_else(|| m.get(&k.replace('-', "_")))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    };
+    let iid = get("instance-id").ok_or("no instance-id")?;
+    if !valid_instance_id(&iid) {
+        return Err(format!(
+            "invalid instance-id {iid:?}: want 1-128 of [A-Za-z0-9._-], not . or .."
+        ));
+    }
+    let public_keys = match m.get("public-keys").or_else(|| m.get("public_keys")) {
+        Some(Value::String(s)) => s.lines().map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::Object(o)) => o
+            .values()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(k) => k
+                    .get("openssh-key")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_string),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(InstanceData {
+        datasource: "nocloud".into(),
+        instance_id: iid,
+        instance_type: get("instance-type"),
+        local_ipv4: get("local-ipv4"),
+        ipv6: get("ipv6"),
+        local_hostname: get("local-hostname").or_else(|| get("hostname")),
+        region: get("region"),
+        availability_zone: get("availability-zone"),
+        public_keys,
+        block_device_mapping: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_data_fields_and_key_forms() {
+        let d = parse_meta_data(
+            "instance-id: iid-local01\nlocal-hostname: web\npublic-keys:\n  - ssh-ed25519 AAAA a@b\n",
+        )
+        .unwrap();
+        assert_eq!(d.instance_id, "iid-local01");
+        assert_eq!(d.local_hostname.as_deref(), Some("web"));
+        assert_eq!(d.public_keys, vec!["ssh-ed25519 AAAA a@b".to_string()]);
+        let d =
+            parse_meta_data("{\"instance_id\": \"i-1\", \"local_ipv4\": \"10.0.0.5\"}").unwrap();
+        assert_eq!(d.local_ipv4.as_deref(), Some("10.0.0.5"));
+    }
+
+    #[test]
+    fn meta_data_rejects_path_like_instance_ids() {
+        let err = parse_meta_data("instance-id: ../../etc\n").unwrap_err();
+        assert!(err.contains("invalid instance-id"), "{err}");
+        assert!(parse_meta_data("local-hostname: x\n").is_err());
+        assert!(parse_meta_data("- a\n").is_err());
+    }
+}

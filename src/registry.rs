@@ -1,0 +1,10 @@
+//! Every module stoke knows, in one list.
+
+use std::sync::Arc;
+
+use stoke_api::Module;
+
+pub fn modules() -> Vec<Arc<dyn Module>> {
+    let all: Vec<Box<dyn Module>> = Vec::new();
+    all.into_iter().map(Arc::from).collect()
+}

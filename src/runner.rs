@@ -1,0 +1,407 @@
+//! Runs one stage: picks the modules of the stage (and those deferred from an
+//! earlier one), decides which are due, and runs them concurrently as their
+//! `after` dependencies allow. A failure is recorded; only the modules that
+//! run after the failed one are held back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use stoke_api::{Context, Frequency, InstanceData, Module, ModuleError, Report, Stage, System};
+use tokio::task::JoinSet;
+
+use crate::config::{EngineConfig, Loaded};
+use crate::paths::Paths;
+use crate::state::{Semaphore, State, now_unix};
+use crate::status::{ModState, ModuleStatus, Status};
+
+/// Fields of the hostname module's report that later modules see as template variables.
+const HOSTNAME_VARS: &[&str] = &["hostname", "fqdn", "domain", "uuid", "uuid8"];
+
+pub struct Runner<'a> {
+    pub paths: &'a Paths,
+    pub modules: &'a [Arc<dyn Module>],
+    pub system: Arc<dyn System>,
+    pub loaded: &'a Loaded,
+    pub engine: &'a EngineConfig,
+    pub instance: Option<Arc<InstanceData>>,
+    /// Why there is no instance data, when there is none.
+    pub no_instance_reason: String,
+    pub boot_id: Option<String>,
+    pub self_exe: PathBuf,
+}
+
+struct Planned {
+    module: Arc<dyn Module>,
+    name: &'static str,
+    stage: Stage,
+    frequency: Frequency,
+    after: &'static [&'static str],
+    timeout: Duration,
+    section: serde_json::Value,
+}
+
+/// One module's place in this stage, as `stoke plan` shows it.
+pub struct PlanLine {
+    pub name: &'static str,
+    pub stage: Stage,
+    pub frequency: Frequency,
+    pub state: ModState,
+    pub reason: String,
+    pub detail: Option<String>,
+}
+
+impl<'a> Runner<'a> {
+    fn iid(&self) -> Option<&str> {
+        self.instance.as_deref().map(|i| i.instance_id.as_str())
+    }
+
+    /// Sorts this stage's modules into: to run, and already settled (with a status).
+    fn select(
+        &self,
+        stage: Stage,
+        status: &Status,
+    ) -> (Vec<Planned>, Vec<(&'static str, ModuleStatus)>) {
+        let state = State::new(self.paths);
+        let mut run = Vec::new();
+        let mut settled = Vec::new();
+        for module in self.modules {
+            let spec = module.spec();
+            let section = self.loaded.section((spec.config.keys)());
+            let over = self
+                .engine
+                .modules
+                .get(spec.name)
+                .cloned()
+                .unwrap_or_default();
+            let frequency = over.frequency.unwrap_or(spec.frequency);
+            let mstage = module.stage_for(&section);
+            let was_deferred = status
+                .modules
+                .get(spec.name)
+                .is_some_and(|m| m.state == ModState::Deferred);
+            if !(mstage == stage || (mstage < stage && was_deferred)) {
+                continue;
+            }
+            let mut ms = ModuleStatus {
+                stage: mstage,
+                frequency,
+                state: ModState::Pending,
+                reason: String::new(),
+                summary: String::new(),
+                error: None,
+                warnings: Vec::new(),
+                started_unix: None,
+                duration_ms: None,
+                details: serde_json::Value::Null,
+                background: None,
+            };
+            if over.enabled == Some(false) {
+                ms.state = ModState::Disabled;
+                ms.reason = "disabled in config (modules.<name>.enabled: false)".into();
+                settled.push((spec.name, ms));
+                continue;
+            }
+            if self.instance.is_none() && (spec.needs_metadata || frequency != Frequency::Once) {
+                ms.state = ModState::Deferred;
+                ms.reason = format!("waiting for instance metadata: {}", self.no_instance_reason);
+                settled.push((spec.name, ms));
+                continue;
+            }
+            let decision = state.decide(spec.name, frequency, self.iid(), self.boot_id.as_deref());
+            ms.reason = decision.reason;
+            if !decision.due {
+                ms.state = ModState::Skipped;
+                settled.push((spec.name, ms));
+                continue;
+            }
+            run.push(Planned {
+                module: module.clone(),
+                name: spec.name,
+                stage: mstage,
+                frequency,
+                after: spec.after,
+                timeout: over
+                    .timeout_seconds
+                    .map(Duration::from_secs)
+                    .unwrap_or(spec.timeout),
+                section,
+            });
+            settled.push((spec.name, ms));
+        }
+        (run, settled)
+    }
+
+    /// What would happen in `stage` now, without doing it.
+    pub fn plan(&self, stage: Stage, status: &Status) -> Vec<PlanLine> {
+        let (run, settled) = self.select(stage, status);
+        settled
+            .into_iter()
+            .map(|(name, ms)| {
+                let detail = run
+                    .iter()
+                    .find(|p| p.name == name)
+                    .and_then(|p| p.module.plan(&self.context(p, &BTreeMap::new())));
+                PlanLine {
+                    name,
+                    stage: ms.stage,
+                    frequency: ms.frequency,
+                    state: if ms.state == ModState::Pending {
+                        ModState::Running
+                    } else {
+                        ms.state
+                    },
+                    reason: ms.reason,
+                    detail,
+                }
+            })
+            .collect()
+    }
+
+    fn state_dir_for(&self, name: &str) -> PathBuf {
+        match self.iid() {
+            Some(iid) => self.paths.instance_dir(iid).join("data").join(name),
+            None => self.paths.state_dir.join("modules").join(name),
+        }
+    }
+
+    /// The details a dependency reported: from this run, else from its last run.
+    fn prior_details(
+        &self,
+        dep: &str,
+        this_run: &BTreeMap<String, serde_json::Value>,
+    ) -> Option<serde_json::Value> {
+        if let Some(d) = this_run.get(dep) {
+            return Some(d.clone());
+        }
+        let module = self.modules.iter().find(|m| m.spec().name == dep)?;
+        let spec = module.spec();
+        let freq = self
+            .engine
+            .modules
+            .get(dep)
+            .and_then(|o| o.frequency)
+            .unwrap_or(spec.frequency);
+        State::new(self.paths)
+            .read_sem(dep, freq, self.iid())
+            .filter(|s| s.ok)
+            .map(|s| s.details)
+    }
+
+    fn context(&self, p: &Planned, this_run: &BTreeMap<String, serde_json::Value>) -> Context {
+        self.context_for(p.name, p.after, p.section.clone(), this_run)
+    }
+
+    /// The context a module gets at shutdown: its config, its dependencies' last details.
+    pub fn shutdown_context(&self, module: &dyn Module) -> Context {
+        let spec = module.spec();
+        let section = self.loaded.section((spec.config.keys)());
+        self.context_for(spec.name, spec.after, section, &BTreeMap::new())
+    }
+
+    fn context_for(
+        &self,
+        name: &str,
+        after: &[&str],
+        section: serde_json::Value,
+        this_run: &BTreeMap<String, serde_json::Value>,
+    ) -> Context {
+        let instance = self.instance.clone().unwrap_or_default();
+        let mut vars = instance.vars();
+        vars.extend(self.engine.vars.clone());
+        let mut prior = BTreeMap::new();
+        for dep in after {
+            if let Some(d) = self.prior_details(dep, this_run) {
+                if *dep == "hostname" {
+                    for k in HOSTNAME_VARS {
+                        if let Some(v) = d.get(*k).and_then(|v| v.as_str()) {
+                            vars.insert((*k).to_string(), v.to_string());
+                        }
+                    }
+                }
+                prior.insert((*dep).to_string(), d);
+            }
+        }
+        Context {
+            root: self.paths.root.clone(),
+            instance,
+            config: section,
+            system: self.system.clone(),
+            state_dir: self.state_dir_for(name),
+            vars,
+            prior,
+            tools: self.engine.tools.clone(),
+            self_exe: self.self_exe.clone(),
+        }
+    }
+
+    /// Runs the stage's due modules; updates `status` (and saves it) as they start and end.
+    pub async fn run(&self, stage: Stage, status: &mut Status) {
+        let (planned, settled) = self.select(stage, status);
+        for (name, ms) in settled {
+            status.modules.insert(name.to_string(), ms);
+        }
+        status.save(self.paths);
+
+        let in_run: BTreeSet<&str> = planned.iter().map(|p| p.name).collect();
+        let mut waiting: Vec<Planned> = planned;
+        let mut results: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut finished: BTreeMap<&str, bool> = BTreeMap::new();
+        let mut tasks: JoinSet<(usize, Result<Report, ModuleError>, Duration)> = JoinSet::new();
+        let mut running: BTreeMap<usize, Planned> = BTreeMap::new();
+        let mut next_id = 0usize;
+
+        loop {
+            // Start everything whose dependencies are settled; hold back dependents of failures.
+            let mut i = 0;
+            while i < waiting.len() {
+                let p = &waiting[i];
+                let deps: Vec<&str> = p
+                    .after
+                    .iter()
+                    .copied()
+                    .filter(|d| in_run.contains(d))
+                    .collect();
+                if let Some(bad) = deps.iter().find(|d| finished.get(*d) == Some(&false)) {
+                    let p = waiting.remove(i);
+                    finished.insert(p.name, false);
+                    if let Some(ms) = status.modules.get_mut(p.name) {
+                        ms.state = ModState::Blocked;
+                        ms.reason = format!("not run: {bad} failed");
+                    }
+                    tracing::warn!("{}: not run because {bad} failed", p.name);
+                    continue;
+                }
+                if deps.iter().all(|d| finished.contains_key(d)) {
+                    let p = waiting.remove(i);
+                    let ctx = self.context(&p, &results);
+                    let module = p.module.clone();
+                    let timeout = p.timeout;
+                    let id = next_id;
+                    next_id += 1;
+                    if let Some(ms) = status.modules.get_mut(p.name) {
+                        ms.state = ModState::Running;
+                        ms.started_unix = Some(now_unix());
+                    }
+                    tracing::info!(
+                        "{}: starting ({})",
+                        p.name,
+                        status
+                            .modules
+                            .get(p.name)
+                            .map(|m| m.reason.as_str())
+                            .unwrap_or("")
+                    );
+                    tasks.spawn(async move {
+                        let started = Instant::now();
+                        let result = match tokio::time::timeout(timeout, module.run(&ctx)).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                Err(ModuleError::Other(format!("timed out after {timeout:?}")))
+                            }
+                        };
+                        (id, result, started.elapsed())
+                    });
+                    running.insert(id, p);
+                    continue;
+                }
+                i += 1;
+            }
+            status.save(self.paths);
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            let (id, result, took) = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    // A panicking module: we cannot know which from here without the id; log it.
+                    tracing::error!("a module task panicked: {e}");
+                    continue;
+                }
+            };
+            let Some(p) = running.remove(&id) else {
+                continue;
+            };
+            let ok = result.is_ok();
+            self.finish(&p, result, took, status, &mut results);
+            finished.insert(p.name, ok);
+        }
+        for p in waiting {
+            if let Some(ms) = status.modules.get_mut(p.name) {
+                ms.state = ModState::Blocked;
+                ms.reason = format!(
+                    "not run: dependencies never finished ({})",
+                    p.after.join(", ")
+                );
+            }
+        }
+        status.save(self.paths);
+    }
+
+    fn finish(
+        &self,
+        p: &Planned,
+        result: Result<Report, ModuleError>,
+        took: Duration,
+        status: &mut Status,
+        results: &mut BTreeMap<String, serde_json::Value>,
+    ) {
+        let ms_took = took.as_secs_f64() * 1000.0;
+        let (ok, summary, details, warnings, error) = match result {
+            Ok(r) => {
+                tracing::info!("{}: ok in {ms_took:.1} ms: {}", p.name, r.summary);
+                for w in &r.warnings {
+                    tracing::warn!("{}: {w}", p.name);
+                }
+                (true, r.summary, r.details, r.warnings, None)
+            }
+            Err(e) => {
+                tracing::error!("{}: failed after {ms_took:.1} ms: {e}", p.name);
+                (
+                    false,
+                    String::new(),
+                    serde_json::Value::Null,
+                    Vec::new(),
+                    Some(e.to_string()),
+                )
+            }
+        };
+        if ok {
+            results.insert(p.name.to_string(), details.clone());
+        }
+        let sem = Semaphore {
+            module: p.name.to_string(),
+            frequency: p.frequency,
+            when_unix: now_unix(),
+            boot_id: self.boot_id.clone(),
+            instance_id: self.iid().map(str::to_string),
+            config_sha256: sha256_json(&p.section),
+            ok,
+            summary: summary.clone(),
+            details: details.clone(),
+            duration_ms: took.as_millis() as u64,
+        };
+        if let Err(e) = State::new(self.paths).write_sem(&sem) {
+            tracing::error!("{}: cannot record its run: {e}", p.name);
+        }
+        if let Some(ms) = status.modules.get_mut(p.name) {
+            ms.state = if ok { ModState::Ok } else { ModState::Failed };
+            ms.stage = p.stage;
+            ms.summary = summary;
+            ms.details = details;
+            ms.warnings = warnings;
+            ms.error = error;
+            ms.duration_ms = Some(ms_took);
+        }
+    }
+}
+
+pub fn sha256_json(v: &serde_json::Value) -> String {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

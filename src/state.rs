@@ -1,0 +1,329 @@
+//! Run-frequency state: semaphores under `/var/lib/stoke`, the boot id, the
+//! current instance id, and the one-stoke-at-a-time lock.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use stoke_api::{Frequency, atomic_write, read_to_string_opt};
+
+use crate::paths::Paths;
+
+/// `[A-Za-z0-9._-]`, 1..=128 characters, not `.` or `..`: an instance id
+/// becomes a directory name, so anything else is refused, never used as a path.
+pub fn valid_instance_id(iid: &str) -> bool {
+    (1..=128).contains(&iid.len())
+        && iid != "."
+        && iid != ".."
+        && iid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+pub fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The kernel's boot id, read under the root. `None` if absent (a demo root
+/// without /proc): then per-boot modules run every time.
+pub fn boot_id(paths: &Paths) -> Option<String> {
+    read_to_string_opt(&paths.boot_id_file())
+        .ok()
+        .flatten()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// What a module's last run left behind.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Semaphore {
+    pub module: String,
+    pub frequency: Frequency,
+    pub when_unix: f64,
+    pub boot_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub config_sha256: String,
+    pub ok: bool,
+    pub summary: String,
+    #[serde(default)]
+    pub details: serde_json::Value,
+    pub duration_ms: u64,
+}
+
+pub struct State<'a> {
+    paths: &'a Paths,
+}
+
+/// Whether a module is due, and the words that say why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub due: bool,
+    pub reason: String,
+}
+
+impl<'a> State<'a> {
+    pub fn new(paths: &'a Paths) -> Self {
+        State { paths }
+    }
+
+    pub fn sem_path(&self, module: &str, freq: Frequency, iid: Option<&str>) -> Option<PathBuf> {
+        match (freq, iid) {
+            (Frequency::Once, _) => Some(self.paths.state_dir.join("sem").join(module)),
+            (_, Some(iid)) => Some(self.paths.instance_dir(iid).join("sem").join(module)),
+            (_, None) => None,
+        }
+    }
+
+    pub fn read_sem(&self, module: &str, freq: Frequency, iid: Option<&str>) -> Option<Semaphore> {
+        let path = self.sem_path(module, freq, iid)?;
+        let text = read_to_string_opt(&path).ok().flatten()?;
+        match serde_json::from_str(&text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("ignoring unreadable semaphore {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    pub fn write_sem(&self, sem: &Semaphore) -> std::io::Result<()> {
+        let path = self
+            .sem_path(&sem.module, sem.frequency, sem.instance_id.as_deref())
+            .ok_or_else(|| std::io::Error::other("no instance id for a per-instance semaphore"))?;
+        let json = serde_json::to_vec_pretty(sem).map_err(std::io::Error::other)?;
+        atomic_write(&path, &json, 0o644)
+    }
+
+    pub fn decide(
+        &self,
+        module: &str,
+        freq: Frequency,
+        iid: Option<&str>,
+        boot_id: Option<&str>,
+    ) -> Decision {
+        let due = |reason: String| Decision { due: true, reason };
+        let not_due = |reason: String| Decision { due: false, reason };
+        let Some(sem) = self.read_sem(module, freq, iid) else {
+            return match (freq, iid) {
+                (Frequency::PerInstance, Some(iid)) => {
+                    due(format!("per-instance, not yet run for {iid}"))
+                }
+                (Frequency::PerBoot, _) => due("per-boot, not yet run this boot".into()),
+                _ => due(format!("{freq}, never ran")),
+            };
+        };
+        if !sem.ok {
+            return due(format!("{freq}, last run failed: retrying"));
+        }
+        match freq {
+            Frequency::Once => not_due("once, already ran".into()),
+            Frequency::PerInstance => not_due(format!(
+                "per-instance, already ran for {}",
+                iid.unwrap_or("this instance")
+            )),
+            Frequency::PerBoot => match (boot_id, sem.boot_id.as_deref()) {
+                (Some(now), Some(then)) if now == then => {
+                    not_due("per-boot, already ran this boot".into())
+                }
+                _ => due("per-boot, not yet run this boot".into()),
+            },
+        }
+    }
+
+    /// The recorded instance id, if any (and valid).
+    pub fn current_instance_id(&self) -> Option<String> {
+        let text = read_to_string_opt(&self.paths.instance_id_file()).ok()??;
+        let iid = text.trim();
+        valid_instance_id(iid).then(|| iid.to_string())
+    }
+
+    pub fn set_instance_id(&self, iid: &str) -> std::io::Result<()> {
+        if !valid_instance_id(iid) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid instance id {iid:?}"),
+            ));
+        }
+        if self.current_instance_id().as_deref() == Some(iid) {
+            return Ok(());
+        }
+        atomic_write(
+            &self.paths.instance_id_file(),
+            format!("{iid}\n").as_bytes(),
+            0o644,
+        )
+    }
+
+    /// Removes instance state so the next boot behaves as a first boot.
+    pub fn clean(&self, logs: bool, seed: bool) -> std::io::Result<Vec<PathBuf>> {
+        let mut targets = vec![
+            self.paths.state_dir.join("instances"),
+            self.paths.state_dir.join("sem"),
+            self.paths.instance_id_file(),
+            self.paths.status_file(),
+        ];
+        if logs {
+            targets.push(self.paths.log_dir.clone());
+        }
+        if seed {
+            targets.push(self.paths.seed_dir.clone());
+        }
+        let mut removed = Vec::new();
+        for t in targets {
+            let res = match fs::symlink_metadata(&t) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&t),
+                Ok(_) => fs::remove_file(&t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => Err(e),
+            };
+            res?;
+            removed.push(t);
+        }
+        Ok(removed)
+    }
+}
+
+/// Holds `/run/stoke/lock` for as long as it lives: one stoke at a time.
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Waits up to `wait` for another stoke to finish.
+    pub fn acquire(paths: &Paths, wait: Duration) -> std::io::Result<RunLock> {
+        fs::create_dir_all(&paths.run_dir)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(paths.lock_file())?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(RunLock { _file: file }),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!(
+                            "another stoke holds {} (waited {wait:?})",
+                            paths.lock_file().display()
+                        ),
+                    ));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stoke_api::Root;
+
+    fn sem(module: &str, freq: Frequency, iid: &str, boot: &str, ok: bool) -> Semaphore {
+        Semaphore {
+            module: module.into(),
+            frequency: freq,
+            when_unix: 1.0,
+            boot_id: Some(boot.into()),
+            instance_id: Some(iid.into()),
+            config_sha256: String::new(),
+            ok,
+            summary: String::new(),
+            details: serde_json::Value::Null,
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn instance_ids_that_could_be_paths_are_refused() {
+        for good in ["i-0abc123", "iid-local01", "a.b_c-d", &"x".repeat(128)] {
+            assert!(valid_instance_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../etc",
+            "a/b",
+            "i 1",
+            "i\n",
+            &"x".repeat(129),
+            "é",
+        ] {
+            assert!(!valid_instance_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn frequency_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(Root::new(dir.path()), None, None);
+        let st = State::new(&paths);
+        let d = st.decide("m", Frequency::PerInstance, Some("i-1"), Some("b1"));
+        assert!(d.due);
+        assert_eq!(d.reason, "per-instance, not yet run for i-1");
+
+        st.write_sem(&sem("m", Frequency::PerInstance, "i-1", "b1", true))
+            .unwrap();
+        let d = st.decide("m", Frequency::PerInstance, Some("i-1"), Some("b2"));
+        assert!(!d.due, "same instance, new boot: not due");
+        assert!(
+            st.decide("m", Frequency::PerInstance, Some("i-2"), Some("b2"))
+                .due,
+            "new instance"
+        );
+
+        st.write_sem(&sem("p", Frequency::PerBoot, "i-1", "b1", true))
+            .unwrap();
+        assert!(
+            !st.decide("p", Frequency::PerBoot, Some("i-1"), Some("b1"))
+                .due
+        );
+        assert!(
+            st.decide("p", Frequency::PerBoot, Some("i-1"), Some("b2"))
+                .due
+        );
+
+        st.write_sem(&sem("f", Frequency::PerInstance, "i-1", "b1", false))
+            .unwrap();
+        let d = st.decide("f", Frequency::PerInstance, Some("i-1"), Some("b1"));
+        assert!(d.due && d.reason.contains("failed"), "{d:?}");
+
+        st.write_sem(&sem("o", Frequency::Once, "i-1", "b1", true))
+            .unwrap();
+        assert!(
+            !st.decide("o", Frequency::Once, Some("i-9"), Some("b9")).due,
+            "once survives new instances"
+        );
+    }
+
+    #[test]
+    fn set_instance_id_refuses_traversal() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(Root::new(dir.path()), None, None);
+        let st = State::new(&paths);
+        assert!(st.set_instance_id("../../etc").is_err());
+        st.set_instance_id("i-1").unwrap();
+        assert_eq!(st.current_instance_id().as_deref(), Some("i-1"));
+    }
+
+    #[test]
+    fn second_lock_waits_then_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(Root::new(dir.path()), None, None);
+        let _held = RunLock::acquire(&paths, Duration::ZERO).unwrap();
+        let err = RunLock::acquire(&paths, Duration::from_millis(10))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    }
+}

@@ -1,0 +1,304 @@
+//! `/run/stoke/status.json`: the live record of this boot — stages, each
+//! module's outcome, reason and duration — read by `stoke status`/`analyze`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use stoke_api::{Frequency, Stage};
+
+use crate::paths::Paths;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModState {
+    Pending,
+    Running,
+    Ok,
+    Failed,
+    /// Not due (frequency says it already ran).
+    Skipped,
+    /// Waits for a later stage (metadata not available yet).
+    Deferred,
+    /// A module it runs after failed.
+    Blocked,
+    Disabled,
+}
+
+impl ModState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModState::Pending => "pending",
+            ModState::Running => "running",
+            ModState::Ok => "ok",
+            ModState::Failed => "failed",
+            ModState::Skipped => "skipped",
+            ModState::Deferred => "deferred",
+            ModState::Blocked => "blocked",
+            ModState::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModuleStatus {
+    pub stage: Stage,
+    pub frequency: Frequency,
+    pub state: ModState,
+    /// Why it ran or not ("per-instance, not yet run for i-0abc").
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+    /// Work the module left running (e.g. a non-blocking puppet run) and its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageStatus {
+    pub started_unix: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_unix: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub boot_id: Option<String>,
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub datasource: Option<String>,
+    #[serde(default)]
+    pub stages: BTreeMap<Stage, StageStatus>,
+    #[serde(default)]
+    pub modules: BTreeMap<String, ModuleStatus>,
+    /// Problems that degrade the run without failing a module (rejected config, datasource).
+    #[serde(default)]
+    pub errors: Vec<String>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// True once the final stage has finished.
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// `stoke status` exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overall {
+    Ok = 0,
+    Error = 1,
+    Degraded = 2,
+    NotFinished = 3,
+}
+
+impl Status {
+    /// This boot's status; a file left from another boot (or unreadable) starts afresh.
+    pub fn load(paths: &Paths, boot_id: Option<&str>) -> Status {
+        let fresh = Status {
+            boot_id: boot_id.map(str::to_string),
+            ..Status::default()
+        };
+        match Status::read(&paths.status_file()) {
+            Some(s) if s.boot_id.as_deref() == boot_id && boot_id.is_some() => s,
+            _ => fresh,
+        }
+    }
+
+    pub fn read(path: &Path) -> Option<Status> {
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Writes atomically (temp + rename). No fsync: /run is tmpfs and this
+    /// file only matters for the current boot; readers still never see a part.
+    pub fn save(&self, paths: &Paths) {
+        let path = paths.status_file();
+        let tmp = paths
+            .run_dir
+            .join(format!(".status.json.{}", std::process::id()));
+        let result = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .and_then(|json| {
+                std::fs::create_dir_all(&paths.run_dir)?;
+                std::fs::write(&tmp, json)?;
+                std::fs::rename(&tmp, &path)
+            });
+        if let Err(e) = result {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    pub fn overall(&self) -> Overall {
+        let failed = self
+            .modules
+            .values()
+            .any(|m| matches!(m.state, ModState::Failed | ModState::Blocked));
+        let running = self.modules.values().any(|m| m.state == ModState::Running);
+        if !self.done || running {
+            if failed {
+                return Overall::Error;
+            }
+            return Overall::NotFinished;
+        }
+        let degraded = !self.errors.is_empty()
+            || !self.warnings.is_empty()
+            || self
+                .modules
+                .values()
+                .any(|m| !m.warnings.is_empty() || m.state == ModState::Deferred);
+        if failed {
+            Overall::Error
+        } else if degraded {
+            Overall::Degraded
+        } else {
+            Overall::Ok
+        }
+    }
+
+    pub fn overall_word(&self) -> &'static str {
+        match self.overall() {
+            Overall::Ok => "done",
+            Overall::Error => "error",
+            Overall::Degraded => "degraded",
+            Overall::NotFinished => "running",
+        }
+    }
+
+    /// Human-readable report for `stoke status`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "status: {}\ninstance: {} (datasource {})\n",
+            self.overall_word(),
+            self.instance_id.as_deref().unwrap_or("unknown"),
+            self.datasource.as_deref().unwrap_or("none"),
+        ));
+        for (stage, s) in &self.stages {
+            match s.duration_ms {
+                Some(ms) => out.push_str(&format!("stage {stage}: done in {ms:.1} ms\n")),
+                None => out.push_str(&format!("stage {stage}: running\n")),
+            }
+        }
+        let mut mods: Vec<_> = self.modules.iter().collect();
+        mods.sort_by_key(|(name, m)| (m.stage, name.to_string()));
+        for (name, m) in mods {
+            let dur = m
+                .duration_ms
+                .map(|d| format!(" {d:.1} ms"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {:<22} {:<8} {:<9}{dur}  {}\n",
+                name,
+                m.stage.as_str(),
+                m.state.as_str(),
+                if m.summary.is_empty() {
+                    &m.reason
+                } else {
+                    &m.summary
+                }
+            ));
+            if let Some(e) = &m.error {
+                out.push_str(&format!("      error: {e}\n"));
+            }
+            for w in &m.warnings {
+                out.push_str(&format!("      warning: {w}\n"));
+            }
+            if let Some(bg) = &m.background {
+                out.push_str(&format!("      background: {bg}\n"));
+            }
+        }
+        for e in &self.errors {
+            out.push_str(&format!("error: {e}\n"));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        out
+    }
+
+    /// `stoke analyze`: durations per stage and module, slowest first.
+    pub fn analyze(&self) -> String {
+        let mut out = String::new();
+        let total: f64 = self.stages.values().filter_map(|s| s.duration_ms).sum();
+        out.push_str(&format!(
+            "total {total:.1} ms over {} stage(s)\n",
+            self.stages.len()
+        ));
+        for (stage, s) in &self.stages {
+            out.push_str(&format!(
+                "  stage {:<8} {:>10}\n",
+                stage.as_str(),
+                s.duration_ms
+                    .map(|d| format!("{d:.1} ms"))
+                    .unwrap_or_else(|| "running".into())
+            ));
+        }
+        let mut mods: Vec<_> = self
+            .modules
+            .iter()
+            .filter_map(|(n, m)| m.duration_ms.map(|d| (d, n, m)))
+            .collect();
+        mods.sort_by(|a, b| b.0.total_cmp(&a.0));
+        out.push_str("modules, slowest first:\n");
+        for (d, n, m) in mods {
+            out.push_str(&format!(
+                "  {d:>10.1} ms  {n:<22} ({}, {})\n",
+                m.stage.as_str(),
+                m.state.as_str()
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(state: ModState) -> ModuleStatus {
+        ModuleStatus {
+            stage: Stage::Local,
+            frequency: Frequency::PerBoot,
+            state,
+            reason: String::new(),
+            summary: String::new(),
+            error: None,
+            warnings: vec![],
+            started_unix: None,
+            duration_ms: Some(1.0),
+            details: serde_json::Value::Null,
+            background: None,
+        }
+    }
+
+    #[test]
+    fn overall_maps_to_exit_codes() {
+        let mut s = Status::default();
+        assert_eq!(s.overall(), Overall::NotFinished);
+        s.done = true;
+        s.modules.insert("a".into(), module(ModState::Ok));
+        assert_eq!(s.overall(), Overall::Ok);
+        s.errors.push("user-data:1:1: bad".into());
+        assert_eq!(s.overall(), Overall::Degraded);
+        s.modules.insert("b".into(), module(ModState::Failed));
+        assert_eq!(s.overall(), Overall::Error);
+        s.done = false;
+        assert_eq!(
+            s.overall(),
+            Overall::Error,
+            "a failure is known before the end"
+        );
+    }
+}
