@@ -1,0 +1,570 @@
+//! The `hostname` module: names the instance at every boot.
+//!
+//! Stage `local` (before networking, so every later service sees the final
+//! name), default frequency `per-boot`: the kernel forgets its hostname at each
+//! boot, so `sethostname(2)` is called every time; the files are only rewritten
+//! when their content would change. A UUID (v4) is generated once per instance
+//! and kept in the module's per-instance state (`<state_dir>/uuid`), so a
+//! hostname such as `"{{ role }}-{{ uuid8 }}"` is stable across reboots and new
+//! for a new instance launched from the same image.
+//!
+//! # Configuration (top-level keys, as in cloud-init)
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `hostname` | metadata | template for the host name; a value with dots is taken as the fqdn and its first label as the host name (as cloud-init does) |
+//! | `fqdn` | see below | template for the fully qualified name; when `hostname` is unset, the host name is its first label |
+//! | `domain` | none | template for the domain (stoke's own key): fqdn = `<hostname>.<domain>` when `fqdn` is unset |
+//! | `preserve_hostname` | `false` | `true`: touch nothing (no file, no syscall); the current `/etc/hostname` is reported |
+//! | `prefer_fqdn_over_hostname` | `false` | the fqdn, not the short name, goes to `/etc/hostname` and `sethostname` |
+//! | `create_hostname_file` | `true` | `false`: do not create `/etc/hostname` when it does not exist |
+//!
+//! Templates use [`stoke_api::render`] (`{{ name }}`, nothing else) with the
+//! engine's variables (metadata such as `instance_id`, `local_ipv4`, `region`;
+//! config `vars:`) plus `uuid`, `uuid8` (its first 8 hex digits), `domain`
+//! (when set) and `hostname` (in the `fqdn` template: the configured host name,
+//! else the metadata default below).
+//!
+//! With no `hostname` and no `fqdn`, the name comes from the metadata: the
+//! first label of `local-hostname` (its whole value is the fqdn, as on EC2:
+//! `ip-10-0-0-1.ec2.internal`), else `ip-<local-ipv4 with dashes>`. With none of
+//! those either, the hostname is left alone and a warning says so.
+//!
+//! When the fqdn is not given (by `fqdn`, a dotted `hostname`, `domain` or the
+//! metadata default) it is the host name itself. Unlike cloud-init, a
+//! configured short `hostname` is never paired with the metadata's domain.
+//!
+//! # Validation
+//!
+//! Every name is checked before anything is written: labels of ASCII letters,
+//! digits and `-`, not starting or ending with `-`, 1–63 characters each, at
+//! most 253 in all, and the name given to the kernel at most 64 (its limit).
+//! Case is kept (Linux and cloud-init keep it). Surrounding whitespace and a
+//! final `.` are dropped. An error names the key, its template, what it gave and
+//! the offending label.
+//!
+//! # Files
+//!
+//! `/etc/hostname` holds the name and a newline. In `/etc/hosts`, stoke owns
+//! only the lines between `# BEGIN stoke hostname` and `# END stoke hostname`:
+//! `127.0.1.1 <fqdn> <hostname>` (just `<hostname>` when they are equal).
+//! 127.0.1.1 is the Debian and cloud-init convention: it resolves before the
+//! network is up and does not go stale when the private address changes.
+//! Every other line is kept byte for byte.
+//!
+//! # Report
+//!
+//! `details` is `{"hostname", "fqdn", "domain", "uuid", "uuid8"}`, all strings
+//! (`domain` is `""` when there is none; `hostname` is always the short name).
+//! The engine exposes them as variables to later modules (route53, puppet).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use stoke_api::{
+    Context, Frequency, InstanceData, Module, ModuleError, ModuleSpec, Report, Stage, atomic_write,
+    config_spec, managed_block, read_to_string_opt, render,
+};
+use uuid::Uuid;
+
+const HOSTS_BEGIN: &str = "# BEGIN stoke hostname";
+const HOSTS_END: &str = "# END stoke hostname";
+/// The address the managed /etc/hosts line maps the names to.
+const HOSTS_ADDR: &str = "127.0.1.1";
+/// The kernel's limit on the hostname (HOST_NAME_MAX).
+const KERNEL_MAX: usize = 64;
+const UUID_FILE: &str = "uuid";
+
+/// The stoke modules this crate provides.
+pub fn modules() -> Vec<Box<dyn Module>> {
+    vec![Box::new(Hostname)]
+}
+
+/// The top-level configuration keys this module reads.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct HostnameConfig {
+    /// Template for the host name, e.g. `"{{ role }}-{{ uuid8 }}"`. A value
+    /// with dots is the fqdn; its first label is the host name. Default: from
+    /// the metadata (local-hostname, else `ip-<local-ipv4 dashed>`).
+    pub hostname: Option<String>,
+    /// Template for the fully qualified domain name, e.g. `"{{ hostname }}.example.com"`.
+    pub fqdn: Option<String>,
+    /// Template for the domain; the fqdn is `<hostname>.<domain>` when `fqdn` is not set.
+    pub domain: Option<String>,
+    /// Leave the hostname, /etc/hostname and /etc/hosts alone.
+    pub preserve_hostname: bool,
+    /// Give the fqdn (not the short name) to /etc/hostname and the kernel.
+    pub prefer_fqdn_over_hostname: bool,
+    /// Create /etc/hostname when it does not exist.
+    pub create_hostname_file: bool,
+}
+
+impl Default for HostnameConfig {
+    fn default() -> Self {
+        HostnameConfig {
+            hostname: None,
+            fqdn: None,
+            domain: None,
+            preserve_hostname: false,
+            prefer_fqdn_over_hostname: false,
+            create_hostname_file: true,
+        }
+    }
+}
+
+/// The `hostname` module.
+pub struct Hostname;
+
+#[stoke_api::async_trait]
+impl Module for Hostname {
+    fn spec(&self) -> ModuleSpec {
+        ModuleSpec {
+            name: "hostname",
+            stage: Stage::Local,
+            // The kernel forgets the hostname; the UUID is per instance (state_dir).
+            frequency: Frequency::PerBoot,
+            after: &[],
+            needs_metadata: true,
+            timeout: Duration::from_secs(10),
+            config: config_spec::<HostnameConfig>(),
+        }
+    }
+
+    async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
+        let cfg: HostnameConfig = ctx.config()?;
+        let mut warnings = Vec::new();
+        let uuid = instance_uuid(&ctx.state_dir, &mut warnings)?;
+
+        if cfg.preserve_hostname {
+            let names = current_names(ctx)?;
+            let summary = format!(
+                "preserve_hostname: true: hostname left alone ({})",
+                shown(&names.system)
+            );
+            return Ok(report(summary, &names, uuid, warnings));
+        }
+
+        let vars = vars_with_uuid(&ctx.vars, uuid);
+        let Some(names) = resolve(&cfg, &vars, &ctx.instance, &mut warnings)? else {
+            warnings.push(
+                "no hostname or fqdn configured and the metadata has neither local-hostname \
+                 nor local-ipv4: hostname left alone"
+                    .to_string(),
+            );
+            let names = current_names(ctx)?;
+            let summary = format!("hostname left alone ({})", shown(&names.system));
+            return Ok(report(summary, &names, uuid, warnings));
+        };
+
+        let mut changed = Vec::new();
+        if write_hostname_file(ctx, &names.system, cfg.create_hostname_file)? {
+            changed.push("/etc/hostname");
+        }
+        if update_hosts(ctx, &names)? {
+            changed.push("/etc/hosts");
+        }
+        ctx.system.sethostname(&names.system)?;
+
+        let mut summary = format!("hostname {}", names.hostname);
+        if names.fqdn != names.hostname {
+            summary.push_str(&format!(" (fqdn {})", names.fqdn));
+        }
+        if changed.is_empty() {
+            summary.push_str("; files already up to date");
+        } else {
+            summary.push_str(&format!("; wrote {}", changed.join(", ")));
+        }
+        Ok(report(summary, &names, uuid, warnings))
+    }
+
+    fn plan(&self, ctx: &Context) -> Option<String> {
+        let cfg: HostnameConfig = match ctx.config() {
+            Ok(c) => c,
+            Err(e) => return Some(format!("would fail: configuration: {e}")),
+        };
+        if cfg.preserve_hostname {
+            return Some("preserve_hostname: true: would leave the hostname alone".into());
+        }
+        // Plan must not write: show an existing UUID, or the nil one as a stand-in.
+        let (uuid, note) = match read_uuid(&ctx.state_dir) {
+            Some(u) => (u, ""),
+            None => (Uuid::nil(), " (no uuid yet: shown as zeros)"),
+        };
+        let vars = vars_with_uuid(&ctx.vars, uuid);
+        match resolve(&cfg, &vars, &ctx.instance, &mut Vec::new()) {
+            Ok(Some(n)) if n.fqdn != n.hostname => Some(format!(
+                "would set hostname {} (fqdn {}){note}",
+                n.hostname, n.fqdn
+            )),
+            Ok(Some(n)) => Some(format!("would set hostname {}{note}", n.hostname)),
+            Ok(None) => {
+                Some("no hostname configured or in the metadata: would leave it alone".into())
+            }
+            Err(e) => Some(format!("would fail: {e}")),
+        }
+    }
+}
+
+/// The names the instance gets.
+#[derive(Debug, Clone, PartialEq)]
+struct Names {
+    /// The short name (first label).
+    hostname: String,
+    fqdn: String,
+    /// The fqdn without its first label; empty when there is none.
+    domain: String,
+    /// What /etc/hostname and the kernel get.
+    system: String,
+}
+
+impl Names {
+    fn from_parts(hostname: String, fqdn: String, prefer_fqdn: bool) -> Self {
+        let domain = fqdn
+            .split_once('.')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        let system = if prefer_fqdn {
+            fqdn.clone()
+        } else {
+            hostname.clone()
+        };
+        Names {
+            hostname,
+            fqdn,
+            domain,
+            system,
+        }
+    }
+}
+
+/// Where a name came from, for error messages.
+enum Origin<'a> {
+    Key {
+        key: &'static str,
+        template: &'a str,
+    },
+    Metadata(&'static str),
+    /// The host name joined with `domain`.
+    Joined,
+}
+
+impl fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Key { key, template } => write!(f, "`{key}` template {template:?}"),
+            Origin::Metadata(field) => write!(f, "metadata {field}"),
+            Origin::Joined => f.write_str("the host name joined with `domain`"),
+        }
+    }
+}
+
+/// Works out the names from the configuration and metadata; `None` when
+/// nothing names the instance. Every name is validated.
+fn resolve(
+    cfg: &HostnameConfig,
+    vars: &BTreeMap<String, String>,
+    instance: &InstanceData,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Names>, ModuleError> {
+    let mut vars = vars.clone();
+
+    let domain = match &cfg.domain {
+        Some(t) => {
+            let origin = Origin::Key {
+                key: "domain",
+                template: t,
+            };
+            let d = render_key("domain", t, &vars)?;
+            let d = d.trim_start_matches('.').to_string();
+            check_name(&d, &origin)?;
+            vars.insert("domain".into(), d.clone());
+            Some(d)
+        }
+        None => None,
+    };
+
+    // From `hostname`: (short name, fqdn if the value was dotted).
+    let configured = match &cfg.hostname {
+        Some(t) => {
+            let origin = Origin::Key {
+                key: "hostname",
+                template: t,
+            };
+            let h = render_key("hostname", t, &vars)?;
+            check_name(&h, &origin)?;
+            Some(split_name(&h))
+        }
+        None => None,
+    };
+    // The metadata's name, for `{{ hostname }}` in `fqdn` and as the default.
+    let from_metadata = match (&configured, &cfg.fqdn) {
+        (Some(_), _) => None,
+        // With `fqdn` set the metadata name only fills `{{ hostname }}`: a bad
+        // one must not fail a configuration that does not use it.
+        (None, Some(_)) => metadata_name(instance).ok().flatten(),
+        (None, None) => metadata_name(instance)?,
+    };
+    if let Some((short, _)) = configured.as_ref().or(from_metadata.as_ref()) {
+        vars.insert("hostname".into(), short.clone());
+    }
+
+    let fqdn_cfg = match &cfg.fqdn {
+        Some(t) => {
+            let origin = Origin::Key {
+                key: "fqdn",
+                template: t,
+            };
+            let f = render_key("fqdn", t, &vars)?;
+            check_name(&f, &origin)?;
+            Some(f)
+        }
+        None => None,
+    };
+
+    let (hostname, fqdn) = match (configured, fqdn_cfg, from_metadata) {
+        (Some((short, dotted)), fqdn, _) => {
+            let fqdn = fqdn
+                .or(dotted)
+                .unwrap_or_else(|| with_domain(&short, &domain));
+            (short, fqdn)
+        }
+        (None, Some(fqdn), _) => (split_name(&fqdn).0, fqdn),
+        (None, None, Some((short, dotted))) => {
+            // A configured domain wins over the metadata's.
+            let fqdn = match (&domain, dotted) {
+                (Some(_), _) | (None, None) => with_domain(&short, &domain),
+                (None, Some(f)) => f,
+            };
+            (short, fqdn)
+        }
+        (None, None, None) => return Ok(None),
+    };
+
+    // Each part was checked; joined with `domain` they may still be too long.
+    check_name(&fqdn, &Origin::Joined)?;
+
+    let names = Names::from_parts(hostname, fqdn, cfg.prefer_fqdn_over_hostname);
+    if let Some(d) = &domain
+        && names.domain != *d
+    {
+        warnings.push(format!(
+            "`domain` {d:?} ignored: the fqdn {:?} is in domain {:?}",
+            names.fqdn, names.domain
+        ));
+    }
+    if names.system.len() > KERNEL_MAX {
+        return Err(ModuleError::Invalid(format!(
+            "the fqdn {:?} is {} characters long; the kernel hostname holds at most {KERNEL_MAX} \
+             (set by prefer_fqdn_over_hostname)",
+            names.system,
+            names.system.len()
+        )));
+    }
+    Ok(Some(names))
+}
+
+fn render_key(
+    key: &'static str,
+    template: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, ModuleError> {
+    let out = render(template, vars).map_err(|e| ModuleError::Invalid(format!("`{key}`: {e}")))?;
+    // YAML block scalars and metadata values may carry a newline; an absolute
+    // name may end in a dot. Neither is part of the name.
+    Ok(out.trim().trim_end_matches('.').to_string())
+}
+
+/// (first label, the whole name if it has more than one label).
+fn split_name(name: &str) -> (String, Option<String>) {
+    match name.split_once('.') {
+        Some((short, _)) => (short.to_string(), Some(name.to_string())),
+        None => (name.to_string(), None),
+    }
+}
+
+fn with_domain(short: &str, domain: &Option<String>) -> String {
+    match domain {
+        Some(d) => format!("{short}.{d}"),
+        None => short.to_string(),
+    }
+}
+
+/// The default name from metadata: local-hostname, else `ip-<local-ipv4 dashed>`.
+fn metadata_name(instance: &InstanceData) -> Result<Option<(String, Option<String>)>, ModuleError> {
+    if let Some(h) = &instance.local_hostname {
+        let h = h.trim().trim_end_matches('.');
+        if !h.is_empty() {
+            check_name(h, &Origin::Metadata("local-hostname"))?;
+            return Ok(Some(split_name(h)));
+        }
+    }
+    if let Some(ip) = &instance.local_ipv4 {
+        let ip = ip.trim();
+        if !ip.is_empty() {
+            let name = format!("ip-{}", ip.replace('.', "-"));
+            check_name(&name, &Origin::Metadata("local-ipv4"))?;
+            return Ok(Some((name, None)));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks an RFC 1123 host name: letters, digits and `-` in labels of 1–63
+/// characters that neither start nor end with `-`; at most 253 in all.
+fn check_name(name: &str, origin: &Origin) -> Result<(), ModuleError> {
+    let fail = |problem: String| {
+        let source = match origin {
+            // A literal needs no "template ... gave" around it.
+            Origin::Key { key, template } if template.trim() == name => {
+                format!("`{key}` {name:?}")
+            }
+            _ => format!("{origin} gave {name:?}"),
+        };
+        Err(ModuleError::Invalid(format!("{source}: {problem}")))
+    };
+    if name.is_empty() {
+        return fail("the name is empty".into());
+    }
+    if name.len() > 253 {
+        return fail(format!(
+            "{} characters long; a host name has at most 253",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return fail("empty label (two dots in a row, or a leading dot)".into());
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return fail(format!(
+                "label {label:?} contains {c:?}; only letters, digits and '-' are allowed"
+            ));
+        }
+        if label.len() > 63 {
+            return fail(format!(
+                "label {label:?} is {} characters long; at most 63 allowed",
+                label.len()
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return fail(format!("label {label:?} starts or ends with '-'"));
+        }
+    }
+    Ok(())
+}
+
+fn vars_with_uuid(vars: &BTreeMap<String, String>, uuid: Uuid) -> BTreeMap<String, String> {
+    let mut vars = vars.clone();
+    vars.insert("uuid".into(), uuid.hyphenated().to_string());
+    vars.insert("uuid8".into(), uuid8(uuid));
+    vars
+}
+
+fn uuid8(uuid: Uuid) -> String {
+    let mut s = uuid.simple().to_string();
+    s.truncate(8);
+    s
+}
+
+/// The persisted UUID, if the state file holds a valid one.
+fn read_uuid(state_dir: &Path) -> Option<Uuid> {
+    let text = read_to_string_opt(&state_dir.join(UUID_FILE)).ok()??;
+    Uuid::parse_str(text.trim()).ok().filter(|u| !u.is_nil())
+}
+
+/// This instance's UUID: the persisted one, else a new v4 persisted now.
+fn instance_uuid(state_dir: &Path, warnings: &mut Vec<String>) -> Result<Uuid, ModuleError> {
+    let path = state_dir.join(UUID_FILE);
+    match read_to_string_opt(&path) {
+        Ok(Some(text)) => match Uuid::parse_str(text.trim()) {
+            Ok(u) if !u.is_nil() => return Ok(u),
+            // A damaged file cannot give the old UUID back; a new one is the only way on.
+            _ => warnings.push(format!(
+                "{} did not hold a valid UUID; generated a new one",
+                path.display()
+            )),
+        },
+        Ok(None) => {}
+        Err(e) => return Err(ModuleError::io("read", path, e)),
+    }
+    let uuid = Uuid::new_v4();
+    atomic_write(&path, format!("{}\n", uuid.hyphenated()).as_bytes(), 0o644)
+        .map_err(|e| ModuleError::io("write", &path, e))?;
+    Ok(uuid)
+}
+
+/// Writes /etc/hostname unless it already holds `name`. True when written.
+fn write_hostname_file(ctx: &Context, name: &str, create: bool) -> Result<bool, ModuleError> {
+    let path = ctx.path("/etc/hostname");
+    let existing = read_to_string_opt(&path).map_err(|e| ModuleError::io("read", &path, e))?;
+    match existing {
+        Some(text) if text.trim() == name => return Ok(false),
+        None if !create => return Ok(false),
+        _ => {}
+    }
+    atomic_write(&path, format!("{name}\n").as_bytes(), 0o644)
+        .map_err(|e| ModuleError::io("write", &path, e))?;
+    Ok(true)
+}
+
+/// Keeps stoke's block in /etc/hosts. True when the file was written.
+fn update_hosts(ctx: &Context, names: &Names) -> Result<bool, ModuleError> {
+    let path = ctx.path("/etc/hosts");
+    let existing = read_to_string_opt(&path)
+        .map_err(|e| ModuleError::io("read", &path, e))?
+        .unwrap_or_default();
+    let line = if names.fqdn == names.hostname {
+        format!("{HOSTS_ADDR} {}", names.hostname)
+    } else {
+        format!("{HOSTS_ADDR} {} {}", names.fqdn, names.hostname)
+    };
+    let updated = managed_block(&existing, HOSTS_BEGIN, HOSTS_END, &line);
+    if updated == existing {
+        return Ok(false);
+    }
+    atomic_write(&path, updated.as_bytes(), 0o644)
+        .map_err(|e| ModuleError::io("write", &path, e))?;
+    Ok(true)
+}
+
+/// The names as the instance has them now (from /etc/hostname), for when
+/// stoke leaves the hostname alone.
+fn current_names(ctx: &Context) -> Result<Names, ModuleError> {
+    let path = ctx.path("/etc/hostname");
+    let text = read_to_string_opt(&path)
+        .map_err(|e| ModuleError::io("read", &path, e))?
+        .unwrap_or_default();
+    let name = text.lines().next().unwrap_or("").trim().to_string();
+    let (short, dotted) = split_name(&name);
+    let fqdn = dotted.unwrap_or_else(|| short.clone());
+    let mut names = Names::from_parts(short, fqdn, false);
+    names.system = name;
+    Ok(names)
+}
+
+fn shown(name: &str) -> &str {
+    if name.is_empty() { "unknown" } else { name }
+}
+
+fn report(summary: String, names: &Names, uuid: Uuid, warnings: Vec<String>) -> Report {
+    let mut r = Report::new(summary).with_details(serde_json::json!({
+        "hostname": names.hostname,
+        "fqdn": names.fqdn,
+        "domain": names.domain,
+        "uuid": uuid.hyphenated().to_string(),
+        "uuid8": uuid8(uuid),
+    }));
+    r.warnings = warnings;
+    r
+}
+
+#[cfg(test)]
+mod tests;
