@@ -218,7 +218,12 @@ impl<'a> Runner<'a> {
         let mut args: Vec<String> = Vec::new();
         let tool = match self.cfg.filesystem {
             Filesystem::Xfs => {
-                args.extend(["-L".into(), label.into(), "-m".into(), format!("uuid={uuid}")]);
+                args.extend([
+                    "-L".into(),
+                    label.into(),
+                    "-m".into(),
+                    format!("uuid={uuid}"),
+                ]);
                 if nvme {
                     // Instance store comes trimmed; discarding at mkfs can take minutes.
                     args.push("-K".into());
@@ -325,9 +330,11 @@ impl<'a> Runner<'a> {
             }
             let content = probe(self.ctx, &c.device).await?;
             let plan = match &content {
-                Content::Filesystem { fstype, uuid, label }
-                    if fstype == self.cfg.filesystem.as_str() =>
-                {
+                Content::Filesystem {
+                    fstype,
+                    uuid,
+                    label,
+                } if fstype == self.cfg.filesystem.as_str() => {
                     Plan::Keep(uuid.clone(), label.clone())
                 }
                 _ if !c.mounted_at.is_empty() => {
@@ -513,17 +520,25 @@ impl<'a> Runner<'a> {
         let nvme = disks.iter().all(Candidate::is_nvme);
         let label = self.cfg.label.clone();
         let (uuid, label, fs_action) = match probe(self.ctx, &device).await? {
-            Content::Filesystem { fstype, uuid, label }
-                if fstype == self.cfg.filesystem.as_str() =>
-            {
-                (uuid, label, "kept")
-            }
-            Content::Blank => (Some(self.mkfs(&device, &label, nvme).await?), Some(label), "created"),
+            Content::Filesystem {
+                fstype,
+                uuid,
+                label,
+            } if fstype == self.cfg.filesystem.as_str() => (uuid, label, "kept"),
+            Content::Blank => (
+                Some(self.mkfs(&device, &label, nvme).await?),
+                Some(label),
+                "created",
+            ),
             other if self.cfg.force => {
                 self.warnings
                     .push(format!("force: wiping {device} ({})", other.describe()));
                 self.wipe(&device).await?;
-                (Some(self.mkfs(&device, &label, nvme).await?), Some(label), "created")
+                (
+                    Some(self.mkfs(&device, &label, nvme).await?),
+                    Some(label),
+                    "created",
+                )
             }
             other => {
                 return Err(ModuleError::Refused(format!(

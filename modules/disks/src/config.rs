@@ -214,8 +214,7 @@ impl Disks {
                 self.jbod_mount_point
             )));
         }
-        if self.mount_options.trim().is_empty()
-            || self.mount_options.contains(char::is_whitespace)
+        if self.mount_options.trim().is_empty() || self.mount_options.contains(char::is_whitespace)
         {
             return Err(ModuleError::Invalid(format!(
                 "disks.mount_options {:?}: comma-separated options without spaces",
@@ -256,7 +255,10 @@ mod tests {
         assert_eq!(chunk("1M".into()).unwrap(), 1024);
         assert_eq!(chunk(512.into()).unwrap(), 512);
         let err = chunk("300K".into()).unwrap_err().to_string();
-        assert!(err.contains("power of two") && err.contains("300K"), "{err}");
+        assert!(
+            err.contains("power of two") && err.contains("300K"),
+            "{err}"
+        );
         assert!(chunk("2K".into()).is_err());
         assert!(chunk("lots".into()).is_err());
         assert!(chunk(0.into()).is_err());

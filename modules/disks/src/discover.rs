@@ -132,7 +132,9 @@ pub fn unescape_octal(s: &str) -> String {
             && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(byte) = u8::try_from(v) {
                 out.push(byte);
                 i += 4;
@@ -285,12 +287,18 @@ fn unusable(name: &str, bd: &BlockDev, usage: &Usage) -> Option<String> {
         if !used.is_empty() {
             return Some(format!(
                 "its partitions are in use ({})",
-                used.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                used.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
     if bd.holders.len() > 1 {
-        return Some(format!("held by several devices ({})", bd.holders.join(", ")));
+        return Some(format!(
+            "held by several devices ({})",
+            bd.holders.join(", ")
+        ));
     }
     None
 }
@@ -416,9 +424,7 @@ fn expand_glob(root: &Root, pattern: &str) -> Vec<String> {
 fn kernel_name(root: &Root, path: &str) -> Option<String> {
     let host: PathBuf = root.path(path);
     let canon = fs::canonicalize(&host).ok()?;
-    canon
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    canon.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 pub fn discover(
@@ -439,7 +445,10 @@ pub fn discover(
     imds.sort_by_key(|(k, _)| natural_key(k));
     let mut imds_found = Vec::new();
     for (key, dev) in imds {
-        match imds_names(dev).into_iter().find(|n| sys.disks.contains_key(n)) {
+        match imds_names(dev)
+            .into_iter()
+            .find(|n| sys.disks.contains_key(n))
+        {
             Some(name) => {
                 out.ephemeral.insert(key.clone(), format!("/dev/{name}"));
                 imds_found.push((key.clone(), name));
@@ -456,7 +465,8 @@ pub fn discover(
             let paths = if is_glob(entry) {
                 let p = expand_glob(root, entry);
                 if p.is_empty() {
-                    out.notes.push(format!("devices glob {entry:?} matched nothing"));
+                    out.notes
+                        .push(format!("devices glob {entry:?} matched nothing"));
                 }
                 p
             } else if !root.path(entry).exists() {
@@ -507,9 +517,8 @@ pub fn discover(
         if !seen.insert(name.clone()) {
             continue;
         }
-        let reason = unusable(&name, bd, &usage).or_else(|| {
-            (!bd.partitions.is_empty()).then(|| "has partitions".to_string())
-        });
+        let reason = unusable(&name, bd, &usage)
+            .or_else(|| (!bd.partitions.is_empty()).then(|| "has partitions".to_string()));
         match reason {
             Some(reason) => out.excluded.push(Excluded {
                 device: format!("/dev/{name}"),

@@ -13,9 +13,7 @@ pub mod probe;
 
 use std::time::Duration;
 
-use stoke_api::{
-    Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, config_spec,
-};
+use stoke_api::{Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, config_spec};
 
 use crate::apply::{Layout, Outcome, Runner, layout};
 use crate::config::{Config, Disks, Mode};
@@ -133,14 +131,20 @@ impl Module for DisksModule {
         words.extend(warnings);
         for c in &disc.candidates {
             if let Some(md) = &c.md_holder {
-                words.push(format!("{} is held by {md} (used if it is stoke's array)", c.device));
+                words.push(format!(
+                    "{} is held by {md} (used if it is stoke's array)",
+                    c.device
+                ));
             }
         }
         for x in &disc.excluded {
             words.push(format!("excluded {}: {}", x.device, x.reason));
         }
         words.extend(disc.notes);
-        if !matches!(layout(&cfg, &disc.candidates, &mut Vec::new()), Layout::Nothing(_)) {
+        if !matches!(
+            layout(&cfg, &disc.candidates, &mut Vec::new()),
+            Layout::Nothing(_)
+        ) {
             words.push(
                 "an existing array or filesystem is used as is; blank disks are formatted; \
                  foreign data is refused"

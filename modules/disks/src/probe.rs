@@ -170,7 +170,9 @@ mod tests {
 
     #[test]
     fn classifies_blkid_output() {
-        let fs = parse_export("DEVNAME=/dev/loop0\nLABEL=my\\ data\nUUID=1234\nTYPE=ext4\nUSAGE=filesystem\n");
+        let fs = parse_export(
+            "DEVNAME=/dev/loop0\nLABEL=my\\ data\nUUID=1234\nTYPE=ext4\nUSAGE=filesystem\n",
+        );
         assert_eq!(
             classify(&fs),
             Some(Content::Filesystem {
@@ -180,11 +182,16 @@ mod tests {
             })
         );
         let md = parse_export("TYPE=linux_raid_member\nUUID=aa\nLABEL=any:ephemeral\nUSAGE=raid\n");
-        assert!(matches!(classify(&md), Some(Content::MdMember { name: Some(n), .. }) if n == "any:ephemeral"));
+        assert!(
+            matches!(classify(&md), Some(Content::MdMember { name: Some(n), .. }) if n == "any:ephemeral")
+        );
         let pt = parse_export("PTUUID=x\nPTTYPE=gpt\n");
         assert_eq!(classify(&pt).unwrap().describe(), "gpt partition table");
         let lvm = parse_export("TYPE=LVM2_member\nUSAGE=raid\n");
-        assert_eq!(classify(&lvm).unwrap().describe(), "LVM2_member signature (raid)");
+        assert_eq!(
+            classify(&lvm).unwrap().describe(),
+            "LVM2_member signature (raid)"
+        );
         assert_eq!(classify(&parse_export("")), None);
     }
 }

@@ -1,5 +1,697 @@
-//! `mounts` (work in progress).
+//! `mounts`: mounts what `disks` made and the `mounts:` entries of the config
+//! (cloud-init's list form), in path order, and keeps stoke's lines of /etc/fstab
+//! (marked with the `x-stoke` option) in step, leaving every other line as it was.
+//! docs/storage.md has the policy in prose.
 
-pub fn modules() -> Vec<Box<dyn stoke_api::Module>> {
-    Vec::new()
+pub mod fstab;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use stoke_api::{
+    Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, MountRequest, Report, Stage,
+    atomic_write, config_spec, read_to_string_opt, tools,
+};
+
+use crate::fstab::{Entry, MARKER, MARKER_DISKS, norm};
+
+pub fn modules() -> Vec<Box<dyn Module>> {
+    vec![Box::new(MountsModule)]
+}
+
+/// A scalar in a `mounts:` entry: YAML gives strings and numbers (`0`, `2`).
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Field {
+    Int(i64),
+    Str(String),
+}
+
+impl Field {
+    fn text(&self) -> String {
+        match self {
+            Field::Int(n) => n.to_string(),
+            Field::Str(s) => s.clone(),
+        }
+    }
+}
+
+/// Top-level keys read by `mounts` (the cloud-init names, plus one stoke key).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Config {
+    /// cloud-init form: each entry `[spec, mount point, type, options, freq, passno]`;
+    /// missing fields come from `mount_default_fields`; a null mount point drops the entry.
+    pub mounts: Option<Vec<Vec<Option<Field>>>>,
+    /// Defaults for missing fields (cloud-init: `[null, null, auto, "defaults,nofail", "0", "2"]`).
+    pub mount_default_fields: Option<Vec<Option<Field>>>,
+    /// `x-systemd.device-timeout=` on stoke's fstab lines: seconds or a systemd
+    /// time span (`10s`, `1min`). Default 10s.
+    pub mount_device_timeout: Option<Field>,
+}
+
+/// What `mounts` needs from the `disks` report.
+#[derive(Debug, Default, Deserialize)]
+struct DisksDetails {
+    #[serde(default)]
+    volumes: Vec<DiskVolume>,
+    #[serde(default)]
+    ephemeral: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DiskVolume {
+    device: String,
+    uuid: Option<String>,
+    fstype: String,
+    mountpoint: Option<String>,
+    #[serde(default = "default_options")]
+    mount_options: String,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+fn default_options() -> String {
+    "defaults".into()
+}
+
+const NETWORK_FS: &[&str] = &[
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "glusterfs",
+    "fuse.sshfs",
+    "9p",
+];
+
+/// Whether (and how) an entry is mounted now.
+#[derive(Clone, Debug, PartialEq)]
+enum How {
+    /// Mount now; `source` is the host path of the device (or the `UUID=` spec
+    /// itself when commands are only recorded and blkid could not resolve it).
+    Now { source: String },
+    /// Left to systemd at boot (network filesystems, swap), with the reason.
+    Later(String),
+    /// Not mounted now; a warning.
+    Skip(String),
+}
+
+#[derive(Clone, Debug)]
+struct Want {
+    entry: Entry,
+    /// False when no stable name is known (the line would name a kernel device).
+    in_fstab: bool,
+    how: How,
+    origin: String,
+}
+
+/// One line of `mounts` details.
+#[derive(Debug, Serialize)]
+struct Done {
+    mountpoint: String,
+    spec: String,
+    fstype: String,
+    origin: String,
+    /// "mounted" | "already mounted" | "left to systemd: ..." | "skipped: ..."
+    action: String,
+}
+
+pub struct MountsModule;
+
+fn invalid(msg: impl Into<String>) -> ModuleError {
+    ModuleError::Invalid(msg.into())
+}
+
+fn device_timeout(cfg: &Config) -> Result<String, ModuleError> {
+    let Some(f) = &cfg.mount_device_timeout else {
+        return Ok("10s".into());
+    };
+    let t = match f {
+        Field::Int(n) if *n > 0 => format!("{n}s"),
+        Field::Str(s) => s.trim().to_string(),
+        Field::Int(_) => String::new(),
+    };
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let ok = digits > 0 && ["", "ms", "s", "sec", "min", "m", "h"].contains(&&t[digits..]);
+    if ok {
+        Ok(t)
+    } else {
+        Err(invalid(format!(
+            "mount_device_timeout {t:?}: a number of seconds or e.g. 10s, 1min"
+        )))
+    }
+}
+
+/// The options stoke writes: the given ones plus `nofail`, the device timeout
+/// (unless the entry sets its own) and the marker.
+fn with_stoke_options(base: &str, timeout: &str, marker: &str) -> String {
+    let mut opts: Vec<String> = base
+        .split(',')
+        .filter(|o| !o.is_empty() && *o != MARKER && !o.starts_with("x-stoke="))
+        .map(str::to_string)
+        .collect();
+    if !opts.iter().any(|o| o == "nofail") {
+        opts.push("nofail".into());
+    }
+    if !opts
+        .iter()
+        .any(|o| o.starts_with("x-systemd.device-timeout="))
+    {
+        opts.push(format!("x-systemd.device-timeout={timeout}"));
+    }
+    opts.push(marker.into());
+    opts.join(",")
+}
+
+/// The options the mount call understands: fstab/userspace-only ones removed.
+fn kernel_options(opts: &str) -> String {
+    opts.split(',')
+        .filter(|o| {
+            !o.is_empty()
+                && !o.starts_with("x-")
+                && !o.starts_with("comment=")
+                && ![
+                    "defaults", "nofail", "auto", "noauto", "user", "users", "nouser", "owner",
+                    "group", "_netdev", "sw",
+                ]
+                .contains(o)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn dev_number(meta: &fs::Metadata) -> Option<(u32, u32)> {
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    let r = meta.rdev();
+    let major = ((r >> 8) & 0xfff) | ((r >> 32) & !0xfff);
+    let minor = (r & 0xff) | ((r >> 12) & !0xff);
+    Some((major as u32, minor as u32))
+}
+
+/// A stable fstab name for an existing device: kept when already stable
+/// (/dev/md/*, /dev/mapper/*, /dev/disk/by-*), else `UUID=` from blkid.
+async fn stable_spec(ctx: &Context, dev: &str) -> Result<Option<String>, ModuleError> {
+    if ["/dev/md/", "/dev/mapper/", "/dev/disk/by-"]
+        .iter()
+        .any(|p| dev.starts_with(p))
+    {
+        return Ok(Some(dev.to_string()));
+    }
+    let host = ctx.path(dev).display().to_string();
+    let cmd = Cmd::new(
+        ctx.tool(tools::BLKID),
+        ["-s", "UUID", "-o", "value", host.as_str()],
+    )
+    .timeout(Duration::from_secs(30));
+    let out = ctx.system.run(&cmd).await?;
+    let uuid = out.stdout.trim();
+    Ok((out.success() && !uuid.is_empty()).then(|| format!("UUID={uuid}")))
+}
+
+/// Which block device a `UUID=`/`LABEL=` spec names (host path), via blkid.
+async fn resolve_tag(ctx: &Context, spec: &str) -> Result<How, ModuleError> {
+    let cmd = Cmd::new(ctx.tool(tools::BLKID), ["-o", "device", "-t", spec])
+        .timeout(Duration::from_secs(30));
+    let out = ctx.system.run(&cmd).await?;
+    let dev = out.stdout.lines().next().unwrap_or("").trim().to_string();
+    Ok(match out.code {
+        Some(0) if !dev.is_empty() => How::Now { source: dev },
+        // Commands only recorded: mount by the tag itself.
+        Some(0) => How::Now {
+            source: spec.to_string(),
+        },
+        Some(2) => How::Skip(format!("no device with {spec} is present")),
+        _ => return out.check(&cmd).map(|_| How::Skip(String::new())),
+    })
+}
+
+/// The entries for the `disks` results.
+fn disks_wants(
+    ctx: &Context,
+    details: &DisksDetails,
+    timeout: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<Want> {
+    let mut v = Vec::new();
+    for vol in &details.volumes {
+        let Some(mp) = &vol.mountpoint else { continue };
+        let (spec, in_fstab) = match (&vol.uuid, vol.device.starts_with("/dev/md/")) {
+            (Some(u), _) => (format!("UUID={u}"), true),
+            (None, true) => (vol.device.clone(), true),
+            (None, false) => {
+                warnings.push(format!(
+                    "{}: filesystem UUID unknown; mounted now but not written to fstab \
+                     (kernel names change between boots)",
+                    vol.device
+                ));
+                (vol.device.clone(), false)
+            }
+        };
+        v.push(Want {
+            entry: Entry {
+                spec,
+                file: mp.clone(),
+                vfstype: vol.fstype.clone(),
+                mntops: with_stoke_options(&vol.mount_options, timeout, MARKER_DISKS),
+                freq: "0".into(),
+                passno: "2".into(),
+            },
+            in_fstab,
+            how: How::Now {
+                source: ctx.path(&vol.device).display().to_string(),
+            },
+            origin: "disks".into(),
+        });
+    }
+    v
+}
+
+/// The entries from `mounts:` (cloud-init list form).
+async fn config_wants(
+    ctx: &Context,
+    cfg: &Config,
+    details: Option<&DisksDetails>,
+    timeout: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Want>, ModuleError> {
+    let defaults: Vec<Option<Field>> = cfg.mount_default_fields.clone().unwrap_or_else(|| {
+        vec![
+            None,
+            None,
+            Some(Field::Str("auto".into())),
+            Some(Field::Str("defaults,nofail".into())),
+            Some(Field::Str("0".into())),
+            Some(Field::Str("2".into())),
+        ]
+    });
+    let used_by_disks: Vec<&String> = details
+        .map(|d| d.volumes.iter().flat_map(|v| &v.members).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, raw) in cfg.mounts.iter().flatten().enumerate() {
+        let origin = format!("mounts[{i}]");
+        if raw.is_empty() || raw.len() > 6 {
+            return Err(invalid(format!(
+                "{origin}: an entry has 1 to 6 fields [spec, mount point, type, options, freq, passno]"
+            )));
+        }
+        let field = |n: usize| -> Option<String> {
+            raw.get(n)
+                .cloned()
+                .flatten()
+                .or_else(|| defaults.get(n).cloned().flatten())
+                .map(|f| f.text())
+        };
+        let Some(spec) = field(0).filter(|s| !s.is_empty()) else {
+            return Err(invalid(format!(
+                "{origin}: the first field (device) is empty"
+            )));
+        };
+        // cloud-init: no mount point means "no entry" (removal of an earlier one).
+        let Some(mp) = field(1).filter(|m| !m.is_empty() && m != "null") else {
+            continue;
+        };
+        let vfstype = field(2).unwrap_or_else(|| "auto".into());
+        let opts = field(3).unwrap_or_else(|| "defaults".into());
+        let freq = field(4).unwrap_or_else(|| "0".into());
+        let passno = field(5).unwrap_or_else(|| "2".into());
+        let swap = vfstype == "swap" || mp == "none";
+        if !swap && !mp.starts_with('/') {
+            return Err(invalid(format!(
+                "{origin}: mount point {mp:?} is not an absolute path"
+            )));
+        }
+        for (k, v) in [("freq", &freq), ("passno", &passno)] {
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
+                return Err(invalid(format!("{origin}: {k} {v:?} is not a number")));
+            }
+        }
+        if opts.contains(char::is_whitespace) {
+            return Err(invalid(format!(
+                "{origin}: options {opts:?} contain spaces"
+            )));
+        }
+        if spec == "swap" {
+            warnings.push(format!(
+                "{origin}: swap files are not managed by stoke; entry ignored"
+            ));
+            continue;
+        }
+
+        // Device name resolution, as cloud-init does it.
+        let mut device = None;
+        let mut fstab_spec = spec.clone();
+        if spec.starts_with("ephemeral") {
+            let dev = details
+                .and_then(|d| d.ephemeral.get(&spec).cloned())
+                .or_else(|| {
+                    ctx.instance
+                        .block_device_mapping
+                        .get(&spec)
+                        .map(|d| format!("/dev/{}", d.trim_start_matches("/dev/")))
+                        .filter(|d| ctx.path(d).exists())
+                });
+            match dev {
+                Some(d) if used_by_disks.contains(&&d) => {
+                    warnings.push(format!(
+                        "{origin}: {spec} ({d}) is used by the disks module; entry ignored"
+                    ));
+                    continue;
+                }
+                Some(d) => device = Some(d),
+                None => {
+                    warnings.push(format!("{origin}: {spec} is not present; entry ignored"));
+                    continue;
+                }
+            }
+        } else if !spec.contains(['/', '=', ':']) {
+            // "sdb" → /dev/sdb, or its xvd/vd name on Xen/KVM.
+            let candidates = match spec.strip_prefix("sd") {
+                Some(rest) => vec![spec.clone(), format!("xvd{rest}"), format!("vd{rest}")],
+                None => vec![spec.clone()],
+            };
+            let found = candidates
+                .iter()
+                .map(|n| format!("/dev/{n}"))
+                .find(|p| ctx.path(p).exists());
+            device = Some(found.unwrap_or_else(|| format!("/dev/{spec}")));
+        } else if spec.starts_with("/dev/") {
+            device = Some(spec.clone());
+        }
+
+        let network = NETWORK_FS.contains(&vfstype.as_str())
+            || opts.split(',').any(|o| o == "_netdev")
+            || (device.is_none() && spec.contains(':'))
+            || spec.starts_with("//");
+        let how = if swap {
+            How::Later("swap is activated by systemd".into())
+        } else if network {
+            How::Later("network filesystem, mounted by systemd after the network".into())
+        } else if let Some(dev) = &device {
+            if ctx.path(dev).exists() {
+                if let Some(s) = stable_spec(ctx, dev).await? {
+                    fstab_spec = s;
+                }
+                How::Now {
+                    source: ctx.path(dev).display().to_string(),
+                }
+            } else {
+                fstab_spec = dev.clone();
+                How::Skip(format!("{dev} does not exist"))
+            }
+        } else if spec.contains('=') {
+            resolve_tag(ctx, &spec).await?
+        } else {
+            How::Skip(format!("cannot tell what {spec} is"))
+        };
+        if let How::Skip(why) = &how {
+            warnings.push(format!("{origin}: {mp}: not mounted now: {why}"));
+        }
+        out.push(Want {
+            entry: Entry {
+                spec: fstab_spec,
+                file: mp,
+                vfstype,
+                mntops: with_stoke_options(&opts, timeout, MARKER),
+                freq,
+                passno,
+            },
+            in_fstab: true,
+            how,
+            origin,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks that nothing conflicts, before anything is touched.
+fn validate(
+    ctx: &Context,
+    wants: &[Want],
+    fstab_text: &str,
+    keep_disks: bool,
+) -> Result<(), ModuleError> {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for w in wants {
+        if w.entry.file == "none" {
+            continue;
+        }
+        let mp = norm(&w.entry.file);
+        if let Some(first) = seen.insert(mp, &w.origin) {
+            return Err(invalid(format!(
+                "duplicate mount point {mp}: wanted by {first} and {}",
+                w.origin
+            )));
+        }
+    }
+    for (line, e) in fstab::entries(fstab_text) {
+        let theirs = !e.is_owned() || (keep_disks && e.is_disks());
+        if theirs && let Some(origin) = seen.get(norm(&e.file)) {
+            return Err(ModuleError::Refused(format!(
+                "/etc/fstab line {line} already mounts {} at {} (not a line stoke owns); \
+                 {origin} wants the same mount point: remove that line or choose another",
+                e.spec, e.file
+            )));
+        }
+    }
+    for w in wants.iter().filter(|w| matches!(w.how, How::Now { .. })) {
+        // The mount point and each existing parent must be directories.
+        let target = ctx.path(&w.entry.file);
+        for p in target.ancestors() {
+            if !p.starts_with(ctx.root.dir()) {
+                break;
+            }
+            match fs::metadata(p) {
+                Ok(m) if !m.is_dir() => {
+                    return Err(invalid(format!(
+                        "mount point {} ({}): {} exists and is not a directory",
+                        w.entry.file,
+                        w.origin,
+                        p.display()
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What /proc/self/mountinfo says is mounted at `target` (host path): (dev, source).
+fn mounted_at(
+    ctx: &Context,
+    target: &Path,
+) -> Result<Option<(Option<(u32, u32)>, String)>, ModuleError> {
+    let p = ctx.path("/proc/self/mountinfo");
+    let text = read_to_string_opt(&p)
+        .map_err(|e| ModuleError::io("reading", &p, e))?
+        .unwrap_or_default();
+    let want = target.display().to_string();
+    // The last mount on a path is the visible one.
+    let mut found = None;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        if sep < 6 || f.len() < sep + 3 || fstab::unescape(f[4]) != want {
+            continue;
+        }
+        let dev = f[2]
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+        found = Some((dev, fstab::unescape(f[sep + 2])));
+    }
+    Ok(found)
+}
+
+async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, String> {
+    let target: PathBuf = ctx.path(&w.entry.file);
+    let host_source = source.to_string();
+    match mounted_at(ctx, &target).map_err(|e| e.to_string())? {
+        Some((dev, src)) => {
+            let ours = fs::metadata(&host_source).ok().and_then(|m| dev_number(&m));
+            let same = match (dev, ours) {
+                (Some(a), Some(b)) => a == b,
+                _ => {
+                    let canon = |s: &str| {
+                        fs::canonicalize(s)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|_| s.to_string())
+                    };
+                    canon(&src) == canon(&host_source)
+                }
+            };
+            if same {
+                Ok("already mounted".into())
+            } else {
+                Err(format!(
+                    "{} is already mounted from {src}, not {}",
+                    w.entry.file, w.entry.spec
+                ))
+            }
+        }
+        None => {
+            fs::create_dir_all(&target)
+                .map_err(|e| format!("creating mount point {}: {e}", target.display()))?;
+            let mut fstype = w.entry.vfstype.clone();
+            if fstype == "auto" {
+                let cmd = Cmd::new(
+                    ctx.tool(tools::BLKID),
+                    ["-s", "TYPE", "-o", "value", host_source.as_str()],
+                )
+                .timeout(Duration::from_secs(30));
+                if let Ok(out) = ctx.system.run(&cmd).await
+                    && out.success()
+                    && !out.stdout.trim().is_empty()
+                {
+                    fstype = out.stdout.trim().to_string();
+                }
+            }
+            let req = MountRequest {
+                source: host_source.clone(),
+                target: target.clone(),
+                fstype,
+                options: kernel_options(&w.entry.mntops),
+            };
+            ctx.system
+                .mount(&req)
+                .map_err(|e| format!("mounting {} at {}: {e}", w.entry.spec, w.entry.file))?;
+            Ok("mounted".into())
+        }
+    }
+}
+
+#[stoke_api::async_trait]
+impl Module for MountsModule {
+    fn spec(&self) -> ModuleSpec {
+        ModuleSpec {
+            name: "mounts",
+            stage: Stage::Local,
+            frequency: Frequency::PerBoot,
+            after: &["disks"],
+            needs_metadata: false,
+            timeout: Duration::from_secs(5 * 60),
+            config: config_spec::<Config>(),
+        }
+    }
+
+    async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
+        let cfg: Config = ctx.config()?;
+        let timeout = device_timeout(&cfg)?;
+        let mut warnings = Vec::new();
+        let details: Option<DisksDetails> = match ctx.prior.get("disks") {
+            Some(v) if !v.is_null() => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| ModuleError::Other(format!("reading the disks report: {e}")))?,
+            ),
+            _ => None,
+        };
+        // Without a disks report (disabled, or failed before reporting) its fstab
+        // lines are kept as they are rather than dropped.
+        let keep_disks = details.is_none();
+        let mut wants = details
+            .as_ref()
+            .map(|d| disks_wants(ctx, d, &timeout, &mut warnings))
+            .unwrap_or_default();
+        wants.extend(config_wants(ctx, &cfg, details.as_ref(), &timeout, &mut warnings).await?);
+        wants.sort_by(|a, b| Path::new(&a.entry.file).cmp(Path::new(&b.entry.file)));
+
+        let fstab_path = ctx.path("/etc/fstab");
+        let existing = read_to_string_opt(&fstab_path)
+            .map_err(|e| ModuleError::io("reading", &fstab_path, e))?
+            .unwrap_or_default();
+        validate(ctx, &wants, &existing, keep_disks)?;
+
+        let desired: Vec<Entry> = wants
+            .iter()
+            .filter(|w| w.in_fstab)
+            .map(|w| w.entry.clone())
+            .collect();
+        let rw = fstab::rewrite(&existing, &desired, |e| keep_disks && e.is_disks());
+        let fstab_changed = rw.text != existing;
+        if fstab_changed {
+            atomic_write(&fstab_path, rw.text.as_bytes(), 0o644)
+                .map_err(|e| ModuleError::io("writing", &fstab_path, e))?;
+        }
+
+        let mut done = Vec::new();
+        let mut errors = Vec::new();
+        for w in &wants {
+            let action = match &w.how {
+                How::Later(why) => format!("left to systemd: {why}"),
+                How::Skip(why) => format!("skipped: {why}"),
+                How::Now { source } => match mount_one(ctx, w, source).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        errors.push(e.clone());
+                        format!("failed: {e}")
+                    }
+                },
+            };
+            done.push(Done {
+                mountpoint: w.entry.file.clone(),
+                spec: w.entry.spec.clone(),
+                fstype: w.entry.vfstype.clone(),
+                origin: w.origin.clone(),
+                action,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(ModuleError::Other(format!(
+                "{}{}",
+                errors.join("; "),
+                if fstab_changed {
+                    " (/etc/fstab was updated)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let mounted = done.iter().filter(|d| d.action == "mounted").count();
+        let already = done
+            .iter()
+            .filter(|d| d.action == "already mounted")
+            .count();
+        let mut summary = format!("mounts: {mounted} mounted, {already} already mounted");
+        if fstab_changed {
+            summary.push_str(", /etc/fstab updated");
+        }
+        if !rw.removed.is_empty() {
+            summary.push_str(&format!(" ({} stale lines removed)", rw.removed.len()));
+        }
+        let mut report = Report::new(summary).with_details(serde_json::json!({
+            "mounts": done,
+            "fstab_changed": fstab_changed,
+            "fstab_removed": rw.removed,
+            "device_timeout": timeout,
+        }));
+        for w in warnings {
+            report.warn(w);
+        }
+        Ok(report)
+    }
+
+    fn plan(&self, ctx: &Context) -> Option<String> {
+        let cfg: Config = match ctx.config() {
+            Ok(c) => c,
+            Err(e) => return Some(format!("would fail: {e}")),
+        };
+        let n = cfg.mounts.as_ref().map_or(0, Vec::len);
+        Some(format!(
+            "mounts the disks results and {n} mounts: entries in path order; \
+             keeps stoke's /etc/fstab lines (option {MARKER}) in step, nofail, device timeout {}",
+            device_timeout(&cfg).unwrap_or_else(|e| e.to_string())
+        ))
+    }
 }
