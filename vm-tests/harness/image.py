@@ -28,13 +28,17 @@ def build_deb(binary, outdir):
     """A .deb of `binary` with cargo-deb (no compilation). Returns its path, or None without cargo-deb."""
     if subprocess.run(["cargo", "deb", "--version"], capture_output=True).returncode != 0:
         return None
-    prof = os.path.basename(os.path.dirname(binary))
-    # cargo-deb takes the binary from target/<profile>/; a stripped copy keeps the .deb small and
-    # quick to compress (the debug binary carries hundreds of MB of debug info).
-    args = ["cargo", "deb", "--no-build", "--fast", "-o", outdir]
-    if prof == "debug":
-        args += ["--profile", "dev"]
-    res = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    # cargo-deb takes the binary from $CARGO_TARGET_DIR/release/: stage a stripped copy there, so
+    # the shared target/ is never touched and the .deb stays small and quick to compress (a debug
+    # binary carries hundreds of MB of debug info).
+    stage = os.path.join(outdir, "stage")
+    os.makedirs(os.path.join(stage, "release"), exist_ok=True)
+    staged = os.path.join(stage, "release", "stoke")
+    if subprocess.run(["strip", "-o", staged, binary], capture_output=True).returncode != 0:
+        shutil.copy(binary, staged)
+    args = ["cargo", "deb", "--no-build", "--no-strip", "--fast", "-o", outdir]
+    env = dict(os.environ, CARGO_TARGET_DIR=stage)
+    res = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         log(f"cargo deb failed, installing the binary and units by hand:\n{res.stderr.strip()}")
         return None

@@ -179,6 +179,8 @@ class T:
                        f.get(f"unit.{u}", "(not reported)"))
         self.check("stoke.target reached", self.unit(f, "stoke.target").get("ActiveState") == "active",
                    f.get("unit.stoke.target", ""))
+        self.check("no systemd ordering cycle", f.get("ordering_cycles") == "0",
+                   f"{f.get('ordering_cycles')} ordering-cycle messages in the journal")
         self.check("system not in emergency/maintenance",
                    f.get("system_state") in ("running", "degraded", "starting"),
                    f"is-system-running: {f.get('system_state')}; failed: {f.get('failed_units', '').strip()}")
