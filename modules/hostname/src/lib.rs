@@ -174,6 +174,9 @@ impl Module for Hostname {
         if names.fqdn != names.hostname {
             summary.push_str(&format!(" (fqdn {})", names.fqdn));
         }
+        if names.system != names.hostname {
+            summary.push_str(&format!("; the system name is {}", names.system));
+        }
         if changed.is_empty() {
             summary.push_str("; files already up to date");
         } else {

@@ -269,6 +269,11 @@ async fn prefer_fqdn_gives_the_fqdn_to_the_file_and_the_kernel() {
     assert_eq!(read(&ctx, "/etc/hostname"), "web.example.com\n");
     assert_eq!(sethostnames(&sys), vec!["web.example.com"]);
     assert_eq!(detail(&r, "hostname"), "web", "details keep the short name");
+    assert!(
+        r.summary.contains("system name is web.example.com"),
+        "{}",
+        r.summary
+    );
     assert_eq!(detail(&r, "fqdn"), "web.example.com");
     assert!(read(&ctx, "/etc/hosts").contains("127.0.1.1 web.example.com web\n"));
 
