@@ -5,6 +5,7 @@ use std::sync::Arc;
 use stoke_api::Module;
 
 pub fn modules() -> Vec<Arc<dyn Module>> {
-    let all: Vec<Box<dyn Module>> = Vec::new();
+    let mut all: Vec<Box<dyn Module>> = Vec::new();
+    all.extend(stoke_hostname::modules());
     all.into_iter().map(Arc::from).collect()
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what `cargo test --workspace` needs on a fresh Debian 12 machine:
+# real storage tools, ssh-keygen, Puppet, and moto_server (the Route53 peer).
+# Idempotent; run as root (CI is root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(mdadm xfsprogs e2fsprogs util-linux openssh-client puppet-agent hyperfine python3-venv)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian's puppet-agent package enables an agent service; tests only run `puppet apply`.
+systemctl mask puppet.service >/dev/null 2>&1 || true
+
+bash scripts/install-moto.sh target/moto-venv
