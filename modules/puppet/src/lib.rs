@@ -527,6 +527,8 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
             "--description=stoke: background Puppet delta run".to_string(),
             "--collect".to_string(),
             "--service-type=exec".to_string(),
+            // exec-record exits with Puppet's code: 2 (changes applied) is not a unit failure.
+            "--property=SuccessExitStatus=2".to_string(),
             "--".to_string(),
         ];
         args.extend(inner);

@@ -451,6 +451,7 @@ async fn non_blocking_under_systemd_starts_a_transient_unit() {
         "--description=stoke: background Puppet delta run".into(),
         "--collect".into(),
         "--service-type=exec".into(),
+        "--property=SuccessExitStatus=2".into(),
         "--".into(),
     ];
     want.extend(background_argv(&c.state_dir, "900"));
