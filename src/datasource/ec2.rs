@@ -132,34 +132,38 @@ const LEAF_CAP: usize = 16 * 1024;
 const USER_DATA_CAP: usize = 16 * 1024 * 1024;
 /// Cap on the entries of `public-keys/` and `block-device-mapping/`.
 const MAX_ENTRIES: usize = 64;
+const MAX_BUDGET: Duration = Duration::from_secs(24 * 3600);
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Fetches instance data and user-data from IMDS, within `cfg.budget` in total.
 pub async fn fetch(cfg: &ImdsConfig) -> Result<Ec2Metadata, ImdsError> {
     let started = Instant::now();
-    let deadline = started + cfg.budget;
+    // A budget beyond a day is a typo, and a huge one would overflow Instant.
+    let budget = cfg.budget.min(MAX_BUDGET);
+    let deadline = started + budget;
     let base = cfg.endpoint.trim_end_matches('/').to_string();
-    if let Err(e) = reqwest::Url::parse(&format!("{base}/latest/")) {
-        return Err(ImdsError::Http {
-            what: format!("endpoint {:?}", cfg.endpoint),
-            reason: format!("not a URL: {e}"),
-        });
-    }
-    let client = reqwest::Client::builder()
+    let url = reqwest::Url::parse(&format!("{base}/latest/")).map_err(|e| ImdsError::Http {
+        what: format!("endpoint {:?}", cfg.endpoint),
+        reason: format!("not a URL: {e}"),
+    })?;
+    let mut builder = reqwest::Client::builder()
         .no_proxy()
-        .connect_timeout(cfg.request_timeout)
-        .build()
-        .map_err(|e| ImdsError::Http {
-            what: "building the HTTP client".into(),
-            reason: chain(&e),
-        })?;
+        .connect_timeout(cfg.request_timeout);
+    if url.scheme() == "http" {
+        // IMDS is plain HTTP: skip loading the system CA store (milliseconds at boot).
+        builder = builder.tls_certs_only([]);
+    }
+    let client = builder.build().map_err(|e| ImdsError::Http {
+        what: "building the HTTP client".into(),
+        reason: chain(&e),
+    })?;
     let session = Arc::new(Session {
         client,
         base,
         ttl: cfg.token_ttl_secs.clamp(1, 21600).to_string(),
         request_timeout: cfg.request_timeout,
-        budget: cfg.budget,
+        budget,
         started,
         deadline,
         token: Mutex::new(None),
@@ -804,6 +808,19 @@ mod tests {
             "max in flight {}",
             srv.max_in_flight()
         );
+    }
+
+    #[test]
+    fn absurd_budget_is_capped_not_a_panic() {
+        let srv = ImdsServer::happy();
+        let c: ImdsConfig = serde_json::from_value(serde_json::json!({
+            "endpoint": srv.url(),
+            "budget_seconds": 1e15,
+            "request_timeout_seconds": 1e15,
+        }))
+        .expect("parses");
+        let md = run(fetch(&c)).expect("fetch");
+        assert_eq!(md.instance.instance_id, "i-0123456789abcdef0");
     }
 
     #[test]
