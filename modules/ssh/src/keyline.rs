@@ -128,7 +128,7 @@ fn excerpt(word: &str) -> String {
 
 /// Parses one line. `Ok(None)` for blank lines and `#` comments.
 pub fn parse(line: &str) -> Result<Option<KeyLine>, BadKey> {
-    let line = line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
+    let line = line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r' || c == '\n');
     if line.len() > MAX_LINE {
         return Err(BadKey::TooLong(line.len()));
     }

@@ -139,3 +139,8 @@ pub(crate) mod testutil {
         ok
     }
 }
+
+#[cfg(test)]
+mod tests_authorized;
+#[cfg(test)]
+mod tests_hostkeys;

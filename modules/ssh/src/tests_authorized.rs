@@ -1,0 +1,520 @@
+//! authorized_keys tests: a temp root with real homes (chowned; tests run as root),
+//! hostile layouts, and a snapshot of every file to prove nothing else changed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown, symlink};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use stoke_api::fake::FakeSystem;
+use stoke_api::{Action, InstanceData, Module};
+
+use crate::authorized::{AuthorizedKeys, BEGIN, END};
+use crate::keyline::tests::fake_key;
+use crate::testutil::context;
+
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    outside: PathBuf,
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash
+admin:x:1000:1000::/home/admin:/bin/bash
+bob:x:1001:1001::/home/bob:/bin/bash
+carol:x:1002:1002::/home/carol:/bin/bash
+ghost:x:1003:1003::/home/ghost:/bin/bash
+dave:x:1004:1004::/home/dave:/bin/bash
+eve:x:1005:1005::/home/eve:/bin/bash
+";
+
+fn mkdir_owned(p: &Path, uid: u32, mode: u32) {
+    fs::create_dir_all(p).unwrap();
+    chown(p, Some(uid), Some(uid)).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn write_owned(p: &Path, data: &str, uid: u32, mode: u32) {
+    fs::write(p, data).unwrap();
+    chown(p, Some(uid), Some(uid)).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn world() -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/passwd"), PASSWD).unwrap();
+    mkdir_owned(&root.join("root"), 0, 0o700);
+    for (name, uid) in [
+        ("admin", 1000),
+        ("bob", 1001),
+        ("carol", 1002),
+        ("dave", 1004),
+    ] {
+        mkdir_owned(&root.join("home").join(name), uid, 0o755);
+    }
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("victim"), "victim\n").unwrap();
+    fs::write(outside.join("authorized_keys"), "outside keys\n").unwrap();
+    World {
+        _tmp: tmp,
+        root,
+        outside,
+    }
+}
+
+/// Every path under `dir`: kind, content or link target, mode, owner.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let what = if m.file_type().is_symlink() {
+            format!("link {}", fs::read_link(&p).unwrap().display())
+        } else if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            "dir".into()
+        } else if m.file_type().is_file() {
+            format!("file {}", String::from_utf8_lossy(&fs::read(&p).unwrap()))
+        } else {
+            "special".into()
+        };
+        out.insert(
+            p,
+            format!("{what} mode {:o} uid {}", m.mode() & 0o7777, m.uid()),
+        );
+    }
+    out
+}
+
+/// Paths whose snapshot entry differs (added, removed or changed).
+fn changed(before: &BTreeMap<PathBuf, String>, after: &BTreeMap<PathBuf, String>) -> Vec<PathBuf> {
+    let mut keys: Vec<&PathBuf> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .cloned()
+        .collect()
+}
+
+fn instance(id: &str, keys: &[String]) -> InstanceData {
+    InstanceData {
+        datasource: "ec2".into(),
+        instance_id: id.into(),
+        public_keys: keys.to_vec(),
+        ..Default::default()
+    }
+}
+
+async fn run(
+    w: &World,
+    config: Value,
+    inst: InstanceData,
+) -> (
+    Result<stoke_api::Report, String>,
+    std::sync::Arc<FakeSystem>,
+) {
+    let fake = FakeSystem::new();
+    let ctx = context(&w.root, config, inst, fake.clone(), true);
+    (
+        AuthorizedKeys.run(&ctx).await.map_err(|e| e.to_string()),
+        fake,
+    )
+}
+
+fn block(lines: &[&str]) -> String {
+    let mut s = format!("{BEGIN}\n");
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s.push_str(END);
+    s.push('\n');
+    s
+}
+
+fn root_prefix(user: &str) -> String {
+    format!(
+        r#"no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command="echo 'Please login as the user \"{user}\" rather than the user \"root\".';echo;sleep 10;exit 142""#
+    )
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap()
+}
+
+#[tokio::test]
+async fn installs_keys_keeps_foreign_lines_and_rewrites_only_its_block() {
+    let w = world();
+    let (k1, k2, k3, k4) = (
+        format!("{} operator@laptop", fake_key("ssh-ed25519", 1)),
+        fake_key("ecdsa-sha2-nistp256", 2),
+        fake_key("ssh-rsa", 3),
+        fake_key("ssh-ed25519", 4),
+    );
+    let admin_ssh = w.root.join("home/admin/.ssh");
+    mkdir_owned(&admin_ssh, 1000, 0o700);
+    // Foreign content, last line without a newline, odd spacing and a comment kept as is.
+    let foreign = format!(
+        "# added by hand\n{}  laptop\nfrom=\"10.0.0.1\" {}",
+        fake_key("ssh-ed25519", 9),
+        fake_key("ssh-rsa", 8)
+    );
+    write_owned(&admin_ssh.join("authorized_keys"), &foreign, 1000, 0o600);
+    let before = snapshot(w.root.parent().unwrap());
+
+    let config = json!({
+        "default_user": "admin",
+        "ssh_authorized_keys": [k2],
+        "users": ["default", {"name": "bob", "ssh_authorized_keys": [k3]}],
+    });
+    let (res, fake) = run(&w, config.clone(), instance("i-1", &[k1.clone()])).await;
+    let report = res.unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    let admin_file = admin_ssh.join("authorized_keys");
+    assert_eq!(
+        read(&admin_file),
+        format!("{foreign}\n{}", block(&[&k1, &k2]))
+    );
+    let root_file = w.root.join("root/.ssh/authorized_keys");
+    let p = root_prefix("admin");
+    assert_eq!(
+        read(&root_file),
+        block(&[&format!("{p} {k1}"), &format!("{p} {k2}")])
+    );
+    let bob_ssh = w.root.join("home/bob/.ssh");
+    assert_eq!(read(&bob_ssh.join("authorized_keys")), block(&[&k3]));
+    let m = fs::metadata(&bob_ssh).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o700, 1001, 1001));
+    let m = fs::metadata(bob_ssh.join("authorized_keys")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o600, 1001, 1001));
+    assert!(fake.actions().contains(&Action::Chown {
+        path: bob_ssh.clone(),
+        uid: 1001,
+        gid: 1001
+    }));
+
+    // Nothing else in the tree changed (no temp files left either).
+    let after = snapshot(w.root.parent().unwrap());
+    let mut expected = vec![
+        admin_file.clone(),
+        w.root.join("root/.ssh"),
+        root_file.clone(),
+        bob_ssh.clone(),
+        bob_ssh.join("authorized_keys"),
+    ];
+    expected.sort();
+    assert_eq!(changed(&before, &after), expected);
+
+    // Same input again: nothing rewritten.
+    let (res, _) = run(&w, config.clone(), instance("i-1", &[k1.clone()])).await;
+    assert!(
+        res.unwrap().details["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["changed"] == false)
+    );
+    assert_eq!(snapshot(w.root.parent().unwrap()), after);
+
+    // A new instance with another key pair: the block is replaced, foreign lines identical.
+    let (res, _) = run(&w, config, instance("i-2", &[k4.clone()])).await;
+    res.unwrap();
+    assert_eq!(
+        read(&admin_file),
+        format!("{foreign}\n{}", block(&[&k4, &k2]))
+    );
+    assert_eq!(
+        read(&root_file),
+        block(&[&format!("{p} {k4}"), &format!("{p} {k2}")])
+    );
+}
+
+#[tokio::test]
+async fn hostile_homes_are_refused_and_nothing_outside_is_written() {
+    let w = world();
+    let key = |n| fake_key("ssh-ed25519", n);
+    // bob: ~/.ssh is a symlink to a directory outside.
+    symlink(&w.outside, w.root.join("home/bob/.ssh")).unwrap();
+    // carol: ~/.ssh belongs to bob.
+    mkdir_owned(&w.root.join("home/carol/.ssh"), 1001, 0o700);
+    // dave: authorized_keys is a symlink to another file.
+    mkdir_owned(&w.root.join("home/dave/.ssh"), 1004, 0o700);
+    symlink(
+        w.outside.join("victim"),
+        w.root.join("home/dave/.ssh/authorized_keys"),
+    )
+    .unwrap();
+    // eve: home is an absolute symlink to the outside directory's host path; it
+    // must resolve inside the root (where it does not exist), never to the host's.
+    symlink(&w.outside, w.root.join("home/eve")).unwrap();
+    let before = snapshot(w.root.parent().unwrap());
+
+    let users: Vec<Value> = ["bob", "carol", "dave", "ghost", "eve", "nobody"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"name": n, "ssh_authorized_keys": [key(10 + i as u32)]}))
+        .collect();
+    let config = json!({"default_user": "admin", "users": users});
+    let (res, fake) = run(&w, config, instance("i-1", &[key(1)])).await;
+    let err = res.unwrap_err();
+    for want in [
+        "bob: refused: ",
+        "home/bob/.ssh is a symbolic link",
+        "carol: refused: directory",
+        "is owned by uid 1001, not by carol (uid 1002)",
+        "dave: refused: ",
+        "home/dave/.ssh/authorized_keys is a symbolic link",
+        "ghost: home directory",
+        "home/ghost does not exist",
+        "eve: home directory",
+        "nobody: no user `nobody`",
+        "applied for: admin (1 keys), root (1 keys)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in: {err}");
+    }
+    let after = snapshot(w.root.parent().unwrap());
+    let mut expected = vec![
+        w.root.join("home/admin/.ssh"),
+        w.root.join("home/admin/.ssh/authorized_keys"),
+        w.root.join("root/.ssh"),
+        w.root.join("root/.ssh/authorized_keys"),
+    ];
+    expected.sort();
+    assert_eq!(
+        changed(&before, &after),
+        expected,
+        "only admin's and root's files"
+    );
+    // No ownership change was even attempted for the refused users.
+    for a in fake.actions() {
+        if let Action::Chown { uid, .. } = a {
+            assert!(uid == 1000 || uid == 0, "{a:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_lines_are_reported_with_their_source_and_skipped() {
+    let w = world();
+    let (g1, g2, g3) = (
+        fake_key("ssh-ed25519", 1),
+        fake_key("ssh-rsa", 2),
+        fake_key("ecdsa-sha2-nistp384", 3),
+    );
+    let meta = vec![
+        g1.clone(),
+        "ssh-rsa AAAA!!notbase64".to_string(),
+        format!("{g2}\nbogus-option {g3}\n# a comment\n\n{g1} duplicate"),
+    ];
+    let config = json!({
+        "default_user": "admin",
+        "disable_root": false,
+        "ssh_authorized_keys": ["-----BEGIN OPENSSH PRIVATE KEY-----", format!("restrict {g3}")],
+    });
+    let (res, _) = run(&w, config, instance("i-1", &meta)).await;
+    let report = res.unwrap();
+    let warnings = report.warnings.join("\n");
+    for want in [
+        "metadata public-keys[1] (for admin): key data is not valid base64; skipped",
+        "metadata public-keys[2] line 2 (for admin): bad options: unknown option `bogus-option`",
+        "config ssh_authorized_keys[0] (for admin): this is a PRIVATE key",
+        "metadata public-keys[1] (for root)",
+    ] {
+        assert!(warnings.contains(want), "missing {want:?} in:\n{warnings}");
+    }
+    assert_eq!(
+        report.details["bad_lines"], 6,
+        "3 bad lines, for admin and for root"
+    );
+    let expected = block(&[&g1, &g2, &format!("restrict {g3}")]);
+    assert_eq!(
+        read(&w.root.join("home/admin/.ssh/authorized_keys")),
+        expected
+    );
+    // disable_root: false: root gets the same keys, unprefixed.
+    assert_eq!(read(&w.root.join("root/.ssh/authorized_keys")), expected);
+}
+
+#[tokio::test]
+async fn ten_megabytes_of_keys_good_ones_applied_warnings_bounded() {
+    let w = world();
+    let mut list = String::with_capacity(11 << 20);
+    let mut good = 0usize;
+    let mut i = 0u32;
+    while list.len() < 10 << 20 {
+        if i % 1000 == 999 {
+            list.push_str("ssh-ed25519 %%%garbage%%%\n");
+        } else {
+            list.push_str(&fake_key("ssh-ed25519", i));
+            list.push_str(" bulk\n");
+            good += 1;
+        }
+        i += 1;
+    }
+    // And one 10 MB line that is not a key at all.
+    let huge = format!("ssh-rsa {}", "A".repeat(10 << 20));
+    let config = json!({"default_user": "admin", "disable_root": false});
+    let (res, _) = run(&w, config, instance("i-1", &[huge, list])).await;
+    let report = res.unwrap();
+    assert!(report.warnings.len() <= 21, "{}", report.warnings.len());
+    assert!(
+        report
+            .warnings
+            .last()
+            .unwrap()
+            .contains("more bad key lines skipped")
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("public-keys[0] (for admin): line is")),
+        "{:?}",
+        &report.warnings[..3]
+    );
+    let text = read(&w.root.join("home/admin/.ssh/authorized_keys"));
+    assert_eq!(text.lines().filter(|l| l.ends_with(" bulk")).count(), good);
+    assert!(!text.contains("garbage") && !text.contains("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+}
+
+#[tokio::test]
+async fn without_default_user_keys_go_nowhere_unless_root_may_use_them() {
+    let w = world();
+    let k = fake_key("ssh-ed25519", 1);
+    // A stale stoke block in root's file (from the image's build instance) next to a foreign key.
+    let root_ssh = w.root.join("root/.ssh");
+    mkdir_owned(&root_ssh, 0, 0o700);
+    let foreign = format!("{}\n", fake_key("ssh-rsa", 7));
+    write_owned(
+        &root_ssh.join("authorized_keys"),
+        &format!("{foreign}{}", block(&[&fake_key("ssh-rsa", 6)])),
+        0,
+        0o600,
+    );
+
+    let (res, _) = run(&w, json!({}), instance("i-1", &[k.clone()])).await;
+    let report = res.unwrap();
+    assert!(
+        report.warnings.iter().any(|w| w
+            .contains("1 keys from metadata/ssh_authorized_keys not installed: no default_user")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(
+        read(&root_ssh.join("authorized_keys")),
+        foreign,
+        "stale block removed, foreign key kept"
+    );
+    assert!(!w.root.join("home/admin/.ssh").exists());
+
+    let (res, _) = run(
+        &w,
+        json!({"disable_root": false}),
+        instance("i-2", &[k.clone()]),
+    )
+    .await;
+    assert!(res.unwrap().warnings.is_empty());
+    assert_eq!(
+        read(&root_ssh.join("authorized_keys")),
+        format!("{foreign}{}", block(&[&k]))
+    );
+}
+
+#[tokio::test]
+async fn damaged_block_fifo_and_bad_options_are_refused() {
+    let w = world();
+    let k = fake_key("ssh-ed25519", 1);
+    let admin_ssh = w.root.join("home/admin/.ssh");
+    mkdir_owned(&admin_ssh, 1000, 0o700);
+    let damaged = format!("{BEGIN}\nmine\n");
+    write_owned(&admin_ssh.join("authorized_keys"), &damaged, 1000, 0o600);
+    let bob_ssh = w.root.join("home/bob/.ssh");
+    mkdir_owned(&bob_ssh, 1001, 0o700);
+    nix::unistd::mkfifo(
+        &bob_ssh.join("authorized_keys"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let config = json!({
+        "default_user": "admin",
+        "disable_root_opts": "command=unquoted",
+        "users": [{"name": "bob", "ssh_authorized_keys": [k]}],
+    });
+    let (res, _) = run(&w, config, instance("i-1", &[k.clone()])).await;
+    let err = res.unwrap_err();
+    assert!(
+        err.contains("has a damaged stoke block (1 begin and 0 end markers)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bob: refused: ") && err.contains("is not a regular file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("root: invalid configuration: disable_root_opts: bad options"),
+        "{err}"
+    );
+    assert_eq!(read(&admin_ssh.join("authorized_keys")), damaged);
+}
+
+#[tokio::test]
+async fn sandbox_records_chown_and_accepts_files_it_made_itself() {
+    let w = world();
+    let fake = FakeSystem::new();
+    let config = json!({"default_user": "admin", "users": [{"name": "bob", "ssh_authorized_keys": [fake_key("ssh-rsa", 5)]}]});
+    for (id, n) in [("i-1", 1), ("i-2", 2)] {
+        let ctx = context(
+            &w.root,
+            config.clone(),
+            instance(id, &[fake_key("ssh-ed25519", n)]),
+            fake.clone(),
+            false,
+        );
+        AuthorizedKeys.run(&ctx).await.unwrap();
+    }
+    let bob_file = w.root.join("home/bob/.ssh/authorized_keys");
+    // Ownership changes were recorded, not made (the files belong to whoever ran the test).
+    assert_eq!(
+        fs::metadata(&bob_file).unwrap().uid(),
+        nix::unistd::geteuid().as_raw()
+    );
+    assert!(fake.actions().contains(&Action::Chown {
+        path: bob_file,
+        uid: 1001,
+        gid: 1001
+    }));
+    assert!(
+        read(&w.root.join("home/admin/.ssh/authorized_keys")).contains(&fake_key("ssh-ed25519", 2))
+    );
+}
+
+#[tokio::test]
+async fn cloud_init_user_settings_are_accepted_with_a_warning() {
+    let w = world();
+    let spec = AuthorizedKeys.spec().config;
+    let yaml = "users:\n  - default\n  - name: bob\n    groups: [wheel]\n    sudo: ALL=(ALL) NOPASSWD:ALL\n    lock-passwd: true\n    ssh-authorized-keys: [x]\ndisable_root: false\n";
+    (spec.validate)(yaml).unwrap();
+    let err = (spec.validate)("users:\n  - name: bob\n    ssh_authorised_keys: [x]\n").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(
+        err.message.contains("did you mean `ssh_authorized_keys`"),
+        "{err}"
+    );
+
+    let config = json!({"users": [{"name": "bob", "groups": ["wheel"], "sudo": "ALL", "ssh_authorized_keys": [fake_key("ssh-rsa", 1)]}]});
+    let (res, _) = run(&w, config, instance("i-1", &[])).await;
+    let report = res.unwrap();
+    assert_eq!(
+        report.warnings,
+        vec!["users[0] (bob): cloud-init settings not implemented by stoke, ignored: groups, sudo"]
+    );
+    assert!(w.root.join("home/bob/.ssh/authorized_keys").exists());
+}
