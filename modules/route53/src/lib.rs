@@ -361,10 +361,9 @@ fn tally(r: &Retrier) -> String {
 fn failed(what: &str, e: GaveUp, r: &Retrier) -> ModuleError {
     match e {
         GaveUp::Rejected(f) => ModuleError::Other(format!(
-            "route53: {what}: {} ({}): {} — {} [{}]",
+            "route53: {what}: {}{}: {} — {} [{}]",
             f.code,
-            f.status
-                .map_or("no HTTP status".to_string(), |s| format!("HTTP {s}")),
+            f.status.map_or(String::new(), |s| format!(" (HTTP {s})")),
             f.message,
             f.hint(),
             tally(r)
