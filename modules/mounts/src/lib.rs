@@ -398,6 +398,7 @@ async fn config_wants(
         } else if network {
             How::Later("network filesystem, mounted by systemd after the network".into())
         } else if let Some(dev) = &device {
+            fstab_spec = dev.clone();
             if ctx.path(dev).exists() {
                 if let Some(s) = stable_spec(ctx, dev).await? {
                     fstab_spec = s;
@@ -406,7 +407,6 @@ async fn config_wants(
                     source: ctx.path(dev).display().to_string(),
                 }
             } else {
-                fstab_spec = dev.clone();
                 How::Skip(format!("{dev} does not exist"))
             }
         } else if spec.contains('=') {

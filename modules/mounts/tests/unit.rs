@@ -1,0 +1,385 @@
+//! The mounts module against a temp root and the recording fake System.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use stoke_api::fake::{FakeSystem, context};
+use stoke_api::{Action, CmdOutput, InstanceData, Module, ModuleError, MountRequest, Report};
+use stoke_mounts::MountsModule;
+
+const FOREIGN: &str = "# /etc/fstab: static file system information.\n\
+UUID=0a0a-root\t/\text4\terrors=remount-ro\t0 1\n\
+\n\
+# swap was on /dev/sda5 during installation\n\
+/swapfile none swap sw 0 0\n\
+LABEL=my\\040backup  /srv/backup   xfs   noatime,nofail   0  0";
+
+fn root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("etc")).unwrap();
+    fs::write(dir.path().join("etc/fstab"), FOREIGN).unwrap();
+    dir
+}
+
+fn raid0_report() -> Value {
+    json!({
+        "mode": "raid0", "layout": "raid0",
+        "ephemeral": {},
+        "volumes": [{
+            "device": "/dev/md/ephemeral", "uuid": "5e1f-0001", "fstype": "xfs",
+            "label": "ephemeral", "mountpoint": "/mnt", "mount_options": "defaults,noatime",
+            "action": "created", "members": ["/dev/nvme1n1", "/dev/nvme2n1"]
+        }]
+    })
+}
+
+async fn run(
+    dir: &Path,
+    cfg: Value,
+    disks: Option<Value>,
+    fake: &Arc<FakeSystem>,
+) -> Result<Report, ModuleError> {
+    let mut ctx = context(dir, cfg, InstanceData::default(), fake.clone());
+    if let Some(d) = disks {
+        ctx.prior.insert("disks".into(), d);
+    }
+    MountsModule.run(&ctx).await
+}
+
+fn mounts(fake: &FakeSystem) -> Vec<MountRequest> {
+    fake.actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Mount(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fstab(dir: &Path) -> String {
+    fs::read_to_string(dir.join("etc/fstab")).unwrap()
+}
+
+/// Writes a mountinfo saying `source` is mounted at each host path.
+fn mountinfo(dir: &Path, mounted: &[(&str, &Path)]) {
+    let mut text = String::from("22 1 259:1 / / rw - ext4 /dev/nvme0n1p1 rw\n");
+    for (i, (src, target)) in mounted.iter().enumerate() {
+        text.push_str(&format!(
+            "{} 22 9:127 / {} rw,relatime - xfs {src} rw\n",
+            40 + i,
+            target.display().to_string().replace(' ', "\\040")
+        ));
+    }
+    fs::create_dir_all(dir.join("proc/self")).unwrap();
+    fs::write(dir.join("proc/self/mountinfo"), text).unwrap();
+}
+
+#[tokio::test]
+async fn mounts_the_disks_array_with_a_uuid_line_and_leaves_foreign_lines() {
+    let dir = root();
+    let d = dir.path();
+    let fake = FakeSystem::new();
+    let r = run(d, json!({}), Some(raid0_report()), &fake)
+        .await
+        .unwrap();
+    let text = fstab(d);
+    assert_eq!(
+        text,
+        format!(
+            "{FOREIGN}\nUUID=5e1f-0001\t/mnt\txfs\t\
+             defaults,noatime,nofail,x-systemd.device-timeout=10s,x-stoke=disks\t0\t2\n"
+        )
+    );
+    let m = mounts(&fake);
+    assert_eq!(m.len(), 1);
+    assert_eq!(
+        m[0],
+        MountRequest {
+            source: d.join("dev/md/ephemeral").display().to_string(),
+            target: d.join("mnt"),
+            fstype: "xfs".into(),
+            options: "noatime".into(),
+        }
+    );
+    assert!(d.join("mnt").is_dir());
+    assert!(r.summary.contains("1 mounted"), "{}", r.summary);
+    assert_eq!(r.details["fstab_changed"], true);
+
+    // Again, now that it is mounted: nothing changes, nothing is mounted twice.
+    mountinfo(
+        d,
+        &[(
+            &d.join("dev/md/ephemeral").display().to_string(),
+            &d.join("mnt"),
+        )],
+    );
+    let fake = FakeSystem::new();
+    let r = run(d, json!({}), Some(raid0_report()), &fake)
+        .await
+        .unwrap();
+    assert_eq!(fstab(d), text);
+    assert!(mounts(&fake).is_empty());
+    assert_eq!(r.details["fstab_changed"], false);
+    assert_eq!(r.details["mounts"][0]["action"], "already mounted");
+}
+
+#[tokio::test]
+async fn cloud_config_mounts_are_resolved_and_mounted_in_path_order() {
+    let dir = root();
+    let d = dir.path();
+    for dev in ["xvdb", "xvdc", "xvdf"] {
+        fs::create_dir_all(d.join("dev")).unwrap();
+        fs::write(d.join("dev").join(dev), "").unwrap();
+    }
+    let fake = FakeSystem::new();
+    fake.on(
+        &format!("blkid -s UUID -o value {}", d.join("dev/xvdf").display()),
+        CmdOutput::ok("f00d-0f\n"),
+    );
+    fake.on(
+        "blkid -o device -t LABEL=logs",
+        CmdOutput::ok("/dev/xvdg\n"),
+    );
+    fake.on("blkid -o device -t UUID=gone", CmdOutput::failed(2, ""));
+    let disks =
+        json!({"volumes": [], "ephemeral": {"ephemeral0": "/dev/xvdb", "ephemeral1": "/dev/xvdc"}});
+    let cfg = json!({
+        "mounts": [
+            ["LABEL=logs", "/data/logs"],
+            ["ephemeral1", "/data", "ext4", "defaults", 0, 2],
+            ["sdf", "/srv/f", "xfs"],
+            ["ephemeral3", "/e3"],
+            ["UUID=gone", "/gone", "xfs"],
+            ["fs-1.efs:/", "/efs", "nfs4", "_netdev"],
+            ["sdz"],
+            ["xvdb", null]
+        ],
+        "mount_default_fields": [null, null, "auto", "defaults,nofail", "0", "2"],
+        "mount_device_timeout": "30s"
+    });
+    let r = run(d, cfg.clone(), Some(disks.clone()), &fake)
+        .await
+        .unwrap();
+    let targets: Vec<String> = mounts(&fake)
+        .iter()
+        .map(|m| m.target.strip_prefix(d).unwrap().display().to_string())
+        .collect();
+    assert_eq!(targets, ["data", "data/logs", "srv/f"], "parents first");
+    let m = mounts(&fake);
+    assert_eq!(m[0].source, d.join("dev/xvdc").display().to_string());
+    assert_eq!(m[1].source, "/dev/xvdg", "blkid resolved the label");
+    let added = &fstab(d)[FOREIGN.len()..];
+    assert_eq!(
+        added,
+        "\n/dev/xvdc\t/data\text4\tdefaults,nofail,x-systemd.device-timeout=30s,x-stoke\t0\t2\n\
+         LABEL=logs\t/data/logs\tauto\tdefaults,nofail,x-systemd.device-timeout=30s,x-stoke\t0\t2\n\
+         fs-1.efs:/\t/efs\tnfs4\t_netdev,nofail,x-systemd.device-timeout=30s,x-stoke\t0\t2\n\
+         UUID=gone\t/gone\txfs\tdefaults,nofail,x-systemd.device-timeout=30s,x-stoke\t0\t2\n\
+         UUID=f00d-0f\t/srv/f\txfs\tdefaults,nofail,x-systemd.device-timeout=30s,x-stoke\t0\t2\n"
+    );
+    let w = r.warnings.join("\n");
+    assert!(w.contains("ephemeral3 is not present"), "{w}");
+    assert!(w.contains("no device with UUID=gone"), "{w}");
+    let efs = r.details["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountpoint"] == "/efs")
+        .unwrap();
+    assert!(
+        efs["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("left to systemd")
+    );
+
+    // Removing entries from the config removes exactly their lines.
+    let fake = FakeSystem::new();
+    let r = run(
+        d,
+        json!({"mounts": [["ephemeral1", "/data", "ext4", "defaults", 0, 2]]}),
+        Some(disks),
+        &fake,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fstab(d),
+        format!(
+            "{FOREIGN}\n/dev/xvdc\t/data\text4\tdefaults,nofail,x-systemd.device-timeout=10s,x-stoke\t0\t2\n"
+        )
+    );
+    assert_eq!(r.details["fstab_removed"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn ephemeral_disks_used_by_the_disks_module_are_not_mounted_twice() {
+    let dir = root();
+    let d = dir.path();
+    let mut report = raid0_report();
+    report["ephemeral"] = json!({"ephemeral0": "/dev/nvme1n1"});
+    let fake = FakeSystem::new();
+    let r = run(
+        d,
+        json!({"mounts": [["ephemeral0", "/mnt"]]}),
+        Some(report),
+        &fake,
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.warnings[0].contains("used by the disks module"),
+        "{:?}",
+        r.warnings
+    );
+    assert_eq!(mounts(&fake).len(), 1);
+}
+
+#[tokio::test]
+async fn disks_lines_are_kept_when_there_is_no_disks_report_and_dropped_when_it_says_so() {
+    let dir = root();
+    let d = dir.path();
+    run(d, json!({}), Some(raid0_report()), &FakeSystem::new())
+        .await
+        .unwrap();
+    let with = fstab(d);
+    run(d, json!({}), None, &FakeSystem::new()).await.unwrap();
+    assert_eq!(fstab(d), with, "no report: kept");
+    run(
+        d,
+        json!({}),
+        Some(json!({"mode": "off", "volumes": []})),
+        &FakeSystem::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fstab(d),
+        FOREIGN.to_string() + "\n",
+        "report without volumes: removed"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_error_and_touches_nothing() {
+    let dir = root();
+    let d = dir.path();
+    fs::write(d.join("srvfile"), "x").unwrap();
+    fs::create_dir_all(d.join("dev")).unwrap();
+    fs::write(d.join("dev/vdb"), "").unwrap();
+    let cases = [
+        (
+            json!({"mounts": [["/dev/vdb", "/srvfile"]]}),
+            "/srvfile (mounts[0])",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "/srvfile/sub"]]}),
+            "is not a directory",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "/mnt/"]]}),
+            "duplicate mount point /mnt",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "/srv/backup"]]}),
+            "fstab line 6 already mounts",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "relative"]]}),
+            "not an absolute path",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "/x", "xfs", "defaults", "zero"]]}),
+            "freq",
+        ),
+        (json!({"mounts": [[]]}), "1 to 6 fields"),
+        (
+            json!({"mount_device_timeout": "soon"}),
+            "mount_device_timeout",
+        ),
+    ];
+    for (cfg, want) in cases {
+        let fake = FakeSystem::new();
+        let err = run(d, cfg.clone(), Some(raid0_report()), &fake)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{cfg}: {err}");
+        assert!(
+            fake.actions()
+                .iter()
+                .all(|a| !matches!(a, Action::Mount(_)))
+        );
+        assert_eq!(fstab(d), FOREIGN, "{cfg}: fstab untouched");
+    }
+}
+
+#[tokio::test]
+async fn mounted_from_something_else_is_an_error_after_the_rest_is_done() {
+    let dir = root();
+    let d = dir.path();
+    mountinfo(d, &[("/dev/sdq", &d.join("mnt"))]);
+    fs::create_dir_all(d.join("dev")).unwrap();
+    fs::write(d.join("dev/vdb"), "").unwrap();
+    let fake = FakeSystem::new();
+    let err = run(
+        d,
+        json!({"mounts": [["/dev/vdb", "/scratch"]]}),
+        Some(raid0_report()),
+        &fake,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("/mnt is already mounted from /dev/sdq"),
+        "{err}"
+    );
+    assert_eq!(mounts(&fake).len(), 1, "the other entry was still mounted");
+    assert!(fstab(d).contains("x-stoke=disks"));
+}
+
+#[tokio::test]
+async fn a_failed_mount_is_reported() {
+    let dir = root();
+    let d = dir.path();
+    let fake = FakeSystem::new();
+    fake.fail_mount(d.join("mnt"));
+    let err = run(d, json!({}), Some(raid0_report()), &fake)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mounting UUID=5e1f-0001 at /mnt"), "{err}");
+    assert!(err.contains("/etc/fstab was updated"), "{err}");
+}
+
+#[tokio::test]
+async fn no_fstab_yet_and_jbod_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let report = json!({"volumes": [
+        {"device": "/dev/nvme2n1", "uuid": "b", "fstype": "ext4", "mountpoint": "/mnt/data1", "mount_options": "defaults", "members": ["/dev/nvme2n1"]},
+        {"device": "/dev/nvme1n1", "uuid": "a", "fstype": "ext4", "mountpoint": "/mnt/data0", "mount_options": "defaults", "members": ["/dev/nvme1n1"]},
+        {"device": "/dev/nvme3n1", "uuid": null, "fstype": "ext4", "mountpoint": "/mnt/data2", "mount_options": "defaults", "members": ["/dev/nvme3n1"]}
+    ]});
+    let fake = FakeSystem::new();
+    let r = run(d, json!({}), Some(report), &fake).await.unwrap();
+    assert_eq!(
+        fstab(d),
+        "UUID=a\t/mnt/data0\text4\tdefaults,nofail,x-systemd.device-timeout=10s,x-stoke=disks\t0\t2\n\
+         UUID=b\t/mnt/data1\text4\tdefaults,nofail,x-systemd.device-timeout=10s,x-stoke=disks\t0\t2\n"
+    );
+    assert!(r.warnings[0].contains("UUID unknown"), "{:?}", r.warnings);
+    assert_eq!(mounts(&fake).len(), 3);
+}
+
+#[test]
+fn spec_runs_after_disks() {
+    let s = MountsModule.spec();
+    assert_eq!(s.after, ["disks"]);
+    assert_eq!(s.stage, stoke_api::Stage::Local);
+    let spec = stoke_api::config_spec::<stoke_mounts::Config>();
+    (spec.validate)("mounts:\n  - [ephemeral0, /mnt, auto, \"defaults,nofail\", 0, 2]\n  - [sdb]\nmount_default_fields: [null, null, auto, defaults, \"0\", \"2\"]\n").unwrap();
+}
