@@ -363,6 +363,45 @@ mod tests {
     }
 
     #[test]
+    fn a_real_puppet_apply_that_changes_a_file_is_a_success() {
+        let present = Command::new("puppet")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !present {
+            eprintln!("SKIPPED: no working `puppet` on PATH (install Debian's puppet-agent)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("motd");
+        let manifest = dir.path().join("m.pp");
+        std::fs::write(
+            &manifest,
+            format!("file {{ '{}': content => \"hi\\n\" }}\n", target.display()),
+        )
+        .unwrap();
+        let mut argv: Vec<String> = ["puppet", "apply", "--detailed-exitcodes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for d in ["confdir", "vardir", "codedir", "logdir", "rundir"] {
+            argv.push(format!("--{d}"));
+            argv.push(dir.path().join(d).display().to_string());
+        }
+        argv.push(manifest.display().to_string());
+        let result = dir.path().join("background.json");
+        assert_eq!(exec_record(&result, &stoke_puppet::SUCCESS_CODES, &argv), 2);
+        let done = read(&result);
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["meaning"], "changes applied");
+        assert!(
+            done["tail"].to_string().contains("defined content as"),
+            "{done}"
+        );
+        assert_eq!(std::fs::read_to_string(target).unwrap(), "hi\n");
+    }
+
+    #[test]
     fn output_held_open_by_a_grandchild_does_not_block_the_record() {
         let dir = tempfile::tempdir().unwrap();
         let result = dir.path().join("r.json");

@@ -42,7 +42,8 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     config: Option<PathBuf>,
     /// NoCloud seed directory (default ROOT/var/lib/stoke/seed/nocloud).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Give it before the command (`stoke --seed DIR run ...`): `clean --seed` is another flag.
+    #[arg(long, value_name = "DIR")]
     seed: Option<PathBuf>,
     /// With --root: really run commands (and mounts) instead of only recording them.
     /// Hostname and console stay recorded: --root never changes the host.

@@ -1,0 +1,397 @@
+//! The real `stoke` binary against a sandbox root: NoCloud seed, frequencies,
+//! status and exit codes, bad input.
+
+#[path = "support/sandbox.rs"]
+mod sandbox;
+
+use sandbox::Sandbox;
+
+const GOOD: &str = "#cloud-config\nvars: {role: web}\nhostname: \"{{ role }}-{{ uuid8 }}\"\n";
+
+fn sethostnames(s: &Sandbox) -> Vec<String> {
+    s.actions_of("sethostname")
+        .iter()
+        .map(|a| a["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn first_boot_from_a_nocloud_seed_writes_files_records_actions_and_status() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    let r = s.run_all();
+    assert_eq!(r.code, 0, "exit 0 when done and ok; stderr: {}", r.stderr);
+    let hostname = s.read("/etc/hostname");
+    assert!(hostname.starts_with("web-"), "{hostname:?}");
+    assert_eq!(hostname.trim().len(), "web-".len() + 8);
+    assert_eq!(
+        sethostnames(&s),
+        vec![hostname.trim().to_string()],
+        "recorded, not run"
+    );
+    assert!(
+        s.read("/etc/hosts").starts_with("127.0.0.1 localhost\n"),
+        "foreign line kept"
+    );
+
+    let st = s.status();
+    assert_eq!(st["instance_id"], "iid-one");
+    assert_eq!(st["datasource"], "nocloud");
+    assert_eq!(st["done"], true);
+    assert_eq!(st["modules"]["hostname"]["state"], "ok");
+    assert!(st["modules"]["hostname"]["duration_ms"].as_f64().is_some());
+    assert_eq!(s.read("/var/lib/stoke/instance-id").trim(), "iid-one");
+
+    let status = s.stoke(&["status"]);
+    assert_eq!(status.code, 0);
+    assert!(status.stdout.contains("status: done"), "{}", status.stdout);
+    assert!(status.stdout.contains("hostname"), "{}", status.stdout);
+}
+
+#[test]
+fn second_run_in_the_same_boot_does_nothing() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    assert_eq!(s.run_all().code, 0);
+    let before = s.actions().len();
+    let r = s.run_all();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.module_state("hostname"), "skipped");
+    assert_eq!(
+        s.status()["modules"]["hostname"]["reason"],
+        "per-boot, already ran this boot"
+    );
+    let new: Vec<_> = s.actions()[before..]
+        .iter()
+        .filter(|a| a["action"] != "console")
+        .cloned()
+        .collect();
+    assert!(new.is_empty(), "nothing but console lines: {new:?}");
+}
+
+#[test]
+fn new_boot_reruns_per_boot_modules_and_keeps_the_per_instance_uuid() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    assert_eq!(s.run_all().code, 0);
+    let first = s.read("/etc/hostname");
+    s.new_boot("boot-2");
+    assert_eq!(s.run_all().code, 0);
+    assert_eq!(s.module_state("hostname"), "ok", "per-boot: ran again");
+    assert_eq!(
+        s.read("/etc/hostname"),
+        first,
+        "same instance, same UUID, same name"
+    );
+    assert_eq!(sethostnames(&s).len(), 2);
+}
+
+#[test]
+fn new_instance_id_reruns_per_instance_work() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    assert_eq!(s.run_all().code, 0);
+    let first = s.read("/etc/hostname");
+    s.seed("iid-two", GOOD);
+    s.new_boot("boot-2");
+    assert_eq!(s.run_all().code, 0);
+    assert_ne!(
+        s.read("/etc/hostname"),
+        first,
+        "a new instance gets a new UUID"
+    );
+    assert_eq!(s.read("/var/lib/stoke/instance-id").trim(), "iid-two");
+    assert!(
+        s.path("/var/lib/stoke/instances/iid-one/sem/hostname")
+            .exists()
+    );
+    assert!(
+        s.path("/var/lib/stoke/instances/iid-two/sem/hostname")
+            .exists()
+    );
+}
+
+#[test]
+fn clean_makes_the_next_boot_a_first_boot() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    assert_eq!(s.run_all().code, 0);
+    let first = s.read("/etc/hostname");
+    let r = s.stoke(&["clean"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!s.path("/var/lib/stoke/instances").exists());
+    assert!(!s.path("/var/lib/stoke/instance-id").exists());
+    assert!(
+        s.path("/var/lib/stoke/seed/nocloud/meta-data").exists(),
+        "seed kept without --seed"
+    );
+    assert_eq!(s.stoke(&["status"]).code, 3, "not started");
+    assert_eq!(s.run_all().code, 0);
+    assert_ne!(s.read("/etc/hostname"), first, "a new UUID after clean");
+    assert_eq!(s.stoke(&["clean", "--seed"]).code, 0);
+    assert!(!s.path("/var/lib/stoke/seed/nocloud").exists());
+}
+
+#[test]
+fn invalid_user_data_is_rejected_whole_and_the_image_config_still_applies() {
+    let s = Sandbox::nocloud("iid-one", "#cloud-config\nhostname: [unclosed\n");
+    s.write(
+        "/etc/stoke/stoke.d/10-image.yaml",
+        "hostname: image-default\n",
+    );
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "degraded; stderr: {}", r.stderr);
+    assert_eq!(s.read("/etc/hostname").trim(), "image-default");
+    let st = s.status();
+    let errors = st["errors"].to_string();
+    assert!(errors.contains("user-data:"), "{errors}");
+    assert!(
+        r.stderr.contains("user-data:"),
+        "the error is logged too: {}",
+        r.stderr
+    );
+    let status = s.stoke(&["status"]);
+    assert_eq!(status.code, 2);
+    assert!(
+        status.stdout.contains("status: degraded"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_column_and_suggests() {
+    let s = Sandbox::nocloud("iid-one", "#cloud-config\nvars: {role: web}\nhostnme: x\n");
+    assert_eq!(s.run_all().code, 2);
+    let errors = s.status()["errors"].to_string();
+    assert!(
+        errors.contains("user-data:3:1: unknown key `hostnme`"),
+        "{errors}"
+    );
+    assert!(errors.contains("did you mean `hostname`?"), "{errors}");
+    // The whole user-data was rejected: `role` from it did not apply.
+    assert!(!s.read("/etc/hostname").contains("web"));
+}
+
+#[test]
+fn wrong_type_is_an_error_with_a_location() {
+    let s = Sandbox::nocloud("iid-one", "#cloud-config\npreserve_hostname: maybe\n");
+    assert_eq!(s.run_all().code, 2);
+    let errors = s.status()["errors"].to_string();
+    assert!(errors.contains("user-data:2:"), "{errors}");
+}
+
+#[test]
+fn cloud_init_keys_stoke_does_not_implement_warn_and_the_rest_applies() {
+    let s = Sandbox::nocloud(
+        "iid-one",
+        "#cloud-config\nruncmd: [ls]\npackages: [htop]\nhostname: from-user-data\n",
+    );
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "degraded by the warnings");
+    assert_eq!(s.read("/etc/hostname").trim(), "from-user-data");
+    let warnings = s.status()["warnings"].to_string();
+    assert!(
+        warnings.contains("`runcmd` is a cloud-init key not supported by stoke"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("`packages`"), "{warnings}");
+    assert!(
+        s.status()["errors"]
+            .as_array()
+            .is_some_and(|e| e.is_empty())
+    );
+}
+
+#[test]
+fn non_utf8_user_data_is_a_clear_error() {
+    let s = Sandbox::new();
+    s.seed("iid-one", "");
+    s.write(
+        "/var/lib/stoke/seed/nocloud/user-data",
+        b"#cloud-config\nhostname: \xff\xfe\n",
+    );
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let errors = s.status()["errors"].to_string();
+    assert!(errors.contains("UTF-8"), "{errors}");
+}
+
+#[test]
+fn yaml_alias_bomb_fails_fast_without_exhausting_memory() {
+    let mut bomb = String::from("#cloud-config\na: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    let mut prev = 'a';
+    for name in "bcdefghijklmnop".chars() {
+        bomb.push_str(&format!(
+            "{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
+        prev = name;
+    }
+    let s = Sandbox::nocloud("iid-one", &bomb);
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        !s.status()["errors"]
+            .as_array()
+            .is_some_and(|e| e.is_empty())
+    );
+}
+
+#[test]
+fn path_like_instance_id_is_refused_and_nothing_is_written_outside_the_root() {
+    let s = Sandbox::nocloud("../../etc", GOOD);
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let errors = s.status()["errors"].to_string();
+    assert!(errors.contains("invalid instance-id"), "{errors}");
+    assert_eq!(s.module_state("hostname"), "deferred");
+    assert!(!s.path("/var/lib/stoke/instances").exists());
+    for f in s.files() {
+        assert!(!f.contains(".."), "{f}");
+    }
+}
+
+#[test]
+fn no_datasource_defers_metadata_modules_and_reports_why() {
+    let s = Sandbox::new();
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(s.module_state("hostname"), "deferred");
+    let reason = s.status()["modules"]["hostname"]["reason"].to_string();
+    assert!(reason.contains("no datasource found"), "{reason}");
+}
+
+#[test]
+fn disabled_switch_turns_stoke_off() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    s.write("/proc/cmdline", "console=ttyS0 stoke=disabled quiet\n");
+    let r = s.run_all();
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("disabled"), "{}", r.stdout);
+    assert!(!s.path("/etc/hostname").exists());
+    s.write("/proc/cmdline", "console=ttyS0\n");
+    s.write("/etc/stoke/disabled", "");
+    assert_eq!(s.run_all().code, 0);
+    assert!(!s.path("/etc/hostname").exists());
+}
+
+#[test]
+fn module_overrides_change_frequency_and_can_disable() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    s.write(
+        "/etc/stoke/stoke.yaml",
+        "modules:\n  hostname: {enabled: false}\n",
+    );
+    assert_eq!(s.run_all().code, 0);
+    assert_eq!(s.module_state("hostname"), "disabled");
+    assert!(!s.path("/etc/hostname").exists());
+
+    s.write(
+        "/etc/stoke/stoke.yaml",
+        "modules:\n  hostname: {frequency: per-instance}\n",
+    );
+    assert_eq!(s.run_all().code, 0);
+    assert_eq!(s.module_state("hostname"), "ok");
+    s.new_boot("boot-2");
+    assert_eq!(s.run_all().code, 0);
+    assert_eq!(s.module_state("hostname"), "skipped", "per-instance now");
+
+    s.write(
+        "/etc/stoke/stoke.yaml",
+        "modules:\n  hostnam: {enabled: false}\n",
+    );
+    s.run_all();
+    let errors = s.status()["errors"].to_string();
+    assert!(
+        errors.contains("unknown module `hostnam`; did you mean `hostname`?"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn failing_module_is_recorded_and_retried_next_run() {
+    let s = Sandbox::nocloud("iid-one", "#cloud-config\nhostname: \"bad_name\"\n");
+    let r = s.run_all();
+    assert_eq!(r.code, 1, "a module failed; stderr: {}", r.stderr);
+    assert_eq!(s.module_state("hostname"), "failed");
+    let err = s.status()["modules"]["hostname"]["error"].to_string();
+    assert!(err.contains("bad_name"), "{err}");
+    s.seed("iid-one", "#cloud-config\nhostname: good-name\n");
+    s.write(
+        "/etc/stoke/stoke.yaml",
+        "modules:\n  hostname: {frequency: per-instance}\n",
+    );
+    assert_eq!(s.run_all().code, 0);
+    assert_eq!(
+        s.module_state("hostname"),
+        "ok",
+        "a failed module is due again"
+    );
+    assert_eq!(s.read("/etc/hostname").trim(), "good-name");
+}
+
+#[test]
+fn schema_validates_files_and_prints_a_json_schema() {
+    let s = Sandbox::new();
+    s.write("/cfg/good.yaml", "hostname: web\nvars: {role: x}\n");
+    s.write(
+        "/cfg/bad.yaml",
+        "vars: {role: x}\nhostname: web\npreserve_hostnam: true\n",
+    );
+    let good = s.stoke(&["schema", s.path("/cfg/good.yaml").to_str().unwrap()]);
+    assert_eq!(good.code, 0, "{}{}", good.stdout, good.stderr);
+    let bad = s.stoke(&["schema", s.path("/cfg/bad.yaml").to_str().unwrap()]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stdout
+            .contains("bad.yaml:3:1: unknown key `preserve_hostnam`"),
+        "{}",
+        bad.stdout
+    );
+    assert!(
+        bad.stdout.contains("did you mean `preserve_hostname`?"),
+        "{}",
+        bad.stdout
+    );
+    let js = s.stoke(&["schema", "--json-schema"]);
+    assert_eq!(js.code, 0);
+    let v: serde_json::Value = serde_json::from_str(&js.stdout).expect("JSON");
+    for key in ["hostname", "datasource", "imds", "modules", "vars"] {
+        assert!(v["properties"].get(key).is_some(), "{key} in schema");
+    }
+}
+
+#[test]
+fn plan_says_what_is_due_and_why() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    let plan = s.stoke(&["plan"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(plan.stdout.contains("hostname"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("per-boot, not yet run this boot"),
+        "{}",
+        plan.stdout
+    );
+    assert!(!s.path("/etc/hostname").exists(), "plan changes nothing");
+    s.run_all();
+    let plan = s.stoke(&["plan"]);
+    assert!(
+        plan.stdout.contains("per-boot, already ran this boot"),
+        "{}",
+        plan.stdout
+    );
+}
+
+#[test]
+fn query_and_analyze_read_this_instance() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    s.run_all();
+    let q = s.stoke(&["query", "local-ipv4"]);
+    assert_eq!((q.code, q.stdout.trim()), (0, "10.0.0.7"));
+    assert_eq!(s.stoke(&["query", "instance-id"]).stdout.trim(), "iid-one");
+    let bad = s.stoke(&["query", "nope"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("known:"), "{}", bad.stderr);
+    let a = s.stoke(&["analyze"]);
+    assert_eq!(a.code, 0);
+    assert!(
+        a.stdout.contains("slowest first") && a.stdout.contains("hostname"),
+        "{}",
+        a.stdout
+    );
+}
