@@ -521,6 +521,10 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         "timeout_secs": run.timeout.as_secs(),
         "result_file": result,
     });
+    // The last finished run's record stays visible in this run's details.
+    if let Some(prev) = previous.filter(|r| r["state"] != "running") {
+        details["previous"] = prev;
+    }
     let summary = if systemd {
         let mut args = vec![
             format!("--unit={UNIT}"),

@@ -563,8 +563,9 @@ async fn non_blocking_without_systemd_spawns_detached_once() {
         r#"{"state":"succeeded","pid":4242,"boot_id":"boot-2","code":0}"#,
     )
     .unwrap();
-    run(&c).await.unwrap();
+    let r = run(&c).await.unwrap();
     assert_eq!(fake.actions().len(), 3);
+    assert_eq!(r.details["previous"]["state"], "succeeded");
 }
 
 #[test]
