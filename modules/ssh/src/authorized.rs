@@ -68,7 +68,7 @@ impl Default for AuthorizedKeysConfig {
 #[serde(untagged)]
 pub enum UserEntry {
     Name(String),
-    User(UserSpec),
+    User(Box<UserSpec>),
 }
 
 // By hand rather than `untagged`, so an error inside a user (a typo) keeps its message.
@@ -85,7 +85,7 @@ impl<'de> Deserialize<'de> for UserEntry {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UserEntry, A::Error> {
                 UserSpec::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(UserEntry::User)
+                    .map(|u| UserEntry::User(Box::new(u)))
             }
         }
         d.deserialize_any(V)
@@ -223,6 +223,7 @@ impl Module for AuthorizedKeys {
 
         let done: Vec<String> = applied
             .iter()
+            .filter(|a| a.keys > 0 || a.changed)
             .map(|a| {
                 format!(
                     "{} ({} keys{})",

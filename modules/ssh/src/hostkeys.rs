@@ -169,6 +169,10 @@ impl Module for HostKeys {
         fs::create_dir_all(&etc_ssh).map_err(|e| ModuleError::io("creating", &etc_ssh, e))?;
         let mut warnings = Vec::new();
 
+        // Check provided keys before deleting anything, so bad config leaves the image's keys.
+        for p in cfg.ssh_keys.by_type() {
+            validate_provided(&p)?;
+        }
         let deleted = if cfg.ssh_deletekeys {
             delete_host_keys(&etc_ssh)?
         } else {
@@ -388,28 +392,10 @@ async fn install_provided(
     warnings: &mut Vec<String>,
 ) -> Result<(), ModuleError> {
     let t = p.key_type.name();
-    if !(private.trim_start().starts_with("-----BEGIN") && private.contains("PRIVATE KEY-----")) {
-        return Err(ModuleError::Invalid(format!(
-            "ssh_keys.{t}_private is not a PEM/OpenSSH private key"
-        )));
-    }
     let private_path = ctx.path(p.key_type.private_path());
     write_root_file(ctx, &private_path, &with_newline(private), 0o600)?;
     let public = match p.public {
-        Some(line) => {
-            match keyline::parse(line) {
-                Ok(Some(k)) if k.options.is_none() => {}
-                Ok(_) => {
-                    return Err(ModuleError::Invalid(format!(
-                        "ssh_keys.{t}_public must be a bare public key line (type, base64, comment)"
-                    )));
-                }
-                Err(e) => {
-                    return Err(ModuleError::Invalid(format!("ssh_keys.{t}_public: {e}")));
-                }
-            }
-            Some(with_newline(line))
-        }
+        Some(line) => Some(with_newline(line)),
         None => {
             // Derive the public half, as cloud-init does.
             let cmd = Cmd::new(
@@ -430,6 +416,38 @@ async fn install_provided(
     };
     if let Some(public) = public {
         write_root_file(ctx, &pub_path(&private_path), &public, 0o644)?;
+    }
+    Ok(())
+}
+
+/// A provided private key must look like one; a public key or certificate must be one line of its type.
+fn validate_provided(p: &Provided<'_>) -> Result<(), ModuleError> {
+    let t = p.key_type.name();
+    if let Some(private) = p.private
+        && !(private.trim_start().starts_with("-----BEGIN") && private.contains("PRIVATE KEY-----"))
+    {
+        return Err(ModuleError::Invalid(format!(
+            "ssh_keys.{t}_private is not a PEM/OpenSSH private key"
+        )));
+    }
+    if let Some(line) = p.public {
+        match keyline::parse(line) {
+            Ok(Some(k)) if k.options.is_none() => {}
+            Ok(_) => {
+                return Err(ModuleError::Invalid(format!(
+                    "ssh_keys.{t}_public must be one public key line (type, base64, comment)"
+                )));
+            }
+            Err(e) => return Err(ModuleError::Invalid(format!("ssh_keys.{t}_public: {e}"))),
+        }
+    }
+    if let Some(cert) = p.certificate {
+        let first = cert.split_whitespace().next().unwrap_or("");
+        if !(first.ends_with("-cert-v01@openssh.com") && cert.trim().lines().count() == 1) {
+            return Err(ModuleError::Invalid(format!(
+                "ssh_keys.{t}_certificate is not an OpenSSH certificate line"
+            )));
+        }
     }
     Ok(())
 }

@@ -115,7 +115,7 @@ pub fn open_ssh_dir(
     };
     let dir = File::from(fd);
     let st = fstat(dir.as_fd()).map_err(|e| io_err("checking", path, e))?;
-    if created && st.st_uid == nix::unistd::geteuid().as_raw() && !owner.accepts(st.st_uid) {
+    if created && st.st_uid == nix::unistd::geteuid().as_raw() && st.st_uid != owner.user.uid {
         // Ours, just made: hand it to the user.
         system
             .fchown(&dir, path, owner.user.uid, owner.user.gid)

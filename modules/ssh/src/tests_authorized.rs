@@ -103,11 +103,11 @@ fn changed(before: &BTreeMap<PathBuf, String>, after: &BTreeMap<PathBuf, String>
         .collect()
 }
 
-fn instance(id: &str, keys: &[String]) -> InstanceData {
+fn instance(id: &str, keys: Vec<String>) -> InstanceData {
     InstanceData {
         datasource: "ec2".into(),
         instance_id: id.into(),
-        public_keys: keys.to_vec(),
+        public_keys: keys,
         ..Default::default()
     }
 }
@@ -174,7 +174,7 @@ async fn installs_keys_keeps_foreign_lines_and_rewrites_only_its_block() {
         "ssh_authorized_keys": [k2],
         "users": ["default", {"name": "bob", "ssh_authorized_keys": [k3]}],
     });
-    let (res, fake) = run(&w, config.clone(), instance("i-1", &[k1.clone()])).await;
+    let (res, fake) = run(&w, config.clone(), instance("i-1", vec![k1.clone()])).await;
     let report = res.unwrap();
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 
@@ -214,7 +214,7 @@ async fn installs_keys_keeps_foreign_lines_and_rewrites_only_its_block() {
     assert_eq!(changed(&before, &after), expected);
 
     // Same input again: nothing rewritten.
-    let (res, _) = run(&w, config.clone(), instance("i-1", &[k1.clone()])).await;
+    let (res, _) = run(&w, config.clone(), instance("i-1", vec![k1.clone()])).await;
     assert!(
         res.unwrap().details["users"]
             .as_array()
@@ -225,7 +225,7 @@ async fn installs_keys_keeps_foreign_lines_and_rewrites_only_its_block() {
     assert_eq!(snapshot(w.root.parent().unwrap()), after);
 
     // A new instance with another key pair: the block is replaced, foreign lines identical.
-    let (res, _) = run(&w, config, instance("i-2", &[k4.clone()])).await;
+    let (res, _) = run(&w, config, instance("i-2", vec![k4.clone()])).await;
     res.unwrap();
     assert_eq!(
         read(&admin_file),
@@ -263,7 +263,7 @@ async fn hostile_homes_are_refused_and_nothing_outside_is_written() {
         .map(|(i, n)| json!({"name": n, "ssh_authorized_keys": [key(10 + i as u32)]}))
         .collect();
     let config = json!({"default_user": "admin", "users": users});
-    let (res, fake) = run(&w, config, instance("i-1", &[key(1)])).await;
+    let (res, fake) = run(&w, config, instance("i-1", vec![key(1)])).await;
     let err = res.unwrap_err();
     for want in [
         "bob: refused: ",
@@ -319,7 +319,7 @@ async fn bad_lines_are_reported_with_their_source_and_skipped() {
         "disable_root": false,
         "ssh_authorized_keys": ["-----BEGIN OPENSSH PRIVATE KEY-----", format!("restrict {g3}")],
     });
-    let (res, _) = run(&w, config, instance("i-1", &meta)).await;
+    let (res, _) = run(&w, config, instance("i-1", meta)).await;
     let report = res.unwrap();
     let warnings = report.warnings.join("\n");
     for want in [
@@ -362,7 +362,7 @@ async fn ten_megabytes_of_keys_good_ones_applied_warnings_bounded() {
     // And one 10 MB line that is not a key at all.
     let huge = format!("ssh-rsa {}", "A".repeat(10 << 20));
     let config = json!({"default_user": "admin", "disable_root": false});
-    let (res, _) = run(&w, config, instance("i-1", &[huge, list])).await;
+    let (res, _) = run(&w, config, instance("i-1", vec![huge, list])).await;
     let report = res.unwrap();
     assert!(report.warnings.len() <= 21, "{}", report.warnings.len());
     assert!(
@@ -400,7 +400,7 @@ async fn without_default_user_keys_go_nowhere_unless_root_may_use_them() {
         0o600,
     );
 
-    let (res, _) = run(&w, json!({}), instance("i-1", &[k.clone()])).await;
+    let (res, _) = run(&w, json!({}), instance("i-1", vec![k.clone()])).await;
     let report = res.unwrap();
     assert!(
         report.warnings.iter().any(|w| w
@@ -418,7 +418,7 @@ async fn without_default_user_keys_go_nowhere_unless_root_may_use_them() {
     let (res, _) = run(
         &w,
         json!({"disable_root": false}),
-        instance("i-2", &[k.clone()]),
+        instance("i-2", vec![k.clone()]),
     )
     .await;
     assert!(res.unwrap().warnings.is_empty());
@@ -448,7 +448,7 @@ async fn damaged_block_fifo_and_bad_options_are_refused() {
         "disable_root_opts": "command=unquoted",
         "users": [{"name": "bob", "ssh_authorized_keys": [k]}],
     });
-    let (res, _) = run(&w, config, instance("i-1", &[k.clone()])).await;
+    let (res, _) = run(&w, config, instance("i-1", vec![k.clone()])).await;
     let err = res.unwrap_err();
     assert!(
         err.contains("has a damaged stoke block (1 begin and 0 end markers)"),
@@ -474,7 +474,7 @@ async fn sandbox_records_chown_and_accepts_files_it_made_itself() {
         let ctx = context(
             &w.root,
             config.clone(),
-            instance(id, &[fake_key("ssh-ed25519", n)]),
+            instance(id, vec![fake_key("ssh-ed25519", n)]),
             fake.clone(),
             false,
         );
@@ -488,6 +488,11 @@ async fn sandbox_records_chown_and_accepts_files_it_made_itself() {
     );
     assert!(fake.actions().contains(&Action::Chown {
         path: bob_file,
+        uid: 1001,
+        gid: 1001
+    }));
+    assert!(fake.actions().contains(&Action::Chown {
+        path: w.root.join("home/bob/.ssh"),
         uid: 1001,
         gid: 1001
     }));
@@ -510,7 +515,7 @@ async fn cloud_init_user_settings_are_accepted_with_a_warning() {
     );
 
     let config = json!({"users": [{"name": "bob", "groups": ["wheel"], "sudo": "ALL", "ssh_authorized_keys": [fake_key("ssh-rsa", 1)]}]});
-    let (res, _) = run(&w, config, instance("i-1", &[])).await;
+    let (res, _) = run(&w, config, instance("i-1", vec![])).await;
     let report = res.unwrap();
     assert_eq!(
         report.warnings,

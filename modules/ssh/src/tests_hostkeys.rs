@@ -88,7 +88,7 @@ fn real_fingerprint(pub_file: &Path) -> String {
 /// Answers `ssh-keygen -q ... -f FILE` by writing placeholder FILE and FILE.pub (no real keys needed).
 fn pretend_keygen(fake: &FakeSystem) {
     fake.respond(|cmd| {
-        if !cmd.args.first().is_some_and(|a| a == "-q") {
+        if cmd.args.first().is_none_or(|a| a != "-q") {
             return None;
         }
         let file = cmd.args.last()?;
@@ -399,4 +399,42 @@ fn config_uses_cloud_init_names_and_rejects_typos() {
         "{err}"
     );
     assert!((spec.validate)("ssh_genkeytypes: [ed448]\n").is_err());
+}
+
+#[tokio::test]
+async fn invalid_provided_keys_fail_before_anything_is_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let etc = tmp.path().join("etc/ssh");
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(etc.join("ssh_host_rsa_key"), "baked\n").unwrap();
+    let fake = FakeSystem::new();
+    for (keys, want) in [
+        (
+            json!({"rsa_private": "not a key"}),
+            "rsa_private is not a PEM",
+        ),
+        (
+            json!({"rsa_private": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n", "rsa_public": "ssh-rsa !!"}),
+            "rsa_public: key data is not valid base64",
+        ),
+        (
+            json!({"ed25519_private": "-----BEGIN OPENSSH PRIVATE KEY-----\n", "ed25519_certificate": "ssh-ed25519 AAAA"}),
+            "ed25519_certificate is not an OpenSSH certificate",
+        ),
+    ] {
+        let ctx = context(
+            tmp.path(),
+            json!({"ssh_keys": keys}),
+            instance("i-1"),
+            fake.clone(),
+            true,
+        );
+        let err = HostKeys.run(&ctx).await.unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+        assert_eq!(
+            fs::read_to_string(etc.join("ssh_host_rsa_key")).unwrap(),
+            "baked\n"
+        );
+    }
+    assert!(fake.actions().is_empty());
 }
