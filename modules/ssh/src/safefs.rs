@@ -72,8 +72,10 @@ pub fn open_home(root: &Root, user: &User) -> Result<Option<File>, ModuleError> 
         .flags(dir_flags)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let opened = match openat2(&root_fd, &rel, how) {
-        // Kernels before 5.6 (or a seccomp filter) lack openat2: plain resolution.
-        Err(Errno::ENOSYS) => openat(AT_FDCWD, &host, dir_flags, Mode::empty()),
+        // Kernels before 5.6 lack openat2, and some container seccomp profiles deny
+        // it (EPERM): plain resolution then (on such a kernel, under `--root`, an
+        // absolute symlink in the home's path is followed on the host).
+        Err(Errno::ENOSYS | Errno::EPERM) => openat(AT_FDCWD, &host, dir_flags, Mode::empty()),
         other => other,
     };
     match opened {
@@ -215,7 +217,15 @@ pub fn write_keys_file(
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut attempt = 0u32;
     let (tmp_name, fd) = loop {
-        let name = format!(".authorized_keys.stoke-{}-{attempt}", std::process::id());
+        // Not guessable in advance, so the user cannot pre-plant every name.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            ".authorized_keys.stoke-{}-{nanos:09}-{attempt}",
+            std::process::id()
+        );
         match openat(
             ssh.as_fd(),
             name.as_str(),
