@@ -551,6 +551,12 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         details["log"] = json!(log);
         format!("started in background (pid {pid}, log {})", log.display())
     };
+    let summary = if ctx.system.executes() {
+        summary
+    } else {
+        details["executed"] = json!(false);
+        format!("recorded, not run: {summary}")
+    };
     let mut report = Report::new(summary).with_details(details);
     report.warnings = warnings;
     Ok(report)
@@ -562,6 +568,51 @@ pub fn read_record(path: &Path) -> Option<Value> {
         .ok()
         .flatten()
         .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+/// One line for `stoke status` from a run record (`background.json`, `last-run.json`).
+/// A record saying "running" is only believed for this boot (`boot_id`) while
+/// `pid_alive(pid)`; otherwise the run was interrupted.
+pub fn describe_record(
+    rec: &Value,
+    boot_id: Option<&str>,
+    pid_alive: impl Fn(u64) -> bool,
+) -> String {
+    let pid = rec["pid"].as_u64();
+    let took = rec["duration_ms"]
+        .as_u64()
+        .map(|ms| format!(" in {:.1} s", ms as f64 / 1000.0))
+        .unwrap_or_default();
+    let meaning = rec["meaning"].as_str().unwrap_or("");
+    let code = rec["code"]
+        .as_i64()
+        .map(|c| format!("exit {c}, "))
+        .unwrap_or_default();
+    match rec["state"].as_str() {
+        Some("running") => {
+            let same_boot = match (rec["boot_id"].as_str(), boot_id) {
+                (Some(then), Some(now)) => then == now,
+                _ => true,
+            };
+            let started = rec["started_unix"].as_u64().unwrap_or(0);
+            match pid {
+                Some(p) if same_boot && pid_alive(p) => {
+                    format!("running (pid {p}, started at unix time {started})")
+                }
+                _ => format!(
+                    "interrupted: started at unix time {started}, ended without recording a result"
+                ),
+            }
+        }
+        Some(state @ ("succeeded" | "failed")) => {
+            let mut line = format!("{state}: {code}{meaning}{took}");
+            if let Some(e) = rec["error"].as_str() {
+                line.push_str(&format!(" ({e})"));
+            }
+            line
+        }
+        _ => "unreadable record".to_string(),
+    }
 }
 
 #[cfg(test)]

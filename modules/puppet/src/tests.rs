@@ -582,3 +582,35 @@ fn plan_says_what_would_run() {
         format!("non-blocking: `{DEFAULT} --server p` (timeout 1800 s)")
     );
 }
+
+#[test]
+fn records_read_as_one_line() {
+    let alive = |p: u64| p == 7;
+    let d = |v: Value| describe_record(&v, Some("b1"), alive);
+    assert_eq!(
+        d(
+            json!({"state": "succeeded", "code": 2, "meaning": "changes applied", "duration_ms": 41873})
+        ),
+        "succeeded: exit 2, changes applied in 41.9 s"
+    );
+    assert_eq!(
+        d(
+            json!({"state": "failed", "code": null, "signal": 9, "meaning": "killed by signal 9", "duration_ms": 100})
+        ),
+        "failed: killed by signal 9 in 0.1 s"
+    );
+    assert_eq!(
+        d(
+            json!({"state": "failed", "code": null, "meaning": "command not found", "error": "cannot start `x`"})
+        ),
+        "failed: command not found (cannot start `x`)"
+    );
+    let running = json!({"state": "running", "pid": 7, "boot_id": "b1", "started_unix": 5});
+    assert_eq!(
+        d(running.clone()),
+        "running (pid 7, started at unix time 5)"
+    );
+    assert!(describe_record(&running, Some("b2"), alive).starts_with("interrupted"));
+    assert!(describe_record(&running, Some("b1"), |_| false).starts_with("interrupted"));
+    assert_eq!(d(json!([])), "unreadable record");
+}
