@@ -32,7 +32,7 @@ pub struct Prepared {
 impl App {
     /// Loads config and finds the instance. `network` allows the network
     /// (EC2 refresh); without it only local sources and caches are used.
-    pub async fn prepare(&self, stage: Stage) -> Prepared {
+    pub async fn prepare(&self, stage: Stage, this_boot_iid: Option<&str>) -> Prepared {
         let mut loaded = Loaded::default();
         match config::image_sources(&self.paths.config_dir) {
             Ok(sources) => {
@@ -46,27 +46,34 @@ impl App {
         }
         let engine = loaded.engine();
         let mut datasource_errors = Vec::new();
-        let (found, no_instance_reason) =
-            match datasource::discover(&self.paths, &engine, self.system.as_ref(), stage).await {
-                Discovery::Found(f) => (Some(f), String::new()),
-                Discovery::Pending(why) => (None, why),
-                Discovery::Nothing(why) => (None, why),
-                Discovery::Failed(why) => {
-                    tracing::error!("datasource: {why}");
-                    datasource_errors.push(format!("datasource: {why}"));
-                    (None, why)
-                }
-            };
+        let (found, no_instance_reason) = match datasource::discover(
+            &self.paths,
+            &engine,
+            self.system.as_ref(),
+            stage,
+            this_boot_iid,
+        )
+        .await
+        {
+            Discovery::Found(f) => (Some(*f), String::new()),
+            Discovery::Pending(why) => (None, why),
+            Discovery::Nothing(why) => (None, why),
+            Discovery::Failed(why) => {
+                tracing::error!("datasource: {why}");
+                datasource_errors.push(format!("datasource: {why}"));
+                (None, why)
+            }
+        };
         let mut instance = None;
         if let Some(found) = found {
             let st = State::new(&self.paths);
             if let Err(e) = st.set_instance_id(&found.instance.instance_id) {
                 datasource_errors.push(format!("recording instance id: {e}"));
             }
-            if !found.from_cache {
-                if let Err(e) = datasource::store_cache(&self.paths, &found) {
-                    tracing::warn!("cannot cache metadata: {e}");
-                }
+            if !found.from_cache
+                && let Err(e) = datasource::store_cache(&self.paths, &found)
+            {
+                tracing::warn!("cannot cache metadata: {e}");
             }
             let mut groups = Vec::new();
             for (name, raw) in [
@@ -140,7 +147,9 @@ impl App {
                 duration_ms: None,
             },
         );
-        let prep = self.prepare(stage).await;
+        let prep = self
+            .prepare(stage, status.instance_id.clone().as_deref())
+            .await;
         status.instance_id = prep.instance.as_ref().map(|i| i.instance_id.clone());
         status.datasource = prep.instance.as_ref().map(|i| i.datasource.clone());
         let errors = prep
@@ -181,9 +190,11 @@ impl App {
 
     /// `stoke plan`: every stage, from local knowledge only.
     pub async fn plan(&self) -> String {
-        let prep = self.prepare(Stage::Local).await;
         let boot_id = state::boot_id(&self.paths);
         let status = Status::load(&self.paths, boot_id.as_deref());
+        let prep = self
+            .prepare(Stage::Local, status.instance_id.as_deref())
+            .await;
         let mut out = format!(
             "instance: {}\n",
             prep.instance
@@ -226,8 +237,14 @@ impl App {
     /// `stoke shutdown`: modules' shutdown work (e.g. DNS deregistration).
     pub async fn shutdown(&self) -> anyhow::Result<bool> {
         let _lock = RunLock::acquire(&self.paths, Duration::from_secs(30))?;
-        let prep = self.prepare(Stage::Local).await;
         let boot_id = state::boot_id(&self.paths);
+        let status = Status::load(&self.paths, boot_id.as_deref());
+        // At shutdown the instance is the one this boot ran as (or the last one recorded).
+        let iid = status
+            .instance_id
+            .clone()
+            .or_else(|| State::new(&self.paths).current_instance_id());
+        let prep = self.prepare(Stage::Final, iid.as_deref()).await;
         let runner = self.runner(&prep, boot_id);
         let mut ok = true;
         for module in &self.modules {

@@ -273,10 +273,10 @@ fn attach_background(paths: &Paths, status: &mut Status) {
             .join("data")
             .join(name)
             .join("background.json");
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                m.background = Some(v);
-            }
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            m.background = Some(v);
         }
     }
 }

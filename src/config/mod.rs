@@ -182,6 +182,8 @@ pub fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
     }
 }
 
+type Checked = (Map<String, Value>, Vec<String>);
+
 struct Checker<'a> {
     known: BTreeMap<&'static str, &'static str>,
     specs: Vec<(&'static str, ConfigSpec)>,
@@ -208,7 +210,8 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check(&self, src: &Source) -> Result<(Map<String, Value>, Vec<String>), Vec<ConfigError>> {
+    /// The document (cloud-init-only keys removed) and its warnings, or every error found.
+    fn check(&self, src: &Source) -> Result<Checked, Vec<ConfigError>> {
         let located = |e: ConfigError| e.in_source(src.name.clone());
         let value: Value = serde_saphyr::from_str_with_options(&src.text, yaml_options())
             .map_err(|e| vec![located(ConfigError::from_yaml(&e))])?;

@@ -112,16 +112,7 @@ pub enum ImdsError {
     Http { what: String, reason: String },
 }
 
-/// Whether `id` is usable as an instance id (and so as a directory name under
-/// `/var/lib/stoke/instances/`): 1 to 128 of `[A-Za-z0-9._-]`, not `.` or `..`.
-pub fn valid_instance_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id != "."
-        && id != ".."
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use crate::state::valid_instance_id;
 
 const TOKEN_PATH: &str = "api/token";
 const TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";

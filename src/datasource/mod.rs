@@ -32,7 +32,7 @@ pub struct Found {
 
 #[derive(Debug)]
 pub enum Discovery {
-    Found(Found),
+    Found(Box<Found>),
     /// Metadata exists but cannot be had in this stage (brand-new EC2 instance, local stage).
     Pending(String),
     /// No datasource applies (a bare machine, a demo root without seed).
@@ -68,11 +68,14 @@ pub fn read_dmi(paths: &Paths) -> Dmi {
     }
 }
 
+/// `this_boot_iid`: the instance id an earlier stage of this boot found (so
+/// the final stage reuses the network stage's metadata instead of asking again).
 pub async fn discover(
     paths: &Paths,
     cfg: &EngineConfig,
     system: &dyn System,
     stage: Stage,
+    this_boot_iid: Option<&str>,
 ) -> Discovery {
     let dmi = read_dmi(paths);
     let explicit = cfg.datasource.is_some();
@@ -88,12 +91,12 @@ pub async fn discover(
     for kind in kinds {
         match kind {
             DatasourceKind::Nocloud => match nocloud::read(paths, system, use_volume).await {
-                Ok(Some(found)) => return Discovery::Found(found),
+                Ok(Some(found)) => return Discovery::Found(Box::new(found)),
                 Ok(None) => {}
                 Err(e) => return Discovery::Failed(format!("nocloud: {e}")),
             },
             DatasourceKind::Ec2 if dmi.ec2 || explicit => {
-                return ec2(paths, cfg, &dmi, stage).await;
+                return ec2(paths, cfg, &dmi, stage, this_boot_iid).await;
             }
             DatasourceKind::Ec2 => {}
         }
@@ -101,23 +104,28 @@ pub async fn discover(
     Discovery::Nothing("no datasource found (no NoCloud seed, not EC2 by DMI)".into())
 }
 
-async fn ec2(paths: &Paths, cfg: &EngineConfig, dmi: &Dmi, stage: Stage) -> Discovery {
-    let cached = dmi
-        .asset_tag
-        .as_deref()
-        .and_then(|iid| load_cache(paths, iid));
-    if stage == Stage::Local {
+async fn ec2(
+    paths: &Paths,
+    cfg: &EngineConfig,
+    dmi: &Dmi,
+    stage: Stage,
+    this_boot_iid: Option<&str>,
+) -> Discovery {
+    let known = dmi.asset_tag.as_deref().or(this_boot_iid);
+    let cached = known.and_then(|iid| load_cache(paths, iid));
+    // Only the network stage asks IMDS; the others use what it (or a previous boot) cached.
+    if stage != Stage::Network {
         return match cached {
-            Some(found) => Discovery::Found(found),
+            Some(found) => Discovery::Found(Box::new(found)),
             None => Discovery::Pending("EC2 metadata is fetched in the network stage".into()),
         };
     }
     match fetch_ec2(cfg).await {
-        Ok(found) => Discovery::Found(found),
+        Ok(found) => Discovery::Found(Box::new(found)),
         Err(e) => match cached {
             Some(found) => {
                 tracing::warn!("EC2 metadata refresh failed, using the cache: {e}");
-                Discovery::Found(found)
+                Discovery::Found(Box::new(found))
             }
             None => Discovery::Failed(format!("ec2: {e}")),
         },

@@ -39,7 +39,7 @@ impl Sandbox {
     pub fn seed(&self, iid: &str, user_data: &str) {
         self.write(
             "/var/lib/stoke/seed/nocloud/meta-data",
-            &format!("instance-id: {iid}\nlocal-hostname: seed-host\nlocal-ipv4: 10.0.0.7\n"),
+            format!("instance-id: {iid}\nlocal-hostname: seed-host\nlocal-ipv4: 10.0.0.7\n"),
         );
         self.write("/var/lib/stoke/seed/nocloud/user-data", user_data);
     }

@@ -1,0 +1,188 @@
+//! The real `stoke` binary against the IMDSv2 test double on 127.0.0.1.
+
+#[path = "support/imds.rs"]
+mod imds;
+#[path = "support/sandbox.rs"]
+mod sandbox;
+
+use std::time::{Duration, Instant};
+
+use imds::{ImdsServer, Knobs};
+use sandbox::Sandbox;
+
+const IID: &str = "i-0123456789abcdef0";
+
+fn ec2_root(srv: &ImdsServer, budget: f64) -> Sandbox {
+    let s = Sandbox::new();
+    s.write("/sys/class/dmi/id/sys_vendor", "Amazon EC2\n");
+    s.write("/sys/class/dmi/id/board_vendor", "Amazon EC2\n");
+    s.write(
+        "/etc/stoke/stoke.yaml",
+        format!(
+            "imds:\n  endpoint: {}\n  budget_seconds: {budget}\n  request_timeout_seconds: 0.5\n",
+            srv.url()
+        ),
+    );
+    s
+}
+
+#[test]
+fn brand_new_instance_waits_for_the_network_stage_then_applies_user_data() {
+    let srv = ImdsServer::happy();
+    let s = ec2_root(&srv, 10.0);
+    let local = s.stoke(&["run", "--stage", "local"]);
+    assert_eq!(
+        srv.total_requests(),
+        0,
+        "the local stage never touches the network"
+    );
+    assert_eq!(local.code, 3, "not finished: {}", local.stderr);
+    assert_eq!(s.module_state("hostname"), "deferred");
+
+    let net = s.stoke(&["run", "--stage", "network"]);
+    assert!(srv.total_requests() > 0);
+    assert_eq!(s.module_state("hostname"), "ok", "{}", net.stderr);
+    assert_eq!(
+        s.read("/etc/hostname").trim(),
+        "web-1",
+        "from EC2 user-data"
+    );
+    let st = s.status();
+    assert_eq!(st["instance_id"], IID);
+    assert_eq!(st["datasource"], "ec2");
+    assert_eq!(
+        st["modules"]["hostname"]["stage"], "local",
+        "a local module, run late"
+    );
+    assert_eq!(s.stoke(&["run", "--stage", "final"]).code, 0);
+    assert_eq!(
+        s.stoke(&["query", "availability-zone"]).stdout.trim(),
+        "us-east-1a"
+    );
+    let keys = s.stoke(&["query", "public-keys"]).stdout;
+    assert!(
+        keys.contains("alice@example") && keys.contains("bob@example"),
+        "{keys}"
+    );
+    assert_eq!(s.stoke(&["query", "block-device-mapping"]).code, 0);
+}
+
+#[test]
+fn reboot_of_a_nitro_instance_uses_the_cache_in_the_local_stage() {
+    let srv = ImdsServer::happy();
+    let s = ec2_root(&srv, 10.0);
+    assert_eq!(s.run_all().code, 0);
+    let requests = srv.total_requests();
+    s.new_boot("boot-2");
+    s.write("/sys/class/dmi/id/board_asset_tag", format!("{IID}\n"));
+    let local = s.stoke(&["run", "--stage", "local"]);
+    assert_eq!(
+        srv.total_requests(),
+        requests,
+        "no network in the local stage"
+    );
+    assert_eq!(s.module_state("hostname"), "ok", "{}", local.stderr);
+    assert_eq!(s.status()["instance_id"], IID);
+}
+
+#[test]
+fn imds_disabled_fails_fast_and_the_boot_goes_on() {
+    let srv = ImdsServer::start(
+        ImdsServer::default_tree(),
+        Knobs {
+            token_forbidden: true,
+            ..Knobs::default()
+        },
+    );
+    let s = ec2_root(&srv, 20.0);
+    let started = Instant::now();
+    let r = s.run_all();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "403 is not retried"
+    );
+    assert_eq!(r.code, 2, "degraded: {}", r.stderr);
+    let errors = s.status()["errors"].to_string();
+    assert!(
+        errors.contains("403") && errors.contains("disabled"),
+        "{errors}"
+    );
+    assert_eq!(s.module_state("hostname"), "deferred");
+    assert_eq!(srv.requests("/latest/api/token"), 1);
+}
+
+#[test]
+fn a_hanging_imds_costs_at_most_the_budget() {
+    let srv = ImdsServer::start(
+        ImdsServer::default_tree(),
+        Knobs {
+            hang: true,
+            ..Knobs::default()
+        },
+    );
+    let s = ec2_root(&srv, 1.0);
+    s.stoke(&["run", "--stage", "local"]);
+    let started = Instant::now();
+    let r = s.stoke(&["run", "--stage", "network"]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "budget 1 s, took {took:?}");
+    assert_eq!(s.module_state("hostname"), "deferred", "{}", r.stderr);
+    let errors = s.status()["errors"].to_string();
+    assert!(errors.contains("budget"), "{errors}");
+}
+
+#[test]
+fn server_errors_are_retried_and_an_expired_token_refreshed() {
+    let srv = ImdsServer::start(
+        ImdsServer::default_tree(),
+        Knobs {
+            leading_500s: 3,
+            reject_first_token: true,
+            ..Knobs::default()
+        },
+    );
+    let s = ec2_root(&srv, 10.0);
+    let r = s.run_all();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.read("/etc/hostname").trim(), "web-1");
+    assert!(srv.tokens_issued() >= 2, "token refreshed after the 401");
+}
+
+#[test]
+fn garbage_and_oversized_answers_are_reported_not_trusted() {
+    for knobs in [
+        Knobs {
+            garbage_bodies: true,
+            ..Knobs::default()
+        },
+        Knobs {
+            huge_user_data: Some(20 * 1024 * 1024),
+            ..Knobs::default()
+        },
+    ] {
+        let srv = ImdsServer::start(ImdsServer::default_tree(), knobs.clone());
+        let s = ec2_root(&srv, 5.0);
+        let r = s.run_all();
+        assert_eq!(r.code, 2, "{knobs:?}: {}", r.stderr);
+        assert!(!s.path("/etc/hostname").exists(), "{knobs:?}");
+        let errors = s.status()["errors"].to_string();
+        assert!(errors.contains("EC2 IMDS"), "{knobs:?}: {errors}");
+    }
+}
+
+#[test]
+fn gzip_and_multipart_user_data_are_decoded() {
+    use std::io::Write;
+    let mut tree = ImdsServer::default_tree();
+    let mime = "Content-Type: multipart/mixed; boundary=\"XYZ\"\nMIME-Version: 1.0\n\n--XYZ\nContent-Type: text/x-shellscript\n\n#!/bin/sh\necho hi\n--XYZ\nContent-Type: text/cloud-config\n\n#cloud-config\nhostname: from-mime\n--XYZ--\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(mime.as_bytes()).unwrap();
+    tree.insert("user-data".into(), gz.finish().unwrap());
+    let srv = ImdsServer::start(tree, Knobs::default());
+    let s = ec2_root(&srv, 10.0);
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "degraded by the ignored script: {}", r.stderr);
+    assert_eq!(s.read("/etc/hostname").trim(), "from-mime");
+    let warnings = s.status()["warnings"].to_string();
+    assert!(warnings.contains("does not run scripts"), "{warnings}");
+}
