@@ -487,11 +487,11 @@ fn validate(
     Ok(())
 }
 
+/// A mount found in mountinfo: its device number (if a block device) and source.
+type Mounted = (Option<(u32, u32)>, String);
+
 /// What /proc/self/mountinfo says is mounted at `target` (host path): (dev, source).
-fn mounted_at(
-    ctx: &Context,
-    target: &Path,
-) -> Result<Option<(Option<(u32, u32)>, String)>, ModuleError> {
+fn mounted_at(ctx: &Context, target: &Path) -> Result<Option<Mounted>, ModuleError> {
     let p = ctx.path("/proc/self/mountinfo");
     let text = read_to_string_opt(&p)
         .map_err(|e| ModuleError::io("reading", &p, e))?

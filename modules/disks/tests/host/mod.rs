@@ -1,0 +1,126 @@
+//! Real block devices for tests on this machine: sparse files on loop devices under
+//! a temp root whose /dev, /sys and /proc are the host's, and a FakeSystem whose
+//! responder really runs each command. Loops are detached on drop.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use stoke_api::CmdOutput;
+use stoke_api::fake::FakeSystem;
+
+pub struct Host {
+    pub loops: Vec<String>,
+    // Dropped after `Drop::drop` has detached the loops.
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn sh(program: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+}
+
+impl Host {
+    /// `n` sparse disks of `mib` MiB; None (with the reason printed) when this
+    /// machine cannot do it: not root, or no loop devices.
+    pub fn new(n: usize, mib: u64) -> Option<Host> {
+        let uid = sh("id", &["-u"]).ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            eprintln!("SKIP: real-device test needs root (loop devices, mkfs, mount)");
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let root = fs::canonicalize(dir.path()).ok()?;
+        for d in ["dev", "sys", "proc"] {
+            std::os::unix::fs::symlink(format!("/{d}"), root.join(d)).ok()?;
+        }
+        fs::create_dir_all(root.join("etc")).ok()?;
+        let mut host = Host {
+            loops: Vec::new(),
+            dir,
+            root,
+        };
+        for i in 0..n {
+            let img = host.root.join(format!("disk{i}.img"));
+            fs::File::create(&img)
+                .and_then(|f| f.set_len(mib << 20))
+                .ok()?;
+            let out = match sh("losetup", &["-f", "--show", &img.display().to_string()]) {
+                Ok(o) if o.status.success() => o,
+                Ok(o) => {
+                    eprintln!(
+                        "SKIP: losetup unavailable here: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    eprintln!("SKIP: losetup unavailable here: {e}");
+                    return None;
+                }
+            };
+            host.loops
+                .push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        Some(host)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A FakeSystem that really runs every command.
+    pub fn system(&self) -> Arc<FakeSystem> {
+        let fake = FakeSystem::new();
+        fake.respond(|cmd| {
+            Some(
+                match Command::new(&cmd.program)
+                    .args(&cmd.args)
+                    .stdin(Stdio::null())
+                    .output()
+                {
+                    Ok(o) => CmdOutput {
+                        code: o.status.code(),
+                        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                    },
+                    Err(e) => CmdOutput::failed(127, e.to_string()),
+                },
+            )
+        });
+        fake
+    }
+
+    /// `blkid -p -o export` of a device, as KEY=value pairs.
+    pub fn blkid(&self, dev: &str) -> Vec<(String, String)> {
+        let out = sh("blkid", &["-p", "-o", "export", dev]).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn blkid_get(&self, dev: &str, key: &str) -> Option<String> {
+        self.blkid(dev)
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for l in &self.loops {
+            let _ = sh("losetup", &["-d", l]);
+        }
+    }
+}

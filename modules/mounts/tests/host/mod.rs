@@ -1,0 +1,195 @@
+//! Real block devices for tests on this machine: sparse files on loop devices under
+//! a temp root whose /dev, /sys and /proc are the host's, and a FakeSystem whose
+//! responder really runs each command. Loops are detached (and mounts undone) on drop.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use stoke_api::fake::FakeSystem;
+use stoke_api::{Cmd, CmdOutput, MountRequest, SysError, System};
+
+pub struct Host {
+    pub loops: Vec<String>,
+    pub mounted: Arc<Mutex<Vec<PathBuf>>>,
+    // Dropped after `Drop::drop` has unmounted and detached.
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn sh(program: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+}
+
+impl Host {
+    /// `n` sparse disks of `mib` MiB; None (with the reason printed) when this
+    /// machine cannot do it: not root, or no loop devices.
+    pub fn new(n: usize, mib: u64) -> Option<Host> {
+        let uid = sh("id", &["-u"]).ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            eprintln!("SKIP: real-device test needs root (loop devices, mkfs, mount)");
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let root = fs::canonicalize(dir.path()).ok()?;
+        for d in ["dev", "sys", "proc"] {
+            std::os::unix::fs::symlink(format!("/{d}"), root.join(d)).ok()?;
+        }
+        fs::create_dir_all(root.join("etc")).ok()?;
+        let mut host = Host {
+            loops: Vec::new(),
+            mounted: Arc::default(),
+            dir,
+            root,
+        };
+        for i in 0..n {
+            let img = host.root.join(format!("disk{i}.img"));
+            fs::File::create(&img)
+                .and_then(|f| f.set_len(mib << 20))
+                .ok()?;
+            let out = match sh("losetup", &["-f", "--show", &img.display().to_string()]) {
+                Ok(o) if o.status.success() => o,
+                Ok(o) => {
+                    eprintln!(
+                        "SKIP: losetup unavailable here: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    eprintln!("SKIP: losetup unavailable here: {e}");
+                    return None;
+                }
+            };
+            host.loops
+                .push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        Some(host)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A FakeSystem that really runs every command.
+    pub fn system(&self) -> Arc<FakeSystem> {
+        let fake = FakeSystem::new();
+        fake.respond(|cmd| {
+            Some(
+                match Command::new(&cmd.program)
+                    .args(&cmd.args)
+                    .stdin(Stdio::null())
+                    .output()
+                {
+                    Ok(o) => CmdOutput {
+                        code: o.status.code(),
+                        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                    },
+                    Err(e) => CmdOutput::failed(127, e.to_string()),
+                },
+            )
+        });
+        fake
+    }
+
+    /// A System that records like `fake` and also really mounts (at the moment
+    /// the module asks, so nested mount points see their parent mounted).
+    pub fn mounting(&self, fake: Arc<FakeSystem>) -> Arc<dyn System> {
+        Arc::new(RealMounts {
+            fake,
+            mounted: self.mounted.clone(),
+        })
+    }
+
+    /// `blkid -p -o export` of a device, as KEY=value pairs.
+    pub fn blkid(&self, dev: &str) -> Vec<(String, String)> {
+        let out = sh("blkid", &["-p", "-o", "export", dev]).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn blkid_get(&self, dev: &str, key: &str) -> Option<String> {
+        self.blkid(dev)
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+struct RealMounts {
+    fake: Arc<FakeSystem>,
+    mounted: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+#[stoke_api::async_trait]
+impl System for RealMounts {
+    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, SysError> {
+        self.fake.run(cmd).await
+    }
+    fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32, SysError> {
+        self.fake.spawn_detached(cmd, log)
+    }
+    fn sethostname(&self, name: &str) -> Result<(), SysError> {
+        self.fake.sethostname(name)
+    }
+    fn mount(&self, m: &MountRequest) -> Result<(), SysError> {
+        self.fake.mount(m)?;
+        let target = m.target.display().to_string();
+        let mut args = vec!["-t", m.fstype.as_str()];
+        if !m.options.is_empty() {
+            args.extend(["-o", m.options.as_str()]);
+        }
+        args.extend([m.source.as_str(), target.as_str()]);
+        let out = sh("mount", &args).map_err(|e| SysError::Call {
+            call: "mount",
+            what: target.clone(),
+            source: e,
+        })?;
+        if !out.status.success() {
+            return Err(SysError::Call {
+                call: "mount",
+                what: target,
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            });
+        }
+        self.mounted.lock().unwrap().push(m.target.clone());
+        Ok(())
+    }
+    fn umount(&self, target: &Path) -> Result<(), SysError> {
+        self.fake.umount(target)
+    }
+    fn fchown(&self, file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError> {
+        self.fake.fchown(file, path, uid, gid)
+    }
+    fn console(&self, text: &str) -> Result<(), SysError> {
+        self.fake.console(text)
+    }
+    fn executes(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let mounted = self.mounted.lock().map(|m| m.clone()).unwrap_or_default();
+        for m in mounted.iter().rev() {
+            let _ = sh("umount", &[&m.display().to_string()]);
+        }
+        for l in &self.loops {
+            let _ = sh("losetup", &["-d", l]);
+        }
+    }
+}
