@@ -149,8 +149,9 @@ impl Module for PuppetModule {
         if mode == Mode::Off {
             return Ok(Report::new("mode off; Puppet not run").with_details(json!({"mode": "off"})));
         }
-        let files = write_files(ctx, &p)?;
+        // Everything checked before anything is written.
         let run = resolve(ctx, &p)?;
+        let files = write_files(ctx, &p)?;
         let mut report = match mode {
             Mode::NonBlocking => background(ctx, &run).await?,
             _ => blocking(ctx, &run).await?,
