@@ -399,6 +399,24 @@ mod tests {
     }
 
     #[test]
+    fn json_schema_names_the_keys() {
+        let mut g = schemars::SchemaGenerator::default();
+        let schema = (stoke_api::config_spec::<PuppetConfig>().schema)(&mut g);
+        let text = format!("{}{}", serde_json::to_string(&schema).unwrap(), {
+            let defs: Vec<String> = g.definitions().keys().cloned().collect();
+            serde_json::to_string(&g.definitions()).unwrap() + &defs.join(",")
+        });
+        for key in [
+            "wait_for_lock",
+            "exec_args",
+            "non-blocking",
+            "csr_attributes",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    #[test]
     fn cross_key_conflicts_are_errors() {
         let err = parse("puppet:\n  mode: off\n  exec: true\n").unwrap_err();
         assert!(err.message.contains("disagree"), "{err}");
