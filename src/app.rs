@@ -189,49 +189,33 @@ impl App {
     }
 
     /// `stoke plan`: every stage, from local knowledge only.
-    pub async fn plan(&self) -> String {
+    pub async fn plan(&self) -> Plan {
         let boot_id = state::boot_id(&self.paths);
         let status = Status::load(&self.paths, boot_id.as_deref());
         let prep = self
             .prepare(Stage::Local, status.instance_id.as_deref())
             .await;
-        let mut out = format!(
-            "instance: {}\n",
-            prep.instance
-                .as_ref()
-                .map(|i| format!("{} ({})", i.instance_id, i.datasource))
-                .unwrap_or_else(|| format!("unknown: {}", prep.no_instance_reason))
-        );
-        for e in &prep.loaded.errors {
-            out.push_str(&format!("config error: {e}\n"));
-        }
-        for w in &prep.loaded.warnings {
-            out.push_str(&format!("warning: {w}\n"));
-        }
+        let instance = prep
+            .instance
+            .as_ref()
+            .map(|i| format!("{} ({})", i.instance_id, i.datasource))
+            .unwrap_or_else(|| format!("unknown: {}", prep.no_instance_reason));
         let runner = self.runner(&prep, boot_id);
-        for stage in Stage::ALL {
-            for line in runner.plan(stage, &status) {
-                if line.stage != stage {
-                    continue;
-                }
-                let verdict = match line.state {
-                    crate::status::ModState::Running => "due",
-                    s => s.as_str(),
-                };
-                out.push_str(&format!(
-                    "{:<8} {:<22} {:<13} {:<9} {}\n",
-                    stage.as_str(),
-                    line.name,
-                    line.frequency.as_str(),
-                    verdict,
-                    line.reason
-                ));
-                if let Some(d) = line.detail {
-                    out.push_str(&format!("         {:<22} {d}\n", ""));
-                }
-            }
+        let lines = Stage::ALL
+            .into_iter()
+            .flat_map(|stage| {
+                runner
+                    .plan(stage, &status)
+                    .into_iter()
+                    .filter(move |l| l.stage == stage)
+            })
+            .collect();
+        Plan {
+            instance,
+            errors: prep.loaded.errors.iter().map(|e| e.to_string()).collect(),
+            warnings: prep.loaded.warnings.clone(),
+            lines,
         }
-        out
     }
 
     /// `stoke shutdown`: modules' shutdown work (e.g. DNS deregistration).
@@ -259,6 +243,66 @@ impl App {
             }
         }
         Ok(ok)
+    }
+}
+
+/// What `stoke plan` found.
+pub struct Plan {
+    pub instance: String,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub lines: Vec<crate::runner::PlanLine>,
+}
+
+impl Plan {
+    pub fn render(&self) -> String {
+        let mut out = format!("instance: {}\n", self.instance);
+        for e in &self.errors {
+            out.push_str(&format!("config error: {e}\n"));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        for line in &self.lines {
+            out.push_str(&format!(
+                "{:<8} {:<22} {:<13} {:<9} {}\n",
+                line.stage.as_str(),
+                line.name,
+                line.frequency.as_str(),
+                line.verdict(),
+                line.reason
+            ));
+            if let Some(d) = &line.detail {
+                out.push_str(&format!("         {:<22} {d}\n", ""));
+            }
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let modules: serde_json::Map<String, serde_json::Value> = self
+            .lines
+            .iter()
+            .map(|l| {
+                (
+                    l.name.to_string(),
+                    serde_json::json!({
+                        "stage": l.stage,
+                        "frequency": l.frequency,
+                        "verdict": l.verdict(),
+                        "due": l.verdict() == "due",
+                        "reason": l.reason,
+                        "detail": l.detail,
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "instance": self.instance,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "modules": modules,
+        })
     }
 }
 

@@ -98,7 +98,10 @@ enum Command {
         json_schema: bool,
     },
     /// Which modules would run now, and why.
-    Plan,
+    Plan {
+        #[arg(long)]
+        json: bool,
+    },
     /// Durations per stage and module, slowest first.
     Analyze,
     /// Print a metadata value (e.g. local-ipv4, instance-id, user-data).
@@ -205,8 +208,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema { file, json_schema } => schema(&app, file, json_schema),
-        Command::Plan => {
-            print!("{}", rt.block_on(app.plan()));
+        Command::Plan { json } => {
+            let plan = rt.block_on(app.plan());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan.to_json())?);
+            } else {
+                print!("{}", plan.render());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Analyze => match Status::read(&app.paths.status_file()) {

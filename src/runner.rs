@@ -53,6 +53,16 @@ pub struct PlanLine {
     pub detail: Option<String>,
 }
 
+impl PlanLine {
+    /// "due", or why not ("skipped", "deferred", "disabled").
+    pub fn verdict(&self) -> &'static str {
+        match self.state {
+            ModState::Running => "due",
+            s => s.as_str(),
+        }
+    }
+}
+
 impl<'a> Runner<'a> {
     fn iid(&self) -> Option<&str> {
         self.instance.as_deref().map(|i| i.instance_id.as_str())
