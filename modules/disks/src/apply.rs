@@ -519,12 +519,27 @@ impl<'a> Runner<'a> {
 
         let nvme = disks.iter().all(Candidate::is_nvme);
         let label = self.cfg.label.clone();
+        let new_array = action == "created";
         let (uuid, label, fs_action) = match probe(self.ctx, &device).await? {
             Content::Filesystem {
                 fstype,
                 uuid,
                 label,
-            } if fstype == self.cfg.filesystem.as_str() => (uuid, label, "kept"),
+            } if fstype == self.cfg.filesystem.as_str() && !new_array => (uuid, label, "kept"),
+            // An array made a moment ago from blank or wiped disks can still show an
+            // old signature at its data offset: that is stale, never data to keep.
+            other if new_array && other != Content::Blank => {
+                self.warnings.push(format!(
+                    "stale {} on the new array {device}: wiped",
+                    other.describe()
+                ));
+                self.wipe(&device).await?;
+                (
+                    Some(self.mkfs(&device, &label, nvme).await?),
+                    Some(label),
+                    "created",
+                )
+            }
             Content::Blank => (
                 Some(self.mkfs(&device, &label, nvme).await?),
                 Some(label),

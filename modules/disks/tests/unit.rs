@@ -861,4 +861,34 @@ fn spec_is_local_per_boot_with_no_dependencies() {
     );
     assert!(s.after.is_empty());
     assert_eq!(stoke_disks::modules().len(), 1);
+    let mut g = schemars::SchemaGenerator::default();
+    let schema = (s.config.schema)(&mut g);
+    let all = format!(
+        "{}{}",
+        serde_json::to_string(&schema).unwrap(),
+        serde_json::to_string(g.definitions()).unwrap()
+    );
+    assert!(all.contains("chunk_size"), "{all}");
+}
+
+#[tokio::test]
+async fn a_stale_signature_on_a_new_array_is_wiped_not_kept() {
+    let m = Machine::nitro();
+    let fake = FakeSystem::new();
+    for d in ["nvme1n1", "nvme2n1"] {
+        blkid(&fake, &m.dev(d), nothing_found());
+    }
+    blkid(
+        &fake,
+        &m.dev("md/ephemeral"),
+        CmdOutput::ok("UUID=old\nTYPE=xfs\nUSAGE=filesystem\n"),
+    );
+    let r = run(&m, json!({}), InstanceData::default(), &fake)
+        .await
+        .unwrap();
+    let w = writes(&fake);
+    assert!(w[0].starts_with("mdadm --create"));
+    assert_eq!(w[1], format!("wipefs -a {}", m.dev("md/ephemeral")));
+    assert!(w[2].starts_with("mkfs.xfs"));
+    assert_ne!(r.details["volumes"][0]["uuid"], "old");
 }

@@ -380,6 +380,14 @@ fn spec_runs_after_disks() {
     let s = MountsModule.spec();
     assert_eq!(s.after, ["disks"]);
     assert_eq!(s.stage, stoke_api::Stage::Local);
+    let mut g = schemars::SchemaGenerator::default();
+    let schema = (s.config.schema)(&mut g);
+    let all = format!(
+        "{}{}",
+        serde_json::to_string(&schema).unwrap(),
+        serde_json::to_string(g.definitions()).unwrap()
+    );
+    assert!(all.contains("mount_default_fields"), "{all}");
     let spec = stoke_api::config_spec::<stoke_mounts::Config>();
     (spec.validate)("mounts:\n  - [ephemeral0, /mnt, auto, \"defaults,nofail\", 0, 2]\n  - [sdb]\nmount_default_fields: [null, null, auto, defaults, \"0\", \"2\"]\n").unwrap();
 }
