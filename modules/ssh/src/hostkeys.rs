@@ -518,11 +518,12 @@ async fn fingerprints(
                         .filter(|l| !l.trim().is_empty())
                         .map(str::to_string),
                 );
+                // Only what parses as a public key reaches the console, whatever the file is.
                 if let Ok(Some(text)) = read_to_string_opt(path) {
                     keys.extend(
                         text.lines()
-                            .filter(|l| !l.trim().is_empty())
-                            .map(str::to_string),
+                            .filter(|l| matches!(keyline::parse(l), Ok(Some(_))))
+                            .map(|l| l.trim().to_string()),
                     );
                 }
             }

@@ -523,3 +523,35 @@ async fn cloud_init_user_settings_are_accepted_with_a_warning() {
     );
     assert!(w.root.join("home/bob/.ssh/authorized_keys").exists());
 }
+
+#[test]
+fn json_schema_names_every_key_and_default() {
+    for m in crate::modules() {
+        let spec = m.spec();
+        let mut g = schemars::SchemaGenerator::default();
+        let schema = (spec.config.schema)(&mut g);
+        let text = format!(
+            "{} {}",
+            serde_json::to_string(&schema).unwrap(),
+            serde_json::to_string(g.definitions()).unwrap()
+        );
+        for key in (spec.config.keys)() {
+            assert!(
+                text.contains(key),
+                "{}: {key} missing from {text}",
+                spec.name
+            );
+        }
+    }
+    let keys = (AuthorizedKeys.spec().config.keys)();
+    assert_eq!(
+        keys,
+        [
+            "ssh_authorized_keys",
+            "default_user",
+            "users",
+            "disable_root",
+            "disable_root_opts"
+        ]
+    );
+}
