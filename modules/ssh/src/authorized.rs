@@ -306,6 +306,8 @@ fn targets(ctx: &Context, cfg: &AuthorizedKeysConfig, warnings: &mut Vec<String>
     };
     let mut targets = Vec::new();
     let root_keys = match (&cfg.default_user, cfg.disable_root) {
+        // Root as the default user: plain keys, once (redirecting root to root is nonsense).
+        (Some(du), _) if du == "root" => shared(),
         (Some(du), disable) => {
             targets.push(Target {
                 name: du.clone(),
@@ -340,7 +342,7 @@ fn targets(ctx: &Context, cfg: &AuthorizedKeysConfig, warnings: &mut Vec<String>
     targets.push(Target {
         name: "root".into(),
         keys: root_keys,
-        explicit: false,
+        explicit: cfg.default_user.as_deref() == Some("root"),
     });
     for (j, entry) in cfg.users.iter().enumerate() {
         let UserEntry::User(u) = entry else { continue };

@@ -426,6 +426,20 @@ async fn without_default_user_keys_go_nowhere_unless_root_may_use_them() {
         read(&root_ssh.join("authorized_keys")),
         format!("{foreign}{}", block(&[&k]))
     );
+
+    // Root as the default user: plain keys, once, whatever disable_root says.
+    let k2 = fake_key("ssh-ed25519", 2);
+    let (res, _) = run(
+        &w,
+        json!({"default_user": "root"}),
+        instance("i-3", vec![k2.clone()]),
+    )
+    .await;
+    assert!(res.unwrap().warnings.is_empty());
+    assert_eq!(
+        read(&root_ssh.join("authorized_keys")),
+        format!("{foreign}{}", block(&[&k2]))
+    );
 }
 
 #[tokio::test]
