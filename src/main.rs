@@ -3,6 +3,7 @@
 mod app;
 mod config;
 mod datasource;
+mod exec_record;
 mod logging;
 mod paths;
 mod registry;
@@ -108,6 +109,16 @@ enum Command {
     Query { key: String },
     /// Shutdown work (e.g. Route53 deregistration); run by the unit's ExecStop.
     Shutdown,
+    /// Run a command and record its outcome in FILE (wraps the non-blocking puppet run).
+    #[command(hide = true)]
+    ExecRecord {
+        #[arg(long, value_name = "FILE")]
+        result: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        success_codes: Vec<i32>,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -124,6 +135,16 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Outlives the stoke that started it: no lock, no config, no root.
+    if let Command::ExecRecord {
+        result,
+        success_codes,
+        argv,
+    } = &cli.command
+    {
+        let code = exec_record::exec_record(result, success_codes, argv);
+        return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+    }
     let root = Root::new(cli.root.clone().unwrap_or_else(|| PathBuf::from("/")));
     let paths = Paths::new(root.clone(), cli.config.clone(), cli.seed.clone());
     let system: Arc<dyn System> = if root.is_host() {
@@ -228,6 +249,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             ),
         },
         Command::Query { key } => query(&app, &key),
+        Command::ExecRecord { .. } => unreachable!("handled before the runtime starts"),
         Command::Shutdown => {
             let ok = rt.block_on(app.shutdown())?;
             Ok(if ok {
@@ -271,21 +293,34 @@ fn wait_for_done(paths: &Paths, timeout: Duration) -> Option<Status> {
 }
 
 /// Results of work modules left running (e.g. non-blocking puppet), from their state dirs.
+/// A record still saying "running" whose process is gone (or from another boot) was interrupted.
 fn attach_background(paths: &Paths, status: &mut Status) {
     let Some(iid) = status.instance_id.clone() else {
         return;
     };
+    let boot_id = state::boot_id(paths);
     for (name, m) in status.modules.iter_mut() {
         let file = paths
             .instance_dir(&iid)
             .join("data")
             .join(name)
             .join("background.json");
-        if let Ok(text) = std::fs::read_to_string(&file)
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-        {
-            m.background = Some(v);
+        let Some(mut v) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        else {
+            continue;
+        };
+        if v["state"] == "running" {
+            let same_boot = v["boot_id"].as_str() == boot_id.as_deref();
+            let alive = v["pid"]
+                .as_u64()
+                .is_some_and(|pid| paths.root.path(format!("/proc/{pid}")).exists());
+            if !(same_boot && alive) {
+                v["state"] = "interrupted".into();
+            }
         }
+        m.background = Some(v);
     }
 }
 

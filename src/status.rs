@@ -216,7 +216,7 @@ impl Status {
                 out.push_str(&format!("      warning: {w}\n"));
             }
             if let Some(bg) = &m.background {
-                out.push_str(&format!("      background: {bg}\n"));
+                out.push_str(&format!("      background: {}\n", describe_background(bg)));
             }
         }
         for e in &self.errors {
@@ -261,6 +261,25 @@ impl Status {
         }
         out
     }
+}
+
+/// One line for a background record: state, exit code and its meaning, duration.
+fn describe_background(bg: &serde_json::Value) -> String {
+    let mut out = bg["state"].as_str().unwrap_or("unknown").to_string();
+    if let Some(code) = bg["code"].as_i64() {
+        out.push_str(&format!(" (exit {code}"));
+        if let Some(m) = bg["meaning"].as_str() {
+            out.push_str(&format!(": {m}"));
+        }
+        out.push(')');
+    }
+    if let Some(ms) = bg["duration_ms"].as_u64() {
+        out.push_str(&format!(" in {:.1} s", ms as f64 / 1000.0));
+    }
+    if let Some(pid) = bg["pid"].as_u64() {
+        out.push_str(&format!(", pid {pid}"));
+    }
+    out
 }
 
 #[cfg(test)]
