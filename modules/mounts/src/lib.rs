@@ -464,7 +464,10 @@ fn validate(
             )));
         }
     }
-    for w in wants.iter().filter(|w| matches!(w.how, How::Now { .. })) {
+    for w in wants
+        .iter()
+        .filter(|w| w.entry.file.starts_with('/') && w.entry.vfstype != "swap")
+    {
         // The mount point and each existing parent must be directories.
         let target = ctx.path(&w.entry.file);
         for p in target.ancestors() {
@@ -496,7 +499,11 @@ fn mounted_at(ctx: &Context, target: &Path) -> Result<Option<Mounted>, ModuleErr
     let text = read_to_string_opt(&p)
         .map_err(|e| ModuleError::io("reading", &p, e))?
         .unwrap_or_default();
-    let want = target.display().to_string();
+    // The kernel lists resolved paths (a symlinked /mnt shows as its target).
+    let want = fs::canonicalize(target)
+        .unwrap_or_else(|_| target.to_path_buf())
+        .display()
+        .to_string();
     // The last mount on a path is the visible one.
     let mut found = None;
     for line in text.lines() {
@@ -517,10 +524,10 @@ fn mounted_at(ctx: &Context, target: &Path) -> Result<Option<Mounted>, ModuleErr
 
 async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, String> {
     let target: PathBuf = ctx.path(&w.entry.file);
-    let host_source = source.to_string();
+    let host_source = source;
     match mounted_at(ctx, &target).map_err(|e| e.to_string())? {
         Some((dev, src)) => {
-            let ours = fs::metadata(&host_source).ok().and_then(|m| dev_number(&m));
+            let ours = fs::metadata(host_source).ok().and_then(|m| dev_number(&m));
             let same = match (dev, ours) {
                 (Some(a), Some(b)) => a == b,
                 _ => {
@@ -529,7 +536,7 @@ async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, Stri
                             .map(|p| p.display().to_string())
                             .unwrap_or_else(|_| s.to_string())
                     };
-                    canon(&src) == canon(&host_source)
+                    canon(&src) == canon(host_source)
                 }
             };
             if same {
@@ -548,7 +555,7 @@ async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, Stri
             if fstype == "auto" {
                 let cmd = Cmd::new(
                     ctx.tool(tools::BLKID),
-                    ["-s", "TYPE", "-o", "value", host_source.as_str()],
+                    ["-s", "TYPE", "-o", "value", host_source],
                 )
                 .timeout(Duration::from_secs(30));
                 if let Ok(out) = ctx.system.run(&cmd).await
@@ -559,7 +566,7 @@ async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, Stri
                 }
             }
             let req = MountRequest {
-                source: host_source.clone(),
+                source: host_source.to_string(),
                 target: target.clone(),
                 fstype,
                 options: kernel_options(&w.entry.mntops),
