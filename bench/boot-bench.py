@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Boot-time race: stoke against Debian's cloud-init, the no-agent floor and a shell script.
+
+One guest image holds everything (stoke from its .deb, cloud-init 22.4 from bookworm, a shell
+script unit); the kernel command line picks the variant, so every variant boots the same image with
+the same NoCloud seed and the same blank ephemeral disk, from a pristine overlay (a first boot):
+
+  A cloud-init   stoke=disabled
+  B stoke        cloud-init=disabled
+  C none         cloud-init=disabled stoke=disabled                (the floor)
+  L shell        cloud-init=disabled stoke=disabled bench.shell=1   (the work, run concurrently)
+
+The work: hostname from the seed's local-hostname, ssh host keys ed25519+ecdsa+rsa, the seed's
+public key in authorized_keys, the ephemeral disk (serial eph0) made xfs and mounted at
+/mnt/ephemeral. Variants alternate within each round. Per boot it records systemd-analyze, the
+blame lines of the agent's units, the time from kernel start to "boot work done", whether the work
+happened, and the agent's peak RSS (GNU time around each agent unit's ExecStart).
+
+Usage: bench/boot-bench.py [--rounds N] [--jobs N] [--out FILE.md]   (as root)
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "vm-tests"))
+
+from harness import build, image  # noqa: E402
+from harness.vm import Boot, blank_disk, make_seed  # noqa: E402
+
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0X0Vx4oSxCRzbJH2ipd8f5rYR5dBC0zsbWKcUU1Ls bench@stoke"
+HOST = "bench-host"
+
+VARIANTS = {
+    "A": ("cloud-init", "stoke=disabled"),
+    "B": ("stoke", "cloud-init=disabled"),
+    "C": ("none", "cloud-init=disabled stoke=disabled"),
+    "L": ("shell", "cloud-init=disabled stoke=disabled bench.shell=1"),
+}
+AGENT_UNITS = {
+    "A": ["cloud-init-local.service", "cloud-init.service", "cloud-config.service", "cloud-final.service"],
+    "B": ["stoke-local.service", "stoke-network.service", "stoke-final.service"],
+    "C": [],
+    "L": ["bench-shell.service"],
+}
+DONE_UNIT = {"A": "cloud-final.service", "B": "stoke.target", "C": "multi-user.target",
+             "L": "bench-shell.service"}
+
+CLOUD_CFG = """\
+# bench: NoCloud only, no network rendering (the image's networkd config stays, as with stoke)
+datasource_list: [NoCloud, None]
+network: {config: disabled}
+ssh_genkeytypes: [ed25519, ecdsa, rsa]
+fs_setup:
+  - label: ephemeral
+    filesystem: xfs
+    device: /dev/disk/by-id/virtio-eph0
+    partition: none
+mounts:
+  - [/dev/disk/by-id/virtio-eph0, /mnt/ephemeral, xfs, "defaults,nofail", "0", "2"]
+"""
+
+STOKE_CFG = """\
+# bench: the same work as cloud-init's config
+disks:
+  devices: ["/dev/disk/by-id/virtio-eph0"]
+  mount_point: /mnt/ephemeral
+"""
+
+SHELL_SCRIPT = r"""#!/bin/sh
+# The physical limit: the same work as the agents, commands run concurrently.
+set -u
+seed=/run/bench-seed
+mkdir -p $seed
+dev=$(blkid -L cidata || blkid -L CIDATA)
+mount -o ro "$dev" $seed
+host=$(sed -n 's/^local-hostname: *//p' $seed/meta-data)
+key=$(sed -n 's/^ *- *\(ssh-.*\)$/\1/p' $seed/meta-data)
+umount $seed
+( hostname "$host"; echo "$host" > /etc/hostname
+  sed -i "/^127.0.1.1/d" /etc/hosts; echo "127.0.1.1 $host" >> /etc/hosts ) &
+( ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key ) &
+( ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key ) &
+( ssh-keygen -q -t rsa -b 3072 -N '' -f /etc/ssh/ssh_host_rsa_key ) &
+( mkdir -p -m 700 /root/.ssh && echo "$key" > /root/.ssh/authorized_keys ) &
+( mkfs.xfs -q -f -L ephemeral /dev/disk/by-id/virtio-eph0 && mkdir -p /mnt/ephemeral &&
+  mount /dev/disk/by-id/virtio-eph0 /mnt/ephemeral &&
+  echo "LABEL=ephemeral /mnt/ephemeral xfs defaults,nofail 0 2" >> /etc/fstab ) &
+wait
+"""
+
+SHELL_UNIT = """\
+[Unit]
+Description=bench: the agents' work as a shell script
+DefaultDependencies=no
+ConditionKernelCommandLine=bench.shell=1
+After=systemd-remount-fs.service local-fs.target systemd-udev-trigger.service
+Before=network-pre.target ssh.service shutdown.target
+Wants=network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/bench-shell
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Reported by the check unit (fw_cfg "extra"): the work, and the agents' peak RSS.
+EXTRA = r"""
+echo "hostname=$(hostname)"
+n=0; for t in ed25519 ecdsa rsa; do [ -s /etc/ssh/ssh_host_${t}_key.pub ] && n=$((n+1)); done
+echo "hostkeys=$n"
+echo "authkey=$(cat /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys 2>/dev/null | grep -c 'bench@stoke')"
+echo "mounted=$(findmnt -rn -o FSTYPE /mnt/ephemeral)"
+for f in /run/bench-mem/*; do [ -e "$f" ] && echo "mem.$(basename $f)=$(tail -n1 $f)"; done
+systemd-analyze blame | grep -E 'cloud-(init|config|final)|stoke-(local|network|final)|bench-shell' | sed 's/^ */blame=/'
+for u in cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service \
+         stoke-local.service stoke-network.service stoke-final.service stoke.target \
+         bench-shell.service multi-user.target; do
+  echo "t.$u=$(systemctl show -p ActiveEnterTimestampMonotonic --value $u) $(systemctl show -p InactiveExitTimestampMonotonic --value $u)"
+done
+"""
+
+
+def exec_starts(unit_path):
+    return [l.split("=", 1)[1].strip() for l in open(unit_path) if l.startswith("ExecStart=")]
+
+
+def tweak(tree, modules):
+    def w(rel, text, mode=0o644):
+        image.write(os.path.join(tree, rel), text, mode)
+
+    w("etc/cloud/cloud.cfg.d/90-bench.cfg", CLOUD_CFG)
+    # Only keys of modules this stoke has (an unknown key would be a config error).
+    if "disks" in modules:
+        w("etc/stoke/stoke.d/50-bench.yaml", STOKE_CFG)
+    w("usr/local/sbin/bench-shell", SHELL_SCRIPT, 0o755)
+    w("etc/systemd/system/bench-shell.service", SHELL_UNIT)
+    subprocess.run(["systemctl", "--root", tree, "-q", "enable", "bench-shell.service"], check=True)
+    # The check unit reports once every variant's work is done.
+    w("etc/systemd/system/stoke-check.service.d/bench.conf",
+      "[Unit]\nAfter=cloud-final.service cloud-init.target bench-shell.service\n")
+    # Peak RSS of each agent unit: GNU time around its ExecStart (negligible overhead).
+    for units in AGENT_UNITS.values():
+        for u in units:
+            path = None
+            for d in ("lib/systemd/system", "usr/lib/systemd/system", "etc/systemd/system"):
+                p = os.path.join(tree, d, u)
+                if os.path.exists(p) and not os.path.islink(p):
+                    path = p
+            if path is None:
+                continue
+            lines = ["[Service]", "ExecStart="]
+            for cmd in exec_starts(path):
+                prefix = ""
+                while cmd and cmd[0] in "-@+!:":
+                    prefix += cmd[0]
+                    cmd = cmd[1:]
+                lines.append(f"ExecStart={prefix}/usr/bin/time -f %%M -a -o /run/bench-mem/{u} {cmd}")
+            w(f"etc/systemd/system/{u}.d/bench-mem.conf",
+              "\n".join(lines) + "\nExecStartPre=+/bin/mkdir -p /run/bench-mem\n")
+
+
+def secs(text, label):
+    m = re.search(r"([\d.]+)(min|s|ms)\s*\(" + label + r"\)", text)
+    if not m:
+        return None
+    v = float(m.group(1))
+    return v * 60 if m.group(2) == "min" else v / 1000 if m.group(2) == "ms" else v
+
+
+def analyze_total(text):
+    """'Startup finished in 4.6s (kernel) + 16.8s (userspace) = 21.4s' → seconds (handles 1min 2.3s)."""
+    m = re.search(r"=\s*((?:\d+min\s*)?[\d.]+m?s)\s*$", text.splitlines()[0] if text else "")
+    if not m:
+        return None
+    total = 0.0
+    for num, unit in re.findall(r"([\d.]+)(min|ms|s)", m.group(1)):
+        total += float(num) * (60 if unit == "min" else 0.001 if unit == "ms" else 1)
+    return total
+
+
+def blame_secs(line):
+    total = 0.0
+    for num, unit in re.findall(r"([\d.]+)(min|ms|s)\b", line.split()[0] if line.split() else ""):
+        total += float(num) * (60 if unit == "min" else 0.001 if unit == "ms" else 1)
+    return total
+
+
+def parse_extra(text):
+    d = {"blame": []}
+    for line in text.splitlines():
+        k, _, v = line.partition("=")
+        if k.strip() == "blame":
+            d["blame"].append(v.strip())
+        else:
+            d[k.strip()] = v.strip()
+    return d
+
+
+def one_boot(env, variant, rnd):
+    name, cmdline = VARIANTS[variant]
+    label = f"r{rnd}-{variant}-{name}"
+    wd = env["dir"]
+    root = os.path.join(wd, f"{label}.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", env["img"], "-F", "raw", root],
+                   check=True)
+    eph = blank_disk(os.path.join(wd, f"{label}.eph0.raw"))
+    b = Boot(label, wd, root, env["kernel"], env["initrd"])
+    b.disk("eph0", eph).disk("cidata", env["seed"], readonly=True)
+    b.append = cmdline
+    b.extra = EXTRA
+    ok = b.run()
+    for p in (root, eph):
+        os.remove(p)
+    res = {"variant": variant, "label": label, "ok": ok, "error": b.error, "wall": b.duration}
+    if not ok:
+        res["tail"] = b.tail(40)
+        return res
+    f = b.facts
+    ex = parse_extra(f.get("extra", ""))
+    res["total"] = analyze_total(f.get("analyze", ""))
+    res["kernel"] = secs(f.get("analyze", ""), "kernel")
+    res["userspace"] = secs(f.get("analyze", ""), "userspace")
+    done = ex.get(f"t.{DONE_UNIT[variant]}", "0 0").split()
+    res["work_done"] = int(done[0]) / 1e6 if done and done[0].isdigit() and int(done[0]) else None
+    units = AGENT_UNITS[variant]
+    blame = [l for l in ex["blame"] if any(u in l for u in units)]
+    res["blame"] = blame
+    res["agent_blame_sum"] = round(sum(blame_secs(l) for l in blame), 3)
+    mems = [int(v) for k, v in ex.items() if k.startswith("mem.") and isinstance(v, str) and v.isdigit()]
+    res["peak_rss_kib"] = max(mems) if mems else None
+    res["work"] = {"hostname": ex.get("hostname") == HOST, "hostkeys": ex.get("hostkeys") == "3",
+                   "authorized_key": ex.get("authkey", "0") not in ("", "0"),
+                   "disk_mounted": ex.get("mounted") == "xfs"}
+    return res
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, unit="s"):
+    return "–" if x is None else f"{x:.1f} {unit}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=1, help="VMs at a time (1 = least noise)")
+    ap.add_argument("--variants", default="ACBL")
+    ap.add_argument("--out", help="write the markdown report here too")
+    args = ap.parse_args()
+
+    t0 = time.monotonic()
+    cache = os.path.join(REPO, "target", "vm")
+    art = build.Artefacts(cache)
+    kernel, initrd = art.kernel(), art.initrd()
+    rootfs = art.rootfs(extra_packages=["cloud-init", "time"])
+    binary = image.find_stoke_binary()
+    wd = os.path.join(cache, "bench", time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(wd)
+    modules = image.known_modules(binary)
+    print(f"bench: stoke modules: {', '.join(modules)}", flush=True)
+    img = image.build_root_image(rootfs, wd, binary, tweak=lambda tree: tweak(tree, modules))
+    seed = make_seed(os.path.join(wd, "seed.img"), {
+        "meta-data": f"instance-id: iid-bench-0001\nlocal-hostname: {HOST}\npublic-keys:\n  - {PUBKEY}\n",
+        "user-data": "#cloud-config\n{}\n",
+    })
+    env = {"dir": wd, "img": img, "kernel": kernel, "initrd": initrd, "seed": seed}
+    order = list(args.variants)
+    plan = []
+    for r in range(args.rounds):
+        rot = order[r % len(order):] + order[:r % len(order)]   # alternate the order per round
+        plan += [(v, r + 1) for v in rot]
+    print(f"bench: {len(plan)} boots ({args.rounds} rounds of {''.join(order)}), {args.jobs} at a time,"
+          f" stoke {binary}", flush=True)
+    results = []
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for res in pool.map(lambda p: one_boot(env, *p), plan):
+            results.append(res)
+            brief = (f"total {fmt(res.get('total'))}, work done at {fmt(res.get('work_done'))}, "
+                     f"agent units {fmt(res.get('agent_blame_sum'))}, peak RSS "
+                     f"{res.get('peak_rss_kib') or '–'} KiB, work {res.get('work')}"
+                     if res["ok"] else f"FAILED: {res['error']}\n{res.get('tail', '')}")
+            print(f"  {res['label']:18} {brief}", flush=True)
+    with open(os.path.join(wd, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+    lines = []
+    floor = med([r.get("total") for r in results if r["variant"] == "C" and r["ok"]])
+    lines.append("| Variant | boots ok | median boot (systemd-analyze total) | added over floor | "
+                 "median kernel→work done | median agent unit time (blame sum) | median peak RSS | work done |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    added = {}
+    for v in order:
+        rs = [r for r in results if r["variant"] == v]
+        ok = [r for r in rs if r["ok"]]
+        tot = med([r.get("total") for r in ok])
+        added[v] = (tot - floor) if (tot is not None and floor is not None) else None
+        rss = med([r.get("peak_rss_kib") for r in ok])
+        work = "–" if v == "C" else (
+            "all" if ok and all(all(r["work"].values()) for r in ok) else
+            "; ".join(sorted({k for r in ok for k, val in r["work"].items() if not val})) + " missing")
+        lines.append(f"| {v} {VARIANTS[v][0]} | {len(ok)}/{len(rs)} | {fmt(tot)} | {fmt(added[v])} | "
+                     f"{fmt(med([r.get('work_done') for r in ok]))} | "
+                     f"{fmt(med([r.get('agent_blame_sum') for r in ok]))} | "
+                     f"{'–' if rss is None else f'{rss / 1024:.1f} MiB'} | {work} |")
+    summary = []
+    if added.get("B") is not None and added.get("L"):
+        summary.append(f"stoke adds {added['B']:.1f} s over the floor, the shell script "
+                       f"{added['L']:.1f} s: ratio stoke/shell = {added['B'] / added['L']:.2f} "
+                       f"(goal ≤ 1.10)")
+    if added.get("A") is not None and added.get("B") is not None:
+        summary.append(f"cloud-init adds {added['A']:.1f} s; stoke saves {added['A'] - added['B']:.1f} s "
+                       f"of boot against cloud-init")
+    blame_lines = ["", "Blame lines of the agents' units, per boot:", "```"]
+    for r in results:
+        if r["ok"] and r.get("blame"):
+            blame_lines.append(f"{r['label']}: " + " | ".join(r["blame"]))
+    blame_lines.append("```")
+    report = "\n".join(lines + [""] + summary + blame_lines)
+    print()
+    print(report)
+    print(f"\nbench wall time {time.monotonic() - t0:.0f} s; raw results {wd}/results.json")
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(report + "\n")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
