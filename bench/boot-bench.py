@@ -146,6 +146,10 @@ def tweak(tree, modules):
     w("usr/local/sbin/bench-shell", SHELL_SCRIPT, 0o755)
     w("etc/systemd/system/bench-shell.service", SHELL_UNIT)
     subprocess.run(["systemctl", "--root", tree, "-q", "enable", "bench-shell.service"], check=True)
+    # The floor (C) makes no host keys: without this, sshd would fail and restart in a loop and
+    # inflate the floor. Where an agent made keys (before ssh.service), the condition holds.
+    w("etc/systemd/system/ssh.service.d/bench.conf",
+      "[Unit]\nConditionPathExists=/etc/ssh/ssh_host_ed25519_key\n")
     # The check unit reports once every variant's work is done.
     w("etc/systemd/system/stoke-check.service.d/bench.conf",
       "[Unit]\nAfter=cloud-final.service cloud-init.target bench-shell.service\n")

@@ -1,6 +1,7 @@
 """The guest root image of one test run: cached rootfs + test plumbing + the current stoke."""
 
 import glob
+import tempfile
 import os
 import shutil
 import subprocess
@@ -136,3 +137,30 @@ def install_stoke(tree, workdir, binary):
     chroot(tree, "sh", "/tmp/postinst", "configure")
     os.remove(os.path.join(tree, "tmp/postinst"))
     return "installed binary + units (no cargo-deb)"
+
+
+def known_modules(binary):
+    """Which modules this stoke has: `stoke --root <scratch> plan` lists one line per module
+    ("<stage> <module> <verdict> ..."); falls back to the crates in src/registry.rs."""
+    with tempfile.TemporaryDirectory() as root:
+        res = subprocess.run([binary, "--root", root, "plan"], capture_output=True, text=True,
+                             timeout=60)
+    mods = []
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("local", "network", "final") and parts[1] not in mods:
+            mods.append(parts[1])
+    if mods:
+        return sorted(mods)
+    try:
+        reg = open(os.path.join(REPO, "src", "registry.rs")).read()
+    except OSError:
+        return []
+    found = []
+    for crate, names in (("stoke_hostname", ["hostname"]), ("stoke_disks", ["disks"]),
+                         ("stoke_mounts", ["mounts"]),
+                         ("stoke_ssh", ["ssh-host-keys", "ssh-authorized-keys"]),
+                         ("stoke_route53", ["route53"]), ("stoke_puppet", ["puppet"])):
+        if crate + "::" in reg:
+            found += names
+    return found

@@ -98,7 +98,7 @@ class Boot:
             meta = os.path.join(self.workdir, f"{self.label}.imds.json")
             with open(meta, "w") as f:
                 json.dump(self.imds, f, indent=1)
-            responder = f"{sys.executable} {os.path.join(HERE, 'imds.py')} {meta} {self.imds_log}"
+            responder = f"{sys.executable} -S -E {os.path.join(HERE, 'imds.py')} {meta} {self.imds_log}"
             net += ",guestfwd=tcp:169.254.169.254:80-cmd:" + responder.replace(",", ",,")
         cmd += ["-netdev", net, "-device", "virtio-net-pci,netdev=n0"]
         for s in self.smbios:
