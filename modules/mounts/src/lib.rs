@@ -654,6 +654,21 @@ impl Module for MountsModule {
                 action,
             });
         }
+        if fstab_changed {
+            // systemd generates mount units from fstab: without a reload it keeps
+            // units for the old lines (a UUID that no longer exists) until next boot.
+            let cmd = Cmd::new(ctx.tool(tools::SYSTEMCTL), ["daemon-reload"])
+                .timeout(Duration::from_secs(60));
+            match ctx.system.run(&cmd).await {
+                Ok(out) if out.success() => {}
+                Ok(out) => warnings.push(format!(
+                    "systemctl daemon-reload ({}): {}",
+                    out.status_text(),
+                    out.stderr.trim()
+                )),
+                Err(e) => warnings.push(format!("systemctl daemon-reload: {e}")),
+            }
+        }
         if !errors.is_empty() {
             return Err(ModuleError::Other(format!(
                 "{}{}",

@@ -104,6 +104,10 @@ async fn mounts_the_disks_array_with_a_uuid_line_and_leaves_foreign_lines() {
         }
     );
     assert!(d.join("mnt").is_dir());
+    assert!(
+        fake.commands()
+            .contains(&"systemctl daemon-reload".to_string())
+    );
     assert!(r.summary.contains("1 mounted"), "{}", r.summary);
     assert_eq!(r.details["fstab_changed"], true);
 
@@ -121,6 +125,7 @@ async fn mounts_the_disks_array_with_a_uuid_line_and_leaves_foreign_lines() {
         .unwrap();
     assert_eq!(fstab(d), text);
     assert!(mounts(&fake).is_empty());
+    assert!(fake.commands().iter().all(|c| !c.starts_with("systemctl")));
     assert_eq!(r.details["fstab_changed"], false);
     assert_eq!(r.details["mounts"][0]["action"], "already mounted");
 }
