@@ -246,7 +246,7 @@ impl<'a> Runner<'a> {
         Ok(uuid)
     }
 
-    /// `mdadm --detail --export` of an md device: (name without host, vars).
+    /// `mdadm --detail --export` of an md device, as KEY=value pairs (MD_NAME, MD_LEVEL...).
     async fn md_detail(&mut self, md: &str) -> Result<BTreeMap<String, String>, ModuleError> {
         let host = self.host(md);
         let out = self
