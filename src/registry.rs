@@ -7,6 +7,9 @@ use stoke_api::Module;
 pub fn modules() -> Vec<Arc<dyn Module>> {
     let mut all: Vec<Box<dyn Module>> = Vec::new();
     all.extend(stoke_hostname::modules());
+    all.extend(stoke_disks::modules());
+    all.extend(stoke_mounts::modules());
+    all.extend(stoke_ssh::modules());
     all.extend(stoke_puppet::modules());
     all.into_iter().map(Arc::from).collect()
 }

@@ -98,6 +98,10 @@ const fn nix_o_nofollow() -> i32 {
 /// Replaces the lines between `begin` and `end` marker lines (markers included)
 /// with `begin`, `body`, `end`; appends the block if absent; removes it when
 /// `body` is empty. Everything outside the block stays byte-identical.
+///
+/// Marker lines that do not form a block (a begin with no end, an end with no
+/// begin, a second begin) are dropped on their own, and the block is appended:
+/// a damaged block never makes stoke delete lines between stray markers.
 pub fn managed_block(existing: &str, begin: &str, end: &str, body: &str) -> String {
     let mut block = String::new();
     if !body.is_empty() {
@@ -111,31 +115,29 @@ pub fn managed_block(existing: &str, begin: &str, end: &str, body: &str) -> Stri
         block.push('\n');
     }
     let lines: Vec<&str> = existing.split_inclusive('\n').collect();
-    let start = lines.iter().position(|l| l.trim_end() == begin);
-    let stop = start.and_then(|s| {
-        lines[s..]
-            .iter()
-            .position(|l| l.trim_end() == end)
-            .map(|p| s + p)
-    });
-    match (start, stop) {
-        (Some(s), Some(e)) => {
-            let mut out: String = lines[..s].concat();
-            out.push_str(&block);
-            out.push_str(&lines[e + 1..].concat());
-            out
-        }
-        _ => {
-            let mut out = existing.to_string();
-            if !block.is_empty() {
-                if !out.is_empty() && !out.ends_with('\n') {
-                    out.push('\n');
-                }
-                out.push_str(&block);
-            }
-            out
-        }
+    let is = |l: &str, m: &str| l.trim_end() == m;
+    let begins: Vec<usize> = (0..lines.len()).filter(|&i| is(lines[i], begin)).collect();
+    let ends: Vec<usize> = (0..lines.len()).filter(|&i| is(lines[i], end)).collect();
+    if let ([s], [e]) = (begins.as_slice(), ends.as_slice())
+        && s < e
+    {
+        let mut out: String = lines[..*s].concat();
+        out.push_str(&block);
+        out.push_str(&lines[e + 1..].concat());
+        return out;
     }
+    let mut out: String = lines
+        .iter()
+        .filter(|l| !is(l, begin) && !is(l, end))
+        .copied()
+        .collect();
+    if !block.is_empty() {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&block);
+    }
+    out
 }
 
 /// A local account, from the root's `/etc/passwd`.
@@ -200,6 +202,28 @@ mod tests {
         assert_eq!(
             managed_block(&middle, B, E, "new"),
             format!("a\n{B}\nnew\n{E}\nz\n")
+        );
+    }
+
+    #[test]
+    fn damaged_blocks_never_cost_foreign_lines() {
+        let stray_begin = format!("keep1\n{B}\nkeep2\nkeep3\n");
+        let once = managed_block(&stray_begin, B, E, "ours");
+        assert_eq!(once, format!("keep1\nkeep2\nkeep3\n{B}\nours\n{E}\n"));
+        assert_eq!(
+            managed_block(&once, B, E, "ours"),
+            once,
+            "stable afterwards"
+        );
+        let stray_end = format!("{E}\nkeep\n");
+        assert_eq!(
+            managed_block(&stray_end, B, E, "x"),
+            format!("keep\n{B}\nx\n{E}\n")
+        );
+        let two = format!("{B}\na\n{E}\nkeep\n{B}\nb\n{E}\n");
+        assert_eq!(
+            managed_block(&two, B, E, "c"),
+            format!("a\nkeep\nb\n{B}\nc\n{E}\n")
         );
     }
 

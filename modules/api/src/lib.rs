@@ -16,7 +16,7 @@ pub mod tools;
 pub mod fake;
 
 pub use async_trait::async_trait;
-pub use config::{ConfigError, ConfigSpec, config_spec, yaml_options};
+pub use config::{ConfigError, ConfigSpec, config_spec, nearest, yaml_options};
 pub use context::{Context, InstanceData, Root};
 pub use fsutil::{
     User, atomic_write, atomic_write_with, lookup_user, managed_block, read_to_string_opt,
