@@ -2,7 +2,10 @@
 //! process, through a proxy that lets `rate` requests/s reach moto_server and
 //! answers `Throttling` to the rest (Route53's account limit is 5/s).
 //!
-//!   burst [--n 200] [--rate 5] [--bucket 5] [--budget 120] [--max-backoff S]
+//!   burst [--n 200] [--rate 5] [--bucket 5] [--budget 120] [--max-backoff S] [--in-process]
+//!
+//! `--in-process` runs the N registrations as tasks of one process instead
+//! (same module code and retry loop; for N too large for N processes here).
 //!
 //! Needs moto_server (scripts/install-moto.sh; STOKE_MOTO_SERVER to point
 //! elsewhere). Prints a summary and one JSON line (`RESULT {...}`).
@@ -43,29 +46,42 @@ fn main() {
 /// One instance: run the module once, print one JSON line.
 fn register(args: &[String]) {
     let get = |n: &str| arg(args, n).unwrap_or_else(|| panic!("register needs {n}"));
-    let root = tempfile::tempdir().expect("tempdir");
-    let mut section = json!({
-        "hosted_zone_id": get("--zone"),
-        "zone_name": "burst.test",
-        "budget_seconds": get("--budget").parse::<u64>().expect("--budget"),
-    });
-    if let Some(m) = arg(args, "--max-backoff") {
-        section["max_backoff_seconds"] = json!(m.parse::<f64>().expect("--max-backoff"));
-    }
-    let ctx = support::instance_ctx(
-        root.path(),
-        &get("--endpoint"),
-        &get("--host"),
-        &get("--ip"),
-        section,
-    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    let line = rt.block_on(register_once(
+        get("--endpoint"),
+        get("--zone"),
+        get("--host"),
+        get("--ip"),
+        get("--budget").parse().expect("--budget"),
+        arg(args, "--max-backoff").map(|m| m.parse().expect("--max-backoff")),
+    ));
+    println!("{line}");
+}
+
+/// Runs the module for one simulated instance; the outcome as JSON.
+async fn register_once(
+    endpoint: String,
+    zone: String,
+    host: String,
+    ip: String,
+    budget: u64,
+    max_backoff: Option<f64>,
+) -> Value {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut section = json!({
+        "hosted_zone_id": zone,
+        "zone_name": "burst.test",
+        "budget_seconds": budget,
+    });
+    if let Some(m) = max_backoff {
+        section["max_backoff_seconds"] = json!(m);
+    }
+    let ctx = support::instance_ctx(root.path(), &endpoint, &host, &ip, section);
     let t = Instant::now();
-    let out = rt.block_on(async { stoke_route53::modules().remove(0).run(&ctx).await });
-    let line = match out {
+    match stoke_route53::modules().remove(0).run(&ctx).await {
         Ok(r) => json!({
             "ok": true,
             "attempts": r.details["attempts"],
@@ -75,8 +91,11 @@ fn register(args: &[String]) {
         Err(e) => {
             json!({"ok": false, "error": e.to_string(), "ms": t.elapsed().as_millis() as u64})
         }
-    };
-    println!("{line}");
+    }
+}
+
+fn ip_of(i: usize) -> String {
+    format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -107,38 +126,76 @@ fn orchestrate(args: &[String]) {
     let proxy = support::proxy::Proxy::start(moto.addr, rate, bucket);
     let exe = std::env::current_exe().expect("own path");
 
+    let in_process = args.iter().any(|a| a == "--in-process");
     eprintln!(
-        "{n} registrations, separate processes, through a proxy at {rate} req/s (bucket {bucket})..."
+        "{n} registrations, {}, through a proxy at {rate} req/s (bucket {bucket})...",
+        if in_process {
+            "concurrent tasks in one process"
+        } else {
+            "separate processes"
+        }
     );
     let start = Instant::now();
-    let mut children = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["register", "--endpoint", &proxy.url(), "--zone", &zone])
-            .args(["--host", &format!("node{i}")])
-            .args([
-                "--ip",
-                &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
-            ])
-            .args(["--budget", &budget.to_string()])
-            .stdout(Stdio::piped());
-        if let Some(m) = &max_backoff {
-            cmd.args(["--max-backoff", m]);
+    let max_backoff_f = max_backoff
+        .as_ref()
+        .map(|m| m.parse::<f64>().expect("--max-backoff"));
+    let (results, spawned): (Vec<Value>, _) = if in_process {
+        let mt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let results = mt.block_on(async {
+            let tasks: Vec<_> = (0..n)
+                .map(|i| {
+                    tokio::spawn(register_once(
+                        proxy.url(),
+                        zone.clone(),
+                        format!("node{i}"),
+                        ip_of(i),
+                        budget,
+                        max_backoff_f,
+                    ))
+                })
+                .collect();
+            let mut out = Vec::with_capacity(n);
+            for t in tasks {
+                out.push(
+                    t.await
+                        .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
+                );
+            }
+            out
+        });
+        (results, start.elapsed())
+    } else {
+        let mut children = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["register", "--endpoint", &proxy.url(), "--zone", &zone])
+                .args(["--host", &format!("node{i}")])
+                .args(["--ip", &ip_of(i)])
+                .args(["--budget", &budget.to_string()])
+                .stdout(Stdio::piped());
+            if let Some(m) = &max_backoff {
+                cmd.args(["--max-backoff", m]);
+            }
+            children.push(cmd.spawn().expect("spawn child"));
         }
-        children.push(cmd.spawn().expect("spawn child"));
-    }
-    let spawned = start.elapsed();
-    let mut results: Vec<Value> = Vec::with_capacity(n);
-    for mut c in children {
-        let mut line = String::new();
-        if let Some(out) = c.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
+        let spawned = start.elapsed();
+        let mut results: Vec<Value> = Vec::with_capacity(n);
+        for mut c in children {
+            let mut line = String::new();
+            if let Some(out) = c.stdout.take() {
+                let _ = BufReader::new(out).read_line(&mut line);
+            }
+            let status = c.wait().expect("wait child");
+            results.push(serde_json::from_str(&line).unwrap_or_else(
+                |_| json!({"ok": false, "error": format!("child exited {status} without a result")}),
+            ));
         }
-        let status = c.wait().expect("wait child");
-        results.push(serde_json::from_str(&line).unwrap_or_else(
-            |_| json!({"ok": false, "error": format!("child exited {status} without a result")}),
-        ));
-    }
+        (results, spawned)
+    };
     let total = start.elapsed();
 
     let ok = results.iter().filter(|r| r["ok"] == true).count();
@@ -188,6 +245,7 @@ fn orchestrate(args: &[String]) {
     let counts = proxy.counts();
     let result = json!({
         "n": n,
+        "mode": if in_process { "tasks" } else { "processes" },
         "rate": rate,
         "bucket": bucket,
         "succeeded": ok,

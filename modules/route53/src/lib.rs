@@ -377,3 +377,80 @@ fn failed(what: &str, e: GaveUp, r: &Retrier) -> ModuleError {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stoke_api::InstanceData;
+    use stoke_api::fake::{FakeSystem, context};
+
+    fn ctx(root: &std::path::Path, config: serde_json::Value) -> Context {
+        let instance = InstanceData {
+            datasource: "ec2".into(),
+            instance_id: "i-1".into(),
+            local_ipv4: Some("10.0.0.1".into()),
+            ..Default::default()
+        };
+        let mut c = context(root, config, instance, FakeSystem::new());
+        c.vars.insert("hostname".into(), "web1".into());
+        c
+    }
+
+    #[tokio::test]
+    async fn without_a_section_nothing_happens() {
+        let root = tempfile::tempdir().unwrap();
+        let c = ctx(root.path(), json!({}));
+        let r = Route53.run(&c).await.unwrap();
+        assert!(r.summary.contains("not configured"), "{}", r.summary);
+        assert!(Route53.shutdown(&c).await.unwrap().is_none());
+        assert!(Route53.plan(&c).is_none());
+    }
+
+    #[tokio::test]
+    async fn config_and_metadata_errors_come_before_any_request() {
+        let root = tempfile::tempdir().unwrap();
+        // Port 9 on localhost: nothing listens; a request would be retried, not fail at once.
+        let c = ctx(
+            root.path(),
+            json!({"route53": {"zone_name": "example.com", "type": "AAAA", "endpoint_url": "http://127.0.0.1:9"}}),
+        );
+        let err = Route53.run(&c).await.unwrap_err();
+        assert!(matches!(err, ModuleError::Invalid(_)), "{err}");
+        assert!(err.to_string().contains("IPv6"), "{err}");
+        let c = ctx(
+            root.path(),
+            json!({"route53": {"zone_name": "example.com", "record_name": "{{ role }}.{{ zone_name }}"}}),
+        );
+        let err = Route53.run(&c).await.unwrap_err();
+        assert!(err.to_string().contains("unknown variable `role`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_without_a_registration_sends_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let c = ctx(
+            root.path(),
+            json!({"route53": {"hosted_zone_id": "Z1", "deregister_on_shutdown": true, "endpoint_url": "http://127.0.0.1:9"}}),
+        );
+        let r = Route53.shutdown(&c).await.unwrap().unwrap();
+        assert!(r.summary.contains("nothing to deregister"), "{}", r.summary);
+        let plan = Route53.plan(&c).unwrap();
+        assert_eq!(
+            plan,
+            "UPSERT A {{ hostname }}.{{ zone_name }} in zone Z1; delete at shutdown if unchanged"
+        );
+    }
+
+    #[test]
+    fn spec_declares_network_after_hostname() {
+        let s = Route53.spec();
+        assert_eq!(
+            (s.name, s.stage, s.frequency),
+            ("route53", Stage::Network, Frequency::PerInstance)
+        );
+        assert_eq!(s.after, ["hostname"]);
+        assert!(s.needs_metadata);
+        assert!(same_values(&["10.0.0.1".into()], &[" 10.0.0.1".into()]));
+        assert!(!same_values(&["10.0.0.1".into()], &["10.0.0.2".into()]));
+    }
+}
