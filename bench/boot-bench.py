@@ -58,6 +58,8 @@ CLOUD_CFG = """\
 datasource_list: [NoCloud, None]
 network: {config: disabled}
 ssh_genkeytypes: [ed25519, ecdsa, rsa]
+system_info:
+  default_user: {name: admin}
 fs_setup:
   - label: ephemeral
     filesystem: xfs
@@ -69,6 +71,7 @@ mounts:
 
 STOKE_CFG = """\
 # bench: the same work as cloud-init's config
+default_user: admin
 disks:
   devices: ["/dev/disk/by-id/virtio-eph0"]
   mount_point: /mnt/ephemeral
@@ -89,7 +92,8 @@ umount $seed
 ( ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key ) &
 ( ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key ) &
 ( ssh-keygen -q -t rsa -b 3072 -N '' -f /etc/ssh/ssh_host_rsa_key ) &
-( mkdir -p -m 700 /root/.ssh && echo "$key" > /root/.ssh/authorized_keys ) &
+( install -d -m 700 -o admin -g admin /home/admin/.ssh &&
+  echo "$key" > /home/admin/.ssh/authorized_keys && chown admin: /home/admin/.ssh/authorized_keys ) &
 ( mkfs.xfs -q -f -L ephemeral /dev/disk/by-id/virtio-eph0 && mkdir -p /mnt/ephemeral &&
   mount /dev/disk/by-id/virtio-eph0 /mnt/ephemeral &&
   echo "LABEL=ephemeral /mnt/ephemeral xfs defaults,nofail 0 2" >> /etc/fstab ) &
@@ -141,8 +145,10 @@ def tweak(tree, modules):
 
     w("etc/cloud/cloud.cfg.d/90-bench.cfg", CLOUD_CFG)
     # Only keys of modules this stoke has (an unknown key would be a config error).
-    if "disks" in modules:
-        w("etc/stoke/stoke.d/50-bench.yaml", STOKE_CFG)
+    cfg = STOKE_CFG
+    if "disks" not in modules:
+        cfg = cfg.split("disks:")[0]
+    w("etc/stoke/stoke.d/50-bench.yaml", cfg)
     w("usr/local/sbin/bench-shell", SHELL_SCRIPT, 0o755)
     w("etc/systemd/system/bench-shell.service", SHELL_UNIT)
     subprocess.run(["systemctl", "--root", tree, "-q", "enable", "bench-shell.service"], check=True)

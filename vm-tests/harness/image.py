@@ -78,6 +78,9 @@ def build_root_image(rootfs, workdir, binary, size="3G", name="root.img", agent=
     write(os.path.join(tree, "etc/machine-id"), "")
     write(os.path.join(tree, "etc/fstab"), "LABEL=root / ext4 rw,errors=remount-ro 0 1\n")
 
+    # The image's login account (like Debian's cloud images); stoke's default_user.
+    chroot(tree, "useradd", "-m", "-s", "/bin/bash", "-G", "users", "admin")
+
     # Network: systemd-networkd, DHCP on the one NIC; network-online.target waits for it.
     shutil.copy(os.path.join(GUEST, "50-dhcp.network"),
                 os.path.join(tree, "etc/systemd/network/50-dhcp.network"))

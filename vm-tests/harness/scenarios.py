@@ -35,6 +35,8 @@ def image_config(modules):
         lines += ["disks:",
                   "  devices: [\"/dev/disk/by-id/virtio-eph*\"]",
                   f"  mount_point: {MOUNT_POINT}"]
+    if "ssh-authorized-keys" in modules:
+        lines.append("default_user: admin")
     if len(lines) == 1:
         lines.append("{}")
     return "\n".join(lines) + "\n"
@@ -166,6 +168,19 @@ class T:
         return res
 
     @staticmethod
+    def lsblk(f):
+        rows = []
+        for line in f.get("lsblk", "").splitlines():
+            rows.append(dict(re.findall(r'(\w+)="([^"]*)"', line)))
+        return rows
+
+    def fs_uuid(self, f, mount_point=MOUNT_POINT):
+        for r in self.lsblk(f):
+            if r.get("MOUNTPOINT") == mount_point:
+                return r.get("UUID")
+        return None
+
+    @staticmethod
     def hostkeys(f):
         return sorted(l.strip() for l in f.get("hostkeys", "").splitlines() if "SHA256:" in l)
 
@@ -237,8 +252,9 @@ class T:
                        f"{h} (previous instance: {differs_from})")
         return h
 
-    def check_disks(self, f, ndisks=2, expect_fresh=None):
-        """An array (2 disks: RAID0) or a single filesystem, mounted, in fstab with nofail."""
+    def check_disks(self, f, ndisks=2, same_fs=None, new_fs=None):
+        """An array (2 disks: RAID0) or a single filesystem, mounted, in fstab with nofail.
+        same_fs / new_fs: a previous boot's filesystem UUID that must be kept / replaced."""
         if "disks" not in self.mods:
             return None
         m = self.mounts(f).get(MOUNT_POINT)
@@ -255,7 +271,14 @@ class T:
                  if not l.strip().startswith("#") and MOUNT_POINT in l.split()[1:2]]
         self.check("fstab has one entry for the mount, with nofail",
                    len(fstab) == 1 and "nofail" in fstab[0], "\n".join(fstab) or f.get("fstab", ""))
-        return m
+        uuid_ = self.fs_uuid(f)
+        if same_fs is not None:
+            self.check("same filesystem as before (data kept, not re-made)", uuid_ == same_fs,
+                       f"{uuid_} (was {same_fs})")
+        if new_fs is not None:
+            self.check("a new filesystem on the blank disks", uuid_ and uuid_ != new_fs,
+                       f"{uuid_} (was {new_fs})")
+        return uuid_
 
     def check_hostkeys(self, f, expect=None, differs_from=None):
         if "ssh-host-keys" not in self.mods:
@@ -274,10 +297,12 @@ class T:
         return keys
 
     def check_authorized_keys(self, f):
-        if not any(m.startswith("ssh-authorized") or m == "ssh-keys" for m in self.mods):
+        if "ssh-authorized-keys" not in self.mods:
             return
-        self.check("authorized_keys has the metadata public key",
-                   SSH_KEY.split()[1] in f.get("authorized_keys", ""), f.get("authorized_keys", ""))
+        ak = f.get("authorized_keys", "")
+        admin = ak.split("== /home/admin/.ssh/authorized_keys", 1)[1] if "== /home/admin/" in ak else ""
+        self.check("the default user's authorized_keys has the metadata public key",
+                   SSH_KEY.split()[1] in admin.split("== ")[0], ak)
 
 
 # ====================================================================== scenarios
@@ -303,7 +328,7 @@ def first_boot_and_reboot(t):
     t.check_all_modules_ran(st)
     t.check_frequencies(st, "ok")
     h1 = t.check_hostname(f1)
-    t.check_disks(f1)
+    fs1 = t.check_disks(f1)
     k1 = t.check_hostkeys(f1)
     t.check_authorized_keys(f1)
 
@@ -313,7 +338,7 @@ def first_boot_and_reboot(t):
     st2 = t.check_boot_ok(f2)
     t.check_frequencies(st2, "skipped")
     t.check_hostname(f2, expect=h1)
-    t.check_disks(f2)
+    t.check_disks(f2, same_fs=fs1)
     t.check_hostkeys(f2, expect=k1)
 
 
@@ -335,13 +360,13 @@ def stop_start(t):
     t.disk("eph0"), t.disk("eph1")
     f1 = boot("first", ["eph0", "eph1"])
     t.check_boot_ok(f1)
-    t.check_disks(f1)
+    fs1 = t.check_disks(f1)
     h1 = t.check_hostname(f1)
     # "Stop/start": the instance store comes back blank.
     t.disk("eph0"), t.disk("eph1")
     f2 = boot("blank-disks", ["eph0", "eph1"])
     st2 = t.check_boot_ok(f2)
-    t.check_disks(f2)
+    t.check_disks(f2, new_fs=fs1)
     t.check_hostname(f2, expect=h1)
     if "disks" in t.mods:
         mods = (st2 or {}).get("modules", {})
@@ -352,9 +377,12 @@ def stop_start(t):
     f3 = boot("missing-disk", ["eph0"])
     st3 = t.check_boot_ok(f3, expect_rc=None)
     if "disks" in t.mods:
-        t.check("boot completed with a disk missing (stoke.target reached)", True)
-        d = json.dumps((st3 or {}).get("modules", {}).get("disks", {}))
-        t.note(f"disks status with a disk missing: {d[:300]}")
+        d = (st3 or {}).get("modules", {}).get("disks", {})
+        said = json.dumps({k: d.get(k) for k in ("state", "summary", "error", "warnings")})
+        t.check("status: disks says what is missing (not a silent ok)",
+                d.get("state") == "failed" or d.get("warnings") or d.get("error")
+                or "missing" in said or "eph1" in said or "degraded" in said or "1 of 2" in said,
+                said)
 
 
 def new_instance(t):
@@ -394,7 +422,7 @@ hostname: [this is: not valid
 
 def bad_user_data(t):
     """5. Bad user-data (NoCloud): invalid YAML → boot completes, image config applied, degraded."""
-    t.case("5 bad user-data (NoCloud seed)")
+    t.case("5 bad user-data (NoCloud seed): invalid YAML, then an unknown key")
     root = t.overlay()
     seed = make_seed(os.path.join(t.dir, "seed.img"), {
         "meta-data": "instance-id: iid-bad-user-data\n",
@@ -409,6 +437,21 @@ def bad_user_data(t):
     t.check("journal has the user-data error", "user-data" in f.get("journal", ""),
             f.get("journal", "")[-600:])
     t.check_hostname(f)   # the image config still applied
+
+    # An unknown key (a typo): same outcome, and the error points at it.
+    seed = make_seed(os.path.join(t.dir, "seed.img"), {
+        "meta-data": "instance-id: iid-unknown-key\n",
+        "user-data": "#cloud-config\nhostnme: typo-host\n",
+    })
+    b = t.new_boot("unknown-key", root)
+    b.disk("cidata", seed, readonly=True)
+    f = t.boot(b)
+    st = t.check_boot_ok(f, expect_rc=2)
+    errs = "\n".join((st or {}).get("errors", []) + (st or {}).get("warnings", []))
+    t.check("status names the unknown key with user-data line:col",
+            "hostnme" in errs and re.search(r"user-data.*\d+:\d+", errs), errs)
+    t.check("the typo did not set the hostname", f.get("hostname") != "typo-host", f.get("hostname"))
+    t.check_hostname(f)
 
 
 def bake_then_boot(t):
