@@ -82,12 +82,15 @@ fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
             f
         }
         SdkError::TimeoutError(_) => Failure::transient("timeout", detail),
+        // Credentials are resolved just before sending, so a chain that found
+        // none shows up as a dispatch failure. At boot the instance profile
+        // may appear a little later: retried within the budget, and named.
+        SdkError::DispatchFailure(_) if detail.contains("credentials") => {
+            Failure::transient("credentials", detail)
+        }
         SdkError::DispatchFailure(d) if d.is_user() => Failure::permanent("request", detail),
         SdkError::DispatchFailure(_) => Failure::transient("dispatch", detail),
-        // Not sent: a missing region or credentials the chain could not load.
-        // Credentials may appear a little later at boot (the instance profile),
-        // so these are retried within the budget too.
-        _ if detail.contains("credentials") => Failure::transient("credentials", detail),
+        // Not sent: the request could not be built (e.g. no region).
         _ => Failure::permanent("request", detail),
     }
 }
