@@ -401,11 +401,17 @@ fn configuration_reference_lists_every_key() {
     let s = Sandbox::new();
     let js = s.stoke(&["schema", "--json-schema"]);
     let v: serde_json::Value = serde_json::from_str(&js.stdout).expect("JSON");
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"))
-        .expect("docs/configuration.md");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("docs/configuration.md");
     let props = v["properties"].as_object().expect("properties");
     assert!(props.len() > 10, "{props:?}");
     for key in props.keys() {
-        assert!(doc.contains(&format!("| `{key}` |")), "docs/configuration.md lacks `{key}`");
+        assert!(
+            doc.contains(&format!("| `{key}` |")),
+            "docs/configuration.md lacks `{key}`"
+        );
     }
 }
