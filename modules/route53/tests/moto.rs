@@ -258,3 +258,62 @@ async fn endless_throttling_gives_up_within_the_budget() {
     assert!(err.contains("Throttling: Rate exceeded"), "{err}");
     assert!(proxy.counts().throttled >= 3, "{:?}", proxy.counts());
 }
+
+#[tokio::test]
+async fn wait_for_sync_polls_get_change_within_the_budget() {
+    let moto = moto_or_skip!();
+    let admin = admin_client(&moto.url());
+    let zone = create_zone(&admin, "sync.test").await;
+    let proxy = Proxy::start(moto.addr, 0.0, 1.0);
+    proxy.pending(true);
+    let root = tempfile::tempdir().unwrap();
+    let section = json!({"hosted_zone_id": zone, "zone_name": "sync.test", "wait_for_sync": true, "budget_seconds": 4});
+    let ctx = instance_ctx(root.path(), &proxy.url(), "s", "10.3.0.1", section);
+
+    // Never INSYNC: the module succeeds (the change is accepted) with a warning, within the budget.
+    let t = Instant::now();
+    let report = module().run(&ctx).await.expect("accepted change");
+    assert!(
+        t.elapsed() <= Duration::from_millis(4500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(report.details["status"], "PENDING", "{report:?}");
+    assert_eq!(report.warnings.len(), 1, "{report:?}");
+    assert!(report.warnings[0].contains("not INSYNC"), "{report:?}");
+    let polls = proxy.counts().actions["GetChange"];
+    assert!(polls >= 1, "{:?}", proxy.counts());
+
+    // INSYNC (moto answers so at once when the proxy stops hiding it): no warning.
+    proxy.pending(false);
+    let report = module().run(&ctx).await.expect("run");
+    assert_eq!(report.details["status"], "INSYNC", "{report:?}");
+    assert!(report.warnings.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_and_aaaa_together() {
+    let moto = moto_or_skip!();
+    let admin = admin_client(&moto.url());
+    let zone = create_zone(&admin, "dual.test").await;
+    let root = tempfile::tempdir().unwrap();
+    let section = json!({"hosted_zone_id": zone, "zone_name": "dual.test", "type": ["A", "AAAA"], "deregister_on_shutdown": true});
+    let mut ctx = instance_ctx(root.path(), &moto.url(), "d", "10.4.0.1", section);
+    ctx.instance = std::sync::Arc::new(stoke_api::InstanceData {
+        ipv6: Some("2001:db8::41".into()),
+        ..(*ctx.instance).clone()
+    });
+    module().run(&ctx).await.expect("run");
+    assert_eq!(
+        records(&admin, &zone, "d.dual.test.", "AAAA").await,
+        vec![(60, vec!["2001:db8::41".to_string()])]
+    );
+    assert_eq!(records(&admin, &zone, "d.dual.test.", "A").await.len(), 1);
+    module().shutdown(&ctx).await.unwrap().unwrap();
+    assert!(
+        records(&admin, &zone, "d.dual.test.", "AAAA")
+            .await
+            .is_empty()
+    );
+    assert!(records(&admin, &zone, "d.dual.test.", "A").await.is_empty());
+}

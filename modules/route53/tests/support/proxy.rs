@@ -56,6 +56,8 @@ struct Shared {
     unavailable: AtomicU32,
     /// Every request answers Throttling.
     throttle_all: AtomicBool,
+    /// Changes look PENDING (moto reports INSYNC at once).
+    pending: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -82,6 +84,7 @@ impl Proxy {
             prior_not_complete: AtomicU32::new(0),
             unavailable: AtomicU32::new(0),
             throttle_all: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -117,6 +120,11 @@ impl Proxy {
 
     pub fn throttle_all(&self, on: bool) {
         self.shared.throttle_all.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, every change status in an answer reads PENDING.
+    pub fn pending(&self, on: bool) {
+        self.shared.pending.store(on, Ordering::SeqCst);
     }
 }
 
@@ -236,7 +244,7 @@ fn serve(conn: TcpStream, s: &Shared) {
                 c.forwarded += 1;
                 *c.actions.entry(act.to_string()).or_default() += 1;
             }
-            match forward(s.upstream, &req) {
+            match forward(s.upstream, &req, s.pending.load(Ordering::SeqCst)) {
                 Some(resp) => resp,
                 None => error_response("502 Bad Gateway", "Receiver", "BadGateway", "upstream"),
             }
@@ -255,7 +263,7 @@ fn take_one(n: &AtomicU32) -> bool {
 
 /// Sends the request upstream on a fresh connection (Connection: close) and
 /// returns the response re-framed with a Content-Length for keep-alive.
-fn forward(upstream: SocketAddr, req: &Request) -> Option<Vec<u8>> {
+fn forward(upstream: SocketAddr, req: &Request, pending: bool) -> Option<Vec<u8>> {
     let mut up = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)).ok()?;
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
     for h in &req.head {
@@ -286,6 +294,11 @@ fn forward(upstream: SocketAddr, req: &Request) -> Option<Vec<u8>> {
         }
         out.push_str(h);
         out.push_str("\r\n");
+    }
+    if pending {
+        body = String::from_utf8_lossy(&body)
+            .replace("<Status>INSYNC</Status>", "<Status>PENDING</Status>")
+            .into_bytes();
     }
     out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     let mut bytes = out.into_bytes();
