@@ -415,3 +415,39 @@ fn configuration_reference_lists_every_key() {
         );
     }
 }
+
+#[test]
+fn a_module_past_its_timeout_fails_alone_and_the_others_still_run() {
+    let s = Sandbox::nocloud(
+        "iid-one",
+        "#cloud-config\nhostname: still-set\npuppet:\n  command: [sh, -c, 'sleep 30', --detailed-exitcodes]\nmodules:\n  puppet: {timeout_seconds: 1}\n",
+    );
+    let started = std::time::Instant::now();
+    let r = s.stoke(&["--execute", "run", "--stage", "all"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the sleep was cut short"
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(s.module_state("puppet"), "failed");
+    let err = s.status()["modules"]["puppet"]["error"].to_string();
+    assert!(err.contains("timed out"), "{err}");
+    assert_eq!(s.module_state("hostname"), "ok");
+    assert_eq!(s.read("/etc/hostname").trim(), "still-set");
+}
+
+#[test]
+fn status_wait_returns_when_done_and_gives_up_at_its_timeout() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    s.stoke(&["run", "--stage", "local"]);
+    let started = std::time::Instant::now();
+    let w = s.stoke(&["status", "--wait", "--timeout", "1"]);
+    assert_eq!(w.code, 3, "not finished: {}", w.stdout);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    s.stoke(&["run", "--stage", "network"]);
+    s.stoke(&["run", "--stage", "final"]);
+    let w = s.stoke(&["status", "--wait", "--timeout", "5", "--json"]);
+    assert_eq!(w.code, 0, "{}", w.stdout);
+    let v: serde_json::Value = serde_json::from_str(&w.stdout).expect("JSON");
+    assert_eq!(v["status"], "done");
+}
