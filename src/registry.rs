@@ -10,6 +10,7 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
     all.extend(stoke_disks::modules());
     all.extend(stoke_mounts::modules());
     all.extend(stoke_ssh::modules());
+    all.extend(stoke_route53::modules());
     all.extend(stoke_puppet::modules());
     all.into_iter().map(Arc::from).collect()
 }

@@ -86,7 +86,9 @@ impl<'a> Runner<'a> {
                 .get(spec.name)
                 .cloned()
                 .unwrap_or_default();
-            let frequency = over.frequency.unwrap_or(spec.frequency);
+            let frequency = over
+                .frequency
+                .unwrap_or_else(|| module.frequency_for(&section));
             let mstage = module.stage_for(&section);
             let was_deferred = status
                 .modules
@@ -187,13 +189,13 @@ impl<'a> Runner<'a> {
             return Some(d.clone());
         }
         let module = self.modules.iter().find(|m| m.spec().name == dep)?;
-        let spec = module.spec();
+        let section = self.loaded.section((module.spec().config.keys)());
         let freq = self
             .engine
             .modules
             .get(dep)
             .and_then(|o| o.frequency)
-            .unwrap_or(spec.frequency);
+            .unwrap_or_else(|| module.frequency_for(&section));
         State::new(self.paths)
             .read_sem(dep, freq, self.iid())
             .filter(|s| s.ok)

@@ -224,9 +224,15 @@ impl<'a> Checker<'a> {
                 ))]);
             }
         };
-        let keys: Vec<serde_saphyr::Spanned<String>> = top_level_keys(&src.text);
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        // Positions are only needed to report a key: read them only then.
+        let needs_spans = doc.keys().any(|k| !self.known.contains_key(k.as_str()));
+        let keys = if needs_spans {
+            top_level_keys(&src.text)
+        } else {
+            Vec::new()
+        };
         for key in &keys {
             let name = key.value.as_str();
             if self.known.contains_key(name) {
@@ -251,9 +257,14 @@ impl<'a> Checker<'a> {
             }
             errors.push(located(ConfigError::new(msg).at(at.0, at.1)));
         }
+        let whole = Value::Object(doc.clone());
         for (_, spec) in &self.specs {
-            if let Err(e) = (spec.validate)(&src.text) {
-                errors.push(located(e));
+            if let Err(quick) = (spec.check_value)(&whole) {
+                // Read the text again, this time for the line and column.
+                match (spec.validate)(&src.text) {
+                    Err(e) => errors.push(located(e)),
+                    Ok(()) => errors.push(located(ConfigError::new(quick))),
+                }
             }
         }
         if let Some(Value::Object(overrides)) = doc.get("modules") {

@@ -141,6 +141,9 @@ pub struct ConfigSpec {
     pub schema: fn(&mut SchemaGenerator) -> Schema,
     /// Deserialises `yaml` into the module's config type (other modules' keys ignored).
     pub validate: fn(&str) -> Result<(), ConfigError>,
+    /// The same check on an already parsed document: the fast path at boot (one
+    /// YAML parse per document); `validate` re-reads the text only to locate an error.
+    pub check_value: fn(&serde_json::Value) -> Result<(), String>,
 }
 
 /// The [`ConfigSpec`] of a module whose config type is `T`.
@@ -156,6 +159,11 @@ pub fn config_spec<T: DeserializeOwned + JsonSchema>() -> ConfigSpec {
             serde_saphyr::from_str_with_options::<T>(yaml, yaml_options())
                 .map(|_| ())
                 .map_err(|e| ConfigError::from_yaml(&e))
+        },
+        check_value: |v| {
+            T::deserialize(v)
+                .map(|_| ())
+                .map_err(|e| with_suggestion(&e.to_string()))
         },
     }
 }

@@ -159,6 +159,13 @@ pub trait Module: Send + Sync {
         self.spec().stage
     }
 
+    /// The default frequency given this module's configuration (e.g. a DNS
+    /// record removed at every shutdown must be registered at every boot).
+    /// The engine's `modules: {name: {frequency}}` override still wins.
+    fn frequency_for(&self, _config: &serde_json::Value) -> Frequency {
+        self.spec().frequency
+    }
+
     /// Does the work. Must be idempotent: it may run again after a failure.
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError>;
 

@@ -58,6 +58,19 @@ impl Module for Route53 {
         }
     }
 
+    /// A record deleted at every shutdown must come back at every boot.
+    fn frequency_for(&self, config: &serde_json::Value) -> Frequency {
+        let deregisters = serde_json::from_value::<Route53Config>(config.clone())
+            .ok()
+            .and_then(|c| c.route53)
+            .is_some_and(|s| s.deregister_on_shutdown);
+        if deregisters {
+            Frequency::PerBoot
+        } else {
+            Frequency::PerInstance
+        }
+    }
+
     fn plan(&self, ctx: &Context) -> Option<String> {
         let sec = ctx.config::<Route53Config>().ok()?.route53?;
         let zone = match sec.zone_ref() {

@@ -27,9 +27,18 @@ pub fn moto_binary() -> Result<PathBuf, String> {
         );
         return Ok(p);
     }
+    // The workspace's target dir: CARGO_TARGET_DIR, else the nearest `target`
+    // above the package that includes this file (a module crate or the root).
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+        .or_else(|| {
+            manifest
+                .ancestors()
+                .map(|d| d.join("target"))
+                .find(|t| t.join("moto-venv").is_dir())
+        })
+        .unwrap_or_else(|| manifest.join("target"));
     let p = target.join("moto-venv/bin/moto_server");
     if p.exists() {
         Ok(p)
