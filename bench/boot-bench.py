@@ -94,7 +94,8 @@ umount $seed
 ( ssh-keygen -q -t rsa -b 3072 -N '' -f /etc/ssh/ssh_host_rsa_key ) &
 ( install -d -m 700 -o admin -g admin /home/admin/.ssh &&
   echo "$key" > /home/admin/.ssh/authorized_keys && chown admin: /home/admin/.ssh/authorized_keys ) &
-( mkfs.xfs -q -f -L ephemeral /dev/disk/by-id/virtio-eph0 && mkdir -p /mnt/ephemeral &&
+( udevadm wait --timeout=30 /dev/disk/by-id/virtio-eph0 &&
+  mkfs.xfs -q -f -L ephemeral /dev/disk/by-id/virtio-eph0 && mkdir -p /mnt/ephemeral &&
   mount /dev/disk/by-id/virtio-eph0 /mnt/ephemeral &&
   echo "LABEL=ephemeral /mnt/ephemeral xfs defaults,nofail 0 2" >> /etc/fstab ) &
 wait

@@ -21,7 +21,7 @@ run="$stoke --root $root run --stage all"
 
 echo "## stoke $(git rev-parse --short HEAD), $(nproc) cores, $(uname -r)"
 hyperfine -N --warmup 5 --runs "$runs" --export-markdown "$work/first.md" \
-  --prepare "rm -rf $root && cp -a $base $root" -n "first boot" "$run" >/dev/null
+  --prepare "sh -c 'rm -rf $root && cp -a $base $root'" -n "first boot" "$run" >/dev/null
 rm -rf "$root"; cp -a "$base" "$root"; $run >/dev/null 2>&1 || true
 hyperfine -N --warmup 5 --runs "$runs" --export-markdown "$work/rerun.md" \
   -n "rerun, nothing due" "$run" >/dev/null
