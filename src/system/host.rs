@@ -12,6 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 /// Runs commands and syscalls for real, on the machine stoke boots.
 pub struct Host;
 
+/// How long output is still read after a command exited.
+const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn call_err(call: &'static str, what: impl Into<String>, e: impl Into<std::io::Error>) -> SysError {
     SysError::Call {
         call,
@@ -60,6 +63,8 @@ impl System for Host {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so a timeout kills what it started too.
+            .process_group(0)
             .kill_on_drop(true);
         for (k, v) in &cmd.env {
             command.env(k, v);
@@ -68,6 +73,7 @@ impl System for Host {
             program: cmd.program.clone(),
             source,
         })?;
+        let pgid = child.id();
         if let (Some(input), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = stdin.write_all(input.as_bytes()).await;
@@ -84,6 +90,12 @@ impl System for Host {
         let status = match tokio::time::timeout(cmd.timeout, child.wait()).await {
             Ok(res) => res.map_err(|e| call_err("wait", argv.clone(), e))?,
             Err(_) => {
+                if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 let _ = child.kill().await;
                 tracing::warn!("timed out after {:?}, killed: {argv}", cmd.timeout);
                 return Err(SysError::Timeout {
@@ -92,10 +104,22 @@ impl System for Host {
                 });
             }
         };
+        // A daemon the command left behind may hold its output open: read
+        // what is there, but never wait on it for long.
         let join = |h: Option<tokio::task::JoinHandle<String>>| async move {
-            match h {
-                Some(h) => h.await.unwrap_or_default(),
-                None => String::new(),
+            let Some(mut h) = h else {
+                return String::new();
+            };
+            match tokio::time::timeout(OUTPUT_GRACE, &mut h).await {
+                Ok(r) => r.unwrap_or_default(),
+                Err(_) => {
+                    h.abort();
+                    tracing::warn!(
+                        "{}: output still open after exit; not waiting for it",
+                        cmd.program
+                    );
+                    String::new()
+                }
             }
         };
         let out = CmdOutput {
@@ -254,6 +278,61 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, SysError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Live (not zombie) processes in process group `pgid`, from /proc.
+    fn group_members(pgid: u32) -> usize {
+        std::fs::read_dir("/proc")
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                    .filter(|stat| {
+                        // After the ")" that ends the command name: state, ppid, pgrp.
+                        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+                        let f: Vec<&str> = rest.split_whitespace().collect();
+                        f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // The shell leads its own group; its background child is in it too.
+        let script = format!("echo $$ > {}; sleep 30 & sleep 30", pidfile.display());
+        let err = Host
+            .run(&Cmd::new("sh", ["-c", script.as_str()]).timeout(Duration::from_secs(1)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SysError::Timeout { .. }), "{err}");
+        let pgid: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_members(pgid) > 0 {
+            assert!(Instant::now() < deadline, "group {pgid} still has members");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_daemon_holding_stdout_does_not_hang_the_run() {
+        let started = Instant::now();
+        let out = Host
+            .run(&Cmd::new("sh", ["-c", "sleep 5 & echo started"]).timeout(Duration::from_secs(20)))
+            .await
+            .unwrap();
+        assert!(out.success());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
