@@ -336,6 +336,24 @@ def main():
     if added.get("A") is not None and added.get("B") is not None:
         summary.append(f"cloud-init adds {added['A']:.1f} s; stoke saves {added['A'] - added['B']:.1f} s "
                        f"of boot against cloud-init")
+    # Paired per round (each round boots every variant back to back): less sensitive to the
+    # machine's load drifting over the run than the medians of whole columns.
+    per_round = {}
+    for r in results:
+        if r["ok"] and r.get("total") is not None:
+            per_round.setdefault(r["label"].split("-")[0], {})[r["variant"]] = r["total"]
+    paired = {v: [] for v in order}
+    for rnd, totals in sorted(per_round.items()):
+        if "C" in totals:
+            for v, tot in totals.items():
+                paired[v].append(tot - totals["C"])
+    if paired.get("B") and paired.get("L"):
+        pb, pl = med(paired["B"]), med(paired["L"])
+        summary.append(f"paired per round (variant − floor of the same round), medians: "
+                       + ", ".join(f"{v} {VARIANTS[v][0]} {med(paired[v]):+.1f} s"
+                                   for v in order if paired.get(v)))
+        if pl:
+            summary.append(f"paired ratio stoke/shell = {pb / pl:.2f}")
     blame_lines = ["", "Blame lines of the agents' units, per boot:", "```"]
     for r in results:
         if r["ok"] and r.get("blame"):
