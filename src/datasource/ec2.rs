@@ -705,26 +705,6 @@ mod tests {
     }
 
     #[test]
-    fn valid_instance_ids() {
-        for ok in ["i-0123456789abcdef0", "a", "my.host_1-x", &"x".repeat(128)] {
-            assert!(valid_instance_id(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../../etc",
-            "a/b",
-            "i-1 2",
-            "é",
-            &"x".repeat(129),
-            "a\0",
-        ] {
-            assert!(!valid_instance_id(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn region_from_zone() {
         assert_eq!(region_of_zone("us-east-1a").as_deref(), Some("us-east-1"));
         assert_eq!(region_of_zone("eu-west-3c").as_deref(), Some("eu-west-3"));

@@ -140,6 +140,32 @@ pub fn managed_block(existing: &str, begin: &str, end: &str, body: &str) -> Stri
     out
 }
 
+/// Undoes the kernel's octal escapes (`\040` for a space) used in
+/// /etc/fstab and /proc/self/mountinfo fields.
+pub fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = u32::from(b[i + 1] - b'0') * 64
+                + u32::from(b[i + 2] - b'0') * 8
+                + u32::from(b[i + 3] - b'0');
+            if let Ok(byte) = u8::try_from(v) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A local account, from the root's `/etc/passwd`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -203,6 +229,18 @@ mod tests {
             managed_block(&middle, B, E, "new"),
             format!("a\n{B}\nnew\n{E}\nz\n")
         );
+    }
+
+    #[test]
+    fn octal_escapes_are_undone() {
+        assert_eq!(unescape_octal("/mnt/my\\040disk"), "/mnt/my disk");
+        assert_eq!(unescape_octal("a\\011b\\134c"), "a\tb\\c");
+        assert_eq!(
+            unescape_octal("trailing\\04"),
+            "trailing\\04",
+            "incomplete escape kept"
+        );
+        assert_eq!(unescape_octal("\\777"), "\\777", "out of byte range kept");
     }
 
     #[test]

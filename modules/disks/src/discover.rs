@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use stoke_api::unescape_octal;
 
 use serde::Serialize;
 use stoke_api::{InstanceData, ModuleError, Root, read_to_string_opt};
@@ -120,31 +121,6 @@ pub struct MountEntry {
     pub mount_point: String,
     pub fstype: String,
     pub source: String,
-}
-
-/// Undoes the kernel's octal escapes (`\040` for a space).
-pub fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            if let Ok(byte) = u8::try_from(v) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {

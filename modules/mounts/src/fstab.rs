@@ -2,6 +2,7 @@
 //! octal escapes (`\040` for a space). stoke owns the lines whose options carry
 //! its marker and rewrites only those; every other byte stays as it was.
 
+use stoke_api::unescape_octal;
 /// The option that marks a line as stoke's (`x-*` options are ignored by mount(8),
 /// the kernel and systemd). Lines for the `disks` results carry `x-stoke=disks`.
 pub const MARKER: &str = "x-stoke";
@@ -64,31 +65,6 @@ pub fn escape(field: &str) -> String {
     out
 }
 
-/// Undoes `\NNN` octal escapes.
-pub fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 4 <= b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = u32::from(b[i + 1] - b'0') * 64
-                + u32::from(b[i + 2] - b'0') * 8
-                + u32::from(b[i + 3] - b'0');
-            if let Ok(byte) = u8::try_from(v) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Parses one line: None for blanks, comments and lines with too few fields.
 /// Missing freq/passno read as "0" (as mount(8) does).
 pub fn parse_line(line: &str) -> Option<Entry> {
@@ -96,7 +72,7 @@ pub fn parse_line(line: &str) -> Option<Entry> {
     if t.is_empty() || t.starts_with('#') {
         return None;
     }
-    let f: Vec<String> = t.split_whitespace().map(unescape).collect();
+    let f: Vec<String> = t.split_whitespace().map(unescape_octal).collect();
     if f.len() < 4 {
         return None;
     }
@@ -203,7 +179,7 @@ mod tests {
     fn escapes_round_trip() {
         let s = "/mnt/my data\\x\tz";
         assert_eq!(escape(s), "/mnt/my\\040data\\134x\\011z");
-        assert_eq!(unescape(&escape(s)), s);
+        assert_eq!(unescape_octal(&escape(s)), s);
         let l = parse_line("LABEL=a\\040b /srv/a\\040dir ext4 defaults").unwrap();
         assert_eq!(
             (l.spec.as_str(), l.file.as_str()),

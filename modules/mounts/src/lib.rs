@@ -511,13 +511,13 @@ fn mounted_at(ctx: &Context, target: &Path) -> Result<Option<Mounted>, ModuleErr
         let Some(sep) = f.iter().position(|x| *x == "-") else {
             continue;
         };
-        if sep < 6 || f.len() < sep + 3 || fstab::unescape(f[4]) != want {
+        if sep < 6 || f.len() < sep + 3 || stoke_api::unescape_octal(f[4]) != want {
             continue;
         }
         let dev = f[2]
             .split_once(':')
             .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
-        found = Some((dev, fstab::unescape(f[sep + 2])));
+        found = Some((dev, stoke_api::unescape_octal(f[sep + 2])));
     }
     Ok(found)
 }
