@@ -161,6 +161,16 @@ fn sha256_hex(data: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Writes (atomically, with fsync) only when the content differs: the cache
+/// is rewritten on every stage of every boot, and an fsync is the costliest
+/// thing a no-op boot would otherwise do.
+fn write_if_changed(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == data) {
+        return Ok(());
+    }
+    atomic_write(path, data, 0o600)
+}
+
 /// Keeps what the datasource said under `instances/<iid>/data/`.
 pub fn store_cache(paths: &Paths, found: &Found) -> std::io::Result<()> {
     let dir = paths.instance_dir(&found.instance.instance_id).join("data");
@@ -168,7 +178,7 @@ pub fn store_cache(paths: &Paths, found: &Found) -> std::io::Result<()> {
         let path = dir.join(name);
         match data {
             Some(d) => {
-                atomic_write(&path, d, 0o600)?;
+                write_if_changed(&path, d)?;
                 Ok(Some(sha256_hex(d)))
             }
             None => {
@@ -183,7 +193,7 @@ pub fn store_cache(paths: &Paths, found: &Found) -> std::io::Result<()> {
         vendor_data_sha256: write_opt("vendor-data", &found.vendor_data)?,
     };
     let json = serde_json::to_vec_pretty(&entry).map_err(std::io::Error::other)?;
-    atomic_write(&dir.join("metadata.json"), &json, 0o600)
+    write_if_changed(&dir.join("metadata.json"), &json)
 }
 
 pub fn load_cache(paths: &Paths, iid: &str) -> Option<Found> {
