@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use stoke_api::{Frequency, atomic_write, read_to_string_opt};
+use stoke_api::{Frequency, atomic_write, atomic_write_volatile, read_to_string_opt};
 
 use crate::paths::Paths;
 
@@ -95,7 +95,12 @@ impl<'a> State<'a> {
             .sem_path(&sem.module, sem.frequency, sem.instance_id.as_deref())
             .ok_or_else(|| std::io::Error::other("no instance id for a per-instance semaphore"))?;
         let json = serde_json::to_vec_pretty(sem).map_err(std::io::Error::other)?;
-        atomic_write(&path, &json, 0o644)
+        if sem.frequency == Frequency::PerBoot {
+            // Meaningful only until the next boot, which a power loss is anyway.
+            atomic_write_volatile(&path, &json, 0o644)
+        } else {
+            atomic_write(&path, &json, 0o644)
+        }
     }
 
     pub fn decide(

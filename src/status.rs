@@ -125,16 +125,9 @@ impl Status {
     /// file only matters for the current boot; readers still never see a part.
     pub fn save(&self, paths: &Paths) {
         let path = paths.status_file();
-        let tmp = paths
-            .run_dir
-            .join(format!(".status.json.{}", std::process::id()));
         let result = serde_json::to_vec_pretty(self)
             .map_err(std::io::Error::other)
-            .and_then(|json| {
-                std::fs::create_dir_all(&paths.run_dir)?;
-                std::fs::write(&tmp, json)?;
-                std::fs::rename(&tmp, &path)
-            });
+            .and_then(|json| stoke_api::atomic_write_volatile(&path, &json, 0o644));
         if let Err(e) = result {
             tracing::warn!("cannot write {}: {e}", path.display());
         }

@@ -30,6 +30,23 @@ pub fn atomic_write_with(
     mode: u32,
     before_rename: impl FnOnce(&File) -> io::Result<()>,
 ) -> io::Result<()> {
+    write_replace(path, data, mode, before_rename, true)
+}
+
+/// Atomic for readers (temp file, rename) but not durable: no fsync. For
+/// files that only matter until the next boot (`/run`, per-boot records),
+/// where an fsync would be the costliest step of a boot with nothing to do.
+pub fn atomic_write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_replace(path, data, mode, |_| Ok(()), false)
+}
+
+fn write_replace(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    before_rename: impl FnOnce(&File) -> io::Result<()>,
+    durable: bool,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -71,9 +88,14 @@ pub fn atomic_write_with(
             None => f.set_permissions(fs::Permissions::from_mode(mode))?,
         }
         before_rename(&f)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
