@@ -138,7 +138,7 @@ impl<'a> Runner<'a> {
                 timeout: over
                     .timeout_seconds
                     .map(Duration::from_secs)
-                    .unwrap_or(spec.timeout),
+                    .unwrap_or_else(|| module.timeout_for(&section)),
                 section,
             });
             settled.push((spec.name, ms));

@@ -166,6 +166,13 @@ pub trait Module: Send + Sync {
         self.spec().frequency
     }
 
+    /// The runner's bound on one run given this module's configuration (e.g.
+    /// a configured puppet timeout). Defaults to the declared timeout; the
+    /// engine's `modules: {name: {timeout_seconds}}` override still wins.
+    fn timeout_for(&self, _config: &serde_json::Value) -> std::time::Duration {
+        self.spec().timeout
+    }
+
     /// Does the work. Must be idempotent: it may run again after a failure.
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError>;
 

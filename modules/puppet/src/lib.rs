@@ -123,10 +123,24 @@ impl Module for PuppetModule {
             frequency: Frequency::PerInstance,
             after: &["hostname"],
             needs_metadata: true,
-            // An outer bound only: the module kills the run at `puppet.timeout`
-            // (default 30 min) after at most `wait_for_lock`.
+            // The largest configurable bound; `timeout_for` gives the configured one.
             timeout: Duration::from_secs(MAX_TIMEOUT_SECS + MAX_WAIT_FOR_LOCK_SECS + 300),
             config: config_spec::<PuppetConfig>(),
+        }
+    }
+
+    /// The run's own timeout plus the lock wait, and a minute for the rest:
+    /// the module kills the run itself first; this is the runner's backstop.
+    fn timeout_for(&self, config: &Value) -> Duration {
+        match serde_json::from_value::<PuppetConfig>(config.clone()) {
+            Ok(PuppetConfig {
+                puppet: Some(p), ..
+            }) => Duration::from_secs(
+                p.0.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)
+                    + p.0.wait_for_lock.unwrap_or(DEFAULT_WAIT_FOR_LOCK_SECS)
+                    + 60,
+            ),
+            _ => self.spec().timeout,
         }
     }
 

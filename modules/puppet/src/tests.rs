@@ -614,3 +614,15 @@ fn records_read_as_one_line() {
     assert!(describe_record(&running, Some("b1"), |_| false).starts_with("interrupted"));
     assert_eq!(d(json!([])), "unreadable record");
 }
+
+#[test]
+fn runner_bound_follows_the_configured_timeout_and_lock_wait() {
+    let m = PuppetModule;
+    let cfg = serde_json::json!({"puppet": {"timeout": 10, "wait_for_lock": 5}});
+    assert_eq!(m.timeout_for(&cfg), std::time::Duration::from_secs(75));
+    let default = serde_json::json!({"puppet": {}});
+    assert_eq!(
+        m.timeout_for(&default),
+        std::time::Duration::from_secs(DEFAULT_TIMEOUT_SECS + DEFAULT_WAIT_FOR_LOCK_SECS + 60)
+    );
+}

@@ -58,6 +58,15 @@ impl Module for Route53 {
         }
     }
 
+    /// The retry budget plus a minute for client set-up and the last attempt.
+    fn timeout_for(&self, config: &serde_json::Value) -> Duration {
+        serde_json::from_value::<Route53Config>(config.clone())
+            .ok()
+            .and_then(|c| c.route53)
+            .map(|s| Duration::from_secs(s.budget_seconds.max(s.shutdown_budget_seconds) + 60))
+            .unwrap_or_else(|| self.spec().timeout)
+    }
+
     /// A record deleted at every shutdown must come back at every boot.
     fn frequency_for(&self, config: &serde_json::Value) -> Frequency {
         let deregisters = serde_json::from_value::<Route53Config>(config.clone())
