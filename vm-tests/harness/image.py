@@ -97,7 +97,7 @@ def build_root_image(rootfs, workdir, binary, size="3G", name="root.img", agent=
     # Quiet, quick boots: no login prompt on the test console, no timers.
     run(["systemctl", "--root", tree, "-q", "mask", "serial-getty@ttyS0.service", "getty@tty1.service",
          "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
-         "fstrim.timer", "e2scrub_reap.service"])
+         "fstrim.timer", "e2scrub_reap.service", "puppet.service"])
 
     installed = None
     if agent == "stoke":

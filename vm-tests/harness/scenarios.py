@@ -9,10 +9,14 @@ grows with the engine); the cases list which modules they covered.
 import json
 import os
 import re
+import socket
 import subprocess
+import sys
 import time
 import uuid
+import urllib.request
 
+from .build import HERE, REPO
 from .vm import Boot, blank_disk, make_seed
 
 SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0X0Vx4oSxCRzbJH2ipd8f5rYR5dBC0zsbWKcUU1Ls "
@@ -114,9 +118,9 @@ class T:
     def note(self, text):
         self.cur.notes.append(text)
 
-    def overlay(self, name="root.qcow2"):
+    def overlay(self, name="root.qcow2", kind="base"):
         path = os.path.join(self.dir, name)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", self.env.root_img,
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", self.env.image(kind),
                         "-F", "raw", path], check=True)
         return path
 
@@ -495,6 +499,184 @@ def disabled(t):
     t.check("hostname left as baked", f.get("hostname") == "baked-image", f.get("hostname"))
 
 
+class Moto:
+    """moto_server on a free host loopback port (scripts/install-moto.sh installs it)."""
+
+    def __init__(self, workdir):
+        self.server = os.environ.get("STOKE_MOTO_SERVER") or os.path.join(
+            REPO, "target", "moto-venv", "bin", "moto_server")
+        self.python = os.path.join(os.path.dirname(self.server), "python")
+        self.workdir = workdir
+        self.proc = None
+
+    def available(self):
+        return os.path.exists(self.server) and os.path.exists(self.python)
+
+    def start(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(self.workdir, "moto.log"), "w")
+        self.proc = subprocess.Popen([self.server, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited ({self.proc.returncode}); see moto.log")
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=2)
+                return self
+            except OSError:
+                time.sleep(0.2)   # polling a local server's readiness, bounded by the deadline
+        raise RuntimeError("moto_server did not answer within 60 s")
+
+    def boto(self, code):
+        """Runs boto3 code (with `r53` a Route53 client on moto) in moto's venv; returns its JSON."""
+        prog = ("import boto3, json, sys\n"
+                f"r53 = boto3.client('route53', endpoint_url='{self.url}', region_name='us-east-1',"
+                " aws_access_key_id='testing', aws_secret_access_key='testing')\n" + code)
+        res = subprocess.run([self.python, "-c", prog], capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            raise RuntimeError(f"boto3 on moto: {res.stderr.strip()[-500:]}")
+        return json.loads(res.stdout)
+
+    def create_zone(self, name):
+        return self.boto(f"z = r53.create_hosted_zone(Name='{name}', CallerReference='vmtest')\n"
+                         "print(json.dumps(z['HostedZone']['Id']))")
+
+    def records(self, zone_id):
+        return self.boto(f"rs = r53.list_resource_record_sets(HostedZoneId='{zone_id}')\n"
+                         "print(json.dumps([[r['Name'], r['Type'], [v['Value'] for v in "
+                         "r.get('ResourceRecords', [])]] for r in rs['ResourceRecordSets']]))")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def route53(t):
+    """7. Route53: register at boot (moto_server via a guestfwd bridge), deregister at shutdown."""
+    t.case("7 route53: A record registered at boot, removed by stoke shutdown at poweroff")
+    if "route53" not in t.mods:
+        t.check("route53 module in this stoke (skipped: not wired yet)", True)
+        return
+    moto = Moto(t.dir)
+    if not moto.available():
+        t.check(f"moto_server installed ({moto.server}; scripts/install-moto.sh)", False)
+        return
+    moto.start()
+    try:
+        zone = moto.create_zone("example.test")
+        iid = "i-0e0e0e0e0e0e0e053"
+        root = t.overlay()
+
+        def boot(label, deregister):
+            ud = ("#cloud-config\nroute53:\n  zone_name: example.test\n"
+                  "  endpoint_url: http://169.254.0.80\n  access_key_id: testing\n"
+                  "  secret_access_key: testing\n  region: us-east-1\n"
+                  f"  deregister_on_shutdown: {'true' if deregister else 'false'}\n")
+            b = t.new_boot(label, root)
+            b.imds = ec2_metadata(iid, ud)
+            b.smbios = ec2_smbios(iid)
+            b.forwards.append(("169.254.0.80", 80, f"{sys.executable} -S -E "
+                               f"{os.path.join(HERE, 'tcp-bridge.py')} 127.0.0.1 {moto.port}"))
+            return t.boot(b)
+
+        def a_records():
+            return [r for r in moto.records(zone) if r[1] == "A"]
+
+        f1 = boot("register", False)
+        st1 = t.check_boot_ok(f1)
+        m = (st1 or {}).get("modules", {}).get("route53", {})
+        t.check("status: route53 ok", m.get("state") == "ok", json.dumps(m)[:400])
+        h = f1.get("hostname", "")
+        recs = a_records()
+        t.check(f"moto has A {h}.example.test → 169.254.0.15 (after poweroff: no deregistration)",
+                [f"{h}.example.test.", "A", ["169.254.0.15"]] in recs, json.dumps(recs))
+        f2 = boot("deregister-at-shutdown", True)
+        t.check_boot_ok(f2)
+        recs = a_records()
+        t.check("the record is gone after poweroff (ExecStop=stoke shutdown ran with the network up)",
+                not any(r[0] == f"{h}.example.test." for r in recs), json.dumps(recs))
+    finally:
+        moto.stop()
+
+
+# Baked into the puppet image (puppet_tweak): the "delta" manifests the boots apply.
+PUPPET_BLOCKING = """\
+file { '/var/lib/stoke-test-puppet-blocking': content => "applied\\n" }
+"""
+# Waits for /run/stoke-test-go (created by the check's action): at check time, i.e. after
+# stoke.target, its file must not exist yet — proof that the boot did not wait for this run.
+PUPPET_NONBLOCKING = """\
+exec { 'wait-for-go':
+  command => '/bin/sh -c "while [ ! -e /run/stoke-test-go ]; do sleep 0.2; done"',
+  timeout => 900,
+}
+file { '/var/lib/stoke-test-puppet-nb':
+  content => "applied\\n",
+  require => Exec['wait-for-go'],
+}
+"""
+
+
+def puppet_tweak(tree):
+    d = os.path.join(tree, "etc", "stoke-test")
+    os.makedirs(d, exist_ok=True)
+    for name, text in (("blocking.pp", PUPPET_BLOCKING), ("nonblocking.pp", PUPPET_NONBLOCKING)):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+
+
+def puppet(t):
+    """7. Puppet in a guest with puppet installed: blocking (the boot waits), then non-blocking."""
+    t.case("7 puppet: blocking run before stoke.target, then a non-blocking one after it")
+    if "puppet" not in t.mods:
+        t.check("puppet module in this stoke (skipped: not wired yet)", True)
+        return
+    root = t.overlay(kind="puppet")
+
+    def boot(label, iid, mode, manifest, action=None):
+        cmd = f'["puppet", "apply", "--detailed-exitcodes", "/etc/stoke-test/{manifest}"]'
+        seed = make_seed(os.path.join(t.dir, f"seed-{label}.img"), {
+            "meta-data": f"instance-id: {iid}\n",
+            "user-data": f"#cloud-config\npuppet:\n  mode: {mode}\n  command: {cmd}\n",
+        })
+        b = t.new_boot(label, root)
+        b.disk("cidata", seed, readonly=True)
+        b.extra = "ls /var/lib/stoke-test-puppet-* 2>/dev/null; true"
+        b.action = action
+        return t.boot(b)
+
+    f1 = boot("blocking", "iid-puppet-1", "blocking", "blocking.pp")
+    st1 = t.check_boot_ok(f1)
+    m = (st1 or {}).get("modules", {}).get("puppet", {})
+    t.check("status: puppet ok, in the network stage", m.get("state") == "ok"
+            and m.get("stage") == "network", json.dumps(m)[:500])
+    t.check("the blocking run finished before stoke.target (its file exists at check time)",
+            "/var/lib/stoke-test-puppet-blocking" in f1.get("extra", ""), f1.get("extra", ""))
+
+    action = ("touch /run/stoke-test-go\n"
+              "i=0; while [ ! -e /var/lib/stoke-test-puppet-nb ] && [ $i -lt 600 ]; do sleep 0.5; i=$((i+1)); done\n"
+              "cat /var/lib/stoke-test-puppet-nb\n"
+              "sleep 2; stoke status --json || true\n")
+    f2 = boot("non-blocking", "iid-puppet-2", "non-blocking", "nonblocking.pp", action)
+    st2 = t.check_boot_ok(f2)
+    m = (st2 or {}).get("modules", {}).get("puppet", {})
+    t.check("status: puppet launched in the final stage", m.get("state") == "ok"
+            and m.get("stage") == "final", json.dumps(m)[:500])
+    t.check("stoke.target was reached while the non-blocking run still waited",
+            "/var/lib/stoke-test-puppet-nb" not in f2.get("extra", ""), f2.get("extra", ""))
+    t.check("the non-blocking run then finished and applied its manifest",
+            f2.get("action_rc") == "0" and "applied" in f2.get("action", ""),
+            f2.get("action", "")[-800:])
+
+
 SCENARIOS = [
     ("first-boot-reboot", first_boot_and_reboot),
     ("stop-start", stop_start),
@@ -502,4 +684,6 @@ SCENARIOS = [
     ("bad-user-data", bad_user_data),
     ("bake-then-boot", bake_then_boot),
     ("disabled", disabled),
+    ("route53", route53),
+    ("puppet", puppet),
 ]

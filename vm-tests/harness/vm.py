@@ -68,6 +68,7 @@ class Boot:
         self.action = None        # shell run in the guest after the checks (e.g. stoke clean)
         self.extra = None         # shell whose output is reported as "extra"
         self.append = ""          # extra kernel command line
+        self.forwards = []        # (guest ip, port, host command) more guestfwd= bridges
         self.facts = {}
         self.serial_path = os.path.join(workdir, f"{label}.serial.log")
         self.imds_log = os.path.join(workdir, f"{label}.imds.log")
@@ -100,6 +101,8 @@ class Boot:
                 json.dump(self.imds, f, indent=1)
             responder = f"{sys.executable} -S -E {os.path.join(HERE, 'imds.py')} {meta} {self.imds_log}"
             net += ",guestfwd=tcp:169.254.169.254:80-cmd:" + responder.replace(",", ",,")
+        for ip, port, prog in self.forwards:
+            net += f",guestfwd=tcp:{ip}:{port}-cmd:" + prog.replace(",", ",,")
         cmd += ["-netdev", net, "-device", "virtio-net-pci,netdev=n0"]
         for s in self.smbios:
             cmd += ["-smbios", s]
