@@ -2,6 +2,8 @@
 //! RAID0 with the real mdadm needs the md driver, which this host's kernel lacks:
 //! that path runs in the VM tests.
 
+// One real-device harness for both storage crates (mounts needs the superset: real mounts).
+#[path = "../../mounts/tests/host/mod.rs"]
 mod host;
 
 use serde_json::json;
