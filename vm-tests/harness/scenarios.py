@@ -75,6 +75,17 @@ def ec2_smbios(iid):
             "type=2,manufacturer=Amazon EC2,asset=" + iid]
 
 
+def boot_total(text):
+    """'Startup finished in 2.7s (kernel) + 1min 32.080s (userspace) = 1min 34.796s' → 94.796."""
+    first = text.splitlines()[0] if text else ""
+    if "=" not in first:
+        return None
+    total = 0.0
+    for num, unit in re.findall(r"([\d.]+)(min|ms|s)", first.rsplit("=", 1)[1]):
+        total += float(num) * (60 if unit == "min" else 0.001 if unit == "ms" else 1)
+    return total
+
+
 class Failed(Exception):
     pass
 
@@ -189,13 +200,27 @@ class T:
         return sorted(l.strip() for l in f.get("hostkeys", "").splitlines() if "SHA256:" in l)
 
     # ------------------------------------------------------------------ common checks
-    def check_boot_ok(self, f, expect_rc=0):
-        """The stages ran, the boot finished, stoke status is what is expected."""
+    def check_boot_ok(self, f, expect_rc=0, units_ok=True):
+        """The stages ran, the boot finished, stoke status is what is expected.
+        units_ok=False: a stage may exit 1 (a module failed) — it must still have run."""
         for u in ("stoke-local.service", "stoke-network.service", "stoke-final.service"):
             p = self.unit(f, u)
-            self.check(f"{u} ran and is active", p.get("ActiveState") == "active"
-                       and p.get("ConditionResult") == "yes",
-                       f.get(f"unit.{u}", "(not reported)"))
+            if units_ok:
+                self.check(f"{u} ran and is active", p.get("ActiveState") == "active"
+                           and p.get("ConditionResult") == "yes",
+                           f.get(f"unit.{u}", "(not reported)"))
+            else:
+                self.check(f"{u} ran (and finished)", p.get("ConditionResult") == "yes"
+                           and p.get("ActiveState") in ("active", "failed"),
+                           f.get(f"unit.{u}", "(not reported)"))
+        # "The boot does not hang": systemd finished its boot transaction soon after stoke.target
+        # (a job left waiting, e.g. on a device that no longer exists, delays it by 90 s).
+        target_at = int(self.unit(f, "stoke.target").get("ActiveEnterTimestampMonotonic", "0") or 0) / 1e6
+        total = boot_total(f.get("analyze", ""))
+        self.check("boot finished within 45 s of stoke.target (no job left waiting)",
+                   total is not None and target_at and total - target_at < 45,
+                   f"stoke.target at {target_at:.1f} s; {f.get('analyze', '').strip()}; "
+                   f"errors: {f.get('journal_errors', '').strip()[-400:]}")
         self.check("stoke.target reached", self.unit(f, "stoke.target").get("ActiveState") == "active",
                    f.get("unit.stoke.target", ""))
         self.check("no systemd ordering cycle", f.get("ordering_cycles") == "0",
@@ -376,10 +401,10 @@ def stop_start(t):
         mods = (st2 or {}).get("modules", {})
         t.check("status: disks ran again on blank disks", mods.get("disks", {}).get("state") == "ok",
                 json.dumps(mods.get("disks", {}))[:400])
-    # One disk missing: the boot must still complete (nofail), status says what is missing.
-    t.disk("eph0")
+    # One disk of the array missing (eph0 keeps its array membership): the boot must still
+    # complete (the fstab entry has nofail), and status says what is missing.
     f3 = boot("missing-disk", ["eph0"])
-    st3 = t.check_boot_ok(f3, expect_rc=None)
+    st3 = t.check_boot_ok(f3, expect_rc=None, units_ok=False)
     if "disks" in t.mods:
         d = (st3 or {}).get("modules", {}).get("disks", {})
         said = json.dumps({k: d.get(k) for k in ("state", "summary", "error", "warnings")})
