@@ -147,8 +147,15 @@ class T:
         """Runs a boot; on failure records it in the current case and aborts the scenario."""
         self.boots.append(b)
         ok = b.run()
-        self.env.progress(f"{self.name}: boot {b.label}: "
-                          + (f"{b.duration:.0f} s" if ok else f"FAILED ({b.error})"))
+        if ok:
+            target = int(self.unit(b.facts, "stoke.target").get("ActiveEnterTimestampMonotonic", "0")
+                         or 0) / 1e6
+            total = boot_total(b.facts.get("analyze", ""))
+            how = (f"{b.duration:.0f} s wall; in the guest: stoke.target at {target:.1f} s, boot "
+                   f"finished at {total:.1f} s" if total else f"{b.duration:.0f} s wall")
+        else:
+            how = f"FAILED ({b.error})"
+        self.env.progress(f"{self.name}: boot {b.label}: {how}")
         if not ok:
             self.check(f"boot {b.label} completes (check unit ran)", False, b.error)
             self.cur.logs.append((b.label, b.tail()))
