@@ -308,6 +308,7 @@ def main():
             print(f"  {res['label']:18} {brief}", flush=True)
     with open(os.path.join(wd, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
+    os.remove(img)
 
     lines = []
     floor = med([r.get("total") for r in results if r["variant"] == "C" and r["ok"]])
