@@ -322,9 +322,12 @@ class T:
         keys = self.hostkeys(f)
         self.check("ssh host keys present (ed25519, ecdsa, rsa)",
                    all(any(t in k for k in keys) for t in ("ED25519", "ECDSA", "RSA")), "\n".join(keys))
-        self.check("ssh.service active (keys existed before it started)",
-                   self.unit(f, "ssh.service").get("ActiveState") == "active",
+        self.check("ssh.service active", self.unit(f, "ssh.service").get("ActiveState") == "active",
                    f.get("unit.ssh.service", ""))
+        fails = [l for l in f.get("journal_errors", "").splitlines()
+                 if "Failed to start ssh.service" in l]
+        self.check("ssh.service never started before the host keys existed", not fails,
+                   "\n".join(fails))
         if expect is not None:
             self.check("host keys unchanged", keys == expect, "\n".join(keys))
         if differs_from is not None:
