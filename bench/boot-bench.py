@@ -78,26 +78,23 @@ disks:
 """
 
 SHELL_SCRIPT = r"""#!/bin/sh
-# The physical limit: the same work as the agents, commands run concurrently.
+# The physical limit: the same work as the agents, commands run concurrently. Each job's duration
+# goes to /run/bench-shell.times (reported by the bench, next to stoke's per-module durations).
 set -u
 seed=/run/bench-seed
+t() { name=$1; shift; s=$(date +%s.%N); "$@"; rc=$?; e=$(date +%s.%N); awk -v n=$name -v s=$s -v e=$e -v rc=$rc 'BEGIN { printf "%s %.2fs rc=%s\n", n, e - s, rc }' >> /run/bench-shell.times; }
 mkdir -p $seed
 dev=$(blkid -L cidata || blkid -L CIDATA)
 mount -o ro "$dev" $seed
 host=$(sed -n 's/^local-hostname: *//p' $seed/meta-data)
 key=$(sed -n 's/^ *- *\(ssh-.*\)$/\1/p' $seed/meta-data)
 umount $seed
-( hostname "$host"; echo "$host" > /etc/hostname
-  sed -i "/^127.0.1.1/d" /etc/hosts; echo "127.0.1.1 $host" >> /etc/hosts ) &
-( ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key ) &
-( ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key ) &
-( ssh-keygen -q -t rsa -b 3072 -N '' -f /etc/ssh/ssh_host_rsa_key ) &
-( install -d -m 700 -o admin -g admin /home/admin/.ssh &&
-  echo "$key" > /home/admin/.ssh/authorized_keys && chown admin: /home/admin/.ssh/authorized_keys ) &
-( udevadm wait --timeout=30 /dev/disk/by-id/virtio-eph0 &&
-  mkfs.xfs -q -f -L ephemeral /dev/disk/by-id/virtio-eph0 && mkdir -p /mnt/ephemeral &&
-  mount /dev/disk/by-id/virtio-eph0 /mnt/ephemeral &&
-  echo "LABEL=ephemeral /mnt/ephemeral xfs defaults,nofail 0 2" >> /etc/fstab ) &
+t hostname sh -c "hostname '$host'; echo '$host' > /etc/hostname; sed -i '/^127.0.1.1/d' /etc/hosts; echo '127.0.1.1 $host' >> /etc/hosts" &
+t ed25519 ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key &
+t ecdsa ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key &
+t rsa ssh-keygen -q -t rsa -b 3072 -N '' -f /etc/ssh/ssh_host_rsa_key &
+t authkey sh -c "install -d -m 700 -o admin -g admin /home/admin/.ssh && echo '$key' > /home/admin/.ssh/authorized_keys && chown admin: /home/admin/.ssh/authorized_keys" &
+t disk sh -c "udevadm wait --timeout=30 /dev/disk/by-id/virtio-eph0 && mkfs.xfs -q -f -L ephemeral /dev/disk/by-id/virtio-eph0 && mkdir -p /mnt/ephemeral && mount /dev/disk/by-id/virtio-eph0 /mnt/ephemeral && echo 'LABEL=ephemeral /mnt/ephemeral xfs defaults,nofail 0 2' >> /etc/fstab" &
 wait
 """
 
@@ -126,6 +123,7 @@ n=0; for t in ed25519 ecdsa rsa; do [ -s /etc/ssh/ssh_host_${t}_key.pub ] && n=$
 echo "hostkeys=$n"
 echo "authkey=$(cat /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys 2>/dev/null | grep -c 'bench@stoke')"
 echo "mounted=$(findmnt -rn -o FSTYPE /mnt/ephemeral)"
+[ -e /run/bench-shell.times ] && sed 's/^/shelltime=/' /run/bench-shell.times
 for f in /run/bench-mem/*; do [ -e "$f" ] && echo "mem.$(basename $f)=$(tail -n1 $f)"; done
 systemd-analyze blame | grep -E 'cloud-(init|config|final)|stoke-(local|network|final)|bench-shell' | sed 's/^ */blame=/'
 for u in cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service \
@@ -211,8 +209,8 @@ def parse_extra(text):
     d = {"blame": []}
     for line in text.splitlines():
         k, _, v = line.partition("=")
-        if k.strip() == "blame":
-            d["blame"].append(v.strip())
+        if k.strip() in ("blame", "shelltime"):
+            d.setdefault(k.strip(), []).append(v.strip())
         else:
             d[k.strip()] = v.strip()
     return d
@@ -247,6 +245,17 @@ def one_boot(env, variant, rnd):
     units = AGENT_UNITS[variant]
     blame = [l for l in ex["blame"] if any(u in l for u in units)]
     res["blame"] = blame
+    # What the time went to: the shell's jobs, stoke's modules (from `stoke status --json`).
+    if variant == "L":
+        res["parts"] = ex.get("shelltime", [])
+    elif variant == "B":
+        try:
+            mods = json.loads(f.get("status_json", "{}")).get("modules", {})
+            res["parts"] = [f"{n} {m.get('duration_ms', 0) / 1000:.2f}s" for n, m in
+                            sorted(mods.items(), key=lambda kv: -(kv[1].get("duration_ms") or 0))
+                            if (m.get("duration_ms") or 0) >= 50]
+        except ValueError:
+            pass
     res["agent_blame_sum"] = round(sum(blame_secs(l) for l in blame), 3)
     mems = [int(v) for k, v in ex.items() if k.startswith("mem.") and isinstance(v, str) and v.isdigit()]
     res["peak_rss_kib"] = max(mems) if mems else None
@@ -359,6 +368,8 @@ def main():
     for r in results:
         if r["ok"] and r.get("blame"):
             blame_lines.append(f"{r['label']}: " + " | ".join(r["blame"]))
+            if r.get("parts"):
+                blame_lines.append(f"{'':{len(r['label'])}}  parts: " + " | ".join(r["parts"]))
     blame_lines.append("```")
     report = "\n".join(lines + [""] + summary + blame_lines)
     print()
