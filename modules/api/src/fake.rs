@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::{Action, Cmd, CmdOutput, Context, InstanceData, MountRequest, Root, SysError, System};
 
 type Responder = Box<dyn Fn(&Cmd) -> Option<CmdOutput> + Send + Sync>;
+type MountHook = Box<dyn Fn(&MountRequest) -> Result<(), SysError> + Send + Sync>;
 
 /// Records every call; answers commands from scripted responders (first match
 /// wins), else with success and empty output.
@@ -15,6 +16,7 @@ pub struct FakeSystem {
     actions: Mutex<Vec<Action>>,
     responders: Mutex<Vec<Responder>>,
     fail_mounts: Mutex<Vec<PathBuf>>,
+    mount_hook: Mutex<Option<MountHook>>,
 }
 
 impl FakeSystem {
@@ -42,6 +44,15 @@ impl FakeSystem {
     /// Makes a later `mount` of this target fail.
     pub fn fail_mount(&self, target: impl Into<PathBuf>) {
         self.fail_mounts.lock().unwrap().push(target.into());
+    }
+
+    /// Runs `f` on every later `mount` (after recording it); its result is the mount's.
+    /// E.g. to simulate systemd mounting the same entry at the same moment.
+    pub fn on_mount(
+        &self,
+        f: impl Fn(&MountRequest) -> Result<(), SysError> + Send + Sync + 'static,
+    ) {
+        *self.mount_hook.lock().unwrap() = Some(Box::new(f));
     }
 
     pub fn actions(&self) -> Vec<Action> {
@@ -98,6 +109,9 @@ impl System for FakeSystem {
 
     fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
         self.record(Action::Mount(req.clone()));
+        if let Some(hook) = self.mount_hook.lock().unwrap().as_ref() {
+            return hook(req);
+        }
         if self.fail_mounts.lock().unwrap().contains(&req.target) {
             return Err(SysError::Call {
                 call: "mount",

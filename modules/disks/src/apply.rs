@@ -323,7 +323,10 @@ impl<'a> Runner<'a> {
         for c in disks {
             if let Some(md) = &c.md_holder {
                 refusals.push(format!(
-                    "{} is a member of the active array {md}; stop it or use mode raid0",
+                    "{} is a member of the array {md} (assembled by the kernel; with too few \
+                     disks for the layout, a member may be missing): not formatting it. \
+                     Bring the missing disk back, or `mdadm --stop /dev/{md}` and set \
+                     `force: true` to start over",
                     c.device
                 ));
                 continue;

@@ -522,60 +522,77 @@ fn mounted_at(ctx: &Context, target: &Path) -> Result<Option<Mounted>, ModuleErr
     Ok(found)
 }
 
+/// Whether `target` already has a mount, and whether it is `source`'s.
+fn existing_mount(
+    ctx: &Context,
+    w: &Want,
+    source: &str,
+) -> Result<Option<Result<String, String>>, String> {
+    let target: PathBuf = ctx.path(&w.entry.file);
+    let Some((dev, src)) = mounted_at(ctx, &target).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let ours = fs::metadata(source).ok().and_then(|m| dev_number(&m));
+    let same = match (dev, ours) {
+        (Some(a), Some(b)) => a == b,
+        _ => {
+            let canon = |s: &str| {
+                fs::canonicalize(s)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| s.to_string())
+            };
+            canon(&src) == canon(source)
+        }
+    };
+    Ok(Some(if same {
+        Ok("already mounted".into())
+    } else {
+        Err(format!(
+            "{} is already mounted from {src}, not {}",
+            w.entry.file, w.entry.spec
+        ))
+    }))
+}
+
 async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, String> {
     let target: PathBuf = ctx.path(&w.entry.file);
     let host_source = source;
-    match mounted_at(ctx, &target).map_err(|e| e.to_string())? {
-        Some((dev, src)) => {
-            let ours = fs::metadata(host_source).ok().and_then(|m| dev_number(&m));
-            let same = match (dev, ours) {
-                (Some(a), Some(b)) => a == b,
-                _ => {
-                    let canon = |s: &str| {
-                        fs::canonicalize(s)
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_else(|_| s.to_string())
-                    };
-                    canon(&src) == canon(host_source)
-                }
-            };
-            if same {
-                Ok("already mounted".into())
-            } else {
-                Err(format!(
-                    "{} is already mounted from {src}, not {}",
-                    w.entry.file, w.entry.spec
-                ))
-            }
+    if let Some(verdict) = existing_mount(ctx, w, host_source)? {
+        return verdict;
+    }
+    fs::create_dir_all(&target)
+        .map_err(|e| format!("creating mount point {}: {e}", target.display()))?;
+    let mut fstype = w.entry.vfstype.clone();
+    if fstype == "auto" {
+        let cmd = Cmd::new(
+            ctx.tool(tools::BLKID),
+            ["-s", "TYPE", "-o", "value", host_source],
+        )
+        .timeout(Duration::from_secs(30));
+        if let Ok(out) = ctx.system.run(&cmd).await
+            && out.success()
+            && !out.stdout.trim().is_empty()
+        {
+            fstype = out.stdout.trim().to_string();
         }
-        None => {
-            fs::create_dir_all(&target)
-                .map_err(|e| format!("creating mount point {}: {e}", target.display()))?;
-            let mut fstype = w.entry.vfstype.clone();
-            if fstype == "auto" {
-                let cmd = Cmd::new(
-                    ctx.tool(tools::BLKID),
-                    ["-s", "TYPE", "-o", "value", host_source],
-                )
-                .timeout(Duration::from_secs(30));
-                if let Ok(out) = ctx.system.run(&cmd).await
-                    && out.success()
-                    && !out.stdout.trim().is_empty()
-                {
-                    fstype = out.stdout.trim().to_string();
-                }
-            }
-            let req = MountRequest {
-                source: host_source.to_string(),
-                target: target.clone(),
-                fstype,
-                options: kernel_options(&w.entry.mntops),
-            };
-            ctx.system
-                .mount(&req)
-                .map_err(|e| format!("mounting {} at {}: {e}", w.entry.spec, w.entry.file))?;
-            Ok("mounted".into())
-        }
+    }
+    let req = MountRequest {
+        source: host_source.to_string(),
+        target: target.clone(),
+        fstype,
+        options: kernel_options(&w.entry.mntops),
+    };
+    match ctx.system.mount(&req) {
+        Ok(()) => Ok("mounted".into()),
+        // systemd mounts the same fstab line when the device appears: if it
+        // got there first, the mount we wanted is in place.
+        Err(e) => match existing_mount(ctx, w, host_source)? {
+            Some(Ok(_)) => Ok("already mounted".into()),
+            _ => Err(format!(
+                "mounting {} at {}: {e}",
+                w.entry.spec, w.entry.file
+            )),
+        },
     }
 }
 
@@ -654,21 +671,11 @@ impl Module for MountsModule {
                 action,
             });
         }
-        if fstab_changed {
-            // systemd generates mount units from fstab: without a reload it keeps
-            // units for the old lines (a UUID that no longer exists) until next boot.
-            let cmd = Cmd::new(ctx.tool(tools::SYSTEMCTL), ["daemon-reload"])
-                .timeout(Duration::from_secs(60));
-            match ctx.system.run(&cmd).await {
-                Ok(out) if out.success() => {}
-                Ok(out) => warnings.push(format!(
-                    "systemctl daemon-reload ({}): {}",
-                    out.status_text(),
-                    out.stderr.trim()
-                )),
-                Err(e) => warnings.push(format!("systemctl daemon-reload: {e}")),
-            }
-        }
+        // No `systemctl daemon-reload` after an fstab change: stoke mounts what it
+        // wrote itself, and the fstab lines are for the next boot. A reload during
+        // boot costs ~2 s and replaces the generated units of a line whose device
+        // is still awaited, dropping its x-systemd.device-timeout: systemd then
+        // waits the default 90 s for a filesystem that no longer exists.
         if !errors.is_empty() {
             return Err(ModuleError::Other(format!(
                 "{}{}",
