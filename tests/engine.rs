@@ -451,3 +451,18 @@ fn status_wait_returns_when_done_and_gives_up_at_its_timeout() {
     let v: serde_json::Value = serde_json::from_str(&w.stdout).expect("JSON");
     assert_eq!(v["status"], "done");
 }
+
+#[test]
+fn later_stages_reuse_what_the_local_stage_found() {
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    assert_eq!(s.stoke(&["run", "--stage", "local"]).code, 3);
+    // A cidata volume is probed and mounted once per boot, not once per stage.
+    std::fs::remove_dir_all(s.path("/var/lib/stoke/seed/nocloud")).unwrap();
+    s.stoke(&["run", "--stage", "network"]);
+    assert_eq!(s.status()["instance_id"], "iid-one");
+    assert_eq!(s.module_state("ssh-authorized-keys"), "ok");
+    // A new boot does look again.
+    s.new_boot("boot-2");
+    s.stoke(&["run", "--stage", "local"]);
+    assert_eq!(s.module_state("hostname"), "deferred");
+}

@@ -77,6 +77,14 @@ pub async fn discover(
     stage: Stage,
     this_boot_iid: Option<&str>,
 ) -> Discovery {
+    // A NoCloud volume is probed (blkid, mount) once per boot: the later
+    // stages reuse what the local stage cached.
+    if stage != Stage::Local
+        && let Some(found) = this_boot_iid.and_then(|iid| load_cache(paths, iid))
+        && found.instance.datasource == "nocloud"
+    {
+        return Discovery::Found(Box::new(found));
+    }
     let dmi = read_dmi(paths);
     let explicit = cfg.datasource.is_some();
     let kinds = cfg
