@@ -261,9 +261,8 @@ impl<'a> Runner<'a> {
         let mut waiting: Vec<Planned> = planned;
         let mut results: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         let mut finished: BTreeMap<&str, bool> = BTreeMap::new();
-        let mut tasks: JoinSet<(usize, Result<Report, ModuleError>, Duration)> = JoinSet::new();
-        let mut running: BTreeMap<usize, Planned> = BTreeMap::new();
-        let mut next_id = 0usize;
+        let mut tasks: JoinSet<(Result<Report, ModuleError>, Duration)> = JoinSet::new();
+        let mut running: BTreeMap<tokio::task::Id, (Planned, Instant)> = BTreeMap::new();
 
         loop {
             // Start everything whose dependencies are settled; hold back dependents of failures.
@@ -291,8 +290,6 @@ impl<'a> Runner<'a> {
                     let ctx = self.context(&p, &results);
                     let module = p.module.clone();
                     let timeout = p.timeout;
-                    let id = next_id;
-                    next_id += 1;
                     if let Some(ms) = status.modules.get_mut(p.name) {
                         ms.state = ModState::Running;
                         ms.started_unix = Some(now_unix());
@@ -306,36 +303,41 @@ impl<'a> Runner<'a> {
                             .map(|m| m.reason.as_str())
                             .unwrap_or("")
                     );
-                    tasks.spawn(async move {
-                        let started = Instant::now();
+                    let started = Instant::now();
+                    let handle = tasks.spawn(async move {
                         let result = match tokio::time::timeout(timeout, module.run(&ctx)).await {
                             Ok(r) => r,
                             Err(_) => {
                                 Err(ModuleError::Other(format!("timed out after {timeout:?}")))
                             }
                         };
-                        (id, result, started.elapsed())
+                        (result, started.elapsed())
                     });
-                    running.insert(id, p);
+                    running.insert(handle.id(), (p, started));
                     continue;
                 }
                 i += 1;
             }
             status.save(self.paths);
-            let Some(joined) = tasks.join_next().await else {
+            let Some(joined) = tasks.join_next_with_id().await else {
                 break;
             };
-            let (id, result, took) = match joined {
-                Ok(r) => r,
-                Err(e) => {
-                    // A panicking module: we cannot know which from here without the id; log it.
-                    tracing::error!("a module task panicked: {e}");
-                    continue;
-                }
+            // A module that panicked is a failed module; the others go on.
+            let (id, outcome) = match joined {
+                Ok((id, (result, took))) => (id, Some((result, took))),
+                Err(e) => (e.id(), None),
             };
-            let Some(p) = running.remove(&id) else {
+            let Some((p, started)) = running.remove(&id) else {
                 continue;
             };
+            let (result, took) = outcome.unwrap_or_else(|| {
+                (
+                    Err(ModuleError::Other(
+                        "panicked (a bug in stoke: please report it)".into(),
+                    )),
+                    started.elapsed(),
+                )
+            });
             let ok = result.is_ok();
             self.finish(&p, result, took, status, &mut results);
             finished.insert(p.name, ok);
@@ -416,4 +418,100 @@ pub fn sha256_json(v: &serde_json::Value) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemars::JsonSchema;
+    use serde::Deserialize;
+    use stoke_api::{ModuleSpec, Root, config_spec};
+
+    #[derive(Deserialize, JsonSchema, Default)]
+    struct NoConfig {}
+
+    struct Test {
+        name: &'static str,
+        after: &'static [&'static str],
+        panics: bool,
+    }
+
+    #[stoke_api::async_trait]
+    impl Module for Test {
+        fn spec(&self) -> ModuleSpec {
+            ModuleSpec {
+                name: self.name,
+                stage: Stage::Local,
+                frequency: Frequency::PerBoot,
+                after: self.after,
+                needs_metadata: false,
+                timeout: Duration::from_secs(10),
+                config: config_spec::<NoConfig>(),
+            }
+        }
+
+        async fn run(&self, _ctx: &Context) -> Result<Report, ModuleError> {
+            if self.panics {
+                panic!("a bug in a module");
+            }
+            Ok(Report::new("fine"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_module_fails_alone_and_holds_back_only_its_dependents() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(Root::new(dir.path()), None, None);
+        let modules: Vec<Arc<dyn Module>> = vec![
+            Arc::new(Test {
+                name: "buggy",
+                after: &[],
+                panics: true,
+            }),
+            Arc::new(Test {
+                name: "fine",
+                after: &[],
+                panics: false,
+            }),
+            Arc::new(Test {
+                name: "needs-buggy",
+                after: &["buggy"],
+                panics: false,
+            }),
+        ];
+        let loaded = Loaded::default();
+        let engine = EngineConfig::default();
+        let runner = Runner {
+            paths: &paths,
+            modules: &modules,
+            system: stoke_api::fake::FakeSystem::new(),
+            loaded: &loaded,
+            engine: &engine,
+            instance: Some(Arc::new(InstanceData {
+                instance_id: "i-1".into(),
+                ..InstanceData::default()
+            })),
+            no_instance_reason: String::new(),
+            boot_id: Some("b1".into()),
+            self_exe: PathBuf::from("/usr/bin/stoke"),
+        };
+        let mut status = Status::default();
+        runner.run(Stage::Local, &mut status).await;
+        let state = |n: &str| status.modules[n].state;
+        assert_eq!(state("buggy"), ModState::Failed);
+        assert!(
+            status.modules["buggy"]
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains("panicked")
+        );
+        assert_eq!(state("fine"), ModState::Ok);
+        assert_eq!(state("needs-buggy"), ModState::Blocked);
+        // The failure is recorded, so the next run retries it.
+        let sem = State::new(&paths)
+            .read_sem("buggy", Frequency::PerBoot, Some("i-1"))
+            .unwrap();
+        assert!(!sem.ok);
+    }
 }
