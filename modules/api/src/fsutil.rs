@@ -76,8 +76,8 @@ fn write_replace(
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            // create_new is O_CREAT|O_EXCL: it never follows a symlink planted at `tmp`.
             .mode(0o600)
-            .custom_flags(nix_o_nofollow())
             .open(&tmp)?;
         f.write_all(data)?;
         match &existing {
@@ -111,10 +111,6 @@ fn unique_suffix() -> u64 {
         .map(|d| d.subsec_nanos() as u64)
         .unwrap_or(0);
     (nanos << 16) ^ N.fetch_add(1, Ordering::Relaxed)
-}
-
-const fn nix_o_nofollow() -> i32 {
-    0o400000 // O_NOFOLLOW on Linux (all architectures stoke targets)
 }
 
 /// Replaces the lines between `begin` and `end` marker lines (markers included)
