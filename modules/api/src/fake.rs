@@ -17,6 +17,8 @@ pub struct FakeSystem {
     responders: Mutex<Vec<Responder>>,
     fail_mounts: Mutex<Vec<PathBuf>>,
     mount_hook: Mutex<Option<MountHook>>,
+    recording_only: std::sync::atomic::AtomicBool,
+    real_fchown: std::sync::atomic::AtomicBool,
 }
 
 impl FakeSystem {
@@ -53,6 +55,19 @@ impl FakeSystem {
         f: impl Fn(&MountRequest) -> Result<(), SysError> + Send + Sync + 'static,
     ) {
         *self.mount_hook.lock().unwrap() = Some(Box::new(f));
+    }
+
+    /// Makes `executes()` false, as under a `--root` sandbox without `--execute`.
+    pub fn set_recording_only(&self, yes: bool) {
+        self.recording_only
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes `fchown` really change the owner too (tests that run as root and
+    /// need a second run to see what a real boot would).
+    pub fn set_real_fchown(&self, yes: bool) {
+        self.real_fchown
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn actions(&self) -> Vec<Action> {
@@ -129,12 +144,21 @@ impl System for FakeSystem {
         Ok(())
     }
 
-    fn fchown(&self, _file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError> {
+    fn fchown(&self, file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError> {
         self.record(Action::Chown {
             path: path.to_path_buf(),
             uid,
             gid,
         });
+        if self.real_fchown.load(std::sync::atomic::Ordering::Relaxed) {
+            std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|source| {
+                SysError::Call {
+                    call: "fchown",
+                    what: path.display().to_string(),
+                    source,
+                }
+            })?;
+        }
         Ok(())
     }
 
@@ -146,7 +170,9 @@ impl System for FakeSystem {
     }
 
     fn executes(&self) -> bool {
-        true
+        !self
+            .recording_only
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -45,58 +45,13 @@ async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    //! A System for tests: the recording fake, but ownership changes really happen
-    //! (so a second run sees what a real boot would) and, optionally, non-executing.
+    //! Test contexts: the recording fake, with real ownership changes when executing.
 
-    use std::fs::File;
     use std::path::Path;
     use std::sync::Arc;
 
     use stoke_api::fake::FakeSystem;
-    use stoke_api::{Cmd, CmdOutput, Context, InstanceData, MountRequest, SysError, System};
-
-    pub struct TestSystem {
-        pub fake: Arc<FakeSystem>,
-        pub executes: bool,
-    }
-
-    #[stoke_api::async_trait]
-    impl System for TestSystem {
-        async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, SysError> {
-            self.fake.run(cmd).await
-        }
-        fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32, SysError> {
-            self.fake.spawn_detached(cmd, log)
-        }
-        fn sethostname(&self, name: &str) -> Result<(), SysError> {
-            self.fake.sethostname(name)
-        }
-        fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
-            self.fake.mount(req)
-        }
-        fn umount(&self, target: &Path) -> Result<(), SysError> {
-            self.fake.umount(target)
-        }
-        fn fchown(&self, file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError> {
-            self.fake.fchown(file, path, uid, gid)?;
-            if self.executes {
-                std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|source| {
-                    SysError::Call {
-                        call: "fchown",
-                        what: path.display().to_string(),
-                        source,
-                    }
-                })?;
-            }
-            Ok(())
-        }
-        fn console(&self, text: &str) -> Result<(), SysError> {
-            self.fake.console(text)
-        }
-        fn executes(&self) -> bool {
-            self.executes
-        }
-    }
+    use stoke_api::{CmdOutput, Context, InstanceData};
 
     /// A context over `root` whose system is `fake` plus real chown (when `executes`).
     pub fn context(
@@ -106,9 +61,11 @@ pub(crate) mod testutil {
         fake: Arc<FakeSystem>,
         executes: bool,
     ) -> Context {
-        let mut ctx = stoke_api::fake::context(root, config, instance, fake.clone());
-        ctx.system = Arc::new(TestSystem { fake, executes });
-        ctx
+        // Ownership changes really happen when executing, so a second run sees
+        // what a real boot would.
+        fake.set_recording_only(!executes);
+        fake.set_real_fchown(executes);
+        stoke_api::fake::context(root, config, instance, fake)
     }
 
     /// Makes the fake really run commands (a test-only seam to use the real ssh-keygen).

@@ -5,13 +5,12 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use stoke_api::fake::FakeSystem;
-use stoke_api::{Cmd, CmdOutput, MountRequest, SysError, System};
+use stoke_api::{CmdOutput, SysError, System};
 
 pub struct Host {
     pub loops: Vec<String>,
@@ -105,13 +104,35 @@ impl Host {
         fake
     }
 
-    /// A System that records like `fake` and also really mounts (at the moment
-    /// the module asks, so nested mount points see their parent mounted).
+    /// Makes `fake` also really mount (at the moment the module asks, so nested
+    /// mount points see their parent mounted); the mounts are undone on drop.
     pub fn mounting(&self, fake: Arc<FakeSystem>) -> Arc<dyn System> {
-        Arc::new(RealMounts {
-            fake,
-            mounted: self.mounted.clone(),
-        })
+        let mounted = self.mounted.clone();
+        fake.on_mount(move |m| {
+            let target = m.target.display().to_string();
+            let mut args = vec!["-t", m.fstype.as_str()];
+            if !m.options.is_empty() {
+                args.extend(["-o", m.options.as_str()]);
+            }
+            args.extend([m.source.as_str(), target.as_str()]);
+            let out = sh("mount", &args).map_err(|e| SysError::Call {
+                call: "mount",
+                what: target.clone(),
+                source: e,
+            })?;
+            if !out.status.success() {
+                return Err(SysError::Call {
+                    call: "mount",
+                    what: target,
+                    source: std::io::Error::other(
+                        String::from_utf8_lossy(&out.stderr).into_owned(),
+                    ),
+                });
+            }
+            mounted.lock().unwrap().push(m.target.clone());
+            Ok(())
+        });
+        fake
     }
 
     /// `blkid -p -o export` of a device, as KEY=value pairs.
@@ -131,59 +152,6 @@ impl Host {
             .into_iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
-    }
-}
-
-struct RealMounts {
-    fake: Arc<FakeSystem>,
-    mounted: Arc<Mutex<Vec<PathBuf>>>,
-}
-
-#[stoke_api::async_trait]
-impl System for RealMounts {
-    async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, SysError> {
-        self.fake.run(cmd).await
-    }
-    fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32, SysError> {
-        self.fake.spawn_detached(cmd, log)
-    }
-    fn sethostname(&self, name: &str) -> Result<(), SysError> {
-        self.fake.sethostname(name)
-    }
-    fn mount(&self, m: &MountRequest) -> Result<(), SysError> {
-        self.fake.mount(m)?;
-        let target = m.target.display().to_string();
-        let mut args = vec!["-t", m.fstype.as_str()];
-        if !m.options.is_empty() {
-            args.extend(["-o", m.options.as_str()]);
-        }
-        args.extend([m.source.as_str(), target.as_str()]);
-        let out = sh("mount", &args).map_err(|e| SysError::Call {
-            call: "mount",
-            what: target.clone(),
-            source: e,
-        })?;
-        if !out.status.success() {
-            return Err(SysError::Call {
-                call: "mount",
-                what: target,
-                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
-            });
-        }
-        self.mounted.lock().unwrap().push(m.target.clone());
-        Ok(())
-    }
-    fn umount(&self, target: &Path) -> Result<(), SysError> {
-        self.fake.umount(target)
-    }
-    fn fchown(&self, file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError> {
-        self.fake.fchown(file, path, uid, gid)
-    }
-    fn console(&self, text: &str) -> Result<(), SysError> {
-        self.fake.console(text)
-    }
-    fn executes(&self) -> bool {
-        true
     }
 }
 
