@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use stoke_api::{Context, Frequency, InstanceData, Module, ModuleError, Report, Stage, System};
 use tokio::task::JoinSet;
 
@@ -413,11 +412,7 @@ impl<'a> Runner<'a> {
 }
 
 pub fn sha256_json(v: &serde_json::Value) -> String {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::datasource::sha256_hex(&serde_json::to_vec(v).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -164,7 +164,7 @@ struct CacheEntry {
     vendor_data_sha256: Option<String>,
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+pub fn sha256_hex(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
