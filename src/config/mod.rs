@@ -164,8 +164,12 @@ pub fn load_into(loaded: &mut Loaded, groups: &[Vec<Source>], modules: &[Arc<dyn
             }
         } else {
             let names: Vec<_> = group.iter().map(|s| s.name.as_str()).collect();
-            tracing::error!("configuration rejected: {}", names.join(", "));
             loaded.errors.extend(errors);
+            // Said once, in status and (by the stage, once per boot) in the log.
+            loaded.errors.push(ConfigError::new(format!(
+                "{} rejected as a whole: nothing in it was applied",
+                names.join(", ")
+            )));
         }
     }
 }
