@@ -5,6 +5,7 @@ mod config;
 mod datasource;
 mod exec_record;
 mod logging;
+mod logins;
 mod paths;
 mod registry;
 mod runner;

@@ -8,10 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stoke_api::{Context, Frequency, InstanceData, Module, ModuleError, Report, Stage, System};
+use stoke_api::{
+    Context, Frequency, InstanceData, Module, ModuleError, Report, Stage, System, tools,
+};
 use tokio::task::JoinSet;
 
 use crate::config::{EngineConfig, Loaded};
+use crate::logins;
 use crate::paths::Paths;
 use crate::state::{Semaphore, State, now_unix};
 use crate::status::{ModState, ModuleStatus, Status};
@@ -251,6 +254,16 @@ impl<'a> Runner<'a> {
     /// Runs the stage's due modules; updates `status` (and saves it) as they start and end.
     pub async fn run(&self, stage: Stage, status: &mut Status) {
         let (planned, settled) = self.select(stage, status);
+        // Runs alongside the modules: logins need only wait for this stage (stoke-local is
+        // ordered before sshd), not for the network stage.
+        let release = (stage == Stage::Local && !self.holds_logins(&settled)).then(|| {
+            let system = self.system.clone();
+            let root = self.paths.root.clone();
+            let systemctl = self.engine.tools.get(tools::SYSTEMCTL).cloned();
+            tokio::spawn(async move {
+                logins::release(system.as_ref(), &root, systemctl.as_deref()).await
+            })
+        });
         for (name, ms) in settled {
             status.modules.insert(name.to_string(), ms);
         }
@@ -351,6 +364,22 @@ impl<'a> Runner<'a> {
             }
         }
         status.save(self.paths);
+        if let Some(release) = release
+            && let Err(e) = release.await
+        {
+            tracing::warn!("logins: releasing the hold: {e}");
+        }
+    }
+
+    /// True when a module that logins wait for waits for a later stage.
+    fn holds_logins(&self, settled: &[(&'static str, ModuleStatus)]) -> bool {
+        settled.iter().any(|(name, ms)| {
+            ms.state == ModState::Deferred
+                && self
+                    .modules
+                    .iter()
+                    .any(|m| m.spec().name == *name && m.spec().before_logins)
+        })
     }
 
     fn finish(
@@ -440,6 +469,7 @@ mod tests {
                 frequency: Frequency::PerBoot,
                 after: self.after,
                 needs_metadata: false,
+                before_logins: false,
                 timeout: Duration::from_secs(10),
                 config: config_spec::<NoConfig>(),
             }

@@ -466,3 +466,42 @@ fn later_stages_reuse_what_the_local_stage_found() {
     s.stoke(&["run", "--stage", "local"]);
     assert_eq!(s.module_state("hostname"), "deferred");
 }
+
+/// How often the local stage released the hold on sshd (`stoke-hold-logins.target`).
+fn login_releases(s: &Sandbox) -> usize {
+    s.actions_of("run")
+        .iter()
+        .filter(|a| {
+            a["argv"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|x| x == "stoke-hold-logins.target"))
+        })
+        .count()
+}
+
+#[test]
+fn logins_wait_for_the_network_stage_only_when_a_key_module_has_to() {
+    // The keys are local (NoCloud): they are in place after the local stage, sshd need not wait.
+    let s = Sandbox::nocloud("iid-one", GOOD);
+    s.write("/run/systemd/system/.booted", "");
+    s.stoke(&["run", "--stage", "local"]);
+    assert_eq!(s.module_state("ssh-authorized-keys"), "ok");
+    assert_eq!(s.module_state("ssh-host-keys"), "ok");
+    assert_eq!(login_releases(&s), 1, "{:?}", s.actions_of("run"));
+    // The next stages leave the hold alone.
+    s.stoke(&["run", "--stage", "network"]);
+    assert_eq!(login_releases(&s), 1);
+
+    // No metadata yet (a new EC2 instance before IMDS): the key modules wait, and logins with them.
+    let e = Sandbox::new();
+    e.write("/run/systemd/system/.booted", "");
+    e.stoke(&["run", "--stage", "local"]);
+    assert_eq!(e.module_state("ssh-authorized-keys"), "deferred");
+    assert_eq!(login_releases(&e), 0);
+
+    // Not booted with systemd: there is no hold to release.
+    let n = Sandbox::nocloud("iid-one", GOOD);
+    n.stoke(&["run", "--stage", "local"]);
+    assert_eq!(n.module_state("ssh-host-keys"), "ok");
+    assert_eq!(login_releases(&n), 0);
+}

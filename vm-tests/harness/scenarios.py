@@ -316,14 +316,28 @@ class T:
                        f"{uuid_} (was {new_fs})")
         return uuid_
 
-    def check_hostkeys(self, f, expect=None, differs_from=None):
+    def check_hostkeys(self, f, expect=None, differs_from=None, held=None):
+        """held: True when logins must have waited for the network stage (EC2: the local stage
+        cannot know the instance), False when the local stage had the keys and released sshd."""
         if "ssh-host-keys" not in self.mods:
             return None
         keys = self.hostkeys(f)
         self.check("ssh host keys present (ed25519, ecdsa, rsa)",
                    all(any(t in k for k in keys) for t in ("ED25519", "ECDSA", "RSA")), "\n".join(keys))
-        self.check("ssh.service active", self.unit(f, "ssh.service").get("ActiveState") == "active",
+        ssh = self.unit(f, "ssh.service")
+        self.check("ssh.service active", ssh.get("ActiveState") == "active",
                    f.get("unit.ssh.service", ""))
+        if held is not None:
+            hold = self.unit(f, "stoke-hold-logins.target")
+            self.check(f"logins {'held until' if held else 'not held for'} the network stage",
+                       hold.get("ActiveState") == ("active" if held else "inactive"),
+                       f.get("unit.stoke-hold-logins.target", ""))
+            if held:
+                net_done = int(self.unit(f, "stoke-network.service")
+                               .get("ActiveEnterTimestampMonotonic", "0") or 0)
+                ssh_start = int(ssh.get("InactiveExitTimestampMonotonic", "0") or 0)
+                self.check("sshd started after the network stage", ssh_start >= net_done > 0,
+                           f"ssh.service started at {ssh_start} µs, network stage done at {net_done} µs")
         fails = [l for l in f.get("journal_errors", "").splitlines()
                  if "Failed to start ssh.service" in l]
         self.check("ssh.service never started before the host keys existed", not fails,
@@ -368,7 +382,7 @@ def first_boot_and_reboot(t):
     t.check_frequencies(st, "ok")
     h1 = t.check_hostname(f1)
     fs1 = t.check_disks(f1)
-    k1 = t.check_hostkeys(f1)
+    k1 = t.check_hostkeys(f1, held=True)
     t.check_authorized_keys(f1)
 
     t.case("2 reboot, same instance")
@@ -449,7 +463,8 @@ def new_instance(t):
             str((st2 or {}).get("instance_id")))
     t.check_frequencies(st2, "ok")
     t.check_hostname(f2, differs_from=h1)
-    t.check_hostkeys(f2, differs_from=k1)
+    t.check_hostkeys(f2, differs_from=k1, held=False)
+    t.check_authorized_keys(f2)
     t.check_disks(f2, ndisks=1)
 
 
@@ -498,7 +513,7 @@ def bake_then_boot(t):
     t.case("6 bake (stoke clean) then boot → first boot")
     root = t.overlay()
     seed = make_seed(os.path.join(t.dir, "seed.img"), {
-        "meta-data": "instance-id: iid-bake-1\nlocal-hostname: builder\n",
+        "meta-data": f"instance-id: iid-bake-1\nlocal-hostname: builder\npublic-keys:\n  - {SSH_KEY}\n",
         "user-data": "#cloud-config\n",
     })
     b = t.new_boot("bake", root)
@@ -517,7 +532,8 @@ def bake_then_boot(t):
     t.check_all_modules_ran(st2)
     t.check_frequencies(st2, "ok")
     t.check_hostname(f2, differs_from=h1)
-    t.check_hostkeys(f2, differs_from=k1)
+    t.check_hostkeys(f2, differs_from=k1, held=False)
+    t.check_authorized_keys(f2)
 
 
 def disabled(t):

@@ -71,6 +71,9 @@ pub struct ModuleSpec {
     /// True when the module needs the instance's metadata; on a brand-new EC2
     /// instance such a module waits for the network stage.
     pub needs_metadata: bool,
+    /// sshd and console logins must not start before this module has run (host
+    /// keys, authorized keys). When it waits for a later stage, so do logins.
+    pub before_logins: bool,
     /// Upper bound on one run; the runner cancels the module past it.
     pub timeout: Duration,
     pub config: ConfigSpec,

@@ -41,6 +41,7 @@ impl Module for DisksModule {
             // when the datasource already has it (cached, NoCloud), so data disks are
             // ready before services start instead of waiting for the network stage.
             needs_metadata: false,
+            before_logins: false,
             timeout: Duration::from_secs(20 * 60),
             config: config_spec::<Config>(),
         }

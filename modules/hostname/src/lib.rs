@@ -130,6 +130,7 @@ impl Module for Hostname {
             frequency: Frequency::PerBoot,
             after: &[],
             needs_metadata: true,
+            before_logins: false,
             timeout: Duration::from_secs(10),
             config: config_spec::<HostnameConfig>(),
         }

@@ -605,6 +605,7 @@ impl Module for MountsModule {
             frequency: Frequency::PerBoot,
             after: &["disks"],
             needs_metadata: false,
+            before_logins: false,
             timeout: Duration::from_secs(5 * 60),
             config: config_spec::<Config>(),
         }

@@ -52,6 +52,7 @@ impl Module for Route53 {
             frequency: Frequency::PerInstance,
             after: &["hostname"],
             needs_metadata: true,
+            before_logins: false,
             // The default budget (120 s) plus the client set-up and slack.
             timeout: Duration::from_secs(300),
             config: config_spec::<Route53Config>(),

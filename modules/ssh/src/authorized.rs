@@ -182,10 +182,14 @@ impl Module for AuthorizedKeys {
     fn spec(&self) -> ModuleSpec {
         ModuleSpec {
             name: "ssh-authorized-keys",
-            stage: Stage::Network,
+            // Where the keys are local (a NoCloud seed, cached metadata) they are
+            // in place before sshd starts; on a new EC2 instance this waits for
+            // the network stage, and logins wait with it.
+            stage: Stage::Local,
             frequency: Frequency::PerInstance,
             after: &[],
             needs_metadata: true,
+            before_logins: true,
             timeout: Duration::from_secs(60),
             config: config_spec::<AuthorizedKeysConfig>(),
         }

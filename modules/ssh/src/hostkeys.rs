@@ -158,6 +158,7 @@ impl Module for HostKeys {
             frequency: Frequency::PerInstance,
             after: &[],
             needs_metadata: false,
+            before_logins: true,
             timeout: Duration::from_secs(180),
             config: config_spec::<HostKeysConfig>(),
         }
