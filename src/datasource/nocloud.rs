@@ -23,32 +23,56 @@ pub async fn read(
     if !use_volume {
         return Ok(None);
     }
-    for label in ["cidata", "CIDATA"] {
-        let cmd = Cmd::new(
-            tools::BLKID,
-            ["-t", &format!("LABEL={label}"), "-o", "device"],
-        )
-        .timeout(Duration::from_secs(5));
-        let out = match system.run(&cmd).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::debug!("no cidata probe: {e}");
-                return Ok(None);
-            }
-        };
-        let Some(device) = out.stdout.lines().map(str::trim).find(|l| !l.is_empty()) else {
-            continue;
-        };
-        return read_volume(paths, system, device).map(Some);
+    // One blkid for every device (a process start costs ~0.1 s in a slow VM at boot); its
+    // TYPE also says which filesystem to mount.
+    let cmd = Cmd::new(tools::BLKID, ["-o", "export"]).timeout(Duration::from_secs(5));
+    let out = match system.run(&cmd).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::debug!("no cidata probe: {e}");
+            return Ok(None);
+        }
+    };
+    match cidata_volumes(&out.stdout).into_iter().next() {
+        Some((device, fstype)) => read_volume(paths, system, &device, fstype.as_deref()).map(Some),
+        None => Ok(None),
     }
-    Ok(None)
 }
 
-fn read_volume(paths: &Paths, system: &dyn System, device: &str) -> Result<Found, String> {
+/// Filesystems labelled cidata (in any case, as cloud-init matches) in `blkid -o export`
+/// output: (device, filesystem type if blkid knows it).
+fn cidata_volumes(export: &str) -> Vec<(String, Option<String>)> {
+    let mut found = Vec::new();
+    for block in export.split("\n\n") {
+        let field = |key: &str| {
+            block
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        if let (Some(dev), Some(label)) = (field("DEVNAME"), field("LABEL"))
+            && label.eq_ignore_ascii_case("cidata")
+        {
+            found.push((dev, field("TYPE")));
+        }
+    }
+    found
+}
+
+fn read_volume(
+    paths: &Paths,
+    system: &dyn System,
+    device: &str,
+    fstype: Option<&str>,
+) -> Result<Found, String> {
     let mnt = paths.run_dir.join("cidata");
     std::fs::create_dir_all(&mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
     let mut last = String::new();
-    for fstype in ["iso9660", "vfat"] {
+    let types: &[&str] = match fstype {
+        Some(t @ ("iso9660" | "vfat")) => &[t],
+        _ => &["iso9660", "vfat"],
+    };
+    for fstype in types {
         let req = MountRequest {
             source: device.to_string(),
             target: mnt.clone(),
@@ -141,6 +165,23 @@ pub fn parse_meta_data(text: &str) -> Result<InstanceData, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidata_volumes_are_found_by_label_in_any_case_with_their_type() {
+        let export = "DEVNAME=/dev/vda\nLABEL=root\nUUID=d540\nBLOCK_SIZE=4096\nTYPE=ext4\n\n\
+                      DEVNAME=/dev/vdc\nSEC_TYPE=msdos\nLABEL_FATBOOT=CIDATA\nLABEL=CIDATA\n\
+                      UUID=1ED7-30C8\nBLOCK_SIZE=512\nTYPE=vfat\n\n\
+                      DEVNAME=/dev/sr0\nLABEL=cidata\nTYPE=iso9660\n\n\
+                      DEVNAME=/dev/vdd\nLABEL=cidata-backup\nTYPE=vfat\n";
+        assert_eq!(
+            cidata_volumes(export),
+            vec![
+                ("/dev/vdc".to_string(), Some("vfat".to_string())),
+                ("/dev/sr0".to_string(), Some("iso9660".to_string())),
+            ]
+        );
+        assert!(cidata_volumes("").is_empty());
+    }
 
     #[test]
     fn meta_data_fields_and_key_forms() {
