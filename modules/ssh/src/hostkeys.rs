@@ -259,8 +259,13 @@ impl Module for HostKeys {
         }
 
         // Fingerprints of every host key sshd will offer.
-        let (fingerprints, pubkeys) = fingerprints(ctx, &etc_ssh, &mut warnings).await?;
+        // Under --root without --execute the keys were not made: nothing to fingerprint.
         let unavailable = !ctx.system.executes();
+        let (fingerprints, pubkeys) = if unavailable {
+            (Vec::new(), Vec::new())
+        } else {
+            fingerprints(&etc_ssh, &mut warnings)?
+        };
         if !cfg.no_ssh_fingerprints && !fingerprints.is_empty() {
             let text = console_text(&fingerprints, &pubkeys);
             if let Err(e) = ctx.system.console(&text) {
@@ -480,10 +485,10 @@ fn configure_certificates(ctx: &Context, certs: &[String]) -> Result<(), ModuleE
         .map_err(|e| ModuleError::io("writing", &path, e))
 }
 
-/// `ssh-keygen -l` for each `/etc/ssh/ssh_host_*_key.pub` (sorted, like the shell
-/// glob cloud-init uses), and the public key lines themselves.
-async fn fingerprints(
-    ctx: &Context,
+/// What `ssh-keygen -l` says for each `/etc/ssh/ssh_host_*_key.pub` (sorted, like the shell
+/// glob cloud-init uses), and the public key lines themselves. Only what parses as a public key
+/// counts, whatever the file holds.
+fn fingerprints(
     etc_ssh: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<String>, Vec<String>), ModuleError> {
@@ -497,38 +502,32 @@ async fn fingerprints(
         .map(|e| e.path())
         .collect();
     pubs.sort();
-    let cmds: Vec<Cmd> = pubs
-        .iter()
-        .map(|p| {
-            Cmd::new(
-                ctx.tool(tools::SSH_KEYGEN),
-                ["-l", "-f", p.display().to_string().as_str()],
-            )
-            .timeout(Duration::from_secs(30))
-        })
-        .collect();
-    let results = crate::join_all(cmds.iter().map(|c| ctx.system.run(c)).collect()).await;
     let mut fps = Vec::new();
     let mut keys = Vec::new();
-    for ((path, cmd), res) in pubs.iter().zip(&cmds).zip(results) {
-        match res.map_err(ModuleError::from).and_then(|o| o.check(cmd)) {
-            Ok(out) => {
-                fps.extend(
-                    out.stdout
-                        .lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .map(str::to_string),
-                );
-                // Only what parses as a public key reaches the console, whatever the file is.
-                if let Ok(Some(text)) = read_to_string_opt(path) {
-                    keys.extend(
-                        text.lines()
-                            .filter(|l| matches!(keyline::parse(l), Ok(Some(_))))
-                            .map(|l| l.trim().to_string()),
-                    );
-                }
+    for path in &pubs {
+        let text = match read_to_string_opt(path) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(e) => {
+                warnings.push(format!("fingerprint of {}: {e}", path.display()));
+                continue;
             }
-            Err(e) => warnings.push(format!("fingerprint of {}: {e}", path.display())),
+        };
+        let mut found = false;
+        for line in text.lines() {
+            if let Ok(Some(key)) = keyline::parse(line)
+                && let Some(fp) = crate::fingerprint::fingerprint(&key)
+            {
+                fps.push(fp);
+                keys.push(line.trim().to_string());
+                found = true;
+            }
+        }
+        if !found {
+            warnings.push(format!(
+                "fingerprint of {}: no public key in it",
+                path.display()
+            ));
         }
     }
     Ok((fps, keys))

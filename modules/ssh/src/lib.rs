@@ -3,6 +3,7 @@
 //! See `docs/ssh.md` for the configuration keys and the safety rules.
 
 pub mod authorized;
+mod fingerprint;
 pub mod hostkeys;
 pub mod keyline;
 mod safefs;
