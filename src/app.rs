@@ -33,6 +33,7 @@ impl App {
     /// Loads config and finds the instance. `network` allows the network
     /// (EC2 refresh); without it only local sources and caches are used.
     pub async fn prepare(&self, stage: Stage, this_boot_iid: Option<&str>) -> Prepared {
+        let started = Instant::now();
         let mut loaded = Loaded::default();
         match config::image_sources(&self.paths.config_dir) {
             Ok(sources) => {
@@ -45,6 +46,10 @@ impl App {
             ))),
         }
         let engine = loaded.engine();
+        tracing::debug!(
+            "config: image layers loaded in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         let mut datasource_errors = Vec::new();
         let (found, no_instance_reason) = match datasource::discover(
             &self.paths,
@@ -64,6 +69,13 @@ impl App {
                 (None, why)
             }
         };
+        tracing::debug!(
+            "datasource: {} after {:.1} ms",
+            found
+                .as_ref()
+                .map_or("none", |f| f.instance.datasource.as_str()),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         let mut instance = None;
         if let Some(found) = found {
             let st = State::new(&self.paths);

@@ -6,6 +6,7 @@ mod datasource;
 mod exec_record;
 mod logging;
 mod logins;
+mod pagein;
 mod paths;
 mod registry;
 mod runner;
@@ -123,8 +124,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    pagein::no_readahead_on_self();
     let cli = Cli::parse();
     logging::init(cli.verbose);
+    tracing::debug!("stoke {} started", env!("CARGO_PKG_VERSION"));
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
