@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use stoke_api::Module;
 
+/// Modules due together start in this order, and the runtime is single-threaded: the slowest
+/// work (host key generation) comes first so that it overlaps everything else.
 pub fn modules() -> Vec<Arc<dyn Module>> {
     let mut all: Vec<Box<dyn Module>> = Vec::new();
+    all.extend(stoke_ssh::modules());
     all.extend(stoke_hostname::modules());
     all.extend(stoke_disks::modules());
     all.extend(stoke_mounts::modules());
-    all.extend(stoke_ssh::modules());
     all.extend(stoke_route53::modules());
     all.extend(stoke_puppet::modules());
     all.into_iter().map(Arc::from).collect()

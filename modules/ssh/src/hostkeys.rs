@@ -228,6 +228,8 @@ impl Module for HostKeys {
                 to_generate.push(t);
             }
         }
+        // RSA takes seconds (prime search), the others milliseconds: start it first.
+        to_generate.sort_by_key(|t| *t != KeyType::Rsa);
         let cmds: Vec<Cmd> = to_generate
             .iter()
             .map(|t| {
@@ -248,6 +250,7 @@ impl Module for HostKeys {
                 Err(e) => failures.push(e.to_string()),
             }
         }
+        generated.sort_unstable();
         if ctx.system.executes() {
             for t in &to_generate {
                 if generated.contains(&t.name()) {
