@@ -157,11 +157,16 @@ impl App {
                 started_unix: state::now_unix(),
                 finished_unix: None,
                 duration_ms: None,
+                startup_ms: state::process_age_ms(),
+                prepare_ms: None,
             },
         );
         let prep = self
             .prepare(stage, status.instance_id.clone().as_deref())
             .await;
+        if let Some(s) = status.stages.get_mut(&stage) {
+            s.prepare_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        }
         status.instance_id = prep.instance.as_ref().map(|i| i.instance_id.clone());
         status.datasource = prep.instance.as_ref().map(|i| i.datasource.clone());
         let errors = prep

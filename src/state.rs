@@ -28,6 +28,18 @@ pub fn now_unix() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// How long ago this process started (exec), in ms; `None` where /proc says nothing. The
+/// start time is in clock ticks since boot: USER_HZ, 100 on every Linux architecture.
+pub fn process_age_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let start_ticks: f64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    let now_ms = now.tv_sec() as f64 * 1000.0 + now.tv_nsec() as f64 / 1e6;
+    Some((now_ms - start_ticks * 10.0).max(0.0))
+}
+
 /// The kernel's boot id, read under the root. `None` if absent (a demo root
 /// without /proc): then per-boot modules run every time.
 pub fn boot_id(paths: &Paths) -> Option<String> {
@@ -231,6 +243,15 @@ impl RunLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_age_is_small_and_grows() {
+        let a = process_age_ms().expect("/proc/self/stat");
+        // A test process is seconds old at most; ticks are 10 ms.
+        assert!(a < 600_000.0, "{a}");
+        let b = process_age_ms().unwrap();
+        assert!(b >= a, "{a} then {b}");
+    }
     use stoke_api::Root;
 
     fn sem(module: &str, freq: Frequency, iid: &str, boot: &str, ok: bool) -> Semaphore {

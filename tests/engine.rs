@@ -394,6 +394,17 @@ fn query_and_analyze_read_this_instance() {
         "{}",
         a.stdout
     );
+    // Each stage says how long the process took to reach it and how long config and
+    // datasource took inside it.
+    let local = &s.status()["stages"]["local"];
+    let (startup, prepare, total) = (
+        local["startup_ms"].as_f64(),
+        local["prepare_ms"].as_f64(),
+        local["duration_ms"].as_f64(),
+    );
+    assert!(startup.is_some_and(|v| v >= 0.0), "{local}");
+    assert!(prepare.zip(total).is_some_and(|(p, t)| p <= t), "{local}");
+    assert!(a.stdout.contains("process start-up"), "{}", a.stdout);
 }
 
 #[test]
