@@ -250,10 +250,16 @@ def one_boot(env, variant, rnd):
         res["parts"] = ex.get("shelltime", [])
     elif variant == "B":
         try:
-            mods = json.loads(f.get("status_json", "{}")).get("modules", {})
+            st = json.loads(f.get("status_json", "{}"))
+            mods = st.get("modules", {})
             res["parts"] = [f"{n} {m.get('duration_ms', 0) / 1000:.2f}s" for n, m in
                             sorted(mods.items(), key=lambda kv: -(kv[1].get("duration_ms") or 0))
                             if (m.get("duration_ms") or 0) >= 50]
+            # The local stage's own overhead: process start-up before it, config + datasource in it.
+            local = st.get("stages", {}).get("local", {})
+            for key, name in (("startup_ms", "local start-up"), ("prepare_ms", "local config+datasource")):
+                if local.get(key) is not None:
+                    res["parts"].append(f"{name} {local[key] / 1000:.2f}s")
         except ValueError:
             pass
     res["agent_blame_sum"] = round(sum(blame_secs(l) for l in blame), 3)
