@@ -6,7 +6,6 @@ mod datasource;
 mod exec_record;
 mod logging;
 mod logins;
-mod pagein;
 mod paths;
 mod registry;
 mod runner;
@@ -124,10 +123,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    pagein::no_readahead_on_self();
+    let at_main = state::process_age_ms();
     let cli = Cli::parse();
     logging::init(cli.verbose);
-    tracing::debug!("stoke {} started", env!("CARGO_PKG_VERSION"));
+    tracing::debug!(
+        "stoke {}: main reached {:.0} ms after exec, arguments and logging ready after {:.0} ms",
+        env!("CARGO_PKG_VERSION"),
+        at_main.unwrap_or(0.0),
+        state::process_age_ms().unwrap_or(0.0)
+    );
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
