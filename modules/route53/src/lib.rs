@@ -8,7 +8,12 @@
 
 mod aws;
 mod config;
+mod credentials;
+mod env;
+mod imds;
+mod profile;
 mod retry;
+mod time;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
