@@ -13,6 +13,7 @@ mod env;
 mod imds;
 mod profile;
 mod retry;
+mod sigv4;
 mod time;
 
 use std::collections::BTreeMap;
