@@ -15,6 +15,7 @@ mod profile;
 mod retry;
 mod sigv4;
 mod time;
+mod xml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
