@@ -349,27 +349,12 @@ fn in_tasks(n: usize, p: &Params) -> Vec<Value> {
 }
 
 /// What moto holds: A records in the zone (each instance's, once).
-async fn a_records(admin: &aws_sdk_route53::Client, zone: &str) -> usize {
-    let mut count = 0usize;
-    let mut start: Option<(String, aws_sdk_route53::types::RrType)> = None;
-    // Pages of 100 records: bounded by the zone's size.
-    for _ in 0..10_000 {
-        let mut req = admin.list_resource_record_sets().hosted_zone_id(zone);
-        if let Some((name, kind)) = start.take() {
-            req = req.start_record_name(name).start_record_type(kind);
-        }
-        let out = req.send().await.expect("list records");
-        count += out
-            .resource_record_sets()
-            .iter()
-            .filter(|s| s.r#type().as_str() == "A")
-            .count();
-        match (out.next_record_name(), out.next_record_type()) {
-            (Some(n), Some(t)) if out.is_truncated() => start = Some((n.into(), t.clone())),
-            _ => break,
-        }
-    }
-    count
+async fn a_records(admin: &support::Admin, zone: &str) -> usize {
+    support::all_records(admin, zone)
+        .await
+        .iter()
+        .filter(|(_, kind, _, _)| kind == "A")
+        .count()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -2,97 +2,18 @@
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_sdk_route53::Client;
-use aws_sdk_route53::config::{Credentials, Region};
-use aws_sdk_route53::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
-};
+use crate::client::unreadable;
+pub use crate::client::{Client, Endpoint};
+use crate::config::{RecordSet, bare_zone_id, normalize_zone};
+use crate::env::Env;
+use crate::retry::{Class, Failure, GaveUp, Retrier};
+use crate::xml;
+pub use crate::xml::Action;
 
-use crate::config::{RecordSet, StaticCredentials, bare_zone_id, normalize_zone};
-use crate::retry::{ATTEMPT_TIMEOUT, Class, Failure, GaveUp, Retrier};
-
-/// Connecting to Route53 (or the configured endpoint) takes no longer than this.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Where and as whom to talk to Route53.
-pub struct Endpoint<'a> {
-    pub region: String,
-    pub endpoint_url: Option<&'a str>,
-    pub credentials: Option<StaticCredentials>,
-}
-
-/// Builds the client. This loads the AWS configuration (a few ms): call it only
-/// when there is work to do. The SDK's own retries are off: [`Retrier`] is the
-/// only retry loop, so the budget is the whole truth about time spent.
-pub async fn client(ep: Endpoint<'_>) -> Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(ep.region))
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .build(),
-        );
-    if let Some(url) = ep.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    if let Some(c) = ep.credentials {
-        loader = loader.credentials_provider(Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            c.session_token,
-            None,
-            "stoke-config",
-        ));
-    }
-    Client::new(&loader.load().await)
-}
-
-/// Reduces an SDK error to a [`Failure`].
-fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
-    err: SdkError<E, aws_sdk_route53::config::http::HttpResponse>,
-) -> Failure {
-    let detail = aws_sdk_route53::error::DisplayErrorContext(&err).to_string();
-    match &err {
-        SdkError::ServiceError(se) => Failure::from_response(
-            se.raw().status().as_u16(),
-            se.err().code(),
-            se.err().message(),
-            se.raw().body().bytes().unwrap_or_default(),
-        ),
-        SdkError::ResponseError(re) => {
-            let status = re.raw().status().as_u16();
-            let mut f = Failure::from_response(
-                status,
-                None,
-                None,
-                re.raw().body().bytes().unwrap_or_default(),
-            );
-            // An unreadable answer to a successful status is a broken
-            // connection or proxy more likely than a wrong request.
-            if status < 400 {
-                f.class = Class::Transient;
-                f.message = detail;
-            }
-            f
-        }
-        SdkError::TimeoutError(_) => Failure::transient("timeout", detail),
-        // Credentials are resolved just before sending, so a chain that found
-        // none shows up as a dispatch failure. At boot the instance profile
-        // may appear a little later: retried within the budget, and named.
-        SdkError::DispatchFailure(_) if detail.contains("credentials") => {
-            Failure::transient("credentials", detail)
-        }
-        SdkError::DispatchFailure(d) if d.is_user() => Failure::permanent("request", detail),
-        SdkError::DispatchFailure(_) => Failure::transient("dispatch", detail),
-        // Not sent: the request could not be built (e.g. no region).
-        _ => Failure::permanent("request", detail),
-    }
+/// Builds the client: call it only when there is work to do. `Err` is a
+/// configuration error (an unusable endpoint URL).
+pub fn client(ep: Endpoint<'_>) -> Result<Client, String> {
+    Client::new(ep, Env::from_process())
 }
 
 /// A zone's id and name.
@@ -111,30 +32,26 @@ pub async fn zone_by_name(
     private: Option<bool>,
 ) -> Result<Zone, GaveUp> {
     let name = normalize_zone(name);
-    let out = retrier
+    let zones = retrier
         .run(|| async {
-            client
-                .list_hosted_zones_by_name()
-                .dns_name(name.clone())
-                .max_items(20)
-                .send()
-                .await
-                .map_err(failure)
+            let body = client
+                .get(
+                    &["hostedzonesbyname"],
+                    &[("dnsname", &name), ("maxitems", "20")],
+                )
+                .await?;
+            xml::hosted_zones(&body).map_err(|e| unreadable("ListHostedZonesByName", e))
         })
         .await?;
-    let matches: Vec<_> = out
-        .hosted_zones()
+    let matches: Vec<_> = zones
         .iter()
-        .filter(|z| normalize_zone(z.name()) == name)
-        .filter(|z| match private {
-            Some(p) => z.config().is_some_and(|c| c.private_zone()) == p,
-            None => true,
-        })
+        .filter(|z| normalize_zone(&z.name) == name)
+        .filter(|z| private.is_none_or(|p| z.private == p))
         .collect();
     match matches.as_slice() {
         [z] => Ok(Zone {
-            id: bare_zone_id(z.id()).to_string(),
-            name: normalize_zone(z.name()),
+            id: bare_zone_id(&z.id).to_string(),
+            name: normalize_zone(&z.name),
         }),
         [] => Err(GaveUp::Rejected(Failure {
             class: Class::Permanent,
@@ -155,7 +72,7 @@ pub async fn zone_by_name(
                 "{} hosted zones are named {name} ({}): set `hosted_zone_id`, or `private_zone`",
                 many.len(),
                 many.iter()
-                    .map(|z| bare_zone_id(z.id()))
+                    .map(|z| bare_zone_id(&z.id))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -165,24 +82,13 @@ pub async fn zone_by_name(
 
 /// The name of zone `id` (GetHostedZone).
 pub async fn zone_name(client: &Client, retrier: &mut Retrier, id: &str) -> Result<String, GaveUp> {
-    let out = retrier
+    let zone = retrier
         .run(|| async {
-            client
-                .get_hosted_zone()
-                .id(id)
-                .send()
-                .await
-                .map_err(failure)
+            let body = client.get(&["hostedzone", id], &[]).await?;
+            xml::hosted_zone(&body).map_err(|e| unreadable("GetHostedZone", e))
         })
         .await?;
-    out.hosted_zone()
-        .map(|z| normalize_zone(z.name()))
-        .ok_or_else(|| {
-            GaveUp::Rejected(Failure::permanent(
-                "NoSuchHostedZone",
-                format!("GetHostedZone {id} answered without a zone"),
-            ))
-        })
+    Ok(normalize_zone(&zone.name))
 }
 
 /// A submitted change.
@@ -193,34 +99,11 @@ pub struct ChangeInfo {
     pub insync: bool,
 }
 
-fn change_info(info: Option<&aws_sdk_route53::types::ChangeInfo>) -> ChangeInfo {
-    match info {
-        Some(c) => ChangeInfo {
-            id: c.id().trim_start_matches("/change/").to_string(),
-            insync: *c.status() == ChangeStatus::Insync,
-        },
-        None => ChangeInfo {
-            id: String::new(),
-            insync: false,
-        },
+fn change_info(c: xml::ChangeStatus) -> ChangeInfo {
+    ChangeInfo {
+        id: c.id.trim_start_matches("/change/").to_string(),
+        insync: c.insync,
     }
-}
-
-fn to_sdk(set: &RecordSet) -> Result<ResourceRecordSet, Failure> {
-    let build =
-        |e: aws_sdk_route53::error::BuildError| Failure::permanent("request", e.to_string());
-    let records = set
-        .values
-        .iter()
-        .map(|v| ResourceRecord::builder().value(v).build().map_err(build))
-        .collect::<Result<Vec<_>, _>>()?;
-    ResourceRecordSet::builder()
-        .name(&set.name)
-        .r#type(RrType::from(set.kind.as_str()))
-        .ttl(set.ttl)
-        .set_resource_records(Some(records))
-        .build()
-        .map_err(build)
 }
 
 /// One ChangeResourceRecordSets request with `action` on every set (one batch:
@@ -229,40 +112,19 @@ pub async fn change(
     client: &Client,
     retrier: &mut Retrier,
     zone_id: &str,
-    action: ChangeAction,
+    action: Action,
     sets: &[RecordSet],
 ) -> Result<ChangeInfo, GaveUp> {
-    let build = |e: aws_sdk_route53::error::BuildError| {
-        GaveUp::Rejected(Failure::permanent("request", e.to_string()))
-    };
-    let changes = sets
-        .iter()
-        .map(|s| {
-            let rrs = to_sdk(s).map_err(GaveUp::Rejected)?;
-            Change::builder()
-                .action(action.clone())
-                .resource_record_set(rrs)
-                .build()
-                .map_err(build)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let batch = ChangeBatch::builder()
-        .comment("stoke route53")
-        .set_changes(Some(changes))
-        .build()
-        .map_err(build)?;
-    let out = retrier
+    let body = xml::change_batch(action, sets, "stoke route53");
+    let info = retrier
         .run(|| async {
-            client
-                .change_resource_record_sets()
-                .hosted_zone_id(zone_id)
-                .change_batch(batch.clone())
-                .send()
-                .await
-                .map_err(failure)
+            let answer = client
+                .post(&["hostedzone", zone_id, "rrset"], &body)
+                .await?;
+            xml::change_info(&answer).map_err(|e| unreadable("ChangeResourceRecordSets", e))
         })
         .await?;
-    Ok(change_info(out.change_info()))
+    Ok(change_info(info))
 }
 
 /// Polls GetChange until INSYNC. `Ok(false)` when the budget ran out first
@@ -280,16 +142,12 @@ pub async fn wait_insync(
         }
         let out = retrier
             .run(|| async {
-                client
-                    .get_change()
-                    .id(change_id)
-                    .send()
-                    .await
-                    .map_err(failure)
+                let body = client.get(&["change", change_id], &[]).await?;
+                xml::change_info(&body).map_err(|e| unreadable("GetChange", e))
             })
             .await;
         match out {
-            Ok(o) if change_info(o.change_info()).insync => return Ok(true),
+            Ok(c) if c.insync => return Ok(true),
             Ok(_) => {}
             Err(GaveUp::Budget(_)) => return Ok(false),
             Err(e) => return Err(e),
@@ -307,36 +165,29 @@ pub async fn current(
     name: &str,
     kind: &str,
 ) -> Result<Option<RecordSet>, GaveUp> {
-    let out = retrier
+    let sets = retrier
         .run(|| async {
-            client
-                .list_resource_record_sets()
-                .hosted_zone_id(zone_id)
-                .start_record_name(name)
-                .start_record_type(RrType::from(kind))
-                .max_items(1)
-                .send()
-                .await
-                .map_err(failure)
+            let body = client
+                .get(
+                    &["hostedzone", zone_id, "rrset"],
+                    &[("name", name), ("type", kind), ("maxitems", "1")],
+                )
+                .await?;
+            xml::record_sets(&body).map_err(|e| unreadable("ListResourceRecordSets", e))
         })
         .await?;
-    Ok(out
-        .resource_record_sets()
-        .iter()
+    Ok(sets
+        .into_iter()
         .find(|s| {
             // Weighted/latency sets (with an identifier) are never ours.
-            normalize_zone(s.name()) == normalize_zone(name)
-                && s.r#type().as_str() == kind
-                && s.set_identifier().is_none()
+            normalize_zone(&s.name) == normalize_zone(name)
+                && s.kind == kind
+                && s.set_identifier.is_none()
         })
         .map(|s| RecordSet {
-            name: normalize_zone(s.name()),
+            name: normalize_zone(&s.name),
             kind: kind.to_string(),
-            ttl: s.ttl().unwrap_or_default(),
-            values: s
-                .resource_records()
-                .iter()
-                .map(|r| r.value().to_string())
-                .collect(),
+            ttl: s.ttl.unwrap_or_default(),
+            values: s.values,
         }))
 }

@@ -5,16 +5,29 @@
 //! Every request goes through one [`retry::Retrier`]: throttling and other
 //! transient errors are retried with full-jitter backoff inside one time
 //! budget; wrong requests fail at once with the AWS message and what to fix.
+//!
+//! Files: `aws` the requests the module makes; `client` one signed request;
+//! `sigv4` the signature; `credentials` where they come from (`env`,
+//! `profile`, `imds`); `endpoint` the URL and signing region; `xml` bodies
+//! and answers; `time` UTC dates; `config` the section; `retry` the budget.
 
 mod aws;
+mod client;
 mod config;
+mod credentials;
+mod endpoint;
+mod env;
+mod imds;
+mod profile;
 mod retry;
+mod sigv4;
+mod time;
+mod xml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_sdk_route53::types::ChangeAction;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use stoke_api::{
@@ -121,7 +134,7 @@ impl Module for Route53 {
             sec.record_sets(&ctx.instance, &vars, known_zone.as_deref())?;
         }
 
-        let client = aws::client(endpoint(&sec, ctx)).await;
+        let client = aws::client(endpoint(&sec, ctx)).map_err(invalid)?;
         let mut retrier = Retrier::new(
             Duration::from_secs(sec.budget_seconds),
             Duration::from_secs_f64(sec.max_backoff_seconds),
@@ -145,7 +158,7 @@ impl Module for Route53 {
         let sets = sec.record_sets(&ctx.instance, &vars, zone_name.as_deref())?;
         let what = format!("UPSERT {} in {zone_id}", describe(&sets));
 
-        let info = aws::change(&client, &mut retrier, &zone_id, ChangeAction::Upsert, &sets)
+        let info = aws::change(&client, &mut retrier, &zone_id, aws::Action::Upsert, &sets)
             .await
             .map_err(|e| failed(&what, e, &retrier))?;
         // Recorded before waiting for sync: the records exist from here on.
@@ -222,7 +235,7 @@ impl Module for Route53 {
             ))
         })?;
 
-        let client = aws::client(endpoint(&sec, ctx)).await;
+        let client = aws::client(endpoint(&sec, ctx)).map_err(invalid)?;
         let mut retrier = Retrier::new(
             Duration::from_secs(sec.shutdown_budget_seconds),
             Duration::from_secs_f64(sec.max_backoff_seconds),
@@ -257,7 +270,7 @@ impl Module for Route53 {
                 &client,
                 &mut retrier,
                 &reg.zone_id,
-                ChangeAction::Delete,
+                aws::Action::Delete,
                 &ours,
             )
             .await
@@ -315,6 +328,10 @@ impl Module for Route53 {
         }
         Ok(Some(report))
     }
+}
+
+fn invalid(e: String) -> ModuleError {
+    ModuleError::Invalid(format!("route53: {e}"))
 }
 
 fn state_path(ctx: &Context) -> PathBuf {

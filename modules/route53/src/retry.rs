@@ -47,24 +47,10 @@ impl Failure {
         }
     }
 
-    /// From an HTTP error response: the code and message the SDK parsed, else
-    /// the ones found in the raw body (the SDK cannot parse every server's XML,
-    /// moto's included), else the HTTP status alone.
-    pub fn from_response(
-        status: u16,
-        sdk_code: Option<&str>,
-        sdk_message: Option<&str>,
-        body: &[u8],
-    ) -> Self {
-        let body = String::from_utf8_lossy(body);
-        let code = sdk_code
-            .map(str::to_string)
-            .or_else(|| xml_field(&body, "Code"))
-            .unwrap_or_default();
-        let message = sdk_message
-            .map(str::to_string)
-            .or_else(|| xml_field(&body, "Message"))
-            .unwrap_or_else(|| snippet(&body));
+    /// From an HTTP error answer: the AWS code and message in its XML body,
+    /// else the HTTP status and the start of the body.
+    pub fn from_response(status: u16, body: &str) -> Self {
+        let (code, message) = crate::xml::error(body).unwrap_or_default();
         let class = classify(status, &code);
         let code = if code.is_empty() {
             format!("HTTP {status}")
@@ -74,7 +60,7 @@ impl Failure {
         Failure {
             class,
             code,
-            message,
+            message: message.unwrap_or_else(|| snippet(body)),
             status: Some(status),
         }
     }
@@ -102,6 +88,9 @@ impl Failure {
             }
             "InvalidInput" | "InvalidArgument" => {
                 "a value in the `route53:` section is not valid for Route53"
+            }
+            "credentials" => {
+                "fix the credentials named above, or give `access_key_id`/`secret_access_key`, or use an instance profile"
             }
             _ if self.status == Some(403) => {
                 "access denied: check the credentials and the IAM policy in docs/route53.md"
@@ -133,21 +122,6 @@ pub fn classify(status: u16, code: &str) -> Class {
     } else {
         Class::Permanent
     }
-}
-
-/// The text of the first `<Field>…</Field>` in an XML document.
-fn xml_field(body: &str, field: &str) -> Option<String> {
-    let open = format!("<{field}>");
-    let start = body.find(&open)? + open.len();
-    let len = body[start..].find(&format!("</{field}>"))?;
-    let raw = body[start..start + len].trim();
-    (!raw.is_empty()).then(|| {
-        raw.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&")
-    })
 }
 
 fn snippet(body: &str) -> String {
@@ -277,19 +251,60 @@ mod tests {
         assert_eq!(classify(403, ""), Class::Permanent);
     }
 
+    fn error_body(code: &str, message: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\"?>\n<ErrorResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\">\
+             <Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>\
+             <RequestId>x</RequestId></ErrorResponse>"
+        )
+    }
+
     #[test]
-    fn raw_xml_is_read_when_the_sdk_found_no_code() {
-        let body = b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>\
-                     <Message>Rate exceeded &amp; more</Message></Error><RequestId>x</RequestId></ErrorResponse>";
-        let f = Failure::from_response(400, None, None, body);
+    fn error_answers_give_code_message_and_class() {
+        let f = Failure::from_response(400, &error_body("Throttling", "Rate exceeded &amp; more"));
         assert_eq!(f.class, Class::Transient);
         assert_eq!(f.code, "Throttling");
         assert_eq!(f.message, "Rate exceeded & more");
-        let f = Failure::from_response(502, None, None, b"");
-        assert_eq!((f.class, f.code.as_str()), (Class::Transient, "HTTP 502"));
-        let f = Failure::from_response(404, Some("NoSuchHostedZone"), Some("No zone"), b"junk");
-        assert_eq!(f.class, Class::Permanent);
+        assert_eq!(f.status, Some(400));
+        let f = Failure::from_response(400, &error_body("PriorRequestNotComplete", "busy"));
+        assert_eq!(f.class, Class::Transient);
+
+        let f = Failure::from_response(
+            404,
+            &error_body("NoSuchHostedZone", "No hosted zone found with ID: Z9"),
+        );
+        assert_eq!(
+            (f.class, f.code.as_str()),
+            (Class::Permanent, "NoSuchHostedZone")
+        );
+        assert_eq!(f.message, "No hosted zone found with ID: Z9");
         assert!(f.hint().contains("hosted_zone_id"));
+        let f = Failure::from_response(403, &error_body("AccessDenied", "not authorized"));
+        assert_eq!(
+            (f.class, f.code.as_str()),
+            (Class::Permanent, "AccessDenied")
+        );
+        assert!(f.hint().contains("grant the instance role"));
+        let f = Failure::from_response(403, &error_body("SignatureDoesNotMatch", "no"));
+        assert!(f.hint().contains("credentials were refused"));
+        let f = Failure::from_response(
+            400,
+            &error_body("InvalidChangeBatch", "[Tried to delete x]"),
+        );
+        assert_eq!(
+            (f.class, f.message.as_str()),
+            (Class::Permanent, "[Tried to delete x]")
+        );
+
+        // No XML to read: the status decides, the body is shown.
+        let f = Failure::from_response(502, "");
+        assert_eq!((f.class, f.code.as_str()), (Class::Transient, "HTTP 502"));
+        assert_eq!(f.message, "(empty response body)");
+        let f = Failure::from_response(400, "<html>bad gateway</html>");
+        assert_eq!((f.class, f.code.as_str()), (Class::Permanent, "HTTP 400"));
+        assert_eq!(f.message, "<html>bad gateway</html>");
+        let f = Failure::from_response(429, "slow down");
+        assert_eq!(f.class, Class::Transient);
     }
 
     #[test]

@@ -193,6 +193,39 @@ async fn bad_credentials_fail_at_once() {
 }
 
 #[tokio::test]
+async fn moto_checks_and_accepts_the_signature() {
+    // After 4 unchecked requests (the zone, the IAM user, its policy, its key)
+    // moto recomputes each request's SigV4 signature with botocore and answers
+    // SignatureDoesNotMatch to a mismatch. Its re-creation is only faithful
+    // for a request with a body (it signs a GET's query parameters, or its
+    // headers, as if they were the body), so the request checked here is
+    // the ChangeResourceRecordSets POST: path, headers, body hash. Query
+    // strings are covered by the AWS test vectors in src/sigv4.rs.
+    let moto = moto_or_skip!(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]);
+    let admin = admin_client(&moto.url());
+    let zone = create_zone(&admin, "signed.test").await;
+    let (key, secret) = admin.iam_user_with_key("stoke").await;
+    let root = tempfile::tempdir().unwrap();
+    let section = json!({
+        "hosted_zone_id": zone, "zone_name": "signed.test",
+        "records": [{"name": "t.{{ zone_name }}", "type": "TXT", "value": "a <b> & 'c' \"d\""}],
+        "access_key_id": key, "secret_access_key": secret,
+    });
+    let ctx = instance_ctx(root.path(), &moto.url(), "sig", "10.5.0.1", section);
+    let report = module().run(&ctx).await.expect("signed registration");
+    assert_eq!(report.details["attempts"], 1, "{report:?}");
+
+    // The same request with a wrong secret is refused: the check is real.
+    let section = json!({"hosted_zone_id": zone, "zone_name": "signed.test", "access_key_id": key, "secret_access_key": "wrong"});
+    let ctx = instance_ctx(root.path(), &moto.url(), "sig", "10.5.0.1", section);
+    let err = module().run(&ctx).await.unwrap_err().to_string();
+    eprintln!("{err}");
+    assert!(err.contains("SignatureDoesNotMatch (HTTP 403)"), "{err}");
+    assert!(err.contains("credentials were refused"), "{err}");
+    assert!(err.contains("1 request"), "not retried: {err}");
+}
+
+#[tokio::test]
 async fn throttling_and_prior_request_not_complete_are_retried_to_success() {
     let moto = moto_or_skip!();
     let admin = admin_client(&moto.url());
