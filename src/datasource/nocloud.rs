@@ -28,7 +28,11 @@ pub async fn read(
         for label in ["cidata", "CIDATA"] {
             let link = Path::new("/dev/disk/by-label").join(label);
             if let Ok(device) = std::fs::canonicalize(&link) {
-                let fstype = if is_iso9660(&device) { "iso9660" } else { "vfat" };
+                let fstype = if is_iso9660(&device) {
+                    "iso9660"
+                } else {
+                    "vfat"
+                };
                 let device = device.display().to_string();
                 return read_volume(paths, system, &device, Some(fstype)).map(Some);
             }
