@@ -463,7 +463,7 @@ def new_instance(t):
             str((st2 or {}).get("instance_id")))
     t.check_frequencies(st2, "ok")
     t.check_hostname(f2, differs_from=h1)
-    t.check_hostkeys(f2, differs_from=k1, held=False)
+    t.check_hostkeys(f2, differs_from=k1, held=True)
     t.check_authorized_keys(f2)
     t.check_disks(f2, ndisks=1)
 
