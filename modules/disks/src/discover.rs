@@ -330,7 +330,7 @@ fn imds_names(dev: &str) -> Vec<String> {
 }
 
 /// Whether a string has glob metacharacters.
-fn is_glob(s: &str) -> bool {
+pub fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 

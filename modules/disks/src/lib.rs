@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod devwait;
 pub mod discover;
 pub mod probe;
 
@@ -52,6 +53,13 @@ impl Module for DisksModule {
         cfg.validate(0)?;
         if cfg.mode == Mode::Off {
             return Ok(Report::new("disks: mode off, nothing done"));
+        }
+        let missing = devwait::missing(ctx, &cfg);
+        if !missing.is_empty()
+            && let Some(w) = devwait::wait_for(ctx, &missing, cfg.settle_secs()?).await
+        {
+            // Discovery says what is still missing; this says why waiting did not help.
+            tracing::warn!("disks: {w}");
         }
         let mut disc = discover(&ctx.root, &ctx.instance, &cfg)?;
         let mut runner = Runner::new(ctx, &cfg);

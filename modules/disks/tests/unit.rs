@@ -317,6 +317,60 @@ async fn explicit_list_and_glob_win_over_discovery() {
 }
 
 #[tokio::test]
+async fn a_configured_link_udev_has_not_made_yet_is_waited_for() {
+    let m = Machine::new();
+    m.disk("vdb", "252:16", None);
+    let link = m.p("dev/disk/by-id/virtio-eph0");
+    let cfg = json!({"disks": {"devices": ["/dev/disk/by-id/virtio-eph0"], "settle_timeout": 7}});
+
+    // udev makes the link while `udevadm wait` waits for it.
+    let fake = FakeSystem::new();
+    let (target, made) = (m.p("dev/vdb"), link.clone());
+    fake.respond(move |cmd| {
+        (cmd.args.first().map(String::as_str) == Some("wait")).then(|| {
+            fs::create_dir_all(made.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(&target, &made).unwrap();
+            CmdOutput::ok("")
+        })
+    });
+    blkid(&fake, &m.dev("vdb"), nothing_found());
+    let r = run(&m, cfg.clone(), InstanceData::default(), &fake)
+        .await
+        .unwrap();
+    assert_eq!(
+        ran(&fake, "udevadm"),
+        [format!("udevadm wait --timeout=7 {}", link.display())]
+    );
+    assert_eq!(r.details["disks"][0]["device"], "/dev/vdb");
+
+    // Present from the start: no waiting at all.
+    let fake = FakeSystem::new();
+    blkid(&fake, &m.dev("vdb"), nothing_found());
+    run(&m, cfg.clone(), InstanceData::default(), &fake)
+        .await
+        .unwrap();
+    assert!(
+        ran(&fake, "udevadm wait").is_empty(),
+        "{:?}",
+        fake.commands()
+    );
+
+    // Without `udevadm wait` (systemd before 251) it settles udev's queue instead.
+    fs::remove_file(&link).unwrap();
+    let fake = FakeSystem::new();
+    fake.on(
+        "udevadm wait",
+        CmdOutput::failed(1, "Unknown command verb 'wait'."),
+    );
+    let err = run(&m, cfg, InstanceData::default(), &fake)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(ran(&fake, "udevadm settle"), ["udevadm settle --timeout=7"]);
+    assert!(err.contains("virtio-eph0 does not exist"), "{err}");
+}
+
+#[tokio::test]
 async fn bad_input_is_a_clear_error_and_touches_nothing() {
     let m = Machine::nitro();
     let cases = [
@@ -347,7 +401,12 @@ async fn bad_input_is_a_clear_error_and_touches_nothing() {
             .unwrap_err()
             .to_string();
         assert!(err.contains(want), "{cfg}: {err}");
-        assert!(fake.commands().is_empty(), "{cfg}: {:?}", fake.commands());
+        // Only waiting for a missing device, never a command that touches a disk.
+        assert!(
+            fake.commands().iter().all(|c| c.starts_with("udevadm ")),
+            "{cfg}: {:?}",
+            fake.commands()
+        );
     }
 }
 

@@ -1,0 +1,55 @@
+//! stoke-local starts before udev has necessarily handled every device (it is ordered after
+//! the udev trigger, not after udev's queue), so a configured `/dev/disk/by-*` link may not be
+//! there yet. Wait for the missing ones, bounded by `settle_timeout`, before looking at disks.
+
+use std::time::Duration;
+
+use stoke_api::{Cmd, Context, tools};
+
+use crate::config::Disks;
+use crate::discover::is_glob;
+
+/// The configured device paths (not globs) that do not exist yet.
+pub fn missing(ctx: &Context, cfg: &Disks) -> Vec<String> {
+    cfg.devices
+        .iter()
+        .flatten()
+        .filter(|d| !is_glob(d) && !ctx.path(d.as_str()).exists())
+        .cloned()
+        .collect()
+}
+
+/// Waits for `paths` with `udevadm wait` (systemd 251+), else for udev's whole queue with
+/// `udevadm settle`. Returns a warning when neither worked; what is still missing is then
+/// reported by discovery.
+pub async fn wait_for(ctx: &Context, paths: &[String], secs: u64) -> Option<String> {
+    let timeout = Duration::from_secs(secs + 5);
+    let udevadm = ctx.tool(tools::UDEVADM);
+    let mut args = vec!["wait".to_string(), format!("--timeout={secs}")];
+    args.extend(
+        paths
+            .iter()
+            .map(|p| ctx.path(p.as_str()).display().to_string()),
+    );
+    let wait = Cmd::new(&udevadm, args).timeout(timeout);
+    match ctx.system.run(&wait).await {
+        Ok(out) if out.success() => return None,
+        Ok(out) => tracing::debug!("`{}` {}", wait.display(), out.status_text()),
+        Err(e) => tracing::debug!("`{}`: {e}", wait.display()),
+    }
+    let settle = Cmd::new(
+        &udevadm,
+        ["settle".to_string(), format!("--timeout={secs}")],
+    )
+    .timeout(timeout);
+    match ctx.system.run(&settle).await {
+        Ok(out) if out.success() => None,
+        Ok(out) => Some(format!(
+            "waiting for {}: `{}` {}",
+            paths.join(", "),
+            settle.display(),
+            out.status_text()
+        )),
+        Err(e) => Some(format!("waiting for {}: {e}", paths.join(", "))),
+    }
+}
