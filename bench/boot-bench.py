@@ -407,6 +407,19 @@ def make_report(results, order):
         kg = keygen_secs(r)
         if r["ok"] and kg and r.get("total") is not None and floor_r is not None:
             net.setdefault(r["variant"], []).append(r["total"] - floor_r - kg)
+    # The same at the unit level: the agent's critical-path unit (stoke-local / the script's unit)
+    # minus its key generation. Free of the floor's own round-to-round variation.
+    unit = {}
+    for r in results:
+        kg = keygen_secs(r)
+        name = {"B": "stoke-local.service", "L": "bench-shell.service"}.get(r["variant"])
+        line = next((l for l in r.get("blame") or [] if name and name in l), None)
+        if r["ok"] and kg and line:
+            unit.setdefault(r["variant"], []).append(blame_secs(line) - kg)
+    if unit.get("B") and unit.get("L"):
+        summary.append("critical-path unit time minus its RSA key generation, medians: "
+                       f"stoke-local {med(unit['B']):.2f} s, shell script {med(unit['L']):.2f} s "
+                       f"(difference {med(unit['B']) - med(unit['L']):+.2f} s)")
     if net.get("B") and net.get("L"):
         summary.append("added over the floor minus the boot's own RSA key generation time, medians: "
                        f"stoke {med(net['B']):+.2f} s, shell {med(net['L']):+.2f} s "
