@@ -25,6 +25,8 @@ pub struct Endpoint<'a> {
     pub region: String,
     pub endpoint_url: Option<&'a str>,
     pub credentials: Option<StaticCredentials>,
+    /// The instance's root, for the credentials file.
+    pub root: stoke_api::Root,
 }
 
 pub struct Client {
@@ -53,7 +55,7 @@ impl Client {
         Ok(Client {
             http,
             endpoint,
-            credentials: Chain::new(ep.credentials, env),
+            credentials: Chain::new(ep.credentials, env, ep.root),
         })
     }
 

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use stoke_api::Root;
+
 use crate::config::StaticCredentials;
 use crate::env::Env;
 use crate::imds;
@@ -56,13 +58,16 @@ const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 pub struct Chain {
     config: Option<Credentials>,
     env: Env,
+    /// The instance's root: the credentials file is read under it (a `--root` sandbox must not
+    /// read the host's).
+    root: Root,
     cache: Mutex<Option<Credentials>>,
     /// Built at the first IMDS request only.
     imds_http: OnceLock<reqwest::Client>,
 }
 
 impl Chain {
-    pub fn new(config: Option<StaticCredentials>, env: Env) -> Chain {
+    pub fn new(config: Option<StaticCredentials>, env: Env, root: Root) -> Chain {
         Chain {
             config: config.map(|c| Credentials {
                 access_key_id: c.access_key_id,
@@ -71,6 +76,7 @@ impl Chain {
                 expires: None,
             }),
             env,
+            root,
             cache: Mutex::new(None),
             imds_http: OnceLock::new(),
         }
@@ -100,7 +106,7 @@ impl Chain {
             return Ok((c, "the environment".into()));
         }
         let (file, profile) = file_and_profile(&self.env);
-        if let Some(c) = from_file(&self.env)? {
+        if let Some(c) = from_file(&self.env, &self.root)? {
             return Ok((c, format!("profile `{profile}` of {}", show(&file))));
         }
         let tried = format!(
@@ -183,14 +189,14 @@ fn file_and_profile(env: &Env) -> (Option<PathBuf>, String) {
 /// No file, or no `default` profile in it: `None` (the chain goes on). What
 /// was named explicitly (a file, a profile) and is not there, or a profile
 /// without keys, is an error: falling through to another identity would hide it.
-fn from_file(env: &Env) -> Result<Option<Credentials>, CredentialsError> {
+fn from_file(env: &Env, root: &Root) -> Result<Option<Credentials>, CredentialsError> {
     let (file, profile) = file_and_profile(env);
     let Some(file) = file else {
         return Ok(None);
     };
     let explicit_file = env.get("AWS_SHARED_CREDENTIALS_FILE").is_some();
     let explicit_profile = env.get("AWS_PROFILE").is_some();
-    let text = match std::fs::read_to_string(&file) {
+    let text = match std::fs::read_to_string(root.path(&file)) {
         Ok(t) => t,
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound && !explicit_file && !explicit_profile =>
@@ -223,7 +229,7 @@ mod tests {
     use super::*;
 
     fn chain(env: &[(&str, &str)]) -> Chain {
-        Chain::new(None, Env::of(env))
+        Chain::new(None, Env::of(env), Root::new("/"))
     }
 
     #[tokio::test]
@@ -250,6 +256,7 @@ mod tests {
                 session_token: None,
             }),
             Env::of(&env),
+            Root::new("/"),
         );
         assert_eq!(from_config.get().await.unwrap().access_key_id, "CFGKEY");
         let c = chain(&env).get().await.unwrap();
@@ -275,6 +282,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c.access_key_id, "FILEKEY");
+        // Under a root (`stoke --root`), the file is the root's, never the host's.
+        let under_root = Chain::new(None, Env::of(&[("HOME", "/")]), Root::new(dir.path()));
+        assert_eq!(
+            under_root.get().await.unwrap().access_key_id,
+            "FILEKEY",
+            "read from <root>/.aws/credentials"
+        );
     }
 
     #[tokio::test]

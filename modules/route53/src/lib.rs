@@ -348,6 +348,7 @@ fn endpoint<'a>(sec: &'a Section, ctx: &Context) -> aws::Endpoint<'a> {
             .unwrap_or_else(|| "us-east-1".into()),
         endpoint_url: sec.endpoint_url.as_deref(),
         credentials: sec.static_credentials(),
+        root: ctx.root.clone(),
     }
 }
 
