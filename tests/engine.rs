@@ -516,3 +516,25 @@ fn logins_wait_for_the_network_stage_only_when_a_key_module_has_to() {
     assert_eq!(n.module_state("ssh-host-keys"), "ok");
     assert_eq!(login_releases(&n), 0);
 }
+
+#[test]
+fn a_cidata_volume_is_found_by_its_udev_label_link_without_blkid() {
+    let s = Sandbox::new();
+    s.write("/dev/vdc", vec![0u8; 40_000]); // not ISO 9660: vfat
+    std::fs::create_dir_all(s.path("/dev/disk/by-label")).unwrap();
+    std::os::unix::fs::symlink(s.path("/dev/vdc"), s.path("/dev/disk/by-label/CIDATA")).unwrap();
+    s.stoke(&["run", "--stage", "local"]);
+    let mounts = s.actions_of("mount");
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0]["fstype"], "vfat");
+    assert!(
+        mounts[0]["source"].as_str().unwrap().ends_with("/dev/vdc"),
+        "{mounts:?}"
+    );
+    let blkid: Vec<_> = s
+        .actions_of("run")
+        .into_iter()
+        .filter(|a| a["argv"][0] == "blkid")
+        .collect();
+    assert!(blkid.is_empty(), "{blkid:?}");
+}

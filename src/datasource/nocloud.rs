@@ -24,18 +24,16 @@ pub async fn read(
         return Ok(None);
     }
     // udev's by-label link, when udev has seen the volume already: no process to start.
-    if paths.root.is_host() {
-        for label in ["cidata", "CIDATA"] {
-            let link = Path::new("/dev/disk/by-label").join(label);
-            if let Ok(device) = std::fs::canonicalize(&link) {
-                let fstype = if is_iso9660(&device) {
-                    "iso9660"
-                } else {
-                    "vfat"
-                };
-                let device = device.display().to_string();
-                return read_volume(paths, system, &device, Some(fstype)).map(Some);
-            }
+    for label in ["cidata", "CIDATA"] {
+        let link = paths.root.path(Path::new("/dev/disk/by-label").join(label));
+        if let Ok(device) = std::fs::canonicalize(&link) {
+            let fstype = if is_iso9660(&device) {
+                "iso9660"
+            } else {
+                "vfat"
+            };
+            let device = device.display().to_string();
+            return read_volume(paths, system, &device, Some(fstype)).map(Some);
         }
     }
     // Else one blkid for every device (a process start costs ~0.1 s in a slow VM at boot);
