@@ -160,15 +160,15 @@ fn main() -> ExitCode {
     let at_main = state::process_age_ms();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = unit_command_line(&args).unwrap_or_else(|| Cli::parse_from(&args));
-    let at_parsed = state::process_age_ms();
     logging::init(cli.verbose);
-    tracing::debug!(
-        "stoke {}: main reached {:.0} ms after exec, arguments read after {:.0} ms, logging ready after {:.0} ms",
-        env!("CARGO_PKG_VERSION"),
-        at_main.unwrap_or(0.0),
-        at_parsed.unwrap_or(0.0),
-        state::process_age_ms().unwrap_or(0.0)
-    );
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(
+            "stoke {}: main reached {:.0} ms after exec, arguments and logging ready after {:.0} ms",
+            env!("CARGO_PKG_VERSION"),
+            at_main.unwrap_or(0.0),
+            state::process_age_ms().unwrap_or(0.0)
+        );
+    }
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {

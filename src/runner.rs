@@ -378,7 +378,8 @@ impl<'a> Runner<'a> {
                 && self
                     .modules
                     .iter()
-                    .any(|m| m.spec().name == *name && m.spec().before_logins)
+                    .map(|m| m.spec())
+                    .any(|s| s.name == *name && s.before_logins)
         })
     }
 
