@@ -11,6 +11,7 @@ mod module;
 mod system;
 mod template;
 pub mod tools;
+pub mod udev;
 
 #[cfg(feature = "fake")]
 pub mod fake;

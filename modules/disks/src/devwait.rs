@@ -1,6 +1,6 @@
-//! stoke-local starts before udev has necessarily handled every device (it is ordered after
-//! the udev trigger, not after udev's queue), so a configured `/dev/disk/by-*` link may not be
-//! there yet. Wait for the missing ones, bounded by `settle_timeout`, before looking at disks.
+//! A configured `/dev/disk/by-*` link may still be missing after udev's queue has settled
+//! (a device that appears late). Wait for the missing ones, bounded by `settle_timeout`,
+//! before looking at disks.
 
 use std::time::Duration;
 
@@ -37,19 +37,8 @@ pub async fn wait_for(ctx: &Context, paths: &[String], secs: u64) -> Option<Stri
         Ok(out) => tracing::debug!("`{}` {}", wait.display(), out.status_text()),
         Err(e) => tracing::debug!("`{}`: {e}", wait.display()),
     }
-    let settle = Cmd::new(
-        &udevadm,
-        ["settle".to_string(), format!("--timeout={secs}")],
-    )
-    .timeout(timeout);
-    match ctx.system.run(&settle).await {
-        Ok(out) if out.success() => None,
-        Ok(out) => Some(format!(
-            "waiting for {}: `{}` {}",
-            paths.join(", "),
-            settle.display(),
-            out.status_text()
-        )),
-        Err(e) => Some(format!("waiting for {}: {e}", paths.join(", "))),
-    }
+    stoke_api::udev::settle(ctx, secs)
+        .await
+        .err()
+        .map(|e| format!("waiting for {}: {e}", paths.join(", ")))
 }

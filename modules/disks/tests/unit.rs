@@ -538,6 +538,67 @@ async fn active_array_of_ours_is_used_as_is() {
 }
 
 #[tokio::test]
+async fn an_array_udev_is_still_assembling_is_waited_for() {
+    // A reboot: udev has added one member of our array when the module starts
+    // (stoke-local does not wait for udevd) and adds the other while we settle.
+    let m = Machine::nitro();
+    m.held("nvme1n1", "md127");
+    m.write("run/udev/control", "");
+    let fake = FakeSystem::new();
+    let root = m.root().to_path_buf();
+    fake.respond(move |cmd| {
+        (cmd.args.first().map(String::as_str) == Some("settle")).then(|| {
+            for (p, text) in [
+                ("sys/block/nvme2n1/holders/md127", ""),
+                ("sys/block/md127/slaves/nvme2n1", ""),
+                ("dev/md/ephemeral", ""),
+            ] {
+                let p = root.join(p);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(p, text).unwrap();
+            }
+            CmdOutput::ok("")
+        })
+    });
+    fake.on(
+        &format!("mdadm --detail --export {}", m.dev("md127")),
+        CmdOutput::ok("MD_LEVEL=raid0\nMD_DEVICES=2\nMD_NAME=any:ephemeral\n"),
+    );
+    blkid(
+        &fake,
+        &m.dev("md/ephemeral"),
+        CmdOutput::ok("UUID=1111\nTYPE=xfs\nUSAGE=filesystem\n"),
+    );
+    let r = run(&m, json!({}), InstanceData::default(), &fake)
+        .await
+        .unwrap();
+    assert_eq!(fake.commands()[0], "udevadm settle --timeout=10");
+    assert!(writes(&fake).is_empty(), "{:?}", fake.commands());
+    assert_eq!(r.details["array"]["action"], "active");
+    assert_eq!(
+        r.details["array"]["members"],
+        json!(["/dev/nvme1n1", "/dev/nvme2n1"])
+    );
+    assert_eq!(r.warnings, Vec::<String>::new());
+
+    // Where udev does not run (a sandbox root, a container) nothing waits for it
+    // before looking at the disks (only after making the array, for its links).
+    let m = Machine::nitro();
+    let fake = FakeSystem::new();
+    run(&m, json!({}), InstanceData::default(), &fake)
+        .await
+        .unwrap();
+    let cmds = fake.commands();
+    let create = cmds.iter().position(|c| c.starts_with("mdadm --create"));
+    assert!(
+        !cmds[..create.unwrap()]
+            .iter()
+            .any(|c| c.starts_with("udevadm")),
+        "{cmds:?}"
+    );
+}
+
+#[tokio::test]
 async fn someone_elses_array_is_excluded_or_refused() {
     let m = Machine::nitro();
     m.held("nvme2n1", "md0");

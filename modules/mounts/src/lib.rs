@@ -15,10 +15,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use stoke_api::{
     Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, MountRequest, Report, Stage,
-    atomic_write, config_spec, read_to_string_opt, tools,
+    atomic_write, config_spec, read_to_string_opt, tools, udev,
 };
 
 use crate::fstab::{Entry, MARKER, MARKER_DISKS, norm};
+
+/// Upper bound for waiting on udev's queue before resolving configured devices.
+const UDEV_SETTLE_SECS: u64 = 10;
 
 pub fn modules() -> Vec<Box<dyn Module>> {
     vec![Box::new(MountsModule)]
@@ -629,6 +632,14 @@ impl Module for MountsModule {
             .as_ref()
             .map(|d| disks_wants(ctx, d, &timeout, &mut warnings))
             .unwrap_or_default();
+        // stoke-local does not wait for udevd: a configured /dev/disk/by-* link may not
+        // be there yet. (The disks module settles udev too; its volumes need nothing.)
+        if cfg.mounts.as_ref().is_some_and(|m| !m.is_empty())
+            && udev::present(ctx)
+            && let Err(e) = udev::settle(ctx, UDEV_SETTLE_SECS).await
+        {
+            warnings.push(format!("waiting for udev: {e}"));
+        }
         wants.extend(config_wants(ctx, &cfg, details.as_ref(), &timeout, &mut warnings).await?);
         wants.sort_by(|a, b| Path::new(&a.entry.file).cmp(Path::new(&b.entry.file)));
 

@@ -220,6 +220,42 @@ async fn cloud_config_mounts_are_resolved_and_mounted_in_path_order() {
 }
 
 #[tokio::test]
+async fn a_link_udev_makes_while_settling_is_mounted() {
+    // stoke-local does not wait for udevd: the by-label link appears while we settle.
+    let dir = root();
+    let d = dir.path();
+    fs::create_dir_all(d.join("run/udev")).unwrap();
+    fs::write(d.join("run/udev/control"), "").unwrap();
+    let fake = FakeSystem::new();
+    let link = d.join("dev/disk/by-label/logs");
+    let made = link.clone();
+    fake.respond(move |cmd| {
+        (cmd.args.first().map(String::as_str) == Some("settle")).then(|| {
+            fs::create_dir_all(made.parent().unwrap()).unwrap();
+            fs::write(&made, "").unwrap();
+            CmdOutput::ok("")
+        })
+    });
+    let cfg = json!({"mounts": [["/dev/disk/by-label/logs", "/logs", "xfs"]]});
+    let r = run(d, cfg.clone(), None, &fake).await.unwrap();
+    assert_eq!(fake.commands()[0], "udevadm settle --timeout=10");
+    assert_eq!(mounts(&fake)[0].source, link.display().to_string());
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+    // Without udev (a sandbox root) nothing waits, and the missing link is reported.
+    let dir = root();
+    let fake = FakeSystem::new();
+    let r = run(dir.path(), cfg, None, &fake).await.unwrap();
+    assert!(fake.commands().is_empty(), "{:?}", fake.commands());
+    assert!(mounts(&fake).is_empty());
+    assert!(
+        r.warnings.join("\n").contains("does not exist"),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[tokio::test]
 async fn ephemeral_disks_used_by_the_disks_module_are_not_mounted_twice() {
     let dir = root();
     let d = dir.path();
