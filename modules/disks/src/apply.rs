@@ -180,7 +180,8 @@ impl<'a> Runner<'a> {
         out.check(&cmd)
     }
 
-    async fn settle(&mut self) -> Result<(), ModuleError> {
+    /// `udevadm settle`, recorded as a step; a failure is a warning.
+    pub async fn settle(&mut self) -> Result<(), ModuleError> {
         let secs = self.cfg.settle_secs()?;
         let r = self
             .run(
@@ -192,8 +193,9 @@ impl<'a> Runner<'a> {
             )
             .await;
         if let Err(e) = r {
-            // Settling only makes device links appear sooner; the next steps use the
-            // device itself, so a failure here is worth a warning, not a failed boot.
+            // Settling makes links appear and udev's own assembly finish sooner; what is
+            // still missing or half-assembled is refused by the steps that follow, so a
+            // failure here is worth a warning, not a failed boot.
             self.warnings.push(format!("udevadm settle: {e}"));
         }
         Ok(())

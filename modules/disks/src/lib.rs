@@ -56,31 +56,29 @@ impl Module for DisksModule {
         if cfg.mode == Mode::Off {
             return Ok(Report::new("disks: mode off, nothing done"));
         }
-        let mut warnings = Vec::new();
+        let mut runner = Runner::new(ctx, &cfg);
         // stoke-local does not wait for udevd: on a reboot udev may still be assembling
         // our array one member at a time (`mdadm --incremental`), and a link may be
         // missing. Seen half-done, the array would be refused.
-        if udev::present(ctx)
-            && let Err(e) = udev::settle(ctx, cfg.settle_secs()?).await
-        {
-            warnings.push(format!("waiting for udev: {e}"));
+        if udev::present(ctx) {
+            runner.settle().await?;
         }
         let missing = devwait::missing(ctx, &cfg);
         if !missing.is_empty()
             && let Some(w) = devwait::wait_for(ctx, &missing, cfg.settle_secs()?).await
         {
             // Discovery says what is still missing; this says why waiting did not help.
-            warnings.push(w);
+            runner.warnings.push(w);
         }
         let mut disc = discover(&ctx.root, &ctx.instance, &cfg).inspect_err(|_| {
             // A failed run reports no warnings: these say why a device is still missing.
-            for w in &warnings {
+            for w in &runner.warnings {
                 tracing::warn!("disks: {w}");
             }
         })?;
-        let mut runner = Runner::new(ctx, &cfg);
         let ours_active = runner.resolve_md_holders(&mut disc).await?;
         cfg.validate(disc.candidates.len())?;
+        let mut warnings = Vec::new();
         let plan = layout(&cfg, &disc.candidates, &mut warnings);
         let mut out = Outcome {
             mode: cfg.mode.as_str(),

@@ -573,6 +573,7 @@ async fn an_array_udev_is_still_assembling_is_waited_for() {
         .await
         .unwrap();
     assert_eq!(fake.commands()[0], "udevadm settle --timeout=10");
+    assert_eq!(r.details["steps"][0]["step"], "udevadm settle", "timed in status");
     assert!(writes(&fake).is_empty(), "{:?}", fake.commands());
     assert_eq!(r.details["array"]["action"], "active");
     assert_eq!(
