@@ -509,21 +509,26 @@ async fn mode_off_does_nothing() {
     assert!(r.summary.contains("off"));
 }
 
+/// mdadm says md127 is our RAID0 array; blkid finds an xfs filesystem (UUID 1111) on it.
+fn md127_is_our_array_with_xfs(m: &Machine, fake: &FakeSystem) {
+    fake.on(
+        &format!("mdadm --detail --export {}", m.dev("md127")),
+        CmdOutput::ok("MD_LEVEL=raid0\nMD_DEVICES=2\nMD_NAME=any:ephemeral\n"),
+    );
+    blkid(
+        fake,
+        &m.dev("md/ephemeral"),
+        CmdOutput::ok("UUID=1111\nTYPE=xfs\nUSAGE=filesystem\n"),
+    );
+}
+
 #[tokio::test]
 async fn active_array_of_ours_is_used_as_is() {
     let m = Machine::nitro();
     m.held("nvme1n1", "md127").held("nvme2n1", "md127");
     m.write("dev/md/ephemeral", "");
     let fake = FakeSystem::new();
-    fake.on(
-        &format!("mdadm --detail --export {}", m.dev("md127")),
-        CmdOutput::ok("MD_LEVEL=raid0\nMD_DEVICES=2\nMD_NAME=any:ephemeral\n"),
-    );
-    blkid(
-        &fake,
-        &m.dev("md/ephemeral"),
-        CmdOutput::ok("UUID=1111\nTYPE=xfs\nUSAGE=filesystem\n"),
-    );
+    md127_is_our_array_with_xfs(&m, &fake);
     let r = run(&m, json!({}), InstanceData::default(), &fake)
         .await
         .unwrap();
@@ -560,20 +565,15 @@ async fn an_array_udev_is_still_assembling_is_waited_for() {
             CmdOutput::ok("")
         })
     });
-    fake.on(
-        &format!("mdadm --detail --export {}", m.dev("md127")),
-        CmdOutput::ok("MD_LEVEL=raid0\nMD_DEVICES=2\nMD_NAME=any:ephemeral\n"),
-    );
-    blkid(
-        &fake,
-        &m.dev("md/ephemeral"),
-        CmdOutput::ok("UUID=1111\nTYPE=xfs\nUSAGE=filesystem\n"),
-    );
+    md127_is_our_array_with_xfs(&m, &fake);
     let r = run(&m, json!({}), InstanceData::default(), &fake)
         .await
         .unwrap();
     assert_eq!(fake.commands()[0], "udevadm settle --timeout=10");
-    assert_eq!(r.details["steps"][0]["step"], "udevadm settle", "timed in status");
+    assert_eq!(
+        r.details["steps"][0]["step"], "udevadm settle",
+        "timed in status"
+    );
     assert!(writes(&fake).is_empty(), "{:?}", fake.commands());
     assert_eq!(r.details["array"]["action"], "active");
     assert_eq!(
