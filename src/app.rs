@@ -25,6 +25,8 @@ pub struct Prepared {
     pub engine: EngineConfig,
     pub instance: Option<Arc<InstanceData>>,
     pub no_instance_reason: String,
+    /// The instance id known before its metadata (EC2 Nitro: DMI), when the metadata is not.
+    pub pending_instance_id: Option<String>,
     /// Problems with the datasource (the stage goes on without it).
     pub datasource_errors: Vec<String>,
 }
@@ -51,6 +53,7 @@ impl App {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let mut datasource_errors = Vec::new();
+        let mut pending_instance_id = None;
         let (found, no_instance_reason) = match datasource::discover(
             &self.paths,
             &engine,
@@ -61,7 +64,10 @@ impl App {
         .await
         {
             Discovery::Found(f) => (Some(*f), String::new()),
-            Discovery::Pending(why) => (None, why),
+            Discovery::Pending { why, instance_id } => {
+                pending_instance_id = instance_id;
+                (None, why)
+            }
             Discovery::Nothing(why) => (None, why),
             Discovery::Failed(why) => {
                 tracing::error!("datasource: {why}");
@@ -127,6 +133,7 @@ impl App {
             engine,
             instance,
             no_instance_reason,
+            pending_instance_id,
             datasource_errors,
         }
     }
@@ -140,6 +147,7 @@ impl App {
             engine: &prep.engine,
             instance: prep.instance.clone(),
             no_instance_reason: prep.no_instance_reason.clone(),
+            pending_instance_id: prep.pending_instance_id.clone(),
             boot_id,
             self_exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/stoke".into()),
         }

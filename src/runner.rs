@@ -31,6 +31,9 @@ pub struct Runner<'a> {
     pub instance: Option<Arc<InstanceData>>,
     /// Why there is no instance data, when there is none.
     pub no_instance_reason: String,
+    /// The instance id known before its metadata (EC2 Nitro: DMI): lets the modules with
+    /// `modules.<name>.before_metadata` run in the local stage of a new instance.
+    pub pending_instance_id: Option<String>,
     pub boot_id: Option<String>,
     pub self_exe: PathBuf,
 }
@@ -67,7 +70,10 @@ impl PlanLine {
 
 impl<'a> Runner<'a> {
     fn iid(&self) -> Option<&str> {
-        self.instance.as_deref().map(|i| i.instance_id.as_str())
+        self.instance
+            .as_deref()
+            .map(|i| i.instance_id.as_str())
+            .or(self.pending_instance_id.as_deref())
     }
 
     /// Sorts this stage's modules into: to run, and already settled (with a status).
@@ -111,6 +117,7 @@ impl<'a> Runner<'a> {
                 duration_ms: None,
                 details: serde_json::Value::Null,
                 background: None,
+                before_metadata: false,
             };
             if over.enabled == Some(false) {
                 ms.state = ModState::Disabled;
@@ -119,13 +126,28 @@ impl<'a> Runner<'a> {
                 continue;
             }
             if self.instance.is_none() && (spec.needs_metadata || frequency != Frequency::Once) {
-                ms.state = ModState::Deferred;
-                ms.reason = format!("waiting for instance metadata: {}", self.no_instance_reason);
-                settled.push((spec.name, ms));
-                continue;
+                let wanted = over.before_metadata == Some(true);
+                if !wanted || spec.needs_metadata || self.pending_instance_id.is_none() {
+                    ms.state = ModState::Deferred;
+                    ms.reason =
+                        format!("waiting for instance metadata: {}", self.no_instance_reason);
+                    if wanted && spec.needs_metadata {
+                        ms.reason.push_str(&format!(
+                            " (modules.{}.before_metadata does not apply: it needs the metadata)",
+                            spec.name
+                        ));
+                    }
+                    settled.push((spec.name, ms));
+                    continue;
+                }
+                ms.before_metadata = true;
             }
             let decision = state.decide(spec.name, frequency, self.iid(), self.boot_id.as_deref());
             ms.reason = decision.reason;
+            if ms.before_metadata {
+                ms.reason
+                    .push_str(" (before the metadata: image configuration, instance id from DMI)");
+            }
             if !decision.due {
                 ms.state = ModState::Skipped;
                 settled.push((spec.name, ms));
@@ -222,7 +244,20 @@ impl<'a> Runner<'a> {
         section: serde_json::Value,
         this_run: &BTreeMap<String, serde_json::Value>,
     ) -> Context {
-        let instance = self.instance.clone().unwrap_or_default();
+        let instance = self
+            .instance
+            .clone()
+            .or_else(|| {
+                // Before the metadata: only the id is known (a `before_metadata` module).
+                self.pending_instance_id.as_ref().map(|iid| {
+                    Arc::new(InstanceData {
+                        datasource: "ec2".into(),
+                        instance_id: iid.clone(),
+                        ..InstanceData::default()
+                    })
+                })
+            })
+            .unwrap_or_default();
         let mut vars = instance.vars();
         vars.extend(self.engine.vars.clone());
         let mut prior = BTreeMap::new();
@@ -254,6 +289,7 @@ impl<'a> Runner<'a> {
     /// Runs the stage's due modules; updates `status` (and saves it) as they start and end.
     pub async fn run(&self, stage: Stage, status: &mut Status) {
         let (planned, settled) = self.select(stage, status);
+        self.note_config_not_applied(status);
         // Runs alongside the modules: logins need only wait for this stage (stoke-local is
         // ordered before sshd), not for the network stage.
         let release = (stage == Stage::Local && !self.holds_logins(&settled)).then(|| {
@@ -368,6 +404,43 @@ impl<'a> Runner<'a> {
             && let Err(e) = release.await
         {
             tracing::warn!("logins: releasing the hold: {e}");
+        }
+    }
+
+    /// A module that ran before the metadata did not see the user-data: say so once the
+    /// metadata is here, when the configuration it would get now differs from the one it ran with.
+    fn note_config_not_applied(&self, status: &mut Status) {
+        if self.instance.is_none() {
+            return;
+        }
+        let state = State::new(self.paths);
+        for module in self.modules {
+            let spec = module.spec();
+            let Some(ms) = status.modules.get_mut(spec.name) else {
+                continue;
+            };
+            if !ms.before_metadata || ms.state != ModState::Ok {
+                continue;
+            }
+            let section = self.loaded.section((spec.config.keys)());
+            let Some(sem) = state.read_sem(spec.name, ms.frequency, self.iid()) else {
+                continue;
+            };
+            if sem.config_sha256 == sha256_json(&section) {
+                continue;
+            }
+            let w = format!(
+                "{0}: ran before the metadata (modules.{0}.before_metadata): the configuration \
+                 the user-data gives it was not applied on this boot",
+                spec.name
+            );
+            if !ms.warnings.contains(&w) {
+                tracing::warn!("{w}");
+                ms.warnings.push(w.clone());
+            }
+            if !status.warnings.contains(&w) {
+                status.warnings.push(w);
+            }
         }
     }
 
@@ -518,6 +591,7 @@ mod tests {
                 ..InstanceData::default()
             })),
             no_instance_reason: String::new(),
+            pending_instance_id: None,
             boot_id: Some("b1".into()),
             self_exe: PathBuf::from("/usr/bin/stoke"),
         };

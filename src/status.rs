@@ -62,6 +62,10 @@ pub struct ModuleStatus {
     /// Work the module left running (e.g. a non-blocking puppet run) and its result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<serde_json::Value>,
+    /// Ran in the local stage of a new instance, before its metadata and user-data
+    /// (`modules.<name>.before_metadata`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub before_metadata: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -311,6 +315,7 @@ mod tests {
             duration_ms: Some(1.0),
             details: serde_json::Value::Null,
             background: None,
+            before_metadata: false,
         }
     }
 

@@ -187,3 +187,102 @@ fn gzip_and_multipart_user_data_are_decoded() {
     let warnings = s.status()["warnings"].to_string();
     assert!(warnings.contains("does not run scripts"), "{warnings}");
 }
+
+/// `ssh-keygen` runs the sandbox recorded (one per key type).
+fn keygens(s: &Sandbox) -> usize {
+    s.actions_of("run")
+        .iter()
+        .filter(|a| {
+            a["argv"][0]
+                .as_str()
+                .is_some_and(|p| p.ends_with("ssh-keygen"))
+        })
+        .count()
+}
+
+#[test]
+fn before_metadata_modules_run_in_the_local_stage_of_a_new_nitro_instance() {
+    let mut tree = ImdsServer::default_tree();
+    tree.insert(
+        "user-data".into(),
+        b"#cloud-config\nhostname: web-1\nssh_genkeytypes: [ed25519]\n".to_vec(),
+    );
+    let srv = ImdsServer::start(tree, Knobs::default());
+    let s = ec2_root(&srv, 10.0);
+    s.write("/sys/class/dmi/id/board_asset_tag", format!("{IID}\n"));
+    s.write(
+        "/etc/stoke/stoke.d/20-early.yaml",
+        "modules:\n  ssh-host-keys: {before_metadata: true}\n  hostname: {before_metadata: true}\n",
+    );
+
+    let local = s.stoke(&["run", "--stage", "local"]);
+    assert_eq!(
+        srv.total_requests(),
+        0,
+        "the local stage never touches the network"
+    );
+    assert_eq!(s.module_state("ssh-host-keys"), "ok", "{}", local.stderr);
+    assert_eq!(
+        keygens(&s),
+        3,
+        "the image's key types: {:?}",
+        s.actions_of("run")
+    );
+    let st = s.status();
+    let keys = &st["modules"]["ssh-host-keys"];
+    assert_eq!(keys["before_metadata"], true);
+    assert!(keys["reason"].as_str().unwrap().contains(IID), "{keys}");
+    // hostname needs the metadata: the switch does not apply to it.
+    assert_eq!(s.module_state("hostname"), "deferred");
+    let reason = st["modules"]["hostname"]["reason"].as_str().unwrap();
+    assert!(reason.contains("does not apply"), "{reason}");
+    assert!(st["instance_id"].is_null(), "the metadata is still to come");
+
+    let net = s.stoke(&["run", "--stage", "network"]);
+    assert_eq!(s.module_state("hostname"), "ok", "{}", net.stderr);
+    assert_eq!(s.module_state("ssh-host-keys"), "ok");
+    assert_eq!(
+        keygens(&s),
+        3,
+        "per-instance: not again once the metadata says {IID}"
+    );
+    // The user-data asked for other key types, which came too late: said, not hidden.
+    let st = s.status();
+    let warnings = st["warnings"].to_string();
+    assert!(
+        warnings.contains("ssh-host-keys: ran before the metadata"),
+        "{warnings}"
+    );
+    assert!(
+        st["modules"]["ssh-host-keys"]["warnings"]
+            .to_string()
+            .contains("not applied")
+    );
+
+    // User-data that leaves the module's keys alone: nothing to say.
+    let srv = ImdsServer::happy();
+    let q = ec2_root(&srv, 10.0);
+    q.write("/sys/class/dmi/id/board_asset_tag", format!("{IID}\n"));
+    q.write(
+        "/etc/stoke/stoke.d/20-early.yaml",
+        "modules:\n  ssh-host-keys: {before_metadata: true}\n",
+    );
+    q.stoke(&["run", "--stage", "local"]);
+    q.stoke(&["run", "--stage", "network"]);
+    assert_eq!(q.module_state("ssh-host-keys"), "ok");
+    assert!(
+        !q.status()["warnings"]
+            .to_string()
+            .contains("before the metadata"),
+        "{}",
+        q.status()["warnings"]
+    );
+
+    // Without the switch the same instance waits for its metadata, as before.
+    let srv = ImdsServer::happy();
+    let d = ec2_root(&srv, 10.0);
+    d.write("/sys/class/dmi/id/board_asset_tag", format!("{IID}\n"));
+    d.stoke(&["run", "--stage", "local"]);
+    assert_eq!(d.module_state("ssh-host-keys"), "deferred");
+    assert_eq!(keygens(&d), 0);
+}

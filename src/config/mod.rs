@@ -56,6 +56,11 @@ pub struct ModuleOverride {
     /// `false` turns the module off.
     pub enabled: Option<bool>,
     pub timeout_seconds: Option<u64>,
+    /// On a new EC2 instance whose id DMI gives (Nitro), run in the local stage instead of
+    /// waiting for the network stage's metadata: with the image's configuration only, so
+    /// user-data cannot change this module on that boot. Only for modules that need no
+    /// metadata (disks, mounts, ssh-host-keys).
+    pub before_metadata: Option<bool>,
 }
 
 /// One configuration document and where it came from.

@@ -34,7 +34,11 @@ pub struct Found {
 pub enum Discovery {
     Found(Box<Found>),
     /// Metadata exists but cannot be had in this stage (brand-new EC2 instance, local stage).
-    Pending(String),
+    /// The instance id, when DMI gives it (Nitro).
+    Pending {
+        why: String,
+        instance_id: Option<String>,
+    },
     /// No datasource applies (a bare machine, a demo root without seed).
     Nothing(String),
     /// A datasource applies but failed; the stage goes on without metadata.
@@ -125,7 +129,10 @@ async fn ec2(
     if stage != Stage::Network {
         return match cached {
             Some(found) => Discovery::Found(Box::new(found)),
-            None => Discovery::Pending("EC2 metadata is fetched in the network stage".into()),
+            None => Discovery::Pending {
+                why: "EC2 metadata is fetched in the network stage".into(),
+                instance_id: dmi.asset_tag.clone(),
+            },
         };
     }
     match fetch_ec2(cfg).await {

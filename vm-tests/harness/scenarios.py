@@ -444,14 +444,21 @@ def new_instance(t):
     root = t.overlay()
     e0 = t.disk("eph0")
 
-    def boot(label, iid):
+    # Instance B's image layer opts the modules that need no metadata into the local stage
+    # (`before_metadata`): written by instance A's last boot step, as a Packer layer would.
+    early = [m for m in ("disks", "mounts", "ssh-host-keys") if m in t.mods]
+    early_layer = "modules:\n" + "".join(f"  {m}: {{before_metadata: true}}\n" for m in early)
+
+    def boot(label, iid, extra=None):
         b = t.new_boot(label, root)
         b.disk("eph0", e0)
         b.imds = ec2_metadata(iid, "#cloud-config\n")
         b.smbios = ec2_smbios(iid)
+        b.extra = extra
         return t.boot(b)
 
-    f1 = boot("instance-a", "i-0aaaaaaaaaaaaaaa1")
+    f1 = boot("instance-a", "i-0aaaaaaaaaaaaaaa1", extra=(
+        f"printf '{early_layer}' > /etc/stoke/stoke.d/60-early.yaml" if early else None))
     st1 = t.check_boot_ok(f1)
     h1 = t.check_hostname(f1)
     k1 = t.check_hostkeys(f1)
@@ -466,6 +473,14 @@ def new_instance(t):
     t.check_hostkeys(f2, differs_from=k1, held=True)
     t.check_authorized_keys(f2)
     t.check_disks(f2, ndisks=1)
+    mods = (st2 or {}).get("modules", {})
+    net_start = ((st2 or {}).get("stages", {}).get("network") or {}).get("started_unix") or 0
+    for m in early:
+        ms = mods.get(m, {})
+        t.check(f"{m} ran in the local stage, before the metadata (instance id from DMI)",
+                ms.get("before_metadata") is True and 0 < (ms.get("started_unix") or 0) < net_start,
+                json.dumps({k: ms.get(k) for k in ("state", "reason", "started_unix")})
+                + f" network stage started {net_start}")
 
 
 BAD_USER_DATA = """#cloud-config
