@@ -167,7 +167,39 @@ impl<'a> Runner<'a> {
             });
             settled.push((spec.name, ms));
         }
+        Self::defer_early_dependents(&mut run, &mut settled);
         (run, settled)
+    }
+
+    /// A `before_metadata` module runs after its `after` modules, so it waits with them when
+    /// they are deferred (e.g. `mounts` early without `disks`: it would miss the disks' volumes).
+    fn defer_early_dependents(
+        run: &mut Vec<Planned>,
+        settled: &mut [(&'static str, ModuleStatus)],
+    ) {
+        loop {
+            let deferred: Vec<&str> = settled
+                .iter()
+                .filter(|(_, ms)| ms.state == ModState::Deferred)
+                .map(|(n, _)| *n)
+                .collect();
+            let Some(i) = run
+                .iter()
+                .position(|p| p.after.iter().any(|d| deferred.contains(d)))
+            else {
+                return;
+            };
+            let p = run.remove(i);
+            let dep = p.after.iter().find(|d| deferred.contains(d)).copied();
+            if let Some((_, ms)) = settled.iter_mut().find(|(n, _)| *n == p.name) {
+                ms.state = ModState::Deferred;
+                ms.before_metadata = false;
+                ms.reason = format!(
+                    "waiting for instance metadata: it runs after {}, which waits for it",
+                    dep.unwrap_or("?")
+                );
+            }
+        }
     }
 
     /// What would happen in `stage` now, without doing it.

@@ -265,11 +265,16 @@ fn before_metadata_modules_run_in_the_local_stage_of_a_new_nitro_instance() {
     q.write("/sys/class/dmi/id/board_asset_tag", format!("{IID}\n"));
     q.write(
         "/etc/stoke/stoke.d/20-early.yaml",
-        "modules:\n  ssh-host-keys: {before_metadata: true}\n",
+        "modules:\n  ssh-host-keys: {before_metadata: true}\n  mounts: {before_metadata: true}\n",
     );
     q.stoke(&["run", "--stage", "local"]);
+    // mounts runs after disks, which is not early: it waits with it (or it would miss its volumes).
+    assert_eq!(q.module_state("mounts"), "deferred");
+    let reason = q.status()["modules"]["mounts"]["reason"].to_string();
+    assert!(reason.contains("runs after disks"), "{reason}");
     q.stoke(&["run", "--stage", "network"]);
     assert_eq!(q.module_state("ssh-host-keys"), "ok");
+    assert_eq!(q.module_state("mounts"), "ok");
     assert!(
         !q.status()["warnings"]
             .to_string()
