@@ -10,13 +10,20 @@ the same NoCloud seed and the same blank ephemeral disk, from a pristine overlay
   C none         cloud-init=disabled stoke=disabled                (the floor)
   L shell        cloud-init=disabled stoke=disabled bench.shell=1   (the work, run concurrently)
 
+Two more variants (not in the default set) compare stoke's two ways on a new EC2 Nitro instance:
+the same work, metadata from the IMDSv2 responder (no seed), DMI saying EC2 with the instance id:
+
+  E stoke-ec2        cloud-init=disabled                 (host keys, disk: in the network stage)
+  F stoke-ec2-early  cloud-init=disabled bench.early=1   (an image layer sets before_metadata on
+                                                          disks, mounts, ssh-host-keys: local stage)
+
 The work: hostname from the seed's local-hostname, ssh host keys ed25519+ecdsa+rsa, the seed's
 public key in authorized_keys, the ephemeral disk (serial eph0) made xfs and mounted at
 /mnt/ephemeral. Variants alternate within each round. Per boot it records systemd-analyze, the
 blame lines of the agent's units, the time from kernel start to "boot work done", whether the work
 happened, and the agent's peak RSS (GNU time around each agent unit's ExecStart).
 
-Usage: bench/boot-bench.py [--rounds N] [--jobs N] [--out FILE.md]   (as root)
+Usage: bench/boot-bench.py [--rounds N] [--jobs N] [--variants ACBL|EF] [--out FILE.md]   (as root)
 """
 
 import argparse
@@ -33,6 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "vm-tests"))
 
 from harness import build, image  # noqa: E402
+from harness.scenarios import ec2_metadata, ec2_smbios  # noqa: E402
 from harness.vm import Boot, blank_disk, make_seed  # noqa: E402
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0X0Vx4oSxCRzbJH2ipd8f5rYR5dBC0zsbWKcUU1Ls bench@stoke"
@@ -43,15 +51,20 @@ VARIANTS = {
     "B": ("stoke", "cloud-init=disabled"),
     "C": ("none", "cloud-init=disabled stoke=disabled"),
     "L": ("shell", "cloud-init=disabled stoke=disabled bench.shell=1"),
+    "E": ("stoke-ec2", "cloud-init=disabled"),
+    "F": ("stoke-ec2-early", "cloud-init=disabled bench.early=1"),
 }
+EC2_VARIANTS = "EF"
+EC2_IID = "i-0be4c5bbe4c5bbe40"
 AGENT_UNITS = {
     "A": ["cloud-init-local.service", "cloud-init.service", "cloud-config.service", "cloud-final.service"],
     "B": ["stoke-local.service", "stoke-network.service", "stoke-final.service"],
     "C": [],
     "L": ["bench-shell.service"],
 }
+AGENT_UNITS["E"] = AGENT_UNITS["F"] = AGENT_UNITS["B"]
 DONE_UNIT = {"A": "cloud-final.service", "B": "stoke.target", "C": "multi-user.target",
-             "L": "bench-shell.service"}
+             "L": "bench-shell.service", "E": "stoke.target", "F": "stoke.target"}
 
 CLOUD_CFG = """\
 # bench: NoCloud only, no network rendering (the image's networkd config stays, as with stoke)
@@ -138,6 +151,25 @@ done
 CRITICAL_UNIT = {"B": "stoke-local.service", "L": "bench-shell.service"}
 
 
+# Variant F: an image layer (written before stoke-local starts) runs the modules that need no
+# metadata in the local stage of a new EC2 instance.
+EARLY_UNIT = """\
+[Unit]
+Description=bench: before_metadata image layer
+DefaultDependencies=no
+ConditionKernelCommandLine=bench.early=1
+After=systemd-remount-fs.service
+Before=stoke-local.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/cp /etc/stoke/bench-early.yaml /etc/stoke/stoke.d/60-early.yaml
+
+[Install]
+WantedBy=stoke-local.service
+"""
+
+
 def exec_starts(unit_path):
     return [l.split("=", 1)[1].strip() for l in open(unit_path) if l.startswith("ExecStart=")]
 
@@ -152,6 +184,11 @@ def tweak(tree, modules):
     if "disks" not in modules:
         cfg = cfg.split("disks:")[0]
     w("etc/stoke/stoke.d/50-bench.yaml", cfg)
+    early = [m for m in ("disks", "mounts", "ssh-host-keys") if m in modules]
+    w("etc/stoke/bench-early.yaml",
+      "modules:\n" + "".join(f"  {m}: {{before_metadata: true}}\n" for m in early))
+    w("etc/systemd/system/bench-early.service", EARLY_UNIT)
+    subprocess.run(["systemctl", "--root", tree, "-q", "enable", "bench-early.service"], check=True)
     w("usr/local/sbin/bench-shell", SHELL_SCRIPT, 0o755)
     w("etc/systemd/system/bench-shell.service", SHELL_UNIT)
     subprocess.run(["systemctl", "--root", tree, "-q", "enable", "bench-shell.service"], check=True)
@@ -229,7 +266,14 @@ def one_boot(env, variant, rnd):
                    check=True)
     eph = blank_disk(os.path.join(wd, f"{label}.eph0.raw"))
     b = Boot(label, wd, root, env["kernel"], env["initrd"])
-    b.disk("eph0", eph).disk("cidata", env["seed"], readonly=True)
+    b.disk("eph0", eph)
+    if variant in EC2_VARIANTS:
+        md = ec2_metadata(EC2_IID, "#cloud-config\n{}\n", public_key=PUBKEY)
+        md["meta-data"]["local-hostname"] = HOST
+        b.imds = md
+        b.smbios = ec2_smbios(EC2_IID)
+    else:
+        b.disk("cidata", env["seed"], readonly=True)
     b.append = cmdline
     b.extra = EXTRA
     ok = b.run()
@@ -257,7 +301,7 @@ def one_boot(env, variant, rnd):
     if variant == "L":
         res["parts"] = ex.get("shelltime", [])
 
-    elif variant == "B":
+    elif variant in "BEF":
         try:
             st = json.loads(f.get("status_json", "{}"))
             mods = st.get("modules", {})
@@ -265,10 +309,11 @@ def one_boot(env, variant, rnd):
                             sorted(mods.items(), key=lambda kv: -(kv[1].get("duration_ms") or 0))
                             if (m.get("duration_ms") or 0) >= 50]
             # The local stage's own overhead: process start-up before it, config + datasource in it.
-            local = st.get("stages", {}).get("local", {})
-            for key, name in (("startup_ms", "local start-up"), ("prepare_ms", "local config+datasource")):
-                if local.get(key) is not None:
-                    res["parts"].append(f"{name} {local[key] / 1000:.2f}s")
+            for stage in ("local", "network") if variant in EC2_VARIANTS else ("local",):
+                ss = st.get("stages", {}).get(stage, {})
+                for key, name in (("startup_ms", "start-up"), ("prepare_ms", "config+datasource")):
+                    if ss.get(key) is not None:
+                        res["parts"].append(f"{stage} {name} {ss[key] / 1000:.2f}s")
         except ValueError:
             pass
     res["agent_blame_sum"] = round(sum(blame_secs(l) for l in blame), 3)
@@ -385,6 +430,18 @@ def make_report(results, order):
         summary.append(f"stoke adds {added['B']:.1f} s over the floor, the shell script "
                        f"{added['L']:.1f} s: ratio stoke/shell = {added['B'] / added['L']:.2f} "
                        f"(goal ≤ 1.10)")
+    # A new EC2 instance, stoke's two ways, paired per round: when the boot work was done.
+    ec2 = {}
+    for r in results:
+        if r["ok"] and r["variant"] in EC2_VARIANTS and r.get("work_done"):
+            ec2.setdefault(r["label"].split("-")[0], {})[r["variant"]] = r["work_done"]
+    diffs = [d["F"] - d["E"] for d in ec2.values() if "E" in d and "F" in d]
+    if diffs:
+        e = med([d.get("E") for d in ec2.values()])
+        f = med([d.get("F") for d in ec2.values()])
+        summary.append(f"new EC2 instance, kernel → stoke.target, medians: E (network stage) {e:.2f} s, "
+                       f"F (before_metadata) {f:.2f} s; paired per round F − E: median {med(diffs):+.2f} s "
+                       f"({sum(x < 0 for x in diffs)} of {len(diffs)} rounds faster)")
     if added.get("A") is not None and added.get("B") is not None:
         summary.append(f"cloud-init adds {added['A']:.1f} s; stoke saves {added['A'] - added['B']:.1f} s "
                        f"of boot against cloud-init")
