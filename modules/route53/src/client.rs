@@ -10,9 +10,9 @@ use crate::config::StaticCredentials;
 use crate::credentials::Chain;
 use crate::endpoint::{self, Resolved};
 use crate::env::Env;
-use crate::imds::error_chain;
 use crate::retry::{Class, Failure};
 use crate::sigv4;
+use stoke_imds::chain as error_chain;
 
 /// Connecting to Route53 (or the configured endpoint) takes no longer than this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

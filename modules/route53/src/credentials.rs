@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use stoke_api::Root;
@@ -62,8 +62,6 @@ pub struct Chain {
     /// read the host's).
     root: Root,
     cache: Mutex<Option<Credentials>>,
-    /// Built at the first IMDS request only.
-    imds_http: OnceLock<reqwest::Client>,
 }
 
 impl Chain {
@@ -78,7 +76,6 @@ impl Chain {
             env,
             root,
             cache: Mutex::new(None),
-            imds_http: OnceLock::new(),
         }
     }
 
@@ -119,14 +116,7 @@ impl Chain {
             )));
         }
         let endpoint = imds::endpoint(&self.env);
-        let http = match self.imds_http.get() {
-            Some(h) => h,
-            None => {
-                let h = imds::http_client(&endpoint).map_err(CredentialsError::permanent)?;
-                self.imds_http.get_or_init(|| h)
-            }
-        };
-        match imds::credentials(http, &endpoint, imds::REQUEST_TIMEOUT).await {
+        match imds::credentials(&endpoint, imds::BUDGET).await {
             Ok(c) => Ok((c, format!("the instance profile (IMDS at {endpoint})"))),
             Err(e) => Err(CredentialsError {
                 transient: true,

@@ -1,24 +1,23 @@
-//! The instance profile's credentials from EC2 instance metadata, IMDSv2:
-//! a session token (PUT), the role's name, then the role's credentials.
-//! Each request is cut after a short timeout so a machine that is not on EC2
-//! (or whose IMDS is blocked) fails fast instead of hanging the boot.
+//! The instance profile's credentials from EC2 instance metadata, through the shared IMDSv2
+//! session (`stoke-imds`): a token, the role's name, then the role's credentials, with the
+//! session's bounded retries. The budget is short so that a machine that is not on EC2 (or
+//! whose IMDS is blocked) fails within it instead of holding up the run.
 
 use std::time::Duration;
 
 use serde::Deserialize;
+use stoke_imds::{ImdsConfig, LEAF_CAP, Session};
 
 use crate::credentials::Credentials;
 use crate::env::Env;
 
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 const IPV6_ENDPOINT: &str = "http://[fd00:ec2::254]";
+/// Everything (token, role, credentials, retries) within this.
+pub const BUDGET: Duration = Duration::from_secs(5);
 /// One IMDS request (connect included) takes no longer than this.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const TOKEN_PATH: &str = "/latest/api/token";
-const ROLES_PATH: &str = "/latest/meta-data/iam/security-credentials/";
-/// The token outlives any run of the module; it is not kept between runs.
-const TOKEN_TTL_SECONDS: &str = "21600";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const ROLES_PATH: &str = "meta-data/iam/security-credentials/";
 
 /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else the IPv6 address when
 /// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6`, else the usual IPv4 one.
@@ -30,19 +29,6 @@ pub fn endpoint(env: &Env) -> String {
         Some(m) if m.eq_ignore_ascii_case("ipv6") => IPV6_ENDPOINT.into(),
         _ => DEFAULT_ENDPOINT.into(),
     }
-}
-
-/// A client for IMDS only: no proxy (IMDS is link-local), and no CA store to
-/// load for a plain-HTTP endpoint.
-pub fn http_client(endpoint: &str) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(CONNECT_TIMEOUT);
-    if endpoint.starts_with("http://") {
-        b = b.tls_certs_only([]);
-    }
-    b.build()
-        .map_err(|e| format!("building the IMDS HTTP client: {e}"))
 }
 
 #[derive(Deserialize)]
@@ -57,47 +43,49 @@ struct Document {
 }
 
 /// The instance profile's current credentials, or why there are none.
-pub async fn credentials(
-    http: &reqwest::Client,
-    endpoint: &str,
-    timeout: Duration,
-) -> Result<Credentials, String> {
-    let token = get(
-        http.put(format!("{endpoint}{TOKEN_PATH}"))
-            .header("x-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_SECONDS),
-        timeout,
-    )
-    .await
-    .map_err(|e| match e.status {
-        Some(403) => format!(
-            "IMDSv2 token refused ({}): instance metadata is disabled, or the hop limit is too low",
-            e.message
-        ),
-        _ => format!("IMDSv2 token: {}", e.message),
-    })?;
-    let roles = get(
-        http.get(format!("{endpoint}{ROLES_PATH}"))
-            .header("x-aws-ec2-metadata-token", &token),
-        timeout,
-    )
-    .await
-    .map_err(|e| match e.status {
-        Some(404) => {
-            "no IAM role is attached to this instance (no instance profile, or not yet)".to_string()
-        }
-        _ => format!("listing the instance profile's role: {}", e.message),
-    })?;
-    let Some(role) = roles.lines().map(str::trim).find(|l| !l.is_empty()) else {
-        return Err("instance metadata lists no IAM role for this instance".into());
+pub async fn credentials(endpoint: &str, budget: Duration) -> Result<Credentials, String> {
+    let cfg = ImdsConfig {
+        endpoint: endpoint.to_string(),
+        budget,
+        request_timeout: REQUEST_TIMEOUT.min(budget),
+        ..ImdsConfig::default()
     };
-    let body = get(
-        http.get(format!("{endpoint}{ROLES_PATH}{role}"))
-            .header("x-aws-ec2-metadata-token", &token),
-        timeout,
-    )
-    .await
-    .map_err(|e| format!("credentials of role `{role}`: {}", e.message))?;
-    parse(&body).map_err(|e| format!("credentials of role `{role}`: {e}"))
+    let session = Session::new(&cfg).map_err(|e| e.to_string())?;
+    session
+        .within_budget(async {
+            let Some(roles) = session.get(ROLES_PATH, LEAF_CAP).await? else {
+                return Ok(Err(
+                    "no IAM role is attached to this instance (no instance profile, or not yet)"
+                        .to_string(),
+                ));
+            };
+            let roles = stoke_imds::text(ROLES_PATH, &roles)?;
+            let Some(role) = roles.lines().map(str::trim).find(|l| !l.is_empty()) else {
+                return Ok(Err(
+                    "instance metadata lists no IAM role for this instance".into()
+                ));
+            };
+            // IAM role names: letters, digits and +=,.@_- (the name goes into a URL path).
+            if !role
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+            {
+                return Ok(Err(format!(
+                    "instance metadata lists {:?} as the role, not an IAM role name",
+                    stoke_imds::cut(role)
+                )));
+            }
+            let path = format!("{ROLES_PATH}{role}");
+            let Some(body) = session.get(&path, LEAF_CAP).await? else {
+                return Ok(Err(format!(
+                    "credentials of role `{role}`: not found (HTTP 404)"
+                )));
+            };
+            let body = stoke_imds::text(&path, &body)?;
+            Ok(parse(body).map_err(|e| format!("credentials of role `{role}`: {e}")))
+        })
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 fn parse(body: &str) -> Result<Credentials, String> {
@@ -120,50 +108,6 @@ fn parse(body: &str) -> Result<Credentials, String> {
             .as_deref()
             .and_then(crate::time::parse_rfc3339),
     })
-}
-
-struct HttpError {
-    status: Option<u16>,
-    message: String,
-}
-
-/// The body of a 200 answer; anything else is an error with the status.
-async fn get(req: reqwest::RequestBuilder, timeout: Duration) -> Result<String, HttpError> {
-    let fail = |e: reqwest::Error| HttpError {
-        status: None,
-        message: if e.is_timeout() {
-            format!("no answer within {:.1} s", timeout.as_secs_f64())
-        } else {
-            error_chain(&e)
-        },
-    };
-    let resp = req.timeout(timeout).send().await.map_err(fail)?;
-    let status = resp.status().as_u16();
-    let url = resp.url().to_string();
-    let body = resp.text().await.map_err(fail)?;
-    if status != 200 {
-        return Err(HttpError {
-            status: Some(status),
-            message: format!("HTTP {status} from {url}"),
-        });
-    }
-    Ok(body)
-}
-
-/// An error with its causes: reqwest keeps the useful part (connection
-/// refused, DNS ...) in the source chain.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -232,11 +176,14 @@ pub(crate) mod tests {
         )
     }
 
+    const TOKEN_PATH: &str = "/latest/api/token";
+    const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+
     #[tokio::test]
     async fn token_then_role_then_credentials() {
         let (url, seen) = imds(vec![
             ("PUT", TOKEN_PATH, 200, TOKEN.into()),
-            ("GET", ROLES_PATH, 200, "stoke-role\n".into()),
+            ("GET", ROLES, 200, "stoke-role\n".into()),
             (
                 "GET",
                 "/latest/meta-data/iam/security-credentials/stoke-role",
@@ -245,8 +192,7 @@ pub(crate) mod tests {
             ),
         ])
         .await;
-        let http = http_client(&url).unwrap();
-        let c = credentials(&http, &url, REQUEST_TIMEOUT).await.unwrap();
+        let c = credentials(&url, BUDGET).await.unwrap();
         assert_eq!(c.access_key_id, "ASIAEXAMPLE");
         assert_eq!(c.secret_access_key, "s3cr3t");
         assert_eq!(c.session_token.as_deref(), Some("sess"));
@@ -258,8 +204,8 @@ pub(crate) mod tests {
             *seen.lock().unwrap(),
             [
                 format!("PUT {TOKEN_PATH}"),
-                format!("GET {ROLES_PATH} [token]"),
-                format!("GET {ROLES_PATH}stoke-role [token]"),
+                format!("GET {ROLES} [token]"),
+                format!("GET {ROLES}stoke-role [token]"),
             ]
         );
     }
@@ -267,13 +213,12 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn no_role_and_failed_codes_say_why() {
         let (url, _) = imds(vec![("PUT", TOKEN_PATH, 200, TOKEN.into())]).await;
-        let http = http_client(&url).unwrap();
-        let e = credentials(&http, &url, REQUEST_TIMEOUT).await.unwrap_err();
+        let e = credentials(&url, BUDGET).await.unwrap_err();
         assert!(e.contains("no IAM role is attached"), "{e}");
 
         let (url, _) = imds(vec![
             ("PUT", TOKEN_PATH, 200, TOKEN.into()),
-            ("GET", ROLES_PATH, 200, "r\n".into()),
+            ("GET", ROLES, 200, "r\n".into()),
             (
                 "GET",
                 "/latest/meta-data/iam/security-credentials/r",
@@ -282,39 +227,57 @@ pub(crate) mod tests {
             ),
         ])
         .await;
-        let e = credentials(&http, &url, REQUEST_TIMEOUT).await.unwrap_err();
+        let e = credentials(&url, BUDGET).await.unwrap_err();
         assert!(
             e.contains("role `r`") && e.contains("AssumeRoleUnauthorizedAccess"),
             "{e}"
         );
 
-        let (url, _) = imds(vec![("PUT", TOKEN_PATH, 403, String::new())]).await;
-        let e = credentials(&http, &url, REQUEST_TIMEOUT).await.unwrap_err();
-        assert!(e.contains("token refused") && e.contains("HTTP 403"), "{e}");
+        // A role "name" that would walk the URL path is not used.
+        let (url, seen) = imds(vec![
+            ("PUT", TOKEN_PATH, 200, TOKEN.into()),
+            ("GET", ROLES, 200, "../../user-data\n".into()),
+        ])
+        .await;
+        let e = credentials(&url, BUDGET).await.unwrap_err();
+        assert!(e.contains("not an IAM role name"), "{e}");
+        assert_eq!(seen.lock().unwrap().len(), 2, "{:?}", seen.lock().unwrap());
+
+        // 403 on the token: IMDS is off for this instance; said at once, not retried.
+        let (url, seen) = imds(vec![("PUT", TOKEN_PATH, 403, String::new())]).await;
+        let e = credentials(&url, BUDGET).await.unwrap_err();
+        assert!(
+            e.contains("refused to issue a session token") && e.contains("HTTP 403"),
+            "{e}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
-    async fn nothing_listening_or_no_answer_fails_fast() {
-        // A port that was free a moment ago: connection refused.
+    async fn nothing_listening_or_no_answer_ends_within_the_budget() {
+        // A port that was free a moment ago: connection refused, retried until the budget.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}");
-        let http = http_client(&url).unwrap();
-        let e = credentials(&http, &url, REQUEST_TIMEOUT).await.unwrap_err();
-        assert!(e.starts_with("IMDSv2 token:"), "{e}");
+        let t = std::time::Instant::now();
+        let e = credentials(&url, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.contains("gave up") && e.contains("api/token"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 
-        // Accepts, never answers: cut at the timeout.
+        // Accepts, never answers: cut at the budget.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", silent.local_addr().unwrap());
         let t = std::time::Instant::now();
-        let e = credentials(&http, &url, Duration::from_millis(200))
+        let e = credentials(&url, Duration::from_millis(200))
             .await
             .unwrap_err();
-        assert!(e.contains("no answer within 0.2 s"), "{e}");
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(e.contains("gave up"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         drop(silent);
     }
 

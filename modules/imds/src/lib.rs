@@ -1,0 +1,553 @@
+//! EC2 instance metadata over IMDSv2, for the datasource and for anything else that asks
+//! IMDS (route53's instance-profile credentials).
+//!
+//! One session token (`PUT /latest/api/token`), then GETs, all inside one total time budget:
+//! every attempt's timeout is cut to what is left of it, and retries (5xx, 429, timeouts,
+//! refused connections) back off exponentially with jitter until the budget runs out. A 403
+//! on the token PUT means IMDS is disabled for the instance: that fails at once. A 401 on a
+//! GET refreshes the token once.
+//!
+//! Everything IMDS answers is untrusted input: sizes are capped, text must be UTF-8, and HTML
+//! (a proxy or captive portal answering in IMDS's place) is rejected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Where IMDS is and how long stoke may spend on it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImdsConfig {
+    /// Base URL of the metadata service.
+    pub endpoint: String,
+    /// Total time for everything (token, metadata, user-data, retries), in seconds.
+    /// When it runs out the stage goes on without EC2 metadata and reports why.
+    #[serde(rename = "budget_seconds", with = "seconds")]
+    #[schemars(rename = "budget_seconds", with = "f64", range(min = 0))]
+    pub budget: Duration,
+    /// Timeout of one HTTP attempt, in seconds (cut to what is left of the budget).
+    #[serde(rename = "request_timeout_seconds", with = "seconds")]
+    #[schemars(rename = "request_timeout_seconds", with = "f64", range(min = 0))]
+    pub request_timeout: Duration,
+    /// Lifetime requested for the IMDSv2 session token (1 to 21600 seconds).
+    #[serde(rename = "token_ttl_seconds")]
+    #[schemars(rename = "token_ttl_seconds", range(min = 1, max = 21600))]
+    pub token_ttl_secs: u32,
+}
+
+impl Default for ImdsConfig {
+    fn default() -> Self {
+        ImdsConfig {
+            endpoint: "http://169.254.169.254".to_string(),
+            budget: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(2),
+            token_ttl_secs: 21600,
+        }
+    }
+}
+
+/// Durations as (fractional) seconds in configuration.
+mod seconds {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(|e| {
+            serde::de::Error::custom(format!("{v} is not a usable number of seconds: {e}"))
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImdsError {
+    #[error(
+        "EC2 IMDS at {endpoint} refused to issue a session token (HTTP 403 on PUT /latest/api/token): \
+         the metadata service is disabled for this instance (or blocked); not retrying"
+    )]
+    Disabled { endpoint: String },
+    #[error(
+        "EC2 IMDS at {endpoint}: gave up after {after:.1?} (time budget {budget:?}); last error: {last_error}"
+    )]
+    BudgetExceeded {
+        endpoint: String,
+        after: Duration,
+        budget: Duration,
+        last_error: String,
+    },
+    #[error("EC2 IMDS: reading {path}: {reason}")]
+    BadResponse { path: String, reason: String },
+    #[error(
+        "EC2 IMDS: instance-id {id:?} is not a valid instance id \
+         (expected 1 to 128 of A-Z a-z 0-9 . _ -, and not \".\" or \"..\")"
+    )]
+    InvalidInstanceId { id: String },
+    #[error("EC2 IMDS: {method} {path}: HTTP {status}{detail}")]
+    Status {
+        method: &'static str,
+        path: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("EC2 IMDS: {what}: {reason}")]
+    Http { what: String, reason: String },
+}
+
+const TOKEN_PATH: &str = "api/token";
+const TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
+const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
+/// Cap on one metadata value or listing.
+pub const LEAF_CAP: usize = 16 * 1024;
+/// Cap on user-data (EC2 allows 16 KiB; NoCloud-style seeds and proxies may serve more).
+pub const USER_DATA_CAP: usize = 16 * 1024 * 1024;
+/// Cap on the entries of `public-keys/` and `block-device-mapping/`.
+pub const MAX_ENTRIES: usize = 64;
+const MAX_BUDGET: Duration = Duration::from_secs(24 * 3600);
+const BACKOFF_START: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+pub struct Session {
+    client: reqwest::Client,
+    base: String,
+    ttl: String,
+    request_timeout: Duration,
+    budget: Duration,
+    started: Instant,
+    deadline: Instant,
+    /// The current token; held across a PUT so concurrent 401s refresh it once.
+    token: Mutex<Option<String>>,
+    last_error: std::sync::Mutex<String>,
+}
+
+enum Body {
+    TooLarge(String),
+    Failed(String),
+}
+
+impl Session {
+    /// A session against `cfg.endpoint`; its budget starts now.
+    pub fn new(cfg: &ImdsConfig) -> Result<Arc<Session>, ImdsError> {
+        let started = Instant::now();
+        // A budget beyond a day is a typo, and a huge one would overflow Instant.
+        let budget = cfg.budget.min(MAX_BUDGET);
+        let base = cfg.endpoint.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&format!("{base}/latest/")).map_err(|e| ImdsError::Http {
+            what: format!("endpoint {:?}", cfg.endpoint),
+            reason: format!("not a URL: {e}"),
+        })?;
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(cfg.request_timeout);
+        if url.scheme() == "http" {
+            // IMDS is plain HTTP: skip loading the system CA store (milliseconds at boot).
+            builder = builder.tls_certs_only([]);
+        }
+        let client = builder.build().map_err(|e| ImdsError::Http {
+            what: "building the HTTP client".into(),
+            reason: chain(&e),
+        })?;
+        Ok(Arc::new(Session {
+            client,
+            base,
+            ttl: cfg.token_ttl_secs.clamp(1, 21600).to_string(),
+            request_timeout: cfg.request_timeout,
+            budget,
+            started,
+            deadline: started + budget,
+            token: Mutex::new(None),
+            last_error: std::sync::Mutex::new(String::new()),
+        }))
+    }
+
+    /// Runs `work` (requests of this session) within what is left of the budget.
+    pub async fn within_budget<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ImdsError>>,
+    ) -> Result<T, ImdsError> {
+        match tokio::time::timeout_at(self.deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.out_of_time()),
+        }
+    }
+
+    /// A single-token value (`m6id.large`, `10.1.2.3`, ...); absent when 404 or empty.
+    pub async fn value(&self, path: &str) -> Result<Option<String>, ImdsError> {
+        let Some(body) = self.get(path, LEAF_CAP).await? else {
+            return Ok(None);
+        };
+        let v = text(path, &body)?.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        if !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                path,
+                format!("expected a single value, got {:?}", cut(v)),
+            ));
+        }
+        Ok(Some(v.to_string()))
+    }
+
+    /// Lines of a directory listing; empty when 404.
+    pub async fn listing(&self, path: &str) -> Result<Vec<String>, ImdsError> {
+        let Some(body) = self.get(path, LEAF_CAP).await? else {
+            return Ok(Vec::new());
+        };
+        let lines: Vec<String> = text(path, &body)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if lines.len() > MAX_ENTRIES {
+            return Err(bad(
+                path,
+                format!("{} entries (at most {MAX_ENTRIES} expected)", lines.len()),
+            ));
+        }
+        Ok(lines)
+    }
+
+    /// GETs several leaves concurrently; results in the order of `paths`.
+    pub async fn get_all(
+        self: &Arc<Self>,
+        paths: impl Iterator<Item = String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, ImdsError> {
+        let mut set = tokio::task::JoinSet::new();
+        let mut n = 0;
+        for (i, path) in paths.enumerate() {
+            let me = self.clone();
+            set.spawn(async move {
+                let body = me.get(&path, LEAF_CAP).await;
+                (i, path, body)
+            });
+            n += 1;
+        }
+        let mut out: Vec<Option<(String, Option<Vec<u8>>)>> = vec![None; n];
+        while let Some(joined) = set.join_next().await {
+            let (i, path, body) = match joined {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => return Err(bad("meta-data", format!("a request task ended: {e}"))),
+            };
+            out[i] = Some((path, body?));
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// The current token, or a new one when there is none or `stale` is the current one.
+    pub async fn token(&self, stale: Option<&str>) -> Result<String, ImdsError> {
+        let mut slot = self.token.lock().await;
+        if let Some(t) = slot.as_deref()
+            && Some(t) != stale
+        {
+            return Ok(t.to_string());
+        }
+        let t = self.put_token().await?;
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    async fn put_token(&self) -> Result<String, ImdsError> {
+        let url = format!("{}/latest/{TOKEN_PATH}", self.base);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let timeout = self.attempt_timeout()?;
+            let sent = self
+                .client
+                .put(&url)
+                .header(TTL_HEADER, &self.ttl)
+                .timeout(timeout)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => match resp.status().as_u16() {
+                    200 => match read_capped(resp, 4096, timeout).await {
+                        Ok(body) => return token_text(&body),
+                        Err(Body::TooLarge(why)) => return Err(bad(TOKEN_PATH, why)),
+                        Err(Body::Failed(why)) => self.note(format!("PUT {TOKEN_PATH}: {why}")),
+                    },
+                    403 => {
+                        return Err(ImdsError::Disabled {
+                            endpoint: self.base.clone(),
+                        });
+                    }
+                    s if retryable(s) => self.note(format!("PUT {TOKEN_PATH}: HTTP {s}")),
+                    s => return Err(status_error("PUT", TOKEN_PATH, s, "")),
+                },
+                Err(e) => self.transport_error("PUT", TOKEN_PATH, e, timeout)?,
+            }
+            self.backoff(attempt).await?;
+        }
+    }
+
+    /// GET `/latest/{path}`: `Ok(None)` on 404; retries within the budget.
+    pub async fn get(&self, path: &str, cap: usize) -> Result<Option<Vec<u8>>, ImdsError> {
+        let url = format!("{}/latest/{path}", self.base);
+        let mut token = self.token(None).await?;
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let timeout = self.attempt_timeout()?;
+            let sent = self
+                .client
+                .get(&url)
+                .header(TOKEN_HEADER, &token)
+                .timeout(timeout)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => match resp.status().as_u16() {
+                    200 => match read_capped(resp, cap, timeout).await {
+                        Ok(body) => return Ok(Some(body)),
+                        Err(Body::TooLarge(why)) => return Err(bad(path, why)),
+                        Err(Body::Failed(why)) => self.note(format!("GET {path}: {why}")),
+                    },
+                    404 => return Ok(None),
+                    401 if !refreshed => {
+                        // The token expired or was revoked: one fresh one, retried at once.
+                        refreshed = true;
+                        token = self.token(Some(&token)).await?;
+                        continue;
+                    }
+                    401 => {
+                        return Err(status_error(
+                            "GET",
+                            path,
+                            401,
+                            " (the session token was refused again right after refreshing it)",
+                        ));
+                    }
+                    s if retryable(s) => self.note(format!("GET {path}: HTTP {s}")),
+                    s => return Err(status_error("GET", path, s, "")),
+                },
+                Err(e) => self.transport_error("GET", path, e, timeout)?,
+            }
+            self.backoff(attempt).await?;
+        }
+    }
+
+    /// Records a retryable transport failure, or returns the error when retrying is
+    /// pointless (a request that cannot even be built).
+    fn transport_error(
+        &self,
+        method: &str,
+        path: &str,
+        e: reqwest::Error,
+        timeout: Duration,
+    ) -> Result<(), ImdsError> {
+        if e.is_builder() {
+            return Err(ImdsError::Http {
+                what: format!("building {method} {path}"),
+                reason: chain(&e),
+            });
+        }
+        if e.is_timeout() {
+            // An attempt the budget cut short says less than the failure before it.
+            if timeout < self.request_timeout && !self.last_error().is_empty() {
+                return Ok(());
+            }
+            self.note(format!("{method} {path}: no answer within {timeout:?}"));
+        } else {
+            self.note(format!("{method} {path}: {}", chain(&e.without_url())));
+        }
+        Ok(())
+    }
+
+    /// The timeout for the next attempt, or BudgetExceeded when nothing is left.
+    fn attempt_timeout(&self) -> Result<Duration, ImdsError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.out_of_time());
+        }
+        Ok(left.min(self.request_timeout))
+    }
+
+    /// Sleeps before attempt `attempt + 1`: 50 ms doubling to 1 s, jittered to 50–100 %;
+    /// gives up at once when the wait would not leave time for another attempt.
+    async fn backoff(&self, attempt: u32) -> Result<(), ImdsError> {
+        let exp = BACKOFF_START.saturating_mul(1 << attempt.saturating_sub(1).min(10));
+        let wait = jitter(exp.min(BACKOFF_MAX));
+        if Instant::now() + wait >= self.deadline {
+            return Err(self.out_of_time());
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    fn note(&self, error: String) {
+        tracing::debug!(%error, "IMDS request failed; retrying within the budget");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn out_of_time(&self) -> ImdsError {
+        let last = self.last_error();
+        ImdsError::BudgetExceeded {
+            endpoint: self.base.clone(),
+            after: self.started.elapsed(),
+            budget: self.budget,
+            last_error: if last.is_empty() {
+                "no answer yet (a request was still waiting when the budget ran out)".into()
+            } else {
+                last
+            },
+        }
+    }
+}
+
+fn retryable(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+fn status_error(method: &'static str, path: &str, status: u16, detail: &str) -> ImdsError {
+    ImdsError::Status {
+        method,
+        path: path.to_string(),
+        status,
+        detail: detail.to_string(),
+    }
+}
+
+pub fn bad(path: &str, reason: impl Into<String>) -> ImdsError {
+    ImdsError::BadResponse {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads a body of at most `cap` bytes.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, Body> {
+    if let Some(len) = resp.content_length()
+        && len > cap as u64
+    {
+        return Err(Body::TooLarge(format!(
+            "{len} bytes (at most {cap} accepted)"
+        )));
+    }
+    let mut buf = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > cap {
+                    return Err(Body::TooLarge(format!("more than {cap} bytes")));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf),
+            Err(e) if e.is_timeout() => {
+                return Err(Body::Failed(format!(
+                    "body not complete within {timeout:?}"
+                )));
+            }
+            Err(e) => return Err(Body::Failed(chain(&e.without_url()))),
+        }
+    }
+}
+
+/// A response body as text: UTF-8, and not an HTML page.
+pub fn text<'a>(path: &str, body: &'a [u8]) -> Result<&'a str, ImdsError> {
+    let s = std::str::from_utf8(body).map_err(|e| {
+        bad(
+            path,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let head = s
+        .trim_start()
+        .get(..15)
+        .unwrap_or(s.trim_start())
+        .to_ascii_lowercase();
+    if head.starts_with("<!doctype") || head.starts_with("<html") || head.starts_with("<?xml") {
+        return Err(bad(
+            path,
+            "an HTML/XML page, not metadata (is a proxy or captive portal answering for IMDS?)",
+        ));
+    }
+    Ok(s)
+}
+
+fn token_text(body: &[u8]) -> Result<String, ImdsError> {
+    let t = text(TOKEN_PATH, body)?.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            TOKEN_PATH,
+            "the session token is empty or not printable ASCII",
+        ));
+    }
+    Ok(t.to_string())
+}
+
+/// The first 80 characters, for error messages about untrusted text.
+pub fn cut(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// An error and its sources, `: `-separated (reqwest puts the detail in the sources).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let msg = inner.to_string();
+        if !s.ends_with(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+fn jitter(d: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let r = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    d.mul_f64(0.5 + (r % 1000) as f64 / 2000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_endpoint_is_an_error_naming_it_and_text_rejects_html() {
+        let cfg = ImdsConfig {
+            endpoint: "not a url".into(),
+            ..ImdsConfig::default()
+        };
+        let e = Session::new(&cfg).err().expect("refused").to_string();
+        assert!(
+            e.contains("\"not a url\"") && e.contains("not a URL"),
+            "{e}"
+        );
+
+        assert_eq!(text("p", b" m6id.large\n").ok(), Some(" m6id.large\n"));
+        let e = text("p", b"<!DOCTYPE html><p>login</p>")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("captive portal"), "{e}");
+        let e = text("p", &[0x66, 0xff]).unwrap_err().to_string();
+        assert!(e.contains("not UTF-8") && e.contains("offset 1"), "{e}");
+    }
+}
