@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use stoke_api::{Cmd, CmdOutput, Context, ModuleError, atomic_write, managed_block, render, tools};
+use stoke_api::{
+    Cmd, CmdOutput, Context, ModuleError, atomic_write, managed_block, render, tools, udev,
+};
 
 use crate::config::{Disks, Filesystem, Mode};
 use crate::discover::{Candidate, Discovery, Excluded, Sys};
@@ -183,15 +185,13 @@ impl<'a> Runner<'a> {
     /// `udevadm settle`, recorded as a step; a failure is a warning.
     pub async fn settle(&mut self) -> Result<(), ModuleError> {
         let secs = self.cfg.settle_secs()?;
-        let r = self
-            .run(
-                "udevadm settle",
-                "udev",
-                tools::UDEVADM,
-                vec!["settle".into(), format!("--timeout={secs}")],
-                Duration::from_secs(secs + 5),
-            )
-            .await;
+        let t = Instant::now();
+        let r = udev::settle(self.ctx, secs).await;
+        self.steps.push(Step {
+            step: "udevadm settle".into(),
+            target: "udev".into(),
+            ms: t.elapsed().as_millis() as u64,
+        });
         if let Err(e) = r {
             // Settling makes links appear and udev's own assembly finish sooner; what is
             // still missing or half-assembled is refused by the steps that follow, so a

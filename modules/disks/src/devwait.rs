@@ -19,9 +19,9 @@ pub fn missing(ctx: &Context, cfg: &Disks) -> Vec<String> {
         .collect()
 }
 
-/// Waits for `paths` with `udevadm wait` (systemd 251+), else for udev's whole queue with
-/// `udevadm settle`. Returns a warning when neither worked; what is still missing is then
-/// reported by discovery.
+/// Waits for `paths` with `udevadm wait` (systemd 251+). Returns a warning when that did not
+/// work; what is still missing is then reported by discovery. An older udevadm has no `wait`:
+/// the module's `udevadm settle` before this is then all the waiting there is.
 pub async fn wait_for(ctx: &Context, paths: &[String], secs: u64) -> Option<String> {
     let timeout = Duration::from_secs(secs + 5);
     let udevadm = ctx.tool(tools::UDEVADM);
@@ -32,13 +32,10 @@ pub async fn wait_for(ctx: &Context, paths: &[String], secs: u64) -> Option<Stri
             .map(|p| ctx.path(p.as_str()).display().to_string()),
     );
     let wait = Cmd::new(&udevadm, args).timeout(timeout);
-    match ctx.system.run(&wait).await {
+    let failed = match ctx.system.run(&wait).await {
         Ok(out) if out.success() => return None,
-        Ok(out) => tracing::debug!("`{}` {}", wait.display(), out.status_text()),
-        Err(e) => tracing::debug!("`{}`: {e}", wait.display()),
-    }
-    stoke_api::udev::settle(ctx, secs)
-        .await
-        .err()
-        .map(|e| format!("waiting for {}: {e}", paths.join(", ")))
+        Ok(out) => format!("`{}` {}", wait.display(), out.status_text()),
+        Err(e) => format!("`{}`: {e}", wait.display()),
+    };
+    Some(format!("waiting for {}: {failed}", paths.join(", ")))
 }
