@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use stoke_imds::{ImdsConfig, LEAF_CAP, Session};
+use stoke_imds::{ImdsConfig, ImdsError, LEAF_CAP, Session};
 
 use crate::credentials::Credentials;
 use crate::env::Env;
@@ -42,7 +42,8 @@ struct Document {
     expiration: Option<String>,
 }
 
-/// The instance profile's current credentials, or why there are none.
+/// The instance profile's current credentials, or why there are none. The session cuts every
+/// attempt (and its backoff) to what is left of `budget`, so the whole lookup stays within it.
 pub async fn credentials(endpoint: &str, budget: Duration) -> Result<Credentials, String> {
     let cfg = ImdsConfig {
         endpoint: endpoint.to_string(),
@@ -50,42 +51,35 @@ pub async fn credentials(endpoint: &str, budget: Duration) -> Result<Credentials
         request_timeout: REQUEST_TIMEOUT.min(budget),
         ..ImdsConfig::default()
     };
-    let session = Session::new(&cfg).map_err(|e| e.to_string())?;
-    session
-        .within_budget(async {
-            let Some(roles) = session.get(ROLES_PATH, LEAF_CAP).await? else {
-                return Ok(Err(
-                    "no IAM role is attached to this instance (no instance profile, or not yet)"
-                        .to_string(),
-                ));
-            };
-            let roles = stoke_imds::text(ROLES_PATH, &roles)?;
-            let Some(role) = roles.lines().map(str::trim).find(|l| !l.is_empty()) else {
-                return Ok(Err(
-                    "instance metadata lists no IAM role for this instance".into()
-                ));
-            };
-            // IAM role names: letters, digits and +=,.@_- (the name goes into a URL path).
-            if !role
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
-            {
-                return Ok(Err(format!(
-                    "instance metadata lists {:?} as the role, not an IAM role name",
-                    stoke_imds::cut(role)
-                )));
-            }
-            let path = format!("{ROLES_PATH}{role}");
-            let Some(body) = session.get(&path, LEAF_CAP).await? else {
-                return Ok(Err(format!(
-                    "credentials of role `{role}`: not found (HTTP 404)"
-                )));
-            };
-            let body = stoke_imds::text(&path, &body)?;
-            Ok(parse(body).map_err(|e| format!("credentials of role `{role}`: {e}")))
-        })
-        .await
-        .map_err(|e| e.to_string())?
+    let imds = |e: ImdsError| e.to_string();
+    let session = Session::new(&cfg).map_err(imds)?;
+    let Some(roles) = session.get(ROLES_PATH, LEAF_CAP).await.map_err(imds)? else {
+        return Err(
+            "no IAM role is attached to this instance (no instance profile, or not yet)".into(),
+        );
+    };
+    let roles = stoke_imds::text(ROLES_PATH, &roles).map_err(imds)?;
+    let Some(role) = roles.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        return Err("instance metadata lists no IAM role for this instance".into());
+    };
+    // IAM role names: letters, digits and +=,.@_- (the name goes into a URL path).
+    if !role
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+    {
+        return Err(format!(
+            "instance metadata lists {:?} as the role, not an IAM role name",
+            stoke_imds::cut(role)
+        ));
+    }
+    let path = format!("{ROLES_PATH}{role}");
+    let Some(body) = session.get(&path, LEAF_CAP).await.map_err(imds)? else {
+        return Err(format!(
+            "credentials of role `{role}`: not found (HTTP 404)"
+        ));
+    };
+    let body = stoke_imds::text(&path, &body).map_err(imds)?;
+    parse(body).map_err(|e| format!("credentials of role `{role}`: {e}"))
 }
 
 fn parse(body: &str) -> Result<Credentials, String> {
