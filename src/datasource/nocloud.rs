@@ -2,11 +2,11 @@
 //! directory, or from a filesystem labelled `cidata`/`CIDATA` (mounted
 //! read-only for the read, then unmounted).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use stoke_api::{Cmd, InstanceData, MountRequest, System, tools, yaml_options};
+use stoke_api::{Cmd, InstanceData, MountRequest, Root, System, tools, yaml_options};
 
 use super::{Found, is_dir_with};
 use crate::paths::Paths;
@@ -25,8 +25,8 @@ pub async fn read(
     }
     // udev's by-label link, when udev has seen the volume already: no process to start.
     for label in ["cidata", "CIDATA"] {
-        let link = paths.root.path(Path::new("/dev/disk/by-label").join(label));
-        if let Ok(device) = std::fs::canonicalize(&link) {
+        if let Some(device) = link_target(&paths.root, &Path::new("/dev/disk/by-label").join(label))
+        {
             let fstype = if is_iso9660(&device) {
                 "iso9660"
             } else {
@@ -50,6 +50,19 @@ pub async fn read(
         Some((device, fstype)) => read_volume(paths, system, &device, fstype.as_deref()).map(Some),
         None => Ok(None),
     }
+}
+
+/// Where a udev link points, as a path under `root`. udev's links are relative (`../../sr0`);
+/// an absolute target is read as the instance's path, so a link never leads out of the root.
+fn link_target(root: &Root, guest_link: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(root.path(guest_link)).ok()?;
+    let guest = if target.is_absolute() {
+        target
+    } else {
+        guest_link.parent()?.join(target)
+    };
+    let host = root.path(guest);
+    host.exists().then_some(host)
 }
 
 /// An ISO 9660 volume has "CD001" at byte 32769 (its primary volume descriptor); the other
@@ -208,6 +221,31 @@ mod tests {
             ]
         );
         assert!(cidata_volumes("").is_empty());
+    }
+
+    #[test]
+    fn a_label_link_resolves_under_the_root_never_outside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let by_label = dir.path().join("dev/disk/by-label");
+        std::fs::create_dir_all(&by_label).unwrap();
+        std::fs::write(dir.path().join("dev/sr0"), b"").unwrap();
+        let link = Path::new("/dev/disk/by-label/cidata");
+        // udev's relative form.
+        std::os::unix::fs::symlink("../../sr0", by_label.join("cidata")).unwrap();
+        assert_eq!(link_target(&root, link), Some(dir.path().join("dev/sr0")));
+        // An absolute target is the instance's /dev/sr0, not the host's.
+        std::fs::remove_file(by_label.join("cidata")).unwrap();
+        std::os::unix::fs::symlink("/dev/sr0", by_label.join("cidata")).unwrap();
+        assert_eq!(link_target(&root, link), Some(dir.path().join("dev/sr0")));
+        // Pointing at something the root does not have (e.g. the host's /etc/hostname).
+        std::fs::remove_file(by_label.join("cidata")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", by_label.join("cidata")).unwrap();
+        assert_eq!(link_target(&root, link), None);
+        assert_eq!(
+            link_target(&root, Path::new("/dev/disk/by-label/CIDATA")),
+            None
+        );
     }
 
     #[test]
