@@ -175,8 +175,9 @@ fn script(dir: &Path) -> String {
 async fn exit_code_edge_cases_from_a_fake_command() {
     let dir = tempfile::tempdir().unwrap();
     let fake = script(dir.path());
-    let case =
-        |arg: &str| json!({"command": [fake, arg, "--detailed-exitcodes"], "wait_for_lock": 0});
+    // Run by /bin/sh, not exec'd itself: a file just written can be "Text file busy" to exec
+    // while another test thread forks (the child holds the write descriptor until its exec).
+    let case = |arg: &str| json!({"command": ["/bin/sh", fake, arg, "--detailed-exitcodes"], "wait_for_lock": 0});
     for (arg, ok, text) in [
         ("0", true, "no changes (exit 0)"),
         ("2", true, "changes applied (exit 2)"),
