@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stoke_api::{InstanceData, Module, Stage, System};
+use stoke_api::{InstanceData, Module, Stage, System, UserScript};
 
 use crate::config::{self, EngineConfig, Loaded, Source};
 use crate::datasource::{self, Discovery};
@@ -29,6 +29,8 @@ pub struct Prepared {
     pub pending_instance_id: Option<String>,
     /// Problems with the datasource (the stage goes on without it).
     pub datasource_errors: Vec<String>,
+    /// Scripts and boothooks from user-data.
+    pub user_scripts: Arc<Vec<UserScript>>,
 }
 
 impl App {
@@ -83,6 +85,7 @@ impl App {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let mut instance = None;
+        let mut user_scripts = Vec::new();
         if let Some(found) = found {
             let st = State::new(&self.paths);
             if let Err(e) = st.set_instance_id(&found.instance.instance_id) {
@@ -99,14 +102,30 @@ impl App {
                 ("user-data", &found.user_data),
             ] {
                 let Some(raw) = raw else { continue };
-                match datasource::config_documents(raw) {
-                    Ok((docs, warnings)) => {
+                match datasource::decode_user_data(raw) {
+                    Ok(decoded) => {
+                        let datasource::Decoded {
+                            documents,
+                            scripts,
+                            warnings,
+                        } = decoded;
                         loaded
                             .warnings
                             .extend(warnings.into_iter().map(|w| format!("{name}: {w}")));
-                        let n = docs.len();
+                        if name == "user-data" {
+                            user_scripts = scripts;
+                        } else {
+                            for s in &scripts {
+                                loaded.warnings.push(format!(
+                                    "{name}: script {}: stoke runs scripts from user-data only; ignored",
+                                    s.name
+                                ));
+                            }
+                        }
+                        let n = documents.len();
                         groups.push(
-                            docs.into_iter()
+                            documents
+                                .into_iter()
                                 .enumerate()
                                 .map(|(i, text)| Source {
                                     name: if n == 1 {
@@ -135,6 +154,7 @@ impl App {
             no_instance_reason,
             pending_instance_id,
             datasource_errors,
+            user_scripts: Arc::new(user_scripts),
         }
     }
 
@@ -150,6 +170,7 @@ impl App {
             pending_instance_id: prep.pending_instance_id.clone(),
             boot_id,
             self_exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/stoke".into()),
+            user_scripts: prep.user_scripts.clone(),
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stoke_api::{
-    Context, Frequency, InstanceData, Module, ModuleError, Report, Stage, System, tools,
+    Context, Frequency, InstanceData, Module, ModuleError, Report, Stage, System, UserScript, tools,
 };
 use tokio::task::JoinSet;
 
@@ -36,6 +36,8 @@ pub struct Runner<'a> {
     pub pending_instance_id: Option<String>,
     pub boot_id: Option<String>,
     pub self_exe: PathBuf,
+    /// Scripts and boothooks from user-data, for the modules that run them.
+    pub user_scripts: Arc<Vec<UserScript>>,
 }
 
 struct Planned {
@@ -46,6 +48,7 @@ struct Planned {
     after: &'static [&'static str],
     timeout: Duration,
     section: serde_json::Value,
+    runs_first: bool,
 }
 
 /// One module's place in this stage, as `stoke plan` shows it.
@@ -164,6 +167,7 @@ impl<'a> Runner<'a> {
                     .map(Duration::from_secs)
                     .unwrap_or_else(|| module.timeout_for(&section)),
                 section,
+                runs_first: spec.runs_first,
             });
             settled.push((spec.name, ms));
         }
@@ -311,6 +315,8 @@ impl<'a> Runner<'a> {
             config: section,
             system: self.system.clone(),
             state_dir: self.state_dir_for(name),
+            shared_state_dir: self.paths.state_dir.join("modules").join(name),
+            user_scripts: self.user_scripts.clone(),
             vars,
             prior,
             tools: self.engine.tools.clone(),
@@ -347,8 +353,15 @@ impl<'a> Runner<'a> {
         loop {
             // Start everything whose dependencies are settled; hold back dependents of failures.
             let mut i = 0;
+            // The user's early commands end (however they end) before the others start.
+            let firsts_pending =
+                waiting.iter().any(|w| w.runs_first) || running.values().any(|(r, _)| r.runs_first);
             while i < waiting.len() {
                 let p = &waiting[i];
+                if firsts_pending && !p.runs_first {
+                    i += 1;
+                    continue;
+                }
                 let deps: Vec<&str> = p
                     .after
                     .iter()
@@ -505,6 +518,19 @@ impl<'a> Runner<'a> {
                 }
                 (true, r.summary, r.details, r.warnings, None)
             }
+            Err(ModuleError::Partial { message, report }) => {
+                tracing::error!("{}: failed after {ms_took:.1} ms: {message}", p.name);
+                for w in &report.warnings {
+                    tracing::warn!("{}: {w}", p.name);
+                }
+                (
+                    false,
+                    report.summary,
+                    report.details,
+                    report.warnings,
+                    Some(message),
+                )
+            }
             Err(e) => {
                 tracing::error!("{}: failed after {ms_took:.1} ms: {e}", p.name);
                 (
@@ -578,6 +604,7 @@ mod tests {
                 before_logins: false,
                 timeout: Duration::from_secs(10),
                 config: config_spec::<NoConfig>(),
+                runs_first: false,
             }
         }
 
@@ -626,6 +653,7 @@ mod tests {
             pending_instance_id: None,
             boot_id: Some("b1".into()),
             self_exe: PathBuf::from("/usr/bin/stoke"),
+            user_scripts: Default::default(),
         };
         let mut status = Status::default();
         runner.run(Stage::Local, &mut status).await;

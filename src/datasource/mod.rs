@@ -13,7 +13,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use stoke_api::{InstanceData, Stage, System, atomic_write, read_to_string_opt};
+use stoke_api::{
+    Frequency, InstanceData, ScriptKind, Stage, System, UserScript, atomic_write,
+    read_to_string_opt,
+};
 
 use crate::config::{DatasourceKind, EngineConfig};
 use crate::paths::Paths;
@@ -232,26 +235,65 @@ pub fn load_cache(paths: &Paths, iid: &str) -> Option<Found> {
     })
 }
 
-/// The YAML documents of a user-data (or vendor-data) blob, plus warnings for
-/// the parts stoke does not act on; an error when the blob is unusable.
-pub fn config_documents(raw: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+/// What a user-data (or vendor-data) blob holds for stoke.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The `#cloud-config` YAML documents, in order.
+    pub documents: Vec<String>,
+    /// Scripts and boothooks, in order.
+    pub scripts: Vec<UserScript>,
+    /// The parts stoke does not act on.
+    pub warnings: Vec<String>,
+}
+
+/// Splits a user-data blob into configuration documents and scripts; an error when the
+/// blob is unusable.
+pub fn decode_user_data(raw: &[u8]) -> Result<Decoded, String> {
     let ud = userdata::decode(raw).map_err(|e| e.to_string())?;
-    let mut warnings = Vec::new();
-    for part in &ud.scripts {
-        warnings.push(format!(
-            "script part {} ({}): stoke does not run scripts; ignored",
-            part.filename.as_deref().unwrap_or("(unnamed)"),
-            part.content_type
-        ));
+    let mut out = Decoded {
+        documents: ud.cloud_configs,
+        ..Decoded::default()
+    };
+    for (i, part) in ud.scripts.into_iter().enumerate() {
+        let kind = match part.content_type.as_str() {
+            "text/cloud-boothook" => ScriptKind::Boothook,
+            "text/x-shellscript-per-boot" => ScriptKind::Script(Frequency::PerBoot),
+            "text/x-shellscript-per-once" => ScriptKind::Script(Frequency::Once),
+            _ => ScriptKind::Script(Frequency::PerInstance),
+        };
+        let name = script_name(part.filename.as_deref(), i + 1, &out.scripts);
+        out.scripts.push(UserScript {
+            name,
+            kind,
+            content: part.content,
+        });
     }
     for part in &ud.other {
-        warnings.push(format!(
+        out.warnings.push(format!(
             "part {} of type {} is not supported by stoke; ignored",
             part.filename.as_deref().unwrap_or("(unnamed)"),
             part.content_type
         ));
     }
-    Ok((ud.cloud_configs, warnings))
+    Ok(out)
+}
+
+/// A part's file name when it is a plain, new name; `part-NNN` otherwise (as cloud-init
+/// names unnamed parts). The name becomes a file under the instance's state directory.
+fn script_name(filename: Option<&str>, index: usize, taken: &[UserScript]) -> String {
+    let plain = filename.filter(|f| {
+        !f.is_empty()
+            && f.len() <= 100
+            && *f != "."
+            && *f != ".."
+            && !f.starts_with('.')
+            && f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+    });
+    match plain {
+        Some(f) if !taken.iter().any(|s| s.name == f) => f.to_string(),
+        _ => format!("part-{index:03}"),
+    }
 }
 
 pub fn is_dir_with(dir: &Path, file: &str) -> bool {

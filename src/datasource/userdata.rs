@@ -1,7 +1,7 @@
 //! User-data decoding, the same whatever the datasource: gzip (detected by its magic
 //! bytes, size-capped), MIME (multipart split into parts, nested multipart, base64 and
-//! quoted-printable bodies), `#cloud-config`, `#!` scripts. What stoke does not handle
-//! (`#include`, boothooks, jinja templates, part handlers, ...) is kept in
+//! quoted-printable bodies), `#cloud-config`, `#!` scripts and boothooks. What stoke does
+//! not handle (`#include`, part handlers, ...) is kept in
 //! [`UserData::other`] so the caller can report it.
 
 use base64::Engine as _;
@@ -12,7 +12,7 @@ use std::io::Read;
 pub struct UserData {
     /// `#cloud-config` YAML documents (including their `#cloud-config` line).
     pub cloud_configs: Vec<String>,
-    /// `#!` scripts (UTF-8 checked).
+    /// `#!` scripts, `text/x-shellscript[-per-*]` parts and boothooks, in order.
     pub scripts: Vec<Part>,
     /// Parts stoke does not support; worth a warning naming their type.
     pub other: Vec<Part>,
@@ -112,8 +112,14 @@ impl Decoder {
                 let text = utf8(bytes, what)?;
                 self.out.cloud_configs.push(text.to_string());
             }
-            "text/x-shellscript" => {
-                utf8(bytes, what)?;
+            "text/x-shellscript"
+            | "text/x-shellscript-per-boot"
+            | "text/x-shellscript-per-instance"
+            | "text/x-shellscript-per-once"
+            | "text/cloud-boothook" => {
+                if top {
+                    utf8(bytes, what)?;
+                }
                 self.out.scripts.push(part(bytes.to_vec()));
             }
             _ => {
@@ -484,6 +490,29 @@ mod tests {
     }
 
     #[test]
+    fn boothooks_and_script_parts_by_frequency_are_scripts_in_order() {
+        let ud = decode(b"#cloud-boothook\necho\n").expect("ok");
+        assert_eq!(ud.scripts.len(), 1);
+        assert_eq!(ud.scripts[0].content_type, "text/cloud-boothook");
+
+        let msg = b"Content-Type: multipart/mixed; boundary=XX\n\n--XX\n\
+Content-Type: text/x-shellscript-per-boot\nContent-Disposition: attachment; filename=\"b.sh\"\n\n\
+#!/bin/sh\necho boot\n--XX\nContent-Type: text/cloud-boothook\n\n#cloud-boothook\necho hook\n\
+--XX\nContent-Type: text/x-shellscript-per-once\n\n#!/bin/sh\necho once\n--XX--\n";
+        let ud = decode(msg).expect("ok");
+        let kinds: Vec<_> = ud.scripts.iter().map(|p| p.content_type.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "text/x-shellscript-per-boot",
+                "text/cloud-boothook",
+                "text/x-shellscript-per-once"
+            ]
+        );
+        assert_eq!(ud.scripts[0].filename.as_deref(), Some("b.sh"));
+    }
+
+    #[test]
     fn unsupported_kinds_are_other() {
         for (text, ty) in [
             (
@@ -491,7 +520,6 @@ mod tests {
                 "text/x-include-url",
             ),
             (b"#cloud-config-archive\n- a\n", "text/cloud-config-archive"),
-            (b"#cloud-boothook\necho\n", "text/cloud-boothook"),
             (b"## template: jinja\n#cloud-config\n", "text/jinja2"),
             (b"hostname: a\n", "text/plain"),
         ] {

@@ -1,5 +1,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -23,28 +24,121 @@ fn call_err(call: &'static str, what: impl Into<String>, e: impl Into<std::io::E
     }
 }
 
-/// Reads a child's stream to the end; with `stream`, logs each line as it comes.
-async fn collect(reader: impl AsyncRead + Unpin, program: String, stream: bool) -> String {
-    let mut lines = BufReader::new(reader).lines();
-    let mut out = String::new();
+/// Where a command's output lines go besides memory: the journal, a capped log file.
+struct Sink {
+    program: String,
+    stream: bool,
+    log: Option<std::sync::Arc<std::sync::Mutex<LogFile>>>,
+    /// Keep only this many trailing bytes in memory (`None`: everything).
+    tail: Option<usize>,
+}
+
+/// A command's output file, cut at [`stoke_api::OUTPUT_LOG_MAX`] bytes.
+struct LogFile {
+    file: File,
+    written: u64,
+    cut: bool,
+}
+
+impl LogFile {
+    fn write_line(&mut self, line: &[u8]) {
+        if self.cut {
+            return;
+        }
+        let room = stoke_api::OUTPUT_LOG_MAX.saturating_sub(self.written);
+        let res = if (line.len() as u64) < room {
+            self.written += line.len() as u64;
+            self.file.write_all(line)
+        } else {
+            self.cut = true;
+            self.file.write_all(
+                b"\n[stoke: output cut here: the log is full; the rest is in the journal]\n",
+            )
+        };
+        if let Err(e) = res {
+            tracing::debug!("writing a command's output log: {e}");
+            self.cut = true;
+        }
+    }
+}
+
+/// Reads a child's stream to the end, line by line (bytes, so binary output never stops
+/// the reading and never blocks the child on a full pipe).
+async fn collect(reader: impl AsyncRead + Unpin, sink: Sink) -> String {
+    let mut reader = BufReader::new(reader);
+    let mut out: Vec<u8> = Vec::new();
+    let mut line = Vec::new();
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                if stream {
-                    tracing::info!(target: "stoke::cmd", "{program}: {line}");
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) => break,
+            Ok(_) => {
+                if sink.stream {
+                    let text = String::from_utf8_lossy(&line);
+                    tracing::info!(target: "stoke::cmd", "{}: {}", sink.program, text.trim_end());
                 }
-                out.push_str(&line);
-                out.push('\n');
+                if let Some(log) = &sink.log {
+                    log.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .write_line(&line);
+                }
+                out.extend_from_slice(&line);
+                if let Some(max) = sink.tail
+                    && out.len() > 2 * max
+                {
+                    out.drain(..out.len() - max);
+                }
             }
-            Ok(None) => break,
             Err(e) => {
-                // Non-UTF-8 output: keep what we have rather than fail the command.
-                tracing::debug!("reading output of {program}: {e}");
+                tracing::debug!("reading output of {}: {e}", sink.program);
                 break;
             }
         }
     }
-    out
+    if let Some(max) = sink.tail
+        && out.len() > max
+    {
+        out.drain(..out.len() - max);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Kills a command's whole process group when dropped before the command was reaped:
+/// a module cancelled at its own timeout must not leave what its commands started.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn open_output_log(path: &Path) -> Result<File, SysError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| call_err("mkdir", dir.display().to_string(), e))?;
+    }
+    // Output may hold secrets the script printed: root-only.
+    std::os::unix::fs::OpenOptionsExt::mode(
+        OpenOptions::new().create(true).write(true).truncate(true),
+        0o600,
+    )
+    .custom_flags(nix::libc::O_NOFOLLOW)
+    .open(path)
+    .map_err(|e| call_err("open", path.display().to_string(), e))
 }
 
 #[stoke_api::async_trait]
@@ -53,6 +147,14 @@ impl System for Host {
         let argv = cmd.display();
         tracing::info!("running: {argv}");
         let started = Instant::now();
+        let log = match &cmd.output_log {
+            Some(path) => Some(std::sync::Arc::new(std::sync::Mutex::new(LogFile {
+                file: open_output_log(path)?,
+                written: 0,
+                cut: false,
+            }))),
+            None => None,
+        };
         let mut command = tokio::process::Command::new(&cmd.program);
         command
             .args(&cmd.args)
@@ -66,6 +168,9 @@ impl System for Host {
             // Its own process group, so a timeout kills what it started too.
             .process_group(0)
             .kill_on_drop(true);
+        if cmd.clean_env {
+            command.env_clear();
+        }
         for (k, v) in &cmd.env {
             command.env(k, v);
         }
@@ -73,29 +178,32 @@ impl System for Host {
             program: cmd.program.clone(),
             source,
         })?;
-        let pgid = child.id();
+        let mut group = GroupGuard {
+            pgid: child.id().and_then(|p| i32::try_from(p).ok()),
+        };
         if let (Some(input), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
             tokio::spawn(async move {
                 let _ = stdin.write_all(input.as_bytes()).await;
             });
         }
+        let sink = || Sink {
+            program: cmd.program.clone(),
+            stream: cmd.stream_output,
+            log: log.clone(),
+            tail: log.as_ref().map(|_| stoke_api::OUTPUT_TAIL_MAX),
+        };
         let stdout = child
             .stdout
             .take()
-            .map(|s| tokio::spawn(collect(s, cmd.program.clone(), cmd.stream_output)));
+            .map(|s| tokio::spawn(collect(s, sink())));
         let stderr = child
             .stderr
             .take()
-            .map(|s| tokio::spawn(collect(s, cmd.program.clone(), cmd.stream_output)));
+            .map(|s| tokio::spawn(collect(s, sink())));
         let status = match tokio::time::timeout(cmd.timeout, child.wait()).await {
             Ok(res) => res.map_err(|e| call_err("wait", argv.clone(), e))?,
             Err(_) => {
-                if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pgid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+                group.kill();
                 let _ = child.kill().await;
                 tracing::warn!("timed out after {:?}, killed: {argv}", cmd.timeout);
                 return Err(SysError::Timeout {
@@ -104,6 +212,8 @@ impl System for Host {
                 });
             }
         };
+        // Reaped: the group id may be reused from here on, never signal it.
+        group.pgid = None;
         // A daemon the command left behind may hold its output open: read
         // what is there, but never wait on it for long.
         let join = |h: Option<tokio::task::JoinHandle<String>>| async move {
@@ -353,6 +463,88 @@ mod tests {
             .run(&Cmd::new("cat", Vec::<String>::new()).stdin("hello"))
             .await
             .unwrap();
-        assert_eq!(out.stdout, "hello\n");
+        // Exactly what it printed: no newline added.
+        assert_eq!(out.stdout, "hello");
+    }
+
+    #[tokio::test]
+    async fn binary_output_is_read_to_the_end() {
+        let out = Host
+            .run(&Cmd::new(
+                "sh",
+                ["-c", "printf 'a\\377\\376b\\n'; seq 1 20000 | tail -n 1"],
+            ))
+            .await
+            .unwrap();
+        assert!(out.stdout.ends_with("20000\n"), "{:?}", out.stdout);
+    }
+
+    #[tokio::test]
+    async fn output_log_gets_everything_and_memory_only_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("logs/s.log");
+        let out = Host
+            .run(&Cmd::new("sh", ["-c", "seq 1 20000; echo oops >&2"]).output_log(&log))
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.starts_with("1\n2\n") && text.contains("20000\n") && text.contains("oops"));
+        assert!(
+            out.stdout.len() <= stoke_api::OUTPUT_TAIL_MAX,
+            "{}",
+            out.stdout.len()
+        );
+        assert!(out.stdout.ends_with("20000\n"));
+        assert_eq!(out.tail(2), "20000\noops");
+    }
+
+    #[tokio::test]
+    async fn clean_env_passes_only_what_is_given() {
+        let out = Host
+            .run(
+                &Cmd::new("/usr/bin/env", Vec::<String>::new())
+                    .clean_env()
+                    .env("A", "1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "A=1\n");
+    }
+
+    /// A command cancelled from outside (its module timed out) takes its whole group with it.
+    #[tokio::test]
+    async fn dropping_a_running_command_kills_its_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let cmd = Cmd::new("sh", ["-c", script.as_str()]);
+        let mut run = Box::pin(Host.run(&cmd));
+        // Poll the command until the grandchild has written its pid, then drop it.
+        let pid: i32 = loop {
+            tokio::select! {
+                r = &mut run => panic!("ended early: {r:?}"),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            }
+            if let Ok(t) = std::fs::read_to_string(&pidfile)
+                && let Ok(p) = t.trim().parse()
+            {
+                break p;
+            }
+        };
+        drop(run);
+        // Reaped by init or still a zombie of ours: either way it must stop running soon.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit(") ").next().and_then(|r| r.chars().next());
+            if stat.is_empty() || state == Some('Z') {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {pid} outlived its command"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }

@@ -105,6 +105,11 @@ pub struct Context {
     pub system: Arc<dyn System>,
     /// Persistent per-instance directory for this module's own state (host path).
     pub state_dir: PathBuf,
+    /// Persistent directory for this module's state that outlives instances (`once`
+    /// records; host path; cleared only by `stoke clean`).
+    pub shared_state_dir: PathBuf,
+    /// Scripts and boothooks from user-data, in the order they appeared.
+    pub user_scripts: Arc<Vec<crate::UserScript>>,
     /// Template variables: metadata, `vars:` from config, and outputs of earlier modules.
     pub vars: BTreeMap<String, String>,
     /// Details reported by modules this one runs after (this run, or their last run).

@@ -186,6 +186,7 @@ pub fn context(
 ) -> Context {
     let root = Root::new(root);
     let state_dir = root.path("/var/lib/stoke/test-state");
+    let shared_state_dir = root.path("/var/lib/stoke/test-shared-state");
     let vars = instance.vars();
     Context {
         root,
@@ -193,6 +194,8 @@ pub fn context(
         config,
         system,
         state_dir,
+        shared_state_dir,
+        user_scripts: Default::default(),
         vars,
         prior: Default::default(),
         tools: Default::default(),

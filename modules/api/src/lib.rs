@@ -12,6 +12,7 @@ mod system;
 mod template;
 pub mod tools;
 pub mod udev;
+mod usercode;
 
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -24,5 +25,8 @@ pub use fsutil::{
     read_to_string_opt, unescape_octal,
 };
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Report, Stage};
-pub use system::{Action, Cmd, CmdOutput, MountRequest, SysError, System};
+pub use system::{
+    Action, Cmd, CmdOutput, MountRequest, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX, SysError, System,
+};
 pub use template::{TemplateError, render};
+pub use usercode::{ScriptKind, ScriptOutcome, ScriptRun, ScriptsReport, UserScript};

@@ -77,6 +77,9 @@ pub struct ModuleSpec {
     /// Upper bound on one run; the runner cancels the module past it.
     pub timeout: Duration,
     pub config: ConfigSpec,
+    /// The other modules of its stage start only after this one ends (however it ends):
+    /// the user's early commands (`bootcmd`, boothooks) come before the system is configured.
+    pub runs_first: bool,
 }
 
 /// The result of a module's successful run, shown in `stoke status`.
@@ -136,6 +139,13 @@ pub enum ModuleError {
     Template(#[from] TemplateError),
     #[error("refused: {0}")]
     Refused(String),
+    /// Part of the work failed, the rest was done: the module is failed, and its
+    /// report (what each part did) is still recorded in status.
+    #[error("{message}")]
+    Partial {
+        message: String,
+        report: Box<Report>,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -19,7 +19,22 @@ pub struct Cmd {
     /// Log each output line as it arrives (long runs such as puppet).
     #[serde(default)]
     pub stream_output: bool,
+    /// Start from an empty environment (only `env` is set): user scripts get a
+    /// documented environment, not whatever stoke's own unit happened to have.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clean_env: bool,
+    /// Also write stdout and stderr, as they come, to this file (host path; replaced on
+    /// each run, at most [`OUTPUT_LOG_MAX`] bytes), and keep only the last
+    /// [`OUTPUT_TAIL_MAX`] bytes of each stream in [`CmdOutput`]: scripts may print
+    /// for an hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_log: Option<PathBuf>,
 }
+
+/// Most bytes a command's [`Cmd::output_log`] file holds; the rest is cut with a note.
+pub const OUTPUT_LOG_MAX: u64 = 10 * 1024 * 1024;
+/// Most bytes of each stream kept in memory when the output goes to a log file.
+pub const OUTPUT_TAIL_MAX: usize = 16 * 1024;
 
 impl Cmd {
     pub fn new<I, S>(program: impl Into<String>, args: I) -> Self
@@ -34,7 +49,19 @@ impl Cmd {
             stdin: None,
             env: Vec::new(),
             stream_output: false,
+            clean_env: false,
+            output_log: None,
         }
+    }
+
+    pub fn clean_env(mut self) -> Self {
+        self.clean_env = true;
+        self
+    }
+
+    pub fn output_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.output_log = Some(path.into());
+        self
     }
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -101,6 +128,15 @@ impl CmdOutput {
 
     pub fn success(&self) -> bool {
         self.code == Some(0)
+    }
+
+    /// The last `max_lines` lines of stdout and stderr together, for status.
+    pub fn tail(&self, max_lines: usize) -> String {
+        let mut lines: Vec<&str> = self.stdout.lines().chain(self.stderr.lines()).collect();
+        if lines.len() > max_lines {
+            lines.drain(..lines.len() - max_lines);
+        }
+        lines.join("\n")
     }
 
     pub fn status_text(&self) -> String {
