@@ -8,6 +8,8 @@ use stoke_api::Module;
 /// work (host key generation) comes first so that it overlaps everything else.
 pub fn modules() -> Vec<Arc<dyn Module>> {
     let mut all: Vec<Box<dyn Module>> = Vec::new();
+    // Runs first in its stage anyway (the user's early commands); listed first to say so.
+    all.extend(stoke_scripts::modules());
     all.extend(stoke_ssh::modules());
     all.extend(stoke_hostname::modules());
     all.extend(stoke_disks::modules());

@@ -126,6 +126,23 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Spawns; a just-written script may be briefly held open for writing by a child another
+/// thread forked meanwhile (ETXTBSY until that child execs): try again a few times.
+fn spawn_retrying_busy(
+    command: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn open_output_log(path: &Path) -> Result<File, SysError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -174,7 +191,7 @@ impl System for Host {
         for (k, v) in &cmd.env {
             command.env(k, v);
         }
-        let mut child = command.spawn().map_err(|source| SysError::Spawn {
+        let mut child = spawn_retrying_busy(&mut command).map_err(|source| SysError::Spawn {
             program: cmd.program.clone(),
             source,
         })?;

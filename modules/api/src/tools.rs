@@ -17,3 +17,5 @@ pub const LSBLK: &str = "lsblk";
 pub const FINDMNT: &str = "findmnt";
 /// coreutils `timeout`: bounds a detached run that stoke does not wait for.
 pub const TIMEOUT: &str = "timeout";
+/// The shell for user scripts without a `#!` line (boothooks, MIME parts).
+pub const SH: &str = "/bin/sh";
