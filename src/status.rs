@@ -222,6 +222,12 @@ impl Status {
             if let Some(bg) = &m.background {
                 out.push_str(&format!("      background: {}\n", describe_background(bg)));
             }
+            for run in stoke_api::ScriptsReport::from_details(&m.details)
+                .map(|r| r.scripts)
+                .unwrap_or_default()
+            {
+                out.push_str(&describe_script(&run));
+            }
         }
         for e in &self.errors {
             out.push_str(&format!("error: {e}\n"));
@@ -274,9 +280,47 @@ impl Status {
                 m.stage.as_str(),
                 m.state.as_str()
             ));
+            // The scripts inside a module, in the order they ran.
+            for run in stoke_api::ScriptsReport::from_details(&m.details)
+                .map(|r| r.scripts)
+                .unwrap_or_default()
+            {
+                if let Some(ms) = run.duration_ms {
+                    out.push_str(&format!(
+                        "  {ms:>10.1} ms    {}/{} ({})\n",
+                        run.source,
+                        run.name,
+                        run.outcome.as_str()
+                    ));
+                }
+            }
         }
         out
     }
+}
+
+/// A script's line (outcome, exit, duration, why) and the tail of its output.
+fn describe_script(run: &stoke_api::ScriptRun) -> String {
+    let mut line = format!(
+        "      script {}/{}: {}",
+        run.source,
+        run.name,
+        run.outcome.as_str()
+    );
+    if let Some(ms) = run.duration_ms {
+        line.push_str(&format!(" in {:.1} s", ms / 1000.0));
+    }
+    if !run.note.is_empty() {
+        line.push_str(&format!(" ({})", run.note));
+    }
+    if let Some(log) = &run.log {
+        line.push_str(&format!(", output in {log}"));
+    }
+    line.push('\n');
+    for l in run.output_tail.lines() {
+        line.push_str(&format!("        | {l}\n"));
+    }
+    line
 }
 
 /// One line for a background record: state, exit code and its meaning, duration.
