@@ -97,18 +97,26 @@ impl App {
                 tracing::warn!("cannot cache metadata: {e}");
             }
             let mut groups = Vec::new();
+            // Templates see the image's `vars:` (user-data cannot define what it is rendered with).
+            let template = datasource::jinja::template_context(&found.instance, &engine.vars);
             for (name, raw) in [
                 ("vendor-data", &found.vendor_data),
                 ("user-data", &found.user_data),
             ] {
                 let Some(raw) = raw else { continue };
-                match datasource::decode_user_data(raw) {
+                match datasource::decode_user_data(raw, &template) {
                     Ok(decoded) => {
                         let datasource::Decoded {
                             documents,
                             scripts,
                             warnings,
+                            errors,
                         } = decoded;
+                        loaded.errors.extend(
+                            errors
+                                .into_iter()
+                                .map(|e| stoke_api::ConfigError::new(e).in_source(name)),
+                        );
                         loaded
                             .warnings
                             .extend(warnings.into_iter().map(|w| format!("{name}: {w}")));

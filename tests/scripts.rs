@@ -168,3 +168,36 @@ fn without_execute_the_sandbox_records_scripts_and_plan_says_what_would_run() {
     );
     assert!(!s.path("/x").exists());
 }
+
+#[test]
+fn jinja_user_data_is_rendered_before_it_is_read_and_a_bad_template_is_reported_alone() {
+    let s = Sandbox::new();
+    let out = s.path("/out");
+    s.write("/etc/stoke/stoke.yaml", "vars: {role: web}\n");
+    let ud = format!(
+        "## template: jinja\n#!/bin/sh\necho {{{{ role }}}} {{{{ v1.instance_id }}}} {{{{ ds.meta_data.local_ipv4 }}}} > {}\n",
+        out.display()
+    );
+    s.seed("iid-j", &ud);
+    let r = run_exec(&s);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.read("/out"), "web iid-j 10.0.0.7\n");
+
+    let s = Sandbox::new();
+    let ud = "Content-Type: multipart/mixed; boundary=B\n\n\
+--B\nContent-Type: text/cloud-config\n\n#cloud-config\nhostname: kept\n\
+--B\nContent-Type: text/jinja2\n\n## template: jinja\n#cloud-config\n\nhostname: {{ v1.missing.x }}\n--B--\n";
+    s.seed("iid-k", ud);
+    let r = s.run_all();
+    assert_ne!(r.code, 0, "reported: {}", r.stderr);
+    assert_eq!(
+        s.read("/etc/hostname").trim(),
+        "kept",
+        "the other part applied"
+    );
+    let errors = s.status()["errors"].to_string();
+    assert!(
+        errors.contains("jinja template: line 4: undefined"),
+        "{errors}"
+    );
+}

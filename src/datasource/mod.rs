@@ -6,6 +6,7 @@
 //! (`board_asset_tag` = instance id) the cache is used at once.
 
 pub mod ec2;
+pub mod jinja;
 mod nocloud;
 pub mod userdata;
 
@@ -244,14 +245,18 @@ pub struct Decoded {
     pub scripts: Vec<UserScript>,
     /// The parts stoke does not act on.
     pub warnings: Vec<String>,
+    /// Parts that could not be used (a template that did not render); the others apply.
+    pub errors: Vec<String>,
 }
 
 /// Splits a user-data blob into configuration documents and scripts; an error when the
 /// blob is unusable.
-pub fn decode_user_data(raw: &[u8]) -> Result<Decoded, String> {
-    let ud = userdata::decode(raw).map_err(|e| e.to_string())?;
+pub fn decode_user_data(raw: &[u8], template: &serde_json::Value) -> Result<Decoded, String> {
+    let render = |body: &str| jinja::render(body, template);
+    let ud = userdata::decode_rendering(raw, &render).map_err(|e| e.to_string())?;
     let mut out = Decoded {
         documents: ud.cloud_configs,
+        errors: ud.template_errors,
         ..Decoded::default()
     };
     for (i, part) in ud.scripts.into_iter().enumerate() {

@@ -16,7 +16,12 @@ pub struct UserData {
     pub scripts: Vec<Part>,
     /// Parts stoke does not support; worth a warning naming their type.
     pub other: Vec<Part>,
+    /// `## template: jinja` parts that did not render (dropped; the others still apply).
+    pub template_errors: Vec<String>,
 }
+
+/// Renders a `## template: jinja` body (its header line removed); the error says where.
+pub type Render<'a> = &'a dyn Fn(&str) -> Result<String, String>;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Part {
@@ -46,28 +51,40 @@ const MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
 const MAX_DEPTH: usize = 8;
 
 /// Splits raw user-data into cloud-configs, scripts and unsupported parts.
+#[cfg(test)]
 pub fn decode(raw: &[u8]) -> Result<UserData, UserDataError> {
-    decode_limited(raw, MAX_DECOMPRESSED)
+    decode_limited(raw, MAX_DECOMPRESSED, None)
 }
 
-fn decode_limited(raw: &[u8], max_decompressed: usize) -> Result<UserData, UserDataError> {
+/// Like [`decode`], rendering `## template: jinja` parts (whole user-data or a part) first.
+pub fn decode_rendering(raw: &[u8], render: Render) -> Result<UserData, UserDataError> {
+    decode_limited(raw, MAX_DECOMPRESSED, Some(render))
+}
+
+fn decode_limited(
+    raw: &[u8],
+    max_decompressed: usize,
+    render: Option<Render>,
+) -> Result<UserData, UserDataError> {
     let mut d = Decoder {
         out: UserData::default(),
         budget: max_decompressed,
         limit: max_decompressed,
+        render,
     };
     d.content(raw, None, None, "user-data", 0)?;
     Ok(d.out)
 }
 
-struct Decoder {
+struct Decoder<'r> {
     out: UserData,
+    render: Option<Render<'r>>,
     /// Decompressed bytes still allowed.
     budget: usize,
     limit: usize,
 }
 
-impl Decoder {
+impl Decoder<'_> {
     /// A body whose type is `declared` (from MIME headers) or to be sniffed (`None`).
     fn content(
         &mut self,
@@ -121,6 +138,21 @@ impl Decoder {
                     utf8(bytes, what)?;
                 }
                 self.out.scripts.push(part(bytes.to_vec()));
+            }
+            "text/jinja2" if self.render.is_some() => {
+                let text = utf8(bytes, what)?;
+                // The header line goes; the rendered text is user-data of its own kind.
+                let body = text.split_once('\n').map_or("", |(_, rest)| rest);
+                let rendered = self.render.map(|r| r(body));
+                match rendered {
+                    Some(Ok(out)) => {
+                        return self.content(out.as_bytes(), None, filename, what, depth + 1);
+                    }
+                    Some(Err(e)) => self.out.template_errors.push(format!(
+                        "{what}: jinja template: {e}; this part was not applied"
+                    )),
+                    None => {}
+                }
             }
             _ => {
                 if top {
@@ -520,6 +552,7 @@ Content-Type: text/x-shellscript-per-boot\nContent-Disposition: attachment; file
                 "text/x-include-url",
             ),
             (b"#cloud-config-archive\n- a\n", "text/cloud-config-archive"),
+            // Without a renderer (never at boot) a template stays unread.
             (b"## template: jinja\n#cloud-config\n", "text/jinja2"),
             (b"hostname: a\n", "text/plain"),
         ] {
@@ -555,13 +588,13 @@ Content-Type: text/x-shellscript-per-boot\nContent-Disposition: attachment; file
         let member = gz(&vec![0u8; 1024 * 1024]);
         let bomb = member.repeat(5);
         assert!(bomb.len() < 64 * 1024);
-        let err = decode_limited(&bomb, 4 * 1024 * 1024).expect_err("bomb");
+        let err = decode_limited(&bomb, 4 * 1024 * 1024, None).expect_err("bomb");
         assert!(
             matches!(err, UserDataError::TooLarge { limit, .. } if limit == 4 << 20),
             "{err}"
         );
         assert_eq!(
-            decode_limited(&bomb, 5 * 1024 * 1024)
+            decode_limited(&bomb, 5 * 1024 * 1024, None)
                 .expect("fits")
                 .other
                 .len(),

@@ -1,0 +1,104 @@
+//! `## template: jinja` user-data: rendered before it is read, with the instance data
+//! cloud-init's templates are written against (`v1.*`, `ds.meta_data.*`) and stoke's
+//! own variables (metadata and `vars:`) at the top level. An undefined variable is an
+//! error naming it and its line, not an empty string: a template that silently renders
+//! `hostname: ""` would be worse than one that is reported and skipped.
+
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::{Map, Value, json};
+use stoke_api::InstanceData;
+
+/// The variables a template sees.
+pub fn template_context(instance: &InstanceData, vars: &BTreeMap<String, String>) -> Value {
+    let cloud_name = match instance.datasource.as_str() {
+        "ec2" => "aws",
+        other => other,
+    };
+    let v1 = json!({
+        "instance_id": instance.instance_id,
+        "local_hostname": instance.local_hostname,
+        "region": instance.region,
+        "availability_zone": instance.availability_zone,
+        "instance_type": instance.instance_type,
+        "cloud_name": cloud_name,
+        "platform": instance.datasource,
+        "public_ssh_keys": instance.public_keys,
+    });
+    let meta: Map<String, Value> = instance
+        .vars()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let mut top: Map<String, Value> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    for (k, v) in &meta {
+        top.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    top.insert("v1".into(), v1);
+    top.insert("ds".into(), json!({ "meta_data": meta }));
+    Value::Object(top)
+}
+
+/// Renders a template body (its `## template: jinja` line already removed).
+pub fn render(body: &str, context: &Value) -> Result<String, String> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // As cloud-init: the trailing newline of the document is kept.
+    env.set_keep_trailing_newline(true);
+    let tmpl = env.template_from_str(body).map_err(describe)?;
+    tmpl.render(context).map_err(describe)
+}
+
+/// "line N: what", counting the header line the user sees in their file.
+fn describe(e: minijinja::Error) -> String {
+    let what = match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    match e.line() {
+        Some(l) => format!("line {}: {what}", l + 1),
+        None => what,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Value {
+        let inst = InstanceData {
+            datasource: "ec2".into(),
+            instance_id: "i-0abc".into(),
+            region: Some("eu-west-1".into()),
+            local_hostname: Some("ip-10-0-0-1".into()),
+            ..InstanceData::default()
+        };
+        let vars = BTreeMap::from([("role".to_string(), "web".to_string())]);
+        template_context(&inst, &vars)
+    }
+
+    #[test]
+    fn cloud_init_names_and_stoke_vars_render() {
+        let out = render(
+            "#cloud-config\nhostname: {{ role }}-{{ v1.instance_id }}\n# {{ v1.cloud_name }} {{ v1.region }} {{ ds.meta_data.local_hostname }}\n",
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "#cloud-config\nhostname: web-i-0abc\n# aws eu-west-1 ip-10-0-0-1\n"
+        );
+    }
+
+    #[test]
+    fn an_undefined_variable_is_an_error_with_its_line() {
+        let err = render("#cloud-config\n\nhostname: {{ v1.nope.x }}\n", &ctx()).unwrap_err();
+        assert!(err.starts_with("line 4: "), "{err}");
+        let err = render("{% if %}", &ctx()).unwrap_err();
+        assert!(err.starts_with("line 2: syntax error"), "{err}");
+    }
+}
