@@ -180,6 +180,8 @@ impl<'a> State<'a> {
         let mut targets = vec![
             self.paths.state_dir.join("instances"),
             self.paths.state_dir.join("sem"),
+            // Module state that outlives instances (e.g. which per-once scripts started).
+            self.paths.state_dir.join("modules"),
             self.paths.instance_id_file(),
             self.paths.status_file(),
         ];

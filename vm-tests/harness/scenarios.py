@@ -86,6 +86,20 @@ def boot_total(text):
     return total
 
 
+# A plain shell-script user-data, as EC2 launch templates send: it records each run.
+USER_SCRIPT = """#!/bin/bash
+set -eu
+mkdir -p /var/lib/vmtest
+echo "$INSTANCE_ID $(cat /proc/sys/kernel/random/boot_id)" >> /var/lib/vmtest/user-script.log
+"""
+SCRIPT_LOG = "cat /var/lib/vmtest/user-script.log 2>/dev/null || true"
+
+
+def script_runs(f):
+    """The lines the user-data script appended, as the guest's extra output has them."""
+    return [l for l in f.get("extra", "").splitlines() if l.startswith("i-")]
+
+
 class Failed(Exception):
     pass
 
@@ -367,11 +381,14 @@ def first_boot_and_reboot(t):
     root = t.overlay()
     e0, e1 = t.disk("eph0"), t.disk("eph1")
 
+    scripts = "scripts" in t.mods
+
     def boot(label):
         b = t.new_boot(label, root)
         b.disk("eph0", e0).disk("eph1", e1)
-        b.imds = ec2_metadata(iid, "#cloud-config\n")
+        b.imds = ec2_metadata(iid, USER_SCRIPT if scripts else "#cloud-config\n")
         b.smbios = ec2_smbios(iid)
+        b.extra = SCRIPT_LOG
         return t.boot(b)
 
     f1 = boot("first")
@@ -384,6 +401,10 @@ def first_boot_and_reboot(t):
     fs1 = t.check_disks(f1)
     k1 = t.check_hostkeys(f1, held=True)
     t.check_authorized_keys(f1)
+    if scripts:
+        runs = script_runs(f1)
+        t.check("the #!/bin/bash user-data ran once, with INSTANCE_ID",
+                len(runs) == 1 and runs[0].startswith(iid + " "), str(runs))
 
     t.case("2 reboot, same instance")
     f2 = boot("reboot")
@@ -393,6 +414,13 @@ def first_boot_and_reboot(t):
     t.check_hostname(f2, expect=h1)
     t.check_disks(f2, same_fs=fs1)
     t.check_hostkeys(f2, expect=k1)
+    if scripts:
+        t.check("reboot: the user-data script did not run again", script_runs(f2) == script_runs(f1),
+                str(script_runs(f2)))
+        runs = ((st2 or {}).get("modules", {}).get("scripts", {}).get("details") or {}).get("scripts", [])
+        t.check("reboot: status says it was not started again (at most once)",
+                runs and runs[0].get("outcome") == "skipped" and "at most once" in runs[0].get("note", ""),
+                json.dumps(runs)[:400])
 
 
 def stop_start(t):
@@ -449,12 +477,14 @@ def new_instance(t):
     early = [m for m in ("disks", "mounts", "ssh-host-keys") if m in t.mods]
     early_layer = "modules:\n" + "".join(f"  {m}: {{before_metadata: true}}\n" for m in early)
 
+    scripts = "scripts" in t.mods
+
     def boot(label, iid, extra=None):
         b = t.new_boot(label, root)
         b.disk("eph0", e0)
-        b.imds = ec2_metadata(iid, "#cloud-config\n")
+        b.imds = ec2_metadata(iid, USER_SCRIPT if scripts else "#cloud-config\n")
         b.smbios = ec2_smbios(iid)
-        b.extra = extra
+        b.extra = f"{extra}; {SCRIPT_LOG}" if extra else SCRIPT_LOG
         return t.boot(b)
 
     f1 = boot("instance-a", "i-0aaaaaaaaaaaaaaa1", extra=(
@@ -473,6 +503,10 @@ def new_instance(t):
     t.check_hostkeys(f2, differs_from=k1, held=True)
     t.check_authorized_keys(f2)
     t.check_disks(f2, ndisks=1)
+    if scripts:
+        runs = [r.split()[0] for r in script_runs(f2)]
+        t.check("new instance: the user-data script ran again, once per instance",
+                runs == ["i-0aaaaaaaaaaaaaaa1", "i-0bbbbbbbbbbbbbbb2"], str(runs))
     mods = (st2 or {}).get("modules", {})
     net_start = ((st2 or {}).get("stages", {}).get("network") or {}).get("started_unix") or 0
     for m in early:
@@ -523,16 +557,59 @@ def bad_user_data(t):
     t.check_hostname(f)
 
 
+def mime_user_data(mods):
+    """A MIME user-data as fleets send it: a cloud-config part (write_files, runcmd), a shell
+    script part and a boothook. Each leaves a line in /var/lib/vmtest/ when it runs."""
+    config = "#cloud-config\nruncmd:\n  - [sh, -c, 'echo runcmd $(hostname) >> /var/lib/vmtest/runcmd.log']\n"
+    if "write-files" in mods:
+        config += ("write_files:\n  - path: /etc/vmtest/written.conf\n    content: |\n"
+                   "      written by write_files\n    permissions: '0640'\n")
+    parts = [
+        ("text/cloud-config", None, config),
+        ("text/x-shellscript", "setup.sh",
+         "#!/bin/sh\nmkdir -p /var/lib/vmtest\necho script >> /var/lib/vmtest/script.log\n"),
+        ("text/cloud-boothook", None,
+         "#cloud-boothook\n#!/bin/sh\nmkdir -p /var/lib/vmtest\n"
+         "echo \"boothook $INSTANCE_ID\" >> /var/lib/vmtest/boothook.log\n"),
+    ]
+    out = 'Content-Type: multipart/mixed; boundary="==VMTEST=="\nMIME-Version: 1.0\n\n'
+    for ctype, name, body in parts:
+        out += f'--==VMTEST==\nContent-Type: {ctype}; charset="us-ascii"\n'
+        if name:
+            out += f'Content-Disposition: attachment; filename="{name}"\n'
+        out += "\n" + body
+    return out + "--==VMTEST==--\n"
+
+
+USER_CODE_STATE = ("for f in runcmd script boothook; do echo \"== $f\"; "
+                   "cat /var/lib/vmtest/$f.log 2>/dev/null; done; echo '== written'; "
+                   "stat -c '%a %U' /etc/vmtest/written.conf 2>/dev/null; cat /etc/vmtest/written.conf 2>/dev/null")
+
+
+def user_code(f):
+    """{runcmd|script|boothook|written: [lines]} from USER_CODE_STATE's output."""
+    out, cur = {}, None
+    for line in f.get("extra", "").splitlines():
+        if line.startswith("== "):
+            cur = out.setdefault(line[3:], [])
+        elif cur is not None and line:
+            cur.append(line)
+    return out
+
+
 def bake_then_boot(t):
-    """6. Bake then boot: `stoke clean` (as the Packer template does), next boot is a first boot."""
+    """6. Bake then boot: `stoke clean` (as the Packer template does), next boot is a first boot.
+    The seed's user-data is MIME with a cloud-config part, a script part and a boothook."""
     t.case("6 bake (stoke clean) then boot → first boot")
     root = t.overlay()
+    scripts = "scripts" in t.mods
     seed = make_seed(os.path.join(t.dir, "seed.img"), {
         "meta-data": f"instance-id: iid-bake-1\nlocal-hostname: builder\npublic-keys:\n  - {SSH_KEY}\n",
-        "user-data": "#cloud-config\n",
+        "user-data": mime_user_data(t.mods) if scripts else "#cloud-config\n",
     })
     b = t.new_boot("bake", root)
     b.disk("cidata", seed, readonly=True)
+    b.extra = USER_CODE_STATE
     # What the Packer template's provisioners run.
     b.action = "stoke status --wait\nstoke clean\nls -la /var/lib/stoke || true\n"
     f1 = t.boot(b)
@@ -540,8 +617,17 @@ def bake_then_boot(t):
     t.check("stoke clean succeeded", f1.get("action_rc") == "0", f1.get("action", ""))
     h1 = t.check_hostname(f1)
     k1 = t.check_hostkeys(f1)
+    if scripts:
+        u = user_code(f1)
+        t.check("MIME user-data: runcmd, the script part and the boothook each ran once",
+                len(u.get("runcmd", [])) == 1 and u.get("script") == ["script"]
+                and u.get("boothook") == ["boothook iid-bake-1"], json.dumps(u))
+        if "write-files" in t.mods:
+            t.check("MIME user-data: write_files wrote its file (0640, root)",
+                    u.get("written") == ["640 root", "written by write_files"], json.dumps(u))
     b = t.new_boot("first-after-bake", root)
     b.disk("cidata", seed, readonly=True)
+    b.extra = USER_CODE_STATE
     f2 = t.boot(b)
     st2 = t.check_boot_ok(f2)
     t.check_all_modules_ran(st2)
@@ -549,6 +635,12 @@ def bake_then_boot(t):
     t.check_hostname(f2, differs_from=h1)
     t.check_hostkeys(f2, differs_from=k1, held=False)
     t.check_authorized_keys(f2)
+    if scripts:
+        u = user_code(f2)
+        t.check("after stoke clean: runcmd and the script ran again (a first boot)",
+                len(u.get("runcmd", [])) == 2 and u.get("script") == ["script", "script"], json.dumps(u))
+        t.check("the boothook ran on every boot",
+                u.get("boothook") == ["boothook iid-bake-1"] * 2, json.dumps(u))
 
 
 def disabled(t):
