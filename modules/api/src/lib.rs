@@ -8,6 +8,7 @@ mod config;
 mod context;
 mod fsutil;
 mod module;
+mod rootfs;
 mod system;
 mod template;
 pub mod tools;
@@ -20,9 +21,10 @@ pub use async_trait::async_trait;
 pub use config::{ConfigError, ConfigSpec, config_spec, nearest, yaml_options};
 pub use context::{Context, InstanceData, Root};
 pub use fsutil::{
-    User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_user, managed_block,
-    read_to_string_opt, unescape_octal,
+    Group, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group, lookup_user,
+    managed_block, read_to_string_opt, unescape_octal,
 };
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Report, Stage};
+pub use rootfs::RootDir;
 pub use system::{Action, Cmd, CmdOutput, MountRequest, SysError, System};
 pub use template::{TemplateError, render};
