@@ -13,6 +13,7 @@ mod system;
 mod template;
 pub mod tools;
 pub mod udev;
+mod yaml;
 
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -28,3 +29,4 @@ pub use module::{Frequency, Module, ModuleError, ModuleSpec, Report, Stage};
 pub use rootfs::RootDir;
 pub use system::{Action, Cmd, CmdOutput, MountRequest, SysError, System};
 pub use template::{TemplateError, render};
+pub use yaml::{BINARY_KEY, TextOrBinary, parse_yaml, yaml_options_raw_binary};
