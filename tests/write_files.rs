@@ -203,3 +203,29 @@ fn symlinks_in_the_root_never_lead_writes_out_of_it() {
         s.files()
     );
 }
+
+#[test]
+fn binary_content_that_is_not_utf8_leaves_the_rest_of_the_checks_intact() {
+    // Before: the whole document failed ("!!binary scalar is not valid UTF-8").
+    // Now it loads, and key positions are still read (a typo is located).
+    let s = Sandbox::nocloud(
+        "iid-one",
+        "#cloud-config\nwrite_files:\n- {path: /b, content: !!binary /w==}\nhostnme: x\n",
+    );
+    assert_eq!(s.run_all().code, 2, "degraded by the rejected user-data");
+    let errors = s.status()["errors"].to_string();
+    assert!(
+        errors.contains("user-data:4:1: unknown key `hostnme`"),
+        "{errors}"
+    );
+    assert!(!s.path("/b").exists(), "rejected as a whole");
+
+    let s = Sandbox::nocloud(
+        "iid-one",
+        "#cloud-config\nruncmd: [ls]\nwrite_files:\n- {path: /b, content: !!binary /w==}\n",
+    );
+    assert_eq!(s.run_all().code, 2, "degraded by the runcmd warning");
+    let warnings = s.status()["warnings"].to_string();
+    assert!(warnings.contains("user-data:2:1: `runcmd`"), "{warnings}");
+    assert_eq!(bytes(&s, "/b"), vec![0xff]);
+}
