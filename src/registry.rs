@@ -16,5 +16,6 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
     all.extend(stoke_mounts::modules());
     all.extend(stoke_route53::modules());
     all.extend(stoke_puppet::modules());
+    all.extend(stoke_files::modules());
     all.into_iter().map(Arc::from).collect()
 }

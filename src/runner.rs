@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stoke_api::{
-    Context, Frequency, InstanceData, Module, ModuleError, Report, Stage, System, UserScript, tools,
+    Context, Frequency, InstanceData, Module, ModuleError, Order, Report, Stage, System,
+    UserScript, tools,
 };
 use tokio::task::JoinSet;
 
@@ -48,7 +49,7 @@ struct Planned {
     after: &'static [&'static str],
     timeout: Duration,
     section: serde_json::Value,
-    runs_first: bool,
+    order: Order,
 }
 
 /// One module's place in this stage, as `stoke plan` shows it.
@@ -167,7 +168,7 @@ impl<'a> Runner<'a> {
                     .map(Duration::from_secs)
                     .unwrap_or_else(|| module.timeout_for(&section)),
                 section,
-                runs_first: spec.runs_first,
+                order: spec.order,
             });
             settled.push((spec.name, ms));
         }
@@ -353,12 +354,21 @@ impl<'a> Runner<'a> {
         loop {
             // Start everything whose dependencies are settled; hold back dependents of failures.
             let mut i = 0;
-            // The user's early commands end (however they end) before the others start.
-            let firsts_pending =
-                waiting.iter().any(|w| w.runs_first) || running.values().any(|(r, _)| r.runs_first);
+            // Order::First modules end (however they end) before the others start;
+            // Order::Last ones start when all the others have ended.
+            let pending = |o: &dyn Fn(Order) -> bool| {
+                waiting.iter().any(|w| o(w.order)) || running.values().any(|(r, _)| o(r.order))
+            };
+            let firsts_pending = pending(&|o| o == Order::First);
+            let others_pending = pending(&|o| o != Order::Last);
             while i < waiting.len() {
                 let p = &waiting[i];
-                if firsts_pending && !p.runs_first {
+                let held = match p.order {
+                    Order::First => false,
+                    Order::Normal => firsts_pending,
+                    Order::Last => others_pending,
+                };
+                if held {
                     i += 1;
                     continue;
                 }
@@ -592,6 +602,109 @@ mod tests {
         panics: bool,
     }
 
+    /// Records when it starts and ends in a shared log; may fail.
+    struct Ordered {
+        name: &'static str,
+        order: Order,
+        fails: bool,
+        log: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    #[stoke_api::async_trait]
+    impl Module for Ordered {
+        fn spec(&self) -> ModuleSpec {
+            ModuleSpec {
+                name: self.name,
+                stage: Stage::Local,
+                frequency: Frequency::PerBoot,
+                after: &[],
+                needs_metadata: false,
+                before_logins: false,
+                timeout: Duration::from_secs(10),
+                config: config_spec::<NoConfig>(),
+                order: self.order,
+            }
+        }
+
+        async fn run(&self, _ctx: &Context) -> Result<Report, ModuleError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("start {}", self.name));
+            // Give the runtime a chance to start anything it (wrongly) would alongside.
+            tokio::task::yield_now().await;
+            self.log.lock().unwrap().push(format!("end {}", self.name));
+            if self.fails {
+                return Err(ModuleError::Other("no".into()));
+            }
+            Ok(Report::new("fine"))
+        }
+    }
+
+    #[tokio::test]
+    async fn first_and_last_modules_bracket_the_stage_whatever_became_of_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(Root::new(dir.path()), None, None);
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let m = |name, order, fails| -> Arc<dyn Module> {
+            Arc::new(Ordered {
+                name,
+                order,
+                fails,
+                log: log.clone(),
+            })
+        };
+        // Listed out of order on purpose: the order comes from the spec, not the list.
+        let modules = vec![
+            m("last", Order::Last, false),
+            m("a", Order::Normal, true),
+            m("first", Order::First, true),
+            m("b", Order::Normal, false),
+        ];
+        let loaded = Loaded::default();
+        let engine = EngineConfig::default();
+        let runner = Runner {
+            paths: &paths,
+            modules: &modules,
+            system: stoke_api::fake::FakeSystem::new(),
+            loaded: &loaded,
+            engine: &engine,
+            instance: Some(Arc::new(InstanceData {
+                instance_id: "i-1".into(),
+                ..InstanceData::default()
+            })),
+            no_instance_reason: String::new(),
+            pending_instance_id: None,
+            boot_id: Some("b1".into()),
+            self_exe: PathBuf::from("/usr/bin/stoke"),
+            user_scripts: Default::default(),
+        };
+        let mut status = Status::default();
+        runner.run(Stage::Local, &mut status).await;
+        let log = log.lock().unwrap().clone();
+        let at = |e: &str| log.iter().position(|l| l == e).unwrap_or(usize::MAX);
+        assert!(
+            at("end first") < at("start a") && at("end first") < at("start b"),
+            "{log:?}"
+        );
+        assert!(
+            at("end a") < at("start last") && at("end b") < at("start last"),
+            "{log:?}"
+        );
+        assert_eq!(status.modules["first"].state, ModState::Failed);
+        assert_eq!(status.modules["a"].state, ModState::Failed);
+        assert_eq!(
+            status.modules["b"].state,
+            ModState::Ok,
+            "a failed first module holds nothing back"
+        );
+        assert_eq!(
+            status.modules["last"].state,
+            ModState::Ok,
+            "nor does a failed normal one"
+        );
+    }
+
     #[stoke_api::async_trait]
     impl Module for Test {
         fn spec(&self) -> ModuleSpec {
@@ -604,7 +717,7 @@ mod tests {
                 before_logins: false,
                 timeout: Duration::from_secs(10),
                 config: config_spec::<NoConfig>(),
-                runs_first: false,
+                order: stoke_api::Order::Normal,
             }
         }
 

@@ -75,7 +75,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "user",
     "vendor_data",
     "wireguard",
-    "write_files",
     "yum_repo_dir",
     "yum_repos",
     "zypper",

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use stoke_api::{ConfigError, ConfigSpec, Frequency, Module, config_spec, yaml_options};
+use stoke_api::{ConfigError, ConfigSpec, Frequency, Module, config_spec};
 
 /// The engine's own keys (modules declare theirs).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -222,7 +222,8 @@ impl<'a> Checker<'a> {
     /// The document (cloud-init-only keys removed) and its warnings, or every error found.
     fn check(&self, src: &Source) -> Result<Checked, Vec<ConfigError>> {
         let located = |e: ConfigError| e.in_source(src.name.clone());
-        let value: Value = serde_saphyr::from_str_with_options(&src.text, yaml_options())
+        // `!!binary` bytes that are not UTF-8 arrive as {"$binary": base64} (stoke_api::parse_yaml).
+        let value: Value = stoke_api::parse_yaml(&src.text)
             .map_err(|e| vec![located(ConfigError::from_yaml(&e))])?;
         let mut doc = match value {
             Value::Object(m) => m,
@@ -330,7 +331,8 @@ fn top_level_keys(text: &str) -> Vec<serde_saphyr::Spanned<String>> {
             d.deserialize_map(V)
         }
     }
-    serde_saphyr::from_str_with_options::<TopKeys>(text, yaml_options())
+    // Raw `!!binary`: bytes that are not UTF-8 must not cost the positions.
+    serde_saphyr::from_str_with_options::<TopKeys>(text, stoke_api::yaml_options_raw_binary())
         .map(|k| k.0)
         .unwrap_or_default()
 }

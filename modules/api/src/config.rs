@@ -156,7 +156,8 @@ pub fn config_spec<T: DeserializeOwned + JsonSchema>() -> ConfigSpec {
         keys: struct_fields::<T>,
         schema: |g| g.subschema_for::<T>(),
         validate: |yaml| {
-            serde_saphyr::from_str_with_options::<T>(yaml, yaml_options())
+            // `!!binary` as its base64 text: the type sees the tag (`TextOrBinary`).
+            serde_saphyr::from_str_with_options::<T>(yaml, crate::yaml::yaml_options_raw_binary())
                 .map(|_| ())
                 .map_err(|e| ConfigError::from_yaml(&e))
         },

@@ -3,7 +3,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use crate::Root;
+use crate::{Root, RootDir};
 
 /// Reads a file, `None` if it does not exist.
 pub fn read_to_string_opt(path: &Path) -> io::Result<Option<String>> {
@@ -194,10 +194,36 @@ pub struct User {
     pub home: String,
 }
 
+/// A local group, from the root's `/etc/group`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// Account files larger than this are refused (a real one is a few KiB).
+const MAX_ACCOUNT_FILE: u64 = 16 * 1024 * 1024;
+
+/// The root's copy of an account file, read inside the root (a symlink cannot
+/// lead out of it, a FIFO cannot hang the boot); `None` if it does not exist.
+fn account_file(root: &Root, guest: &str) -> io::Result<Option<String>> {
+    let dir = match RootDir::open(root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(bytes) = dir.read_regular(Path::new(guest), MAX_ACCOUNT_FILE)? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{guest}: not UTF-8")))
+}
+
 /// Looks a user up in `<root>/etc/passwd` (not NSS: stoke runs before any
 /// directory service, and must read the instance's file under `--root`).
 pub fn lookup_user(root: &Root, name: &str) -> io::Result<Option<User>> {
-    let Some(passwd) = read_to_string_opt(&root.path("/etc/passwd"))? else {
+    let Some(passwd) = account_file(root, "/etc/passwd")? else {
         return Ok(None);
     };
     for line in passwd.lines() {
@@ -211,6 +237,26 @@ pub fn lookup_user(root: &Root, name: &str) -> io::Result<Option<User>> {
                 uid,
                 gid,
                 home: f[5].to_string(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Looks a group up in `<root>/etc/group` (as [`lookup_user`]).
+pub fn lookup_group(root: &Root, name: &str) -> io::Result<Option<Group>> {
+    let Some(group) = account_file(root, "/etc/group")? else {
+        return Ok(None);
+    };
+    for line in group.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 3 && f[0] == name {
+            let Ok(gid) = f[2].parse() else {
+                continue;
+            };
+            return Ok(Some(Group {
+                name: name.to_string(),
+                gid,
             }));
         }
     }
@@ -324,5 +370,32 @@ mod tests {
         assert_eq!((u.uid, u.gid, u.home.as_str()), (1000, 1000, "/home/admin"));
         assert_eq!(lookup_user(&root, "nobody").unwrap(), None);
         assert_eq!(lookup_user(&root, "bad").unwrap(), None);
+    }
+
+    #[test]
+    fn lookup_group_reads_the_roots_group_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        assert_eq!(lookup_group(&root, "adm").unwrap(), None, "no file");
+        fs::create_dir_all(root.path("/etc")).unwrap();
+        fs::write(
+            root.path("/etc/group"),
+            "root:x:0:\nadm:x:4:syslog,admin\nweb:x:nan:\nshort:x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            lookup_group(&root, "adm").unwrap(),
+            Some(Group {
+                name: "adm".into(),
+                gid: 4
+            })
+        );
+        assert_eq!(lookup_group(&root, "web").unwrap(), None, "bad gid");
+        assert_eq!(lookup_group(&root, "short").unwrap(), None);
+        assert_eq!(
+            lookup_group(&root, "syslog").unwrap(),
+            None,
+            "a member is no group"
+        );
     }
 }

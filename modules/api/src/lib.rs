@@ -8,11 +8,13 @@ mod config;
 mod context;
 mod fsutil;
 mod module;
+mod rootfs;
 mod system;
 mod template;
 pub mod tools;
 pub mod udev;
 mod usercode;
+mod yaml;
 
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -21,12 +23,14 @@ pub use async_trait::async_trait;
 pub use config::{ConfigError, ConfigSpec, config_spec, nearest, yaml_options};
 pub use context::{Context, InstanceData, Root};
 pub use fsutil::{
-    User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_user, managed_block,
-    read_to_string_opt, unescape_octal,
+    Group, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group, lookup_user,
+    managed_block, read_to_string_opt, unescape_octal,
 };
-pub use module::{Frequency, Module, ModuleError, ModuleSpec, Report, Stage};
+pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
+pub use rootfs::RootDir;
 pub use system::{
     Action, Cmd, CmdOutput, MountRequest, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX, SysError, System,
 };
 pub use template::{TemplateError, render};
 pub use usercode::{ScriptKind, ScriptOutcome, ScriptRun, ScriptsReport, UserScript};
+pub use yaml::{BINARY_KEY, TextOrBinary, parse_yaml, yaml_options_raw_binary};

@@ -77,9 +77,22 @@ pub struct ModuleSpec {
     /// Upper bound on one run; the runner cancels the module past it.
     pub timeout: Duration,
     pub config: ConfigSpec,
-    /// The other modules of its stage start only after this one ends (however it ends):
-    /// the user's early commands (`bootcmd`, boothooks) come before the system is configured.
-    pub runs_first: bool,
+    /// Where the module runs among the others of its stage, beyond its `after` list.
+    pub order: Order,
+}
+
+/// A module's place in its stage. Unlike `after`, an order holds whatever became of the
+/// modules before: a failure there does not hold this one back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Before every other module of the stage (the user's early commands: `bootcmd`,
+    /// boothooks, before the system is configured).
+    First,
+    #[default]
+    Normal,
+    /// After every other module of the stage (the user's scripts, as cloud-init's
+    /// `scripts_user` runs late).
+    Last,
 }
 
 /// The result of a module's successful run, shown in `stoke status`.

@@ -47,7 +47,7 @@ impl Module for DisksModule {
             before_logins: false,
             timeout: Duration::from_secs(20 * 60),
             config: config_spec::<Config>(),
-            runs_first: false,
+            order: stoke_api::Order::Normal,
         }
     }
 

@@ -133,7 +133,7 @@ impl Module for Hostname {
             before_logins: false,
             timeout: Duration::from_secs(10),
             config: config_spec::<HostnameConfig>(),
-            runs_first: false,
+            order: stoke_api::Order::Normal,
         }
     }
 

@@ -611,7 +611,7 @@ impl Module for MountsModule {
             before_logins: false,
             timeout: Duration::from_secs(5 * 60),
             config: config_spec::<Config>(),
-            runs_first: false,
+            order: stoke_api::Order::Normal,
         }
     }
 

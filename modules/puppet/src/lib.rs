@@ -127,7 +127,7 @@ impl Module for PuppetModule {
             // The largest configurable bound; `timeout_for` gives the configured one.
             timeout: Duration::from_secs(MAX_TIMEOUT_SECS + MAX_WAIT_FOR_LOCK_SECS + 300),
             config: config_spec::<PuppetConfig>(),
-            runs_first: false,
+            order: stoke_api::Order::Normal,
         }
     }
 

@@ -69,7 +69,7 @@ impl Module for Route53 {
             // The default budget (120 s) plus the client set-up and slack.
             timeout: Duration::from_secs(300),
             config: config_spec::<Route53Config>(),
-            runs_first: false,
+            order: stoke_api::Order::Normal,
         }
     }
 

@@ -14,7 +14,7 @@ mod exec;
 use std::time::Duration;
 
 use stoke_api::{
-    Context, Frequency, Module, ModuleError, ModuleSpec, Report, ScriptKind, ScriptOutcome,
+    Context, Frequency, Module, ModuleError, ModuleSpec, Order, Report, ScriptKind, ScriptOutcome,
     ScriptRun, ScriptsReport, Stage, config_spec,
 };
 
@@ -80,7 +80,7 @@ impl Module for Bootcmd {
             before_logins: false,
             timeout: MODULE_TIMEOUT,
             config: config_spec::<BootcmdConfig>(),
-            runs_first: true,
+            order: Order::First,
         }
     }
 
@@ -167,7 +167,9 @@ impl Module for FinalScripts {
             before_logins: false,
             timeout: MODULE_TIMEOUT,
             config: config_spec::<FinalConfig>(),
-            runs_first: false,
+            // As cloud-init's scripts_user: after the stage's other modules (write_files
+            // deferred, puppet, ...), whatever became of them.
+            order: Order::Last,
         }
     }
 

@@ -192,7 +192,7 @@ impl Module for AuthorizedKeys {
             before_logins: true,
             timeout: Duration::from_secs(60),
             config: config_spec::<AuthorizedKeysConfig>(),
-            runs_first: false,
+            order: stoke_api::Order::Normal,
         }
     }
 

@@ -161,7 +161,7 @@ impl Module for HostKeys {
             before_logins: true,
             timeout: Duration::from_secs(180),
             config: config_spec::<HostKeysConfig>(),
-            runs_first: false,
+            order: stoke_api::Order::Normal,
         }
     }
 

@@ -1,0 +1,630 @@
+//! File I/O inside the root, as if the root were `/`.
+//!
+//! [`Root::path`] only joins strings: an absolute symlink under `--root DIR`
+//! (`DIR/etc -> /etc`) would still send a write to the host. [`RootDir`] opens
+//! the root once and resolves every path from that descriptor with
+//! `openat2(RESOLVE_IN_ROOT)`: the kernel treats the root as `/` for `..` and
+//! for absolute symlinks, so nothing can lead out of it. On a real boot the
+//! root is `/` and this is an ordinary open.
+//!
+//! New code must use this for every file it reads, creates, replaces or
+//! appends to under the root (see docs/dev/module-contract.md).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, renameat};
+use nix::sys::stat::{Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use crate::{Root, System};
+
+/// The root directory, open, for resolving paths inside it.
+pub struct RootDir {
+    fd: OwnedFd,
+    root: Root,
+}
+
+fn errno(e: Errno) -> io::Error {
+    io::Error::from(e)
+}
+
+fn refused(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what)
+}
+
+fn kind(mode: u32) -> SFlag {
+    SFlag::from_bits_truncate(mode) & SFlag::S_IFMT
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_CLOEXEC);
+
+/// The instance path made relative to the root (`.` for the root itself),
+/// `..` and `.` removed lexically (the kernel would keep them inside anyway).
+fn relative(guest: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for comp in guest.components() {
+        match comp {
+            Component::Normal(p) => out.push(p),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// `(parent, final name)` of an instance path that names a file.
+fn split(guest: &Path) -> io::Result<(PathBuf, &OsStr)> {
+    match guest.components().next_back() {
+        Some(Component::Normal(name)) => {
+            let parent = guest.parent().unwrap_or(Path::new("/"));
+            Ok((parent.to_path_buf(), name))
+        }
+        _ => Err(refused(format!("{} does not name a file", guest.display()))),
+    }
+}
+
+impl RootDir {
+    /// Opens the root directory (one `open`, kept for the handle's life).
+    pub fn open(root: &Root) -> io::Result<RootDir> {
+        let fd = nix::fcntl::open(root.dir(), DIR_FLAGS, Mode::empty()).map_err(errno)?;
+        Ok(RootDir {
+            fd,
+            root: root.clone(),
+        })
+    }
+
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// Opens `guest` resolved inside the root (symlinks followed, but never out of it).
+    fn resolve(&self, guest: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+        let rel = relative(guest);
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match openat2(self.fd.as_fd(), &rel, how) {
+            // Kernels before 5.6 lack openat2; some container seccomp profiles deny it.
+            Err(Errno::ENOSYS | Errno::EPERM) => self.resolve_without_openat2(&rel, flags),
+            other => other,
+        }
+    }
+
+    /// Without openat2: on the host root plain resolution is the same thing; under
+    /// `--root DIR` every component is opened with `O_NOFOLLOW`, so a symlink on the
+    /// way is refused (`ELOOP`) rather than resolved by hand.
+    fn resolve_without_openat2(&self, rel: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+        if self.root.is_host() {
+            return openat(
+                self.fd.as_fd(),
+                rel,
+                flags | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            );
+        }
+        let comps: Vec<&OsStr> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let Some((last, dirs)) = comps.split_last() else {
+            return openat(
+                self.fd.as_fd(),
+                ".",
+                flags | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            );
+        };
+        let mut cur: Option<OwnedFd> = None;
+        for name in dirs {
+            let at = cur.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+            cur = Some(openat(
+                at,
+                *name,
+                DIR_FLAGS | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )?);
+        }
+        let at = cur.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+        openat(
+            at,
+            *last,
+            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    }
+
+    /// Reads a regular file of at most `max_bytes`; `None` if it does not exist.
+    /// Opened `O_NONBLOCK|O_NOCTTY` and checked on the descriptor, so a FIFO or a
+    /// device planted where a file is expected is an error, not a hang.
+    pub fn read_regular(&self, guest: &Path, max_bytes: u64) -> io::Result<Option<Vec<u8>>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let fd = match self.resolve(guest, flags) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(errno(e)),
+        };
+        let st = fstat(fd.as_fd()).map_err(errno)?;
+        if kind(st.st_mode) != SFlag::S_IFREG {
+            return Err(refused(format!(
+                "{} is not a regular file",
+                guest.display()
+            )));
+        }
+        let too_big = || {
+            io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("{} is larger than {max_bytes} bytes", guest.display()),
+            )
+        };
+        if st.st_size as u64 > max_bytes {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::new();
+        // Bounded again while reading: the file may grow after fstat.
+        File::from(fd).take(max_bytes + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_big());
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Opens an existing directory inside the root.
+    pub fn open_dir(&self, guest: &Path) -> io::Result<File> {
+        self.resolve(guest, DIR_FLAGS)
+            .map(File::from)
+            .map_err(errno)
+    }
+
+    /// Makes `guest` and its missing parents (each `mode`, exactly: the umask does not
+    /// apply), every component resolved inside the root. Returns the directory, open.
+    pub fn create_dir_all(&self, guest: &Path, mode: u32) -> io::Result<File> {
+        match self.resolve(guest, DIR_FLAGS) {
+            Ok(fd) => return Ok(File::from(fd)),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(errno(e)),
+        }
+        // Slow path, only when something is missing: one component at a time, each
+        // resolved from the root again (a symlink on the way stays inside it).
+        let rel = relative(guest);
+        let mut prefix = PathBuf::new();
+        let mut dir = File::from(self.resolve(Path::new("."), DIR_FLAGS).map_err(errno)?);
+        for comp in rel.components() {
+            let Component::Normal(name) = comp else {
+                continue;
+            };
+            prefix.push(name);
+            match self.resolve(&prefix, DIR_FLAGS) {
+                Ok(fd) => dir = File::from(fd),
+                Err(Errno::ENOENT) => {
+                    let made = match mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(mode)) {
+                        Ok(()) => true,
+                        // Made meanwhile by someone else, or a dangling symlink (then
+                        // the open below fails with ENOENT: nothing created through it).
+                        Err(Errno::EEXIST) => false,
+                        Err(e) => return Err(errno(e)),
+                    };
+                    let fd = openat(
+                        dir.as_fd(),
+                        name,
+                        DIR_FLAGS | OFlag::O_NOFOLLOW,
+                        Mode::empty(),
+                    )
+                    .or_else(|_| self.resolve(&prefix, DIR_FLAGS))
+                    .map_err(errno)?;
+                    if made {
+                        fchmod(fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
+                    }
+                    dir = File::from(fd);
+                }
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Replaces (or creates) the regular file `guest` with `data`, atomically: a
+    /// temp file `.<name>.stoke-tmp-<pid>-<n>` is made in the parent directory
+    /// (resolved inside the root; it must exist), written, given `owner` (through
+    /// `system`, so the sandbox records it) and then exactly `mode`, synced, and
+    /// renamed over `<name>` within that directory, which is then synced. Readers
+    /// see the old file or the new one. A symlink or a directory at `<name>` is
+    /// refused: the rename would replace a symlink, never write through it, but the
+    /// caller most likely meant something else.
+    pub fn write_atomic(
+        &self,
+        guest: &Path,
+        data: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+        system: &dyn System,
+    ) -> io::Result<()> {
+        let (parent, name) = split(guest)?;
+        let dir = self.open_dir(&parent)?;
+        self.check_target(&dir, name, guest)?;
+        let (tmp, mut file) = create_temp(&dir, name)?;
+        let result = (|| {
+            file.write_all(data)?;
+            self.set_owner_mode(&file, guest, mode, owner, system)?;
+            file.sync_all()?;
+            renameat(dir.as_fd(), tmp.as_os_str(), dir.as_fd(), name).map_err(errno)?;
+            dir.sync_all()
+        })();
+        if result.is_err() {
+            let _ = unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        result
+    }
+
+    /// Appends `data` to the regular file `guest` (created with `mode` if absent),
+    /// opened `O_APPEND|O_NOFOLLOW` in its parent directory (resolved inside the root;
+    /// it must exist). `owner` and `mode` are then applied, as cloud-init does.
+    /// Not atomic: readers may see a partial append.
+    pub fn append(
+        &self,
+        guest: &Path,
+        data: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+        system: &dyn System,
+    ) -> io::Result<()> {
+        let (parent, name) = split(guest)?;
+        let dir = self.open_dir(&parent)?;
+        // O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of blocking.
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_APPEND
+            | OFlag::O_CREAT
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        let fd = match openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(mode)) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP) => {
+                return Err(refused(format!(
+                    "{} is a symbolic link; refusing to follow it",
+                    guest.display()
+                )));
+            }
+            Err(e) => return Err(errno(e)),
+        };
+        let mut file = File::from(fd);
+        let st = fstat(file.as_fd()).map_err(errno)?;
+        if kind(st.st_mode) != SFlag::S_IFREG {
+            return Err(refused(format!(
+                "{} is not a regular file",
+                guest.display()
+            )));
+        }
+        file.write_all(data)?;
+        self.set_owner_mode(&file, guest, mode, owner, system)?;
+        file.sync_all()
+    }
+
+    fn check_target(&self, dir: &File, name: &OsStr, guest: &Path) -> io::Result<()> {
+        match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if kind(st.st_mode) == SFlag::S_IFREG => Ok(()),
+            Ok(st) if kind(st.st_mode) == SFlag::S_IFLNK => Err(refused(format!(
+                "{} is a symbolic link; refusing to replace it",
+                guest.display()
+            ))),
+            Ok(_) => Err(refused(format!(
+                "{} exists and is not a regular file",
+                guest.display()
+            ))),
+            Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    /// Owner first: the kernel clears setuid/setgid bits on a chown, so the
+    /// mode set afterwards is the one that stays.
+    fn set_owner_mode(
+        &self,
+        file: &File,
+        guest: &Path,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+        system: &dyn System,
+    ) -> io::Result<()> {
+        if let Some((uid, gid)) = owner {
+            system
+                .fchown(file, &self.root.path(guest), uid, gid)
+                .map_err(io::Error::other)?;
+        }
+        fchmod(file.as_fd(), Mode::from_bits_truncate(mode & 0o7777)).map_err(errno)
+    }
+}
+
+/// A new, empty temp file in `dir` named after `name`: `O_EXCL|O_NOFOLLOW`, so a
+/// name planted in advance (file or symlink) is skipped, never opened.
+fn create_temp(dir: &File, name: &OsStr) -> io::Result<(PathBuf, File)> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    // Keep the temp name within NAME_MAX (255) whatever the target's length.
+    let stem = &name.as_bytes()[..name.len().min(200)];
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut attempts = 0;
+    loop {
+        let mut tmp = b".".to_vec();
+        tmp.extend_from_slice(stem);
+        tmp.extend_from_slice(
+            format!(
+                ".stoke-tmp-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            )
+            .as_bytes(),
+        );
+        let tmp = PathBuf::from(OsStr::from_bytes(&tmp));
+        match openat(
+            dir.as_fd(),
+            tmp.as_os_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => return Ok((tmp, File::from(fd))),
+            // A leftover of an interrupted run (or a planted name): the next number.
+            Err(Errno::EEXIST) if attempts < 16 => attempts += 1,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, symlink};
+    use std::time::{Duration, Instant};
+
+    /// Records nothing, changes nothing: ownership is not under test here.
+    struct NoSystem;
+
+    #[async_trait::async_trait]
+    impl System for NoSystem {
+        async fn run(&self, _: &crate::Cmd) -> Result<crate::CmdOutput, crate::SysError> {
+            Ok(crate::CmdOutput::ok(""))
+        }
+        fn spawn_detached(&self, _: &crate::Cmd, _: &Path) -> Result<u32, crate::SysError> {
+            Ok(0)
+        }
+        fn sethostname(&self, _: &str) -> Result<(), crate::SysError> {
+            Ok(())
+        }
+        fn mount(&self, _: &crate::MountRequest) -> Result<(), crate::SysError> {
+            Ok(())
+        }
+        fn umount(&self, _: &Path) -> Result<(), crate::SysError> {
+            Ok(())
+        }
+        fn fchown(&self, _: &File, _: &Path, _: u32, _: u32) -> Result<(), crate::SysError> {
+            Ok(())
+        }
+        fn console(&self, _: &str) -> Result<(), crate::SysError> {
+            Ok(())
+        }
+        fn executes(&self) -> bool {
+            false
+        }
+    }
+
+    /// `root/` for the instance and `outside/` next to it, with a file each.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        root: PathBuf,
+        outside: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(outside.join("dir")).unwrap();
+        fs::write(outside.join("file"), "outside\n").unwrap();
+        Fixture {
+            _tmp: tmp,
+            root,
+            outside,
+        }
+    }
+
+    fn rootdir(f: &Fixture) -> RootDir {
+        RootDir::open(&Root::new(&f.root)).unwrap()
+    }
+
+    #[test]
+    fn absolute_symlinks_resolve_inside_the_root() {
+        let f = fixture();
+        // DIR/etc -> <outside>/dir: followed on the host, but inside the root it
+        // means DIR/<outside>/dir, which does not exist.
+        symlink(f.outside.join("dir"), f.root.join("etc")).unwrap();
+        let rd = rootdir(&f);
+        assert!(
+            rd.write_atomic(Path::new("/etc/x"), b"in", 0o644, None, &NoSystem)
+                .is_err(),
+            "the parent resolves to DIR/<outside>/dir, absent"
+        );
+        assert!(
+            rd.create_dir_all(Path::new("/etc/sub"), 0o755).is_err(),
+            "no directory is made through a dangling link"
+        );
+        assert_eq!(
+            fs::read_dir(f.outside.join("dir")).unwrap().count(),
+            0,
+            "nothing created outside"
+        );
+        let inside = f
+            .root
+            .join(f.outside.strip_prefix("/").unwrap())
+            .join("dir");
+        fs::create_dir_all(&inside).unwrap();
+        rd.create_dir_all(Path::new("/etc/sub"), 0o755).unwrap();
+        assert!(inside.join("sub").is_dir(), "made inside the root");
+        rd.write_atomic(Path::new("/etc/x"), b"in", 0o640, None, &NoSystem)
+            .unwrap();
+        assert_eq!(fs::read(inside.join("x")).unwrap(), b"in");
+        assert_eq!(
+            fs::metadata(inside.join("x")).unwrap().mode() & 0o777,
+            0o640
+        );
+        assert_eq!(
+            fs::read_dir(f.outside.join("dir")).unwrap().count(),
+            0,
+            "still nothing outside"
+        );
+    }
+
+    #[test]
+    fn a_symlink_at_the_final_component_is_never_written_through() {
+        let f = fixture();
+        fs::create_dir_all(f.root.join("etc")).unwrap();
+        symlink(f.outside.join("file"), f.root.join("etc/x")).unwrap();
+        let rd = rootdir(&f);
+        let err = rd
+            .write_atomic(Path::new("/etc/x"), b"new", 0o644, None, &NoSystem)
+            .unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = rd
+            .append(Path::new("/etc/x"), b"new", 0o644, None, &NoSystem)
+            .unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // Reading follows it, but inside the root: DIR/<outside>/file is absent.
+        assert_eq!(rd.read_regular(Path::new("/etc/x"), 100).unwrap(), None);
+        assert_eq!(
+            fs::read_to_string(f.outside.join("file")).unwrap(),
+            "outside\n"
+        );
+        assert!(
+            fs::symlink_metadata(f.root.join("etc/x"))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the link itself is left alone"
+        );
+        let dir = f.root.join("etc");
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn dotdot_and_relative_links_stay_in_the_root() {
+        let f = fixture();
+        fs::create_dir_all(f.root.join("etc")).unwrap();
+        symlink("../../outside/file", f.root.join("etc/up")).unwrap();
+        let rd = rootdir(&f);
+        assert_eq!(rd.read_regular(Path::new("/etc/up"), 100).unwrap(), None);
+        assert_eq!(
+            rd.read_regular(Path::new("/../../outside/file"), 100)
+                .unwrap(),
+            None
+        );
+        fs::create_dir_all(f.root.join("outside")).unwrap();
+        fs::write(f.root.join("outside/file"), "inside\n").unwrap();
+        assert_eq!(
+            rd.read_regular(Path::new("/etc/up"), 100).unwrap().unwrap(),
+            b"inside\n",
+            "`..` above the root stays at the root"
+        );
+    }
+
+    #[test]
+    fn write_replace_and_append() {
+        let f = fixture();
+        let rd = rootdir(&f);
+        rd.create_dir_all(Path::new("/a/b"), 0o750).unwrap();
+        assert_eq!(
+            fs::metadata(f.root.join("a/b")).unwrap().mode() & 0o777,
+            0o750,
+            "exact mode, whatever the umask"
+        );
+        let p = Path::new("/a/b/f");
+        rd.write_atomic(p, b"one", 0o600, None, &NoSystem).unwrap();
+        rd.write_atomic(p, b"two", 0o644, None, &NoSystem).unwrap();
+        rd.append(p, b"+three", 0o640, None, &NoSystem).unwrap();
+        assert_eq!(fs::read(f.root.join("a/b/f")).unwrap(), b"two+three");
+        assert_eq!(
+            fs::metadata(f.root.join("a/b/f")).unwrap().mode() & 0o7777,
+            0o640
+        );
+        rd.append(Path::new("/a/b/new"), b"x", 0o600, None, &NoSystem)
+            .unwrap();
+        assert_eq!(fs::read(f.root.join("a/b/new")).unwrap(), b"x");
+        assert!(
+            rd.write_atomic(Path::new("/a/b"), b"x", 0o644, None, &NoSystem)
+                .is_err()
+        );
+        assert!(
+            rd.write_atomic(Path::new("/"), b"x", 0o644, None, &NoSystem)
+                .is_err()
+        );
+        assert!(
+            rd.write_atomic(Path::new("/missing/f"), b"x", 0o644, None, &NoSystem)
+                .is_err(),
+            "parents are the caller's (create_dir_all)"
+        );
+        let names: Vec<_> = fs::read_dir(f.root.join("a/b")).unwrap().collect();
+        assert_eq!(names.len(), 2, "no temp file left behind");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_and_the_size_is_capped() {
+        let f = fixture();
+        let rd = rootdir(&f);
+        nix::unistd::mkfifo(&f.root.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        let start = Instant::now();
+        let err = rd.read_regular(Path::new("/fifo"), 100).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(
+            rd.append(Path::new("/fifo"), b"x", 0o644, None, &NoSystem)
+                .is_err()
+        );
+        assert!(start.elapsed() < Duration::from_secs(2), "did not block");
+
+        fs::write(f.root.join("big"), vec![b'x'; 101]).unwrap();
+        let err = rd.read_regular(Path::new("/big"), 100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            rd.read_regular(Path::new("/big"), 101)
+                .unwrap()
+                .unwrap()
+                .len(),
+            101
+        );
+        assert!(rd.read_regular(Path::new("/"), 100).is_err(), "a directory");
+    }
+
+    #[test]
+    fn without_openat2_a_symlink_on_the_way_is_refused() {
+        let f = fixture();
+        symlink(f.outside.join("dir"), f.root.join("etc")).unwrap();
+        fs::create_dir_all(f.root.join("real")).unwrap();
+        fs::write(f.root.join("real/x"), "x").unwrap();
+        let rd = rootdir(&f);
+        let flags = OFlag::O_RDONLY;
+        assert!(
+            rd.resolve_without_openat2(Path::new("etc/x"), flags)
+                .is_err()
+        );
+        assert!(
+            rd.resolve_without_openat2(Path::new("real/x"), flags)
+                .is_ok()
+        );
+    }
+}
