@@ -23,7 +23,12 @@ public key in authorized_keys, the ephemeral disk (serial eph0) made xfs and mou
 blame lines of the agent's units, the time from kernel start to "boot work done", whether the work
 happened, and the agent's peak RSS (GNU time around each agent unit's ExecStart).
 
-Usage: bench/boot-bench.py [--rounds N] [--jobs N] [--variants ACBL|EF] [--out FILE.md]   (as root)
+With --user-code, the seed's user-data also carries the user's code most fleets send: two
+write_files entries and a runcmd of three commands (USER_CODE below); the shell script does the same
+(writes the two files, runs the three commands), so each variant's added time includes it.
+
+Usage: bench/boot-bench.py [--rounds N] [--jobs N] [--variants ACBL|EF] [--user-code] [--out FILE.md]
+(as root)
 """
 
 import argparse
@@ -90,6 +95,30 @@ disks:
   mount_point: /mnt/ephemeral
 """
 
+# --user-code: the same for cloud-init and stoke (one seed), and for the shell script below.
+USER_CODE = """#cloud-config
+write_files:
+  - path: /etc/bench/app.conf
+    content: |
+      role = web
+      port = 8080
+  - path: /etc/bench/app.env
+    encoding: b64
+    content: QVBQX0VOVj1wcm9kCg==
+    permissions: '0600'
+runcmd:
+  - mkdir -p /var/lib/bench
+  - [sh, -c, "uname -r > /var/lib/bench/runcmd"]
+  - echo done >> /var/lib/bench/runcmd
+"""
+
+SHELL_USER_CODE = r"""
+if [ -e /etc/bench-user-code ]; then
+  t write_files sh -c "mkdir -p /etc/bench && printf 'role = web\nport = 8080\n' > /etc/bench/app.conf && (umask 077; printf 'APP_ENV=prod\n' > /etc/bench/app.env)" &
+  t runcmd sh -c "mkdir -p /var/lib/bench && uname -r > /var/lib/bench/runcmd && echo done >> /var/lib/bench/runcmd" &
+fi
+"""
+
 SHELL_SCRIPT = r"""#!/bin/sh
 # The physical limit: the same work as the agents, commands run concurrently. Each job's duration
 # goes to /run/bench-shell.times (reported by the bench, next to stoke's per-module durations).
@@ -108,8 +137,9 @@ t ecdsa ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key &
 t rsa ssh-keygen -q -t rsa -b 3072 -N '' -f /etc/ssh/ssh_host_rsa_key &
 t authkey sh -c "install -d -m 700 -o admin -g admin /home/admin/.ssh && echo '$key' > /home/admin/.ssh/authorized_keys && chown admin: /home/admin/.ssh/authorized_keys" &
 t disk sh -c "udevadm wait --timeout=30 /dev/disk/by-id/virtio-eph0 && mkfs.xfs -q -f -L ephemeral /dev/disk/by-id/virtio-eph0 && mkdir -p /mnt/ephemeral && mount /dev/disk/by-id/virtio-eph0 /mnt/ephemeral && echo 'LABEL=ephemeral /mnt/ephemeral xfs defaults,nofail 0 2' >> /etc/fstab" &
+@USER_CODE@
 wait
-"""
+""".replace("@USER_CODE@", SHELL_USER_CODE)
 
 SHELL_UNIT = """\
 [Unit]
@@ -136,6 +166,7 @@ n=0; for t in ed25519 ecdsa rsa; do [ -s /etc/ssh/ssh_host_${t}_key.pub ] && n=$
 echo "hostkeys=$n"
 echo "authkey=$(cat /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys 2>/dev/null | grep -c 'bench@stoke')"
 echo "mounted=$(findmnt -rn -o FSTYPE /mnt/ephemeral)"
+echo "user_code=$(cat /etc/bench/app.conf /etc/bench/app.env /var/lib/bench/runcmd 2>/dev/null | wc -l)"
 [ -e /run/bench-shell.times ] && sed 's/^/shelltime=/' /run/bench-shell.times
 for f in /run/bench-mem/*; do [ -e "$f" ] && echo "mem.$(basename $f)=$(tail -n1 $f)"; done
 systemd-analyze blame | grep -E 'cloud-(init|config|final)|stoke-(local|network|final)|bench-shell' | sed 's/^ */blame=/'
@@ -174,9 +205,12 @@ def exec_starts(unit_path):
     return [l.split("=", 1)[1].strip() for l in open(unit_path) if l.startswith("ExecStart=")]
 
 
-def tweak(tree, modules):
+def tweak(tree, modules, user_code=False):
     def w(rel, text, mode=0o644):
         image.write(os.path.join(tree, rel), text, mode)
+
+    if user_code:
+        w("etc/bench-user-code", "")
 
     w("etc/cloud/cloud.cfg.d/90-bench.cfg", CLOUD_CFG)
     # Only keys of modules this stoke has (an unknown key would be a config error).
@@ -322,6 +356,9 @@ def one_boot(env, variant, rnd):
     res["work"] = {"hostname": ex.get("hostname") == HOST, "hostkeys": ex.get("hostkeys") == "3",
                    "authorized_key": ex.get("authkey", "0") not in ("", "0"),
                    "disk_mounted": ex.get("mounted") == "xfs"}
+    if env.get("user_code"):
+        # app.conf 2 lines, app.env 1, runcmd's file 2.
+        res["work"]["user_code"] = ex.get("user_code") == "5"
     return res
 
 
@@ -351,6 +388,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=1, help="VMs at a time (1 = least noise)")
     ap.add_argument("--variants", default="ACBL")
     ap.add_argument("--out", help="write the markdown report here too")
+    ap.add_argument("--user-code", action="store_true",
+                    help="user-data with write_files and runcmd (the shell script does the same)")
     ap.add_argument("--report", metavar="RESULTS_JSON",
                     help="only print the report of an earlier run's results.json")
     args = ap.parse_args()
@@ -370,12 +409,14 @@ def main():
     os.makedirs(wd)
     modules = image.known_modules(binary)
     print(f"bench: stoke modules: {', '.join(modules)}", flush=True)
-    img = image.build_root_image(rootfs, wd, binary, tweak=lambda tree: tweak(tree, modules))
+    img = image.build_root_image(rootfs, wd, binary,
+                                 tweak=lambda tree: tweak(tree, modules, args.user_code))
     seed = make_seed(os.path.join(wd, "seed.img"), {
         "meta-data": f"instance-id: iid-bench-0001\nlocal-hostname: {HOST}\npublic-keys:\n  - {PUBKEY}\n",
-        "user-data": "#cloud-config\n{}\n",
+        "user-data": USER_CODE if args.user_code else "#cloud-config\n{}\n",
     })
-    env = {"dir": wd, "img": img, "kernel": kernel, "initrd": initrd, "seed": seed}
+    env = {"dir": wd, "img": img, "kernel": kernel, "initrd": initrd, "seed": seed,
+           "user_code": args.user_code}
     order = list(args.variants)
     plan = []
     for r in range(args.rounds):
