@@ -49,6 +49,8 @@ pub enum UserDataError {
 const MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
 /// Nesting allowed (multipart in multipart, gzip in a part).
 const MAX_DEPTH: usize = 8;
+/// MIME entities allowed in one user-data (cloud-init users send a handful).
+const MAX_PARTS: usize = 1000;
 
 /// Splits raw user-data into cloud-configs, scripts and unsupported parts.
 #[cfg(test)]
@@ -68,6 +70,7 @@ fn decode_limited(
 ) -> Result<UserData, UserDataError> {
     let mut d = Decoder {
         out: UserData::default(),
+        parts: 0,
         budget: max_decompressed,
         limit: max_decompressed,
         render,
@@ -78,6 +81,8 @@ fn decode_limited(
 
 struct Decoder<'r> {
     out: UserData,
+    /// MIME entities seen so far.
+    parts: usize,
     render: Option<Render<'r>>,
     /// Decompressed bytes still allowed.
     budget: usize,
@@ -166,6 +171,18 @@ impl Decoder<'_> {
 
     /// A MIME entity: headers, a blank line, a body.
     fn message(&mut self, bytes: &[u8], what: &str, depth: usize) -> Result<(), UserDataError> {
+        // Multipart in multipart recurses here without passing through `content`: bound it
+        // here too (thousands of levels would overflow the stack before any module runs).
+        if depth > MAX_DEPTH {
+            return Err(mime(
+                what,
+                format!("nested more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        self.parts += 1;
+        if self.parts > MAX_PARTS {
+            return Err(mime(what, format!("more than {MAX_PARTS} parts")));
+        }
         let (headers, body) = split_headers(bytes);
         let ctype = header(&headers, "content-type").unwrap_or("text/plain");
         let (ty, params) = parse_params(ctype);
@@ -717,6 +734,30 @@ epilogue\r\n";
             msg = gz(&msg);
         }
         assert!(decode(&msg).is_err());
+    }
+
+    /// Thousands of nested multiparts (well under the size cap) end in an error, not a crash.
+    #[test]
+    fn deeply_nested_multipart_is_an_error_not_a_stack_overflow() {
+        let mut msg = String::from("#cloud-config\n");
+        for i in 0..3000 {
+            msg = format!(
+                "Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n{msg}\n--b{i}--\n"
+            );
+        }
+        let err = decode(msg.as_bytes()).expect_err("too deep");
+        assert!(err.to_string().contains("levels deep"), "{err}");
+    }
+
+    #[test]
+    fn too_many_parts_is_an_error() {
+        let mut msg = String::from("Content-Type: multipart/mixed; boundary=B\n\n");
+        for _ in 0..1500 {
+            msg.push_str("--B\nContent-Type: text/x-shellscript\n\n#!/bin/sh\n");
+        }
+        msg.push_str("--B--\n");
+        let err = decode(msg.as_bytes()).expect_err("too many");
+        assert!(err.to_string().contains("more than 1000 parts"), "{err}");
     }
 
     #[test]
