@@ -201,3 +201,31 @@ fn jinja_user_data_is_rendered_before_it_is_read_and_a_bad_template_is_reported_
         "{errors}"
     );
 }
+
+/// stoke killed (SIGKILL) while a per-instance script runs: the next run does not start it
+/// again, and status says it never finished.
+#[test]
+fn a_script_stoke_died_under_is_not_started_again() {
+    let s = Sandbox::new();
+    let out = s.path("/out");
+    let ud = format!(
+        "#!/bin/sh\necho started >> {}\nkill -9 $PPID\n",
+        out.display()
+    );
+    s.seed("iid-c", &ud);
+    let r = run_exec(&s);
+    assert_eq!(r.code, -1, "stoke was killed: {}", r.stderr);
+    assert_eq!(s.read("/out"), "started\n");
+    let r = run_exec(&s);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.read("/out"), "started\n", "not started again");
+    let run = &scripts_of(&s, "scripts")[0];
+    assert_eq!(run["outcome"], "skipped");
+    assert!(
+        run["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("never finished"),
+        "{run}"
+    );
+}
