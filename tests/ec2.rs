@@ -295,3 +295,17 @@ fn before_metadata_modules_run_in_the_local_stage_of_a_new_nitro_instance() {
     assert_eq!(d.module_state("ssh-host-keys"), "deferred");
     assert_eq!(keygens(&d), 0);
 }
+
+/// `--root` makes no request to this machine's metadata service: only to one the config gives.
+#[test]
+fn a_sandbox_never_asks_this_machines_metadata_service() {
+    let s = Sandbox::new();
+    s.write("/sys/class/dmi/id/sys_vendor", "Amazon EC2\n");
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let errors = s.status()["errors"].to_string();
+    assert!(
+        errors.contains("does not ask this machine's metadata service"),
+        "{errors}"
+    );
+}

@@ -139,7 +139,7 @@ async fn ec2(
             },
         };
     }
-    match fetch_ec2(cfg).await {
+    match fetch_ec2(paths, cfg).await {
         Ok(found) => Discovery::Found(Box::new(found)),
         Err(e) => match cached {
             Some(found) => {
@@ -151,8 +151,17 @@ async fn ec2(
     }
 }
 
-async fn fetch_ec2(cfg: &EngineConfig) -> Result<Found, String> {
+async fn fetch_ec2(paths: &Paths, cfg: &EngineConfig) -> Result<Found, String> {
     let imds = cfg.imds.clone().unwrap_or_default();
+    // `--root` never changes (nor asks) the machine it runs on: this machine's metadata
+    // service is not the sandbox's instance.
+    if !paths.root.is_host() && is_link_local_imds(&imds.endpoint) {
+        return Err(format!(
+            "under --root, stoke does not ask this machine's metadata service ({}); \
+             give the sandbox's own with imds.endpoint",
+            imds.endpoint
+        ));
+    }
     let started = std::time::Instant::now();
     let md = ec2::fetch(&imds).await.map_err(|e| e.to_string())?;
     tracing::info!(
@@ -166,6 +175,20 @@ async fn fetch_ec2(cfg: &EngineConfig) -> Result<Found, String> {
         vendor_data: None,
         from_cache: false,
     })
+}
+
+/// The metadata service's own addresses (IPv4 and Nitro's IPv6), whatever the scheme and port.
+fn is_link_local_imds(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.strip_prefix('[').map_or_else(
+        || host.split(':').next().unwrap_or(""),
+        |h| h.split(']').next().unwrap_or(""),
+    );
+    matches!(
+        host.to_ascii_lowercase().as_str(),
+        "169.254.169.254" | "fd00:ec2::254" | "instance-data" | "instance-data.ec2.internal"
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -222,6 +245,13 @@ pub fn load_cache(paths: &Paths, iid: &str) -> Option<Found> {
     let dir = paths.instance_dir(iid).join("data");
     let text = read_to_string_opt(&dir.join("metadata.json")).ok()??;
     let entry: CacheEntry = serde_json::from_str(&text).ok()?;
+    // State read back is input like any other: a cache whose instance id is not the one it is
+    // filed under (a tampered image, a hostile --root tree) is not used — its id would name
+    // paths for semaphores and state.
+    if entry.instance.instance_id != iid {
+        tracing::warn!("metadata cache for {iid} names another instance id; ignored");
+        return None;
+    }
     let read = |name: &str, sha: &Option<String>| -> Option<Vec<u8>> {
         let want = sha.as_ref()?;
         let data = std::fs::read(dir.join(name)).ok()?;
@@ -303,4 +333,51 @@ fn script_name(filename: Option<&str>, index: usize, taken: &[UserScript]) -> St
 
 pub fn is_dir_with(dir: &Path, file: &str) -> bool {
     dir.join(file).is_file()
+}
+
+#[cfg(test)]
+mod boundary_tests {
+    use super::*;
+
+    #[test]
+    fn the_metadata_services_own_addresses_are_recognised() {
+        for e in [
+            "http://169.254.169.254",
+            "http://169.254.169.254:80/",
+            "http://[fd00:ec2::254]/latest",
+            "http://instance-data",
+        ] {
+            assert!(is_link_local_imds(e), "{e}");
+        }
+        for e in [
+            "http://127.0.0.1:8080",
+            "http://[::1]:9000",
+            "http://169.254.169.25",
+        ] {
+            assert!(!is_link_local_imds(e), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_cache_naming_another_instance_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(stoke_api::Root::new(dir.path()), None, None);
+        let found = |iid: &str| Found {
+            instance: InstanceData {
+                datasource: "ec2".into(),
+                instance_id: iid.into(),
+                ..InstanceData::default()
+            },
+            user_data: None,
+            vendor_data: None,
+            from_cache: false,
+        };
+        store_cache(&paths, &found("i-good")).unwrap();
+        assert!(load_cache(&paths, "i-good").is_some());
+        // Tampered: the cache filed under i-good says its instance is "../../../tmp/x".
+        let meta = paths.instance_dir("i-good").join("data/metadata.json");
+        let text = std::fs::read_to_string(&meta).unwrap();
+        std::fs::write(&meta, text.replace("\"i-good\"", "\"../../../tmp/x\"")).unwrap();
+        assert!(load_cache(&paths, "i-good").is_none());
+    }
 }
