@@ -539,3 +539,12 @@ fn a_cidata_volume_is_found_by_its_udev_label_link_without_blkid() {
         .collect();
     assert!(blkid.is_empty(), "{blkid:?}");
 }
+
+/// cloud-init accepts a numeric hostname; so does stoke.
+#[test]
+fn a_numeric_hostname_is_its_text() {
+    let s = Sandbox::nocloud("iid-num", "#cloud-config\nhostname: 12345\n");
+    let r = s.run_all();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.read("/etc/hostname").trim(), "12345");
+}

@@ -258,3 +258,61 @@ mod tests {
         assert_eq!(nearest("zzzzzzzzzz", keys.iter().copied()), None);
     }
 }
+
+/// Reads a YAML scalar — text, number or boolean — as its text, as cloud-init does for keys
+/// such as `hostname: 12345`. A list or mapping is still a type error, with its location.
+/// Use with `#[serde(deserialize_with = "stoke_api::scalar_text")]` on an `Option<String>`.
+pub fn scalar_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a text (or a number), e.g. web-1")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+    }
+    d.deserialize_option(V)
+}
+
+#[cfg(test)]
+mod scalar_tests {
+    #[derive(serde::Deserialize)]
+    struct H {
+        #[serde(default, deserialize_with = "super::scalar_text")]
+        hostname: Option<String>,
+    }
+
+    #[test]
+    fn numbers_and_text_are_text_lists_are_not() {
+        let h: H = serde_json::from_str(r#"{"hostname": 12345}"#).unwrap();
+        assert_eq!(h.hostname.as_deref(), Some("12345"));
+        let h: H = serde_json::from_str(r#"{"hostname": "web"}"#).unwrap();
+        assert_eq!(h.hostname.as_deref(), Some("web"));
+        let h: H = serde_json::from_str(r#"{}"#).unwrap();
+        assert_eq!(h.hostname, None);
+        assert!(serde_json::from_str::<H>(r#"{"hostname": [1]}"#).is_err());
+    }
+}

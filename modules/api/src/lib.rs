@@ -20,7 +20,7 @@ mod yaml;
 pub mod fake;
 
 pub use async_trait::async_trait;
-pub use config::{ConfigError, ConfigSpec, config_spec, nearest, yaml_options};
+pub use config::{ConfigError, ConfigSpec, config_spec, nearest, scalar_text, yaml_options};
 pub use context::{Context, InstanceData, Root};
 pub use fsutil::{
     Group, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group, lookup_user,

@@ -90,9 +90,11 @@ pub fn modules() -> Vec<Box<dyn Module>> {
 pub struct HostnameConfig {
     /// Template for the host name, e.g. `"{{ role }}-{{ uuid8 }}"`. A value
     /// with dots is the fqdn; its first label is the host name. Default: from
-    /// the metadata (local-hostname, else `ip-<local-ipv4 dashed>`).
+    /// the metadata (local-hostname, else `ip-<local-ipv4 dashed>`). A number is its text.
+    #[serde(deserialize_with = "stoke_api::scalar_text")]
     pub hostname: Option<String>,
     /// Template for the fully qualified domain name, e.g. `"{{ hostname }}.example.com"`.
+    #[serde(deserialize_with = "stoke_api::scalar_text")]
     pub fqdn: Option<String>,
     /// Template for the domain; the fqdn is `<hostname>.<domain>` when `fqdn` is not set.
     pub domain: Option<String>,
