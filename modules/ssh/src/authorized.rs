@@ -395,8 +395,11 @@ fn render_lines(t: &Target, bad: &mut Vec<String>) -> Result<Vec<String>, Module
             keyline::check_options(opts)
                 .map_err(|e| ModuleError::Invalid(format!("disable_root_opts: {e}")))?;
         }
-        let multi = w.text.trim().lines().count() > 1;
-        for (n, line) in w.text.lines().enumerate() {
+        // Unicode's line and paragraph separators end a line too: a second key hidden after
+        // one would otherwise ride along in the first key's comment.
+        let lines = || w.text.trim().split(['\n', '\u{2028}', '\u{2029}']);
+        let multi = lines().count() > 1;
+        for (n, line) in lines().enumerate() {
             match keyline::parse(line) {
                 Ok(None) => {}
                 Ok(Some(k)) => {

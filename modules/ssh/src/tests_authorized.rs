@@ -569,3 +569,42 @@ fn json_schema_names_every_key_and_default() {
         ]
     );
 }
+
+/// U+2028/U+2029 end a line: a second key is not hidden in the first one's comment. A key with
+/// a control character (as EC2 metadata may carry) is skipped alone, with a warning.
+#[tokio::test]
+async fn unicode_line_separators_split_keys_and_a_bad_metadata_key_is_skipped_alone() {
+    let w = world();
+    let admin_ssh = w.root.join("home/admin/.ssh");
+    mkdir_owned(&admin_ssh, 1000, 0o700);
+    let (k1, k2, k3) = (
+        fake_key("ssh-ed25519", 1),
+        fake_key("ssh-rsa", 2),
+        fake_key("ssh-ed25519", 3),
+    );
+    let joined = format!("{k1} first\u{2028}{k2} second\u{2029}{k3}");
+    let bad = format!("{} bad\u{7}bell", fake_key("ssh-ed25519", 4));
+    let (res, _) = run(
+        &w,
+        json!({"default_user": "admin", "ssh_authorized_keys": [joined]}),
+        instance("i-1", vec![bad, fake_key("ssh-ed25519", 5)]),
+    )
+    .await;
+    let report = res.unwrap();
+    let text = read(&admin_ssh.join("authorized_keys"));
+    for k in [&k1, &k2, &k3, &fake_key("ssh-ed25519", 5)] {
+        assert!(
+            text.lines().any(|l| l.starts_with(k.as_str())),
+            "{k} in\n{text}"
+        );
+    }
+    assert!(!text.contains("bell"), "{text}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("control characters")),
+        "{:?}",
+        report.warnings
+    );
+}
