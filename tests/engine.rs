@@ -548,3 +548,26 @@ fn a_numeric_hostname_is_its_text() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(s.read("/etc/hostname").trim(), "12345");
 }
+
+/// A user-data of 5,000 unknown keys is rejected quickly, with a bounded list of errors.
+#[test]
+fn many_unknown_keys_give_a_bounded_report_in_linear_time() {
+    let mut ud = String::from("#cloud-config\n");
+    for i in 0..5_000 {
+        ud.push_str(&format!("k{i}: 1\n"));
+    }
+    let s = Sandbox::nocloud("iid-many", &ud);
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let errors = s.status()["errors"].as_array().cloned().unwrap_or_default();
+    assert!(errors.len() <= 25, "{} errors", errors.len());
+    let all = serde_json::to_string(&errors).unwrap();
+    assert!(all.contains("and 4980 more unknown keys"), "{all}");
+    let status_size = std::fs::metadata(s.path("/run/stoke/status.json"))
+        .unwrap()
+        .len();
+    assert!(
+        status_size < 64 * 1024,
+        "status.json is {status_size} bytes"
+    );
+}

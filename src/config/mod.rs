@@ -193,6 +193,9 @@ pub fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
 
 type Checked = (Map<String, Value>, Vec<String>);
 
+/// Errors listed per document; the rest are counted in one last line.
+const MAX_ERRORS_PER_DOCUMENT: usize = 20;
+
 struct Checker<'a> {
     known: BTreeMap<&'static str, &'static str>,
     specs: Vec<(&'static str, ConfigSpec)>,
@@ -243,6 +246,7 @@ impl<'a> Checker<'a> {
         } else {
             Vec::new()
         };
+        let mut unknown_beyond_cap = 0usize;
         for key in &keys {
             let name = key.value.as_str();
             if self.known.contains_key(name) {
@@ -255,6 +259,12 @@ impl<'a> Checker<'a> {
                     src.name, at.0, at.1
                 ));
                 doc.remove(name);
+                continue;
+            }
+            // Linear whatever the input: past the cap, only count (99,000 typos must not
+            // cost 99,000 suggestions and a status file of tens of megabytes).
+            if errors.len() >= MAX_ERRORS_PER_DOCUMENT {
+                unknown_beyond_cap += 1;
                 continue;
             }
             let mut msg = format!("unknown key `{name}`");
@@ -295,6 +305,12 @@ impl<'a> Checker<'a> {
                     errors.push(located(ConfigError::new(msg)));
                 }
             }
+        }
+        if unknown_beyond_cap > 0 {
+            errors.push(located(ConfigError::new(format!(
+                "and {unknown_beyond_cap} more unknown keys (only the first \
+                 {MAX_ERRORS_PER_DOCUMENT} errors of a document are listed)"
+            ))));
         }
         errors.dedup();
         if errors.is_empty() {
