@@ -334,42 +334,12 @@ pub fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// Shell-style match of one path component: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`.
+/// Shell-style match of one path component: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`. The `glob`
+/// crate's matcher stops as soon as the rest cannot match, so a hostile pattern such as
+/// `*a*a*a*a*b` costs polynomial time, never the exponential backtracking that once hung a stage.
+/// An invalid pattern matches nothing.
 pub fn glob_match(pat: &str, s: &str) -> bool {
-    let p: Vec<char> = pat.chars().collect();
-    let t: Vec<char> = s.chars().collect();
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.first() {
-            None => t.is_empty(),
-            Some('*') => (0..=t.len()).any(|i| go(&p[1..], &t[i..])),
-            Some('?') => !t.is_empty() && go(&p[1..], &t[1..]),
-            Some('[') => {
-                let Some(end) = p.iter().skip(2).position(|c| *c == ']').map(|i| i + 2) else {
-                    return t.first() == Some(&'[') && go(&p[1..], &t[1..]);
-                };
-                let Some(c) = t.first() else { return false };
-                let mut set = &p[1..end];
-                let negate = matches!(set.first(), Some('!') | Some('^'));
-                if negate {
-                    set = &set[1..];
-                }
-                let mut hit = false;
-                let mut i = 0;
-                while i < set.len() {
-                    if i + 2 < set.len() && set[i + 1] == '-' {
-                        hit |= (set[i]..=set[i + 2]).contains(c);
-                        i += 3;
-                    } else {
-                        hit |= set[i] == *c;
-                        i += 1;
-                    }
-                }
-                hit != negate && go(&p[end + 1..], &t[1..])
-            }
-            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
-        }
-    }
-    go(&p, &t)
+    glob::Pattern::new(pat).is_ok_and(|p| p.matches(s))
 }
 
 /// Expands an absolute glob (instance path) under the root; sorted naturally.
@@ -509,6 +479,14 @@ pub fn discover(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_globs_are_answered_at_once() {
+        // With exponential backtracking this one call would not return for hours.
+        let name = "a".repeat(64);
+        assert!(!glob_match(&format!("{}b", "*a".repeat(32)), &name));
+        assert!(glob_match(&format!("{}*", "*a".repeat(32)), &name));
+    }
 
     #[test]
     fn globs() {
