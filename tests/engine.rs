@@ -571,3 +571,39 @@ fn many_unknown_keys_give_a_bounded_report_in_linear_time() {
         "status.json is {status_size} bytes"
     );
 }
+
+/// A seed is input from outside: a FIFO where user-data should be does not hang the stage, a
+/// user-data past the cap is refused before it is read whole, a bad instance id is cut when echoed.
+#[test]
+fn hostile_seed_files_are_refused_quickly_and_said_briefly() {
+    let s = Sandbox::nocloud("iid-fifo", "");
+    let ud = s.path("/var/lib/stoke/seed/nocloud/user-data");
+    std::fs::remove_file(&ud).unwrap();
+    nix::unistd::mkfifo(&ud, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let r = s.run_all();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        s.status()["errors"]
+            .to_string()
+            .contains("not a regular file"),
+        "{}",
+        s.status()["errors"]
+    );
+
+    let s = Sandbox::nocloud("iid-big", "");
+    let big = vec![b'#'; 17 * 1024 * 1024];
+    s.write("/var/lib/stoke/seed/nocloud/user-data", &big);
+    assert_eq!(s.run_all().code, 2);
+    assert!(s.status()["errors"].to_string().contains("more than the"));
+
+    let s = Sandbox::new();
+    let long_bad = format!("../{}", "x".repeat(5000));
+    s.write(
+        "/var/lib/stoke/seed/nocloud/meta-data",
+        format!("instance-id: {long_bad}\n"),
+    );
+    s.run_all();
+    let errors = s.status()["errors"].to_string();
+    assert!(errors.contains("invalid instance-id"), "{errors}");
+    assert!(errors.len() < 1000, "echoed whole: {} bytes", errors.len());
+}

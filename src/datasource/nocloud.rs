@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use stoke_api::{Cmd, InstanceData, MountRequest, Root, System, tools, yaml_options};
+use stoke_api::{Cmd, InstanceData, MountRequest, Root, System, read_capped, tools, yaml_options};
+use stoke_imds::{LEAF_CAP, USER_DATA_CAP, cut};
 
 use super::{Found, is_dir_with};
 use crate::paths::Paths;
@@ -135,14 +136,18 @@ fn read_volume(
 
 fn read_dir(dir: &Path) -> Result<Found, String> {
     let meta_path = dir.join("meta-data");
+    // The same caps as IMDS answers: a seed is input from outside like any other.
+    let meta = read_capped(&meta_path, LEAF_CAP as u64)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: not found", meta_path.display()))?;
     let meta =
-        std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+        String::from_utf8(meta).map_err(|_| format!("{}: not UTF-8", meta_path.display()))?;
     let instance = parse_meta_data(&meta).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let opt = |name: &str| std::fs::read(dir.join(name)).ok();
+    let opt = |name: &str| read_capped(&dir.join(name), USER_DATA_CAP as u64);
     Ok(Found {
         instance,
-        user_data: opt("user-data"),
-        vendor_data: opt("vendor-data"),
+        user_data: opt("user-data").map_err(|e| e.to_string())?,
+        vendor_data: opt("vendor-data").map_err(|e| e.to_string())?,
         from_cache: false,
     })
 }
@@ -166,7 +171,8 @@ pub fn parse_meta_data(text: &str) -> Result<InstanceData, String> {
     let iid = get("instance-id").ok_or("no instance-id")?;
     if !valid_instance_id(&iid) {
         return Err(format!(
-            "invalid instance-id {iid:?}: want 1-128 of [A-Za-z0-9._-], not . or .."
+            "invalid instance-id {:?}: want 1-128 of [A-Za-z0-9._-], not . or ..",
+            cut(&iid)
         ));
     }
     let public_keys = match m.get("public-keys").or_else(|| m.get("public_keys")) {

@@ -399,3 +399,66 @@ mod tests {
         );
     }
 }
+
+/// Reads a regular file of at most `max` bytes (host path); `None` if it does not exist. A FIFO
+/// or device where a file is expected is refused at once (opened non-blocking, never read), and
+/// a bigger file is an error before it is read whole: seed files and state come from outside.
+pub fn read_capped(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let file = match OpenOptions::new()
+        .read(true)
+        // Opening a FIFO for reading must not wait for a writer.
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    if meta.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: {} bytes, more than the {max} allowed",
+                path.display(),
+                meta.len()
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    file.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: more than the {max} bytes allowed", path.display()),
+        ));
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod read_capped_tests {
+    use super::*;
+
+    #[test]
+    fn regular_files_only_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"12345").unwrap();
+        assert_eq!(read_capped(&f, 5).unwrap().unwrap(), b"12345");
+        assert!(read_capped(&f, 4).is_err());
+        assert!(read_capped(&dir.path().join("none"), 4).unwrap().is_none());
+        assert!(read_capped(dir.path(), 4).is_err(), "a directory");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Would block forever with a plain open.
+        assert!(read_capped(&fifo, 4).is_err());
+    }
+}

@@ -24,7 +24,7 @@ pub use config::{ConfigError, ConfigSpec, config_spec, nearest, scalar_text, yam
 pub use context::{Context, InstanceData, Root};
 pub use fsutil::{
     Group, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group, lookup_user,
-    managed_block, read_to_string_opt, unescape_octal,
+    managed_block, read_capped, read_to_string_opt, unescape_octal,
 };
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
 pub use rootfs::RootDir;
