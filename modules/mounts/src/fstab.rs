@@ -95,9 +95,33 @@ pub fn entries(text: &str) -> Vec<(usize, Entry)> {
 }
 
 /// Normalises a mount point for comparisons (`/mnt/` = `/mnt`).
-pub fn norm(mp: &str) -> &str {
-    let t = mp.trim_end_matches('/');
-    if t.is_empty() { "/" } else { t }
+/// A mount point as a path, not a spelling: `//`, `.` and trailing `/` dropped, `..` taken
+/// back (never above `/`). `/media//cdrom0/` and `/mnt/../media/cdrom0` are `/media/cdrom0`.
+pub fn norm(mp: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in mp.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Mount points stoke never mounts over: the root and the system's own trees.
+pub fn is_system_mount_point(mp: &str) -> bool {
+    const SYSTEM: &[&str] = &[
+        "/", "/boot", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/var", "/proc", "/sys",
+        "/dev", "/run",
+    ];
+    let mp = norm(mp);
+    SYSTEM.contains(&mp.as_str())
+        || ["/proc/", "/sys/", "/dev/", "/boot/"]
+            .iter()
+            .any(|p| mp.starts_with(p))
 }
 
 /// The result of [`rewrite`].

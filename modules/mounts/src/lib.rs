@@ -334,6 +334,8 @@ async fn config_wants(
                 "{origin}: mount point {mp:?} is not an absolute path"
             )));
         }
+        // Compared and written as a path, not as spelled: `/./` is `/`, `/mnt/..` too.
+        let mp = if swap { mp } else { fstab::norm(&mp) };
         for (k, v) in [("freq", &freq), ("passno", &passno)] {
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
                 return Err(invalid(format!("{origin}: {k} {v:?} is not a number")));
@@ -444,13 +446,19 @@ fn validate(
     fstab_text: &str,
     keep_disks: bool,
 ) -> Result<(), ModuleError> {
-    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
     for w in wants {
         if w.entry.file == "none" {
             continue;
         }
         let mp = norm(&w.entry.file);
-        if let Some(first) = seen.insert(mp, &w.origin) {
+        if fstab::is_system_mount_point(&mp) {
+            return Err(invalid(format!(
+                "{}: mount point {mp} is the root or one of the system's own; refused",
+                w.origin
+            )));
+        }
+        if let Some(first) = seen.insert(mp.clone(), &w.origin) {
             return Err(invalid(format!(
                 "duplicate mount point {mp}: wanted by {first} and {}",
                 w.origin
@@ -459,7 +467,7 @@ fn validate(
     }
     for (line, e) in fstab::entries(fstab_text) {
         let theirs = !e.is_owned() || (keep_disks && e.is_disks());
-        if theirs && let Some(origin) = seen.get(norm(&e.file)) {
+        if theirs && let Some(origin) = seen.get(&norm(&e.file)) {
             return Err(ModuleError::Refused(format!(
                 "/etc/fstab line {line} already mounts {} at {} (not a line stoke owns); \
                  {origin} wants the same mount point: remove that line or choose another",

@@ -331,6 +331,31 @@ async fn bad_input_is_a_clear_error_and_touches_nothing() {
             json!({"mounts": [["/dev/vdb", "relative"]]}),
             "not an absolute path",
         ),
+        // Paths, not spellings: each of these is a mount point already taken, or the root.
+        (
+            json!({"mounts": [["/dev/vdb", "/srv/./backup/"]]}),
+            "fstab line 6 already mounts",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "/srv//x/../backup"]]}),
+            "fstab line 6 already mounts",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "/mnt/.."]]}),
+            "mount point / is the root",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "/./"]]}),
+            "mount point / is the root",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "//mnt//"]]}),
+            "duplicate mount point /mnt",
+        ),
+        (
+            json!({"mounts": [["/dev/vdb", "/proc/x"]]}),
+            "one of the system's own",
+        ),
         (
             json!({"mounts": [["/dev/vdb", "/x", "xfs", "defaults", "zero"]]}),
             "freq",
