@@ -186,6 +186,7 @@ impl App {
     pub async fn run_stage(&self, stage: Stage) -> anyhow::Result<Status> {
         let _lock = RunLock::acquire(&self.paths, Duration::from_secs(120))?;
         let started = Instant::now();
+        State::new(&self.paths).remove_stale_temp_files();
         let boot_id = state::boot_id(&self.paths);
         let mut status = Status::load(&self.paths, boot_id.as_deref());
         status.stages.insert(

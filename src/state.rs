@@ -175,6 +175,29 @@ impl<'a> State<'a> {
         )
     }
 
+    /// Removes the temp files a killed stoke left on the way to an atomic rename (a private
+    /// host key among them, possibly), where stoke writes. Call with the run lock held.
+    pub fn remove_stale_temp_files(&self) -> Vec<PathBuf> {
+        let root = &self.paths.root;
+        let mut removed = Vec::new();
+        for (dir, depth) in [
+            (root.path("/etc"), 0),
+            (root.path("/etc/ssh"), 0),
+            (root.path("/etc/sudoers.d"), 0),
+            (self.paths.config_dir.clone(), 1),
+            (self.paths.state_dir.clone(), 8),
+            (self.paths.run_dir.clone(), 1),
+            (root.path("/root/.ssh"), 0),
+            (root.path("/home"), 2),
+        ] {
+            removed.extend(stoke_api::remove_stale_temp_files(&dir, depth));
+        }
+        for p in &removed {
+            tracing::warn!("removed {}: left by an interrupted stoke", p.display());
+        }
+        removed
+    }
+
     /// Removes instance state so the next boot behaves as a first boot.
     pub fn clean(&self, logs: bool, seed: bool) -> std::io::Result<Vec<PathBuf>> {
         let mut targets = vec![
@@ -191,7 +214,8 @@ impl<'a> State<'a> {
         if seed {
             targets.push(self.paths.seed_dir.clone());
         }
-        let mut removed = Vec::new();
+        // What an interrupted stoke left must not survive into a baked image.
+        let mut removed = self.remove_stale_temp_files();
         for t in targets {
             let res = match fs::symlink_metadata(&t) {
                 Ok(m) if m.is_dir() => fs::remove_dir_all(&t),

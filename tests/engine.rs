@@ -607,3 +607,26 @@ fn hostile_seed_files_are_refused_quickly_and_said_briefly() {
     assert!(errors.contains("invalid instance-id"), "{errors}");
     assert!(errors.len() < 1000, "echoed whole: {} bytes", errors.len());
 }
+
+/// A temp file a killed stoke left (here a host key's) is removed by the next run and by clean.
+#[test]
+fn temp_files_an_interrupted_stoke_left_are_removed() {
+    let s = Sandbox::nocloud("iid-tmp", GOOD);
+    s.write(
+        "/etc/ssh/.ssh_host_ed25519_key.stoke-tmp-999999-1",
+        "PRIVATE",
+    );
+    s.write("/etc/.hosts.stoke-999998-7", "x");
+    assert_eq!(s.run_all().code, 0);
+    assert!(
+        !s.path("/etc/ssh/.ssh_host_ed25519_key.stoke-tmp-999999-1")
+            .exists()
+    );
+    assert!(!s.path("/etc/.hosts.stoke-999998-7").exists());
+    s.write("/var/lib/stoke/instances/.x.stoke-tmp-999999-2", "x");
+    assert_eq!(s.stoke(&["clean"]).code, 0);
+    assert!(
+        !s.path("/var/lib/stoke/instances/.x.stoke-tmp-999999-2")
+            .exists()
+    );
+}

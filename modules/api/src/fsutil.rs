@@ -67,7 +67,7 @@ fn write_replace(
         Err(e) => return Err(e),
     };
     let tmp = dir.join(format!(
-        ".{}.stoke-{}-{}",
+        ".{}{TEMP_MARK}{}-{}",
         name.to_string_lossy(),
         std::process::id(),
         unique_suffix()
@@ -460,5 +460,77 @@ mod read_capped_tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         // Would block forever with a plain open.
         assert!(read_capped(&fifo, 4).is_err());
+    }
+}
+
+/// Every temp file stoke makes on its way to an atomic rename is `.<name>.stoke-tmp-<pid>-<n>`:
+/// one pattern, so that what a crash leaves behind can be found and removed.
+pub const TEMP_MARK: &str = ".stoke-tmp-";
+
+/// The pid in a stoke temp file's name (`.<name>.stoke-tmp-<pid>-<n>`, or the older
+/// `.<name>.stoke-<pid>-<n>`), `None` for any other name.
+pub fn temp_file_pid(file_name: &str) -> Option<u32> {
+    if !file_name.starts_with('.') {
+        return None;
+    }
+    let (_, rest) = file_name
+        .rsplit_once(TEMP_MARK)
+        .or_else(|| file_name.rsplit_once(".stoke-"))?;
+    let (pid, n) = rest.split_once('-')?;
+    if pid.is_empty() || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the stoke temp files in `dir` (and below, `depth` levels) that this process did
+/// not make: only one stoke runs at a time (the run lock), so any other one is what a killed
+/// stoke left — possibly a private key. Returns what was removed.
+pub fn remove_stale_temp_files(dir: &Path, depth: usize) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let Ok(ft) = e.file_type() else { continue };
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if ft.is_dir() && depth > 0 {
+            removed.extend(remove_stale_temp_files(&e.path(), depth - 1));
+        } else if ft.is_file()
+            && temp_file_pid(&name).is_some_and(|pid| pid != std::process::id())
+            && fs::remove_file(e.path()).is_ok()
+        {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod temp_tests {
+    use super::*;
+
+    #[test]
+    fn stale_temp_files_of_other_runs_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("ssh")).unwrap();
+        let stale = d.join("ssh/.ssh_host_ed25519_key.stoke-tmp-999999-3");
+        let older = d.join(".hosts.stoke-424242-17");
+        let ours = d.join(format!(".x.stoke-tmp-{}-1", std::process::id()));
+        let foreign = d.join(".bashrc");
+        let lookalike = d.join(".a.stoke-tmp-1-x");
+        for f in [&stale, &older, &ours, &foreign, &lookalike] {
+            fs::write(f, "k").unwrap();
+        }
+        let mut removed = remove_stale_temp_files(d, 2);
+        removed.sort();
+        assert_eq!(removed, vec![older.clone(), stale.clone()]);
+        assert!(ours.exists() && foreign.exists() && lookalike.exists());
+        // Every atomic write's temp name is recognised.
+        atomic_write(&d.join("f"), b"x", 0o600).unwrap();
+        assert_eq!(temp_file_pid(".f.stoke-tmp-12-3"), Some(12));
+        assert_eq!(temp_file_pid("f.stoke-tmp-12-3"), None);
     }
 }

@@ -23,8 +23,9 @@ pub use async_trait::async_trait;
 pub use config::{ConfigError, ConfigSpec, config_spec, nearest, scalar_text, yaml_options};
 pub use context::{Context, InstanceData, Root};
 pub use fsutil::{
-    Group, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group, lookup_user,
-    managed_block, read_capped, read_to_string_opt, unescape_octal,
+    Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group,
+    lookup_user, managed_block, read_capped, read_to_string_opt, remove_stale_temp_files,
+    temp_file_pid, unescape_octal,
 };
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
 pub use rootfs::RootDir;

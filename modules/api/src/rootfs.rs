@@ -366,7 +366,8 @@ fn create_temp(dir: &File, name: &OsStr) -> io::Result<(PathBuf, File)> {
         tmp.extend_from_slice(stem);
         tmp.extend_from_slice(
             format!(
-                ".stoke-tmp-{}-{}",
+                "{}{}-{}",
+                crate::TEMP_MARK,
                 std::process::id(),
                 N.fetch_add(1, Ordering::Relaxed)
             )
