@@ -19,3 +19,9 @@ pub const FINDMNT: &str = "findmnt";
 pub const TIMEOUT: &str = "timeout";
 /// The shell for user scripts without a `#!` line (boothooks, MIME parts).
 pub const SH: &str = "/bin/sh";
+pub const GROUPADD: &str = "groupadd";
+pub const USERADD: &str = "useradd";
+pub const USERMOD: &str = "usermod";
+pub const CHPASSWD: &str = "chpasswd";
+/// sudo's syntax checker: every sudo rule is checked before it is installed.
+pub const VISUDO: &str = "visudo";
