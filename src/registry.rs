@@ -14,6 +14,7 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
     all.extend(stoke_users::modules());
     all.extend(stoke_ssh::modules());
     all.extend(stoke_hostname::modules());
+    all.extend(stoke_rootfs::modules());
     all.extend(stoke_disks::modules());
     all.extend(stoke_mounts::modules());
     all.extend(stoke_route53::modules());
