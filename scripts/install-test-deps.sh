@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(mdadm xfsprogs e2fsprogs util-linux openssh-client puppet-agent hyperfine python3-venv)
+pkgs=(mdadm xfsprogs e2fsprogs util-linux openssh-client puppet-agent hyperfine python3-venv passwd sudo cloud-guest-utils fdisk)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

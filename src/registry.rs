@@ -10,8 +10,11 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
     let mut all: Vec<Box<dyn Module>> = Vec::new();
     // Runs first in its stage anyway (the user's early commands); listed first to say so.
     all.extend(stoke_scripts::modules());
+    // Accounts before their keys (ssh-authorized-keys runs after users-groups).
+    all.extend(stoke_users::modules());
     all.extend(stoke_ssh::modules());
     all.extend(stoke_hostname::modules());
+    all.extend(stoke_rootfs::modules());
     all.extend(stoke_disks::modules());
     all.extend(stoke_mounts::modules());
     all.extend(stoke_route53::modules());

@@ -19,3 +19,16 @@ pub const FINDMNT: &str = "findmnt";
 pub const TIMEOUT: &str = "timeout";
 /// The shell for user scripts without a `#!` line (boothooks, MIME parts).
 pub const SH: &str = "/bin/sh";
+pub const GROUPADD: &str = "groupadd";
+pub const USERADD: &str = "useradd";
+pub const USERMOD: &str = "usermod";
+pub const CHPASSWD: &str = "chpasswd";
+/// sudo's syntax checker: every sudo rule is checked before it is installed.
+pub const VISUDO: &str = "visudo";
+/// cloud-guest-utils: grows a partition to the end of its disk.
+pub const GROWPART: &str = "growpart";
+pub const SFDISK: &str = "sfdisk";
+pub const PARTX: &str = "partx";
+pub const RESIZE2FS: &str = "resize2fs";
+pub const XFS_GROWFS: &str = "xfs_growfs";
+pub const BTRFS: &str = "btrfs";

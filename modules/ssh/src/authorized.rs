@@ -39,10 +39,14 @@ const MAX_LINE_WARNINGS: usize = 20;
 pub struct AuthorizedKeysConfig {
     /// Extra keys for the default user (and root, see `disable_root`), besides metadata's.
     pub ssh_authorized_keys: Vec<String>,
-    /// The account that gets the instance's keys (e.g. `admin`, `ec2-user`). Must exist.
-    pub default_user: Option<String>,
-    /// Existing users and their own keys.
-    pub users: Vec<UserEntry>,
+    /// The account that gets the instance's keys (e.g. `admin`, `ec2-user`): a name, or
+    /// cloud-init's map with `name` (users-groups creates it when missing).
+    pub default_user: Option<DefaultUserName>,
+    /// cloud-init's `system_info`: `default_user` is read when `default_user` is not set.
+    pub system_info: Option<SystemInfoUser>,
+    /// Users and their own keys (`users-groups` creates the missing ones first).
+    /// `users: []` means no default user: the instance's keys go to nobody.
+    pub users: Option<Vec<UserEntry>>,
     /// Root's copy of the keys only tells the user which account to use. Default true.
     pub disable_root: bool,
     /// Options forced on root's keys when `disable_root` is true; `$USER` is the
@@ -55,10 +59,77 @@ impl Default for AuthorizedKeysConfig {
         AuthorizedKeysConfig {
             ssh_authorized_keys: Vec::new(),
             default_user: None,
-            users: Vec::new(),
+            system_info: None,
+            users: None,
             disable_root: true,
             disable_root_opts: DEFAULT_DISABLE_ROOT_OPTS.to_string(),
         }
+    }
+}
+
+/// `default_user`: a name or cloud-init's map; only `name` matters here (the
+/// `users-groups` module checks the other settings).
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DefaultUserName {
+    Name(String),
+    Spec {
+        name: Option<String>,
+        #[serde(flatten)]
+        #[schemars(skip)]
+        rest: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+impl DefaultUserName {
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            DefaultUserName::Name(n) => Some(n),
+            DefaultUserName::Spec { name, .. } => name.as_deref(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DefaultUserName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        match v {
+            serde_json::Value::String(n) => Ok(DefaultUserName::Name(n)),
+            serde_json::Value::Object(mut m) => {
+                let name = match m.remove("name") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(n)) => Some(n),
+                    Some(_) => {
+                        return Err(de::Error::custom("default_user: `name` must be a string"));
+                    }
+                };
+                Ok(DefaultUserName::Spec { name, rest: m })
+            }
+            _ => Err(de::Error::custom(
+                "default_user must be a user name or a map with `name`",
+            )),
+        }
+    }
+}
+
+/// cloud-init's `system_info`, for its `default_user` only.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct SystemInfoUser {
+    pub default_user: Option<DefaultUserName>,
+}
+
+impl AuthorizedKeysConfig {
+    /// The account that gets the instance's keys: `default_user`, else
+    /// `system_info.default_user`; none when `users: []`.
+    pub fn effective_default_user(&self) -> Option<String> {
+        if self.users.as_ref().is_some_and(Vec::is_empty) {
+            return None;
+        }
+        self.default_user
+            .as_ref()
+            .or_else(|| self.system_info.as_ref()?.default_user.as_ref())
+            .and_then(|d| d.name())
+            .map(str::to_string)
     }
 }
 
@@ -92,33 +163,26 @@ impl<'de> Deserialize<'de> for UserEntry {
     }
 }
 
-/// Declares [`UserSpec`]: `name`, `ssh_authorized_keys`, and the other cloud-init
-/// user settings, accepted (so cloud-configs load unchanged) but not implemented:
-/// stoke creates no users; each one set is reported as a warning.
+/// Declares [`UserSpec`]: `name`, `ssh_authorized_keys`, and cloud-init's other
+/// user settings, accepted here and done by the `users-groups` module (which
+/// checks their types and values).
 macro_rules! user_spec {
     ($($(#[$m:meta])* $field:ident),* $(,)?) => {
-        /// A user from `users:`. It must already exist; stoke installs its keys.
+        /// A user from `users:`; this module installs its keys.
         #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct UserSpec {
-            pub name: String,
+            /// Absent only in cloud-init's `snapuser` form (skipped).
+            #[serde(default)]
+            pub name: Option<String>,
             #[serde(default, alias = "ssh-authorized-keys")]
             pub ssh_authorized_keys: Vec<String>,
             $(
-                /// cloud-init user setting: accepted, not implemented by stoke (warned).
+                /// cloud-init user setting (done by `users-groups`).
                 $(#[$m])*
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $field: Option<serde_json::Value>,
             )*
-        }
-
-        impl UserSpec {
-            /// The cloud-init settings given for this user that stoke ignores.
-            pub fn ignored_keys(&self) -> Vec<&'static str> {
-                let mut v = Vec::new();
-                $( if self.$field.is_some() { v.push(stringify!($field)); } )*
-                v
-            }
         }
     };
 }
@@ -187,7 +251,8 @@ impl Module for AuthorizedKeys {
             // the network stage, and logins wait with it.
             stage: Stage::Local,
             frequency: Frequency::PerInstance,
-            after: &[],
+            // users-groups creates the accounts (the default user too) first.
+            after: &["users-groups"],
             needs_metadata: true,
             before_logins: true,
             timeout: Duration::from_secs(60),
@@ -275,12 +340,15 @@ impl Module for AuthorizedKeys {
     fn plan(&self, ctx: &Context) -> Option<String> {
         let cfg: AuthorizedKeysConfig = ctx.config().ok()?;
         let n = ctx.instance.public_keys.len() + cfg.ssh_authorized_keys.len();
-        Some(match &cfg.default_user {
+        Some(match &cfg.effective_default_user() {
             Some(u) => format!(
                 "{n} keys for {u} and root (disable_root: {})",
                 cfg.disable_root
             ),
-            None => format!("no default_user; {n} keys; users: {}", cfg.users.len()),
+            None => format!(
+                "no default_user; {n} keys; users: {}",
+                cfg.users.as_ref().map_or(0, Vec::len)
+            ),
         })
     }
 }
@@ -310,7 +378,8 @@ fn targets(ctx: &Context, cfg: &AuthorizedKeysConfig, warnings: &mut Vec<String>
         meta.chain(conf).collect::<Vec<_>>()
     };
     let mut targets = Vec::new();
-    let root_keys = match (&cfg.default_user, cfg.disable_root) {
+    let default_user = cfg.effective_default_user();
+    let root_keys = match (&default_user, cfg.disable_root) {
         // Root as the default user: plain keys, once (redirecting root to root is nonsense).
         (Some(du), _) if du == "root" => shared(),
         (Some(du), disable) => {
@@ -335,10 +404,15 @@ fn targets(ctx: &Context, cfg: &AuthorizedKeysConfig, warnings: &mut Vec<String>
         (None, false) => shared(),
         (None, true) => {
             let n = shared().len();
+            let why = if cfg.users.as_ref().is_some_and(Vec::is_empty) {
+                "`users: []`"
+            } else {
+                "no default_user is set"
+            };
             if n > 0 {
                 warnings.push(format!(
-                    "{n} keys from metadata/ssh_authorized_keys not installed: no default_user is set \
-                     (set default_user, or disable_root: false to install them for root)"
+                    "{n} keys from metadata/ssh_authorized_keys not installed: no default user ({why}; \
+                     set default_user, or disable_root: false to install them for root)"
                 ));
             }
             Vec::new()
@@ -347,37 +421,33 @@ fn targets(ctx: &Context, cfg: &AuthorizedKeysConfig, warnings: &mut Vec<String>
     targets.push(Target {
         name: "root".into(),
         keys: root_keys,
-        explicit: cfg.default_user.as_deref() == Some("root"),
+        explicit: default_user.as_deref() == Some("root"),
     });
-    for (j, entry) in cfg.users.iter().enumerate() {
+    for (j, entry) in cfg.users.iter().flatten().enumerate() {
         let UserEntry::User(u) = entry else { continue };
-        if u.name == "default" {
+        // The snapuser form has no name: users-groups warns and skips it.
+        let Some(name) = u.name.as_deref() else {
             continue;
-        }
-        let ignored = u.ignored_keys();
-        if !ignored.is_empty() {
-            warnings.push(format!(
-                "users[{j}] ({}): cloud-init settings not implemented by stoke, ignored: {}",
-                u.name,
-                ignored.join(", ")
-            ));
+        };
+        if name == "default" {
+            continue;
         }
         let keys = u
             .ssh_authorized_keys
             .iter()
             .enumerate()
             .map(|(i, k)| Wanted {
-                source: format!("config users[{j}] ({}) ssh_authorized_keys[{i}]", u.name),
+                source: format!("config users[{j}] ({name}) ssh_authorized_keys[{i}]"),
                 text: k.clone(),
                 force_options: None,
             });
-        match targets.iter_mut().find(|t| t.name == u.name) {
+        match targets.iter_mut().find(|t| t.name == name) {
             Some(t) => {
                 t.keys.extend(keys);
                 t.explicit = true;
             }
             None => targets.push(Target {
-                name: u.name.clone(),
+                name: name.to_string(),
                 keys: keys.collect(),
                 explicit: true,
             }),
@@ -432,7 +502,7 @@ fn apply(ctx: &Context, t: &Target, bad: &mut Vec<String>) -> Result<Option<Appl
             return Ok(None);
         }
         return Err(ModuleError::Other(format!(
-            "no user `{}` in {} (stoke does not create users); its {} keys were not installed",
+            "no user `{}` in {} (users-groups did not create it); its {} keys were not installed",
             t.name,
             passwd.display(),
             lines.len()

@@ -404,7 +404,7 @@ async fn without_default_user_keys_go_nowhere_unless_root_may_use_them() {
     let report = res.unwrap();
     assert!(
         report.warnings.iter().any(|w| w
-            .contains("1 keys from metadata/ssh_authorized_keys not installed: no default_user")),
+            .contains("1 keys from metadata/ssh_authorized_keys not installed: no default user (no default_user is set")),
         "{:?}",
         report.warnings
     );
@@ -531,11 +531,54 @@ async fn cloud_init_user_settings_are_accepted_with_a_warning() {
     let config = json!({"users": [{"name": "bob", "groups": ["wheel"], "sudo": "ALL", "ssh_authorized_keys": [fake_key("ssh-rsa", 1)]}]});
     let (res, _) = run(&w, config, instance("i-1", vec![])).await;
     let report = res.unwrap();
-    assert_eq!(
-        report.warnings,
-        vec!["users[0] (bob): cloud-init settings not implemented by stoke, ignored: groups, sudo"]
-    );
+    // Those settings are users-groups' work now: nothing to warn about here.
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert!(w.root.join("home/bob/.ssh/authorized_keys").exists());
+}
+
+#[tokio::test]
+async fn snapuser_entries_and_default_user_maps_load_and_users_empty_means_nobody() {
+    let w = world();
+    let spec = AuthorizedKeys.spec().config;
+    // cloud-init's snapuser form has no `name`; it used to fail the whole user-data.
+    (spec.validate)("users:\n  - default\n  - snapuser: joe@example.com\n").unwrap();
+    (spec.validate)("default_user:\n  name: admin\n  groups: [wheel]\n  sudo: false\n").unwrap();
+    (spec.validate)("system_info:\n  default_user: {name: admin}\n  distro: debian\n").unwrap();
+
+    let k = fake_key("ssh-ed25519", 4);
+    let admin_file = w.root.join("home/admin/.ssh/authorized_keys");
+    let (res, _) = run(
+        &w,
+        json!({"system_info": {"default_user": {"name": "admin", "sudo": false}}, "users": ["default", {"snapuser": "joe@example.com"}]}),
+        instance("i-1", vec![k.clone()]),
+    )
+    .await;
+    res.unwrap();
+    assert!(
+        read(&admin_file).contains(&k),
+        "system_info.default_user got the key"
+    );
+
+    let k2 = fake_key("ssh-ed25519", 5);
+    let (res, _) = run(
+        &w,
+        json!({"default_user": {"name": "admin"}, "users": []}),
+        instance("i-2", vec![k2.clone()]),
+    )
+    .await;
+    let report = res.unwrap();
+    assert!(
+        !read(&admin_file).contains(&k2),
+        "users: [] gives the key to nobody"
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("no default user (`users: []`")),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[test]
@@ -563,6 +606,7 @@ fn json_schema_names_every_key_and_default() {
         [
             "ssh_authorized_keys",
             "default_user",
+            "system_info",
             "users",
             "disable_root",
             "disable_root_opts"
