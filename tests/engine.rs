@@ -180,17 +180,17 @@ fn wrong_type_is_an_error_with_a_location() {
 fn cloud_init_keys_stoke_does_not_implement_warn_and_the_rest_applies() {
     let s = Sandbox::nocloud(
         "iid-one",
-        "#cloud-config\nruncmd: [ls]\npackages: [htop]\nhostname: from-user-data\n",
+        "#cloud-config\nchef: {}\nsnap: {}\nhostname: from-user-data\n",
     );
     let r = s.run_all();
     assert_eq!(r.code, 2, "degraded by the warnings");
     assert_eq!(s.read("/etc/hostname").trim(), "from-user-data");
     let warnings = s.status()["warnings"].to_string();
     assert!(
-        warnings.contains("`runcmd` is a cloud-init key not supported by stoke"),
+        warnings.contains("`chef` is a cloud-init key not supported by stoke"),
         "{warnings}"
     );
-    assert!(warnings.contains("`packages`"), "{warnings}");
+    assert!(warnings.contains("`snap`"), "{warnings}");
     assert!(
         s.status()["errors"]
             .as_array()

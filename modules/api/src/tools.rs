@@ -19,3 +19,11 @@ pub const FINDMNT: &str = "findmnt";
 pub const TIMEOUT: &str = "timeout";
 /// The shell for user scripts without a `#!` line (boothooks, MIME parts).
 pub const SH: &str = "/bin/sh";
+pub const UPDATE_CA_CERTIFICATES: &str = "update-ca-certificates";
+pub const UPDATE_CA_TRUST: &str = "update-ca-trust";
+pub const DEBCONF_SET_SELECTIONS: &str = "debconf-set-selections";
+pub const APT_GET: &str = "apt-get";
+pub const DNF: &str = "dnf";
+pub const YUM: &str = "yum";
+/// Schedules the power-state change (`shutdown -r +N message`).
+pub const SHUTDOWN: &str = "shutdown";
