@@ -36,7 +36,9 @@ impl Module for FinalMessage {
             stage: Stage::Final,
             // cloud-init's final_message runs every boot.
             frequency: Frequency::PerBoot,
-            after: &[],
+            // For `{{ hostname }}`, `{{ fqdn }}`: the engine gives a module the outputs
+            // of the modules it runs after (hostname runs in an earlier stage).
+            after: &["hostname"],
             needs_metadata: true,
             before_logins: false,
             timeout: Duration::from_secs(10),
