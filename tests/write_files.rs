@@ -222,10 +222,14 @@ fn binary_content_that_is_not_utf8_leaves_the_rest_of_the_checks_intact() {
 
     let s = Sandbox::nocloud(
         "iid-one",
-        "#cloud-config\nruncmd: [ls]\nwrite_files:\n- {path: /b, content: !!binary /w==}\n",
+        "#cloud-config\nchef: {}\nwrite_files:\n- {path: /b, content: !!binary /w==}\n",
     );
-    assert_eq!(s.run_all().code, 2, "degraded by the runcmd warning");
+    assert_eq!(
+        s.run_all().code,
+        2,
+        "degraded by the chef warning (a cloud-init key stoke does not implement)"
+    );
     let warnings = s.status()["warnings"].to_string();
-    assert!(warnings.contains("user-data:2:1: `runcmd`"), "{warnings}");
+    assert!(warnings.contains("user-data:2:1: `chef`"), "{warnings}");
     assert_eq!(bytes(&s, "/b"), vec![0xff]);
 }
