@@ -835,6 +835,92 @@ def puppet(t):
             f2.get("action", "")[-800:])
 
 
+def free_port():
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def local_apt_repo(d):
+    """A flat apt repository with one tiny package, made here (dpkg-deb, apt-ftparchive): no internet."""
+    pkg = os.path.join(d, "pkg")
+    os.makedirs(os.path.join(pkg, "DEBIAN"), exist_ok=True)
+    os.makedirs(os.path.join(pkg, "usr", "share", "stoke-vmtest"), exist_ok=True)
+    with open(os.path.join(pkg, "DEBIAN", "control"), "w") as f:
+        f.write("Package: stoke-vmtest-hello\nVersion: 1.0\nArchitecture: all\n"
+                "Maintainer: stoke <stoke@example.invalid>\nDescription: stoke VM test package\n")
+    with open(os.path.join(pkg, "usr", "share", "stoke-vmtest", "hello"), "w") as f:
+        f.write("hello from the local repository\n")
+    repo = os.path.join(d, "repo")
+    os.makedirs(repo, exist_ok=True)
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", pkg,
+                    os.path.join(repo, "stoke-vmtest-hello_1.0_all.deb")],
+                   check=True, capture_output=True, timeout=60)
+    for kind, name in (("packages", "Packages"), ("release", "Release")):
+        out = subprocess.run(["apt-ftparchive", kind, "."], cwd=repo, check=True,
+                             capture_output=True, timeout=60).stdout
+        with open(os.path.join(repo, name), "wb") as f:
+            f.write(out)
+    return repo
+
+
+TEST_CA = open(os.path.join(REPO, "tests", "fixtures", "test-ca.pem")).read()
+
+
+def system(t):
+    """8. System modules: one package from a local apt repository, one CA certificate, the final message."""
+    t.case("8 system: apt source + package from a local repository, a trusted CA, final_message")
+    if "packages" not in t.mods:
+        t.check("packages module in this stoke (skipped: not wired yet)", True)
+        return
+    repo = local_apt_repo(os.path.join(t.dir, "apt"))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                               str(port), "--directory", repo],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        iid = "i-0e0e0e0e0e0e0e058"
+        ca = "".join("    " + line + "\n" for line in TEST_CA.strip().splitlines())
+        ud = ("#cloud-config\n"
+              "apt:\n  sources:\n    vmtest:\n"
+              "      source: 'deb [trusted=yes] http://169.254.0.81/ ./'\n"
+              "packages: [stoke-vmtest-hello]\n"
+              "package_manager: {timeout_seconds: 240}\n"
+              f"ca_certs:\n  trusted:\n  - |\n{ca}"
+              "final_message: 'vmtest final $DATASOURCE'\n")
+        b = t.new_boot("system", t.overlay())
+        b.imds = ec2_metadata(iid, ud)
+        b.smbios = ec2_smbios(iid)
+        b.forwards.append(("169.254.0.81", 80, f"{sys.executable} -S -E "
+                           f"{os.path.join(HERE, 'tcp-bridge.py')} 127.0.0.1 {port}"))
+        b.extra = ("cat /usr/share/stoke-vmtest/hello 2>&1; "
+                   "ls -l /etc/ssl/certs/stoke-ca-cert-1.pem 2>&1; "
+                   "grep -c 'BEGIN CERTIFICATE' /usr/local/share/ca-certificates/stoke-ca-cert-1.crt 2>&1; "
+                   "grep -F -c \"$(sed -n 2p /usr/local/share/ca-certificates/stoke-ca-cert-1.crt)\" "
+                   "/etc/ssl/certs/ca-certificates.crt 2>&1; true")
+        f = t.boot(b)
+        st = t.check_boot_ok(f)
+        mods = (st or {}).get("modules", {})
+        for name in ("apt-sources", "packages", "ca-certs", "final-message"):
+            m = mods.get(name, {})
+            t.check(f"status: {name} ok", m.get("state") == "ok", json.dumps(m)[:600])
+        extra = f.get("extra", "")
+        t.check("the package from the local repository is installed",
+                "hello from the local repository" in extra, extra[-800:])
+        t.check("update-ca-certificates linked the certificate into /etc/ssl/certs",
+                "stoke-ca-cert-1.pem" in extra and "No such file" not in extra, extra[-800:])
+        t.check("the certificate is in the system bundle",
+                re.search(r"^1$", extra, re.M) is not None, extra[-800:])
+        t.check("final message in the journal", "vmtest final ec2" in f.get("journal", ""),
+                f.get("journal", "")[-600:])
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 SCENARIOS = [
     ("first-boot-reboot", first_boot_and_reboot),
     ("stop-start", stop_start),
@@ -844,4 +930,5 @@ SCENARIOS = [
     ("disabled", disabled),
     ("route53", route53),
     ("puppet", puppet),
+    ("system", system),
 ]

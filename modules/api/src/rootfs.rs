@@ -317,6 +317,50 @@ impl RootDir {
         file.sync_all()
     }
 
+    /// Makes `guest` a symbolic link to `target` (stored as given, not resolved),
+    /// atomically: a temp link is made in the parent directory (resolved inside the
+    /// root; it must exist) and renamed over `<name>`, which is then synced. An
+    /// existing file or link at `<name>` is replaced; a directory is refused.
+    pub fn symlink_atomic(&self, guest: &Path, target: &Path) -> io::Result<()> {
+        let (parent, name) = split(guest)?;
+        let dir = self.open_dir(&parent)?;
+        match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if kind(st.st_mode) == SFlag::S_IFDIR => {
+                return Err(refused(format!("{} is a directory", guest.display())));
+            }
+            _ => {}
+        }
+        // A temp name that is free now: create_temp reserves it, then it is replaced by the link.
+        let (tmp, file) = create_temp(&dir, name)?;
+        drop(file);
+        let result = (|| {
+            unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir).map_err(errno)?;
+            nix::unistd::symlinkat(target, dir.as_fd(), tmp.as_os_str()).map_err(errno)?;
+            renameat(dir.as_fd(), tmp.as_os_str(), dir.as_fd(), name).map_err(errno)?;
+            dir.sync_all()
+        })();
+        if result.is_err() {
+            let _ = unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        result
+    }
+
+    /// Removes the file or symbolic link `guest` (never what a link points to);
+    /// `false` when there was nothing to remove.
+    pub fn remove_file(&self, guest: &Path) -> io::Result<bool> {
+        let (parent, name) = split(guest)?;
+        let dir = match self.open_dir(&parent) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => dir.sync_all().map(|()| true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
     fn check_target(&self, dir: &File, name: &OsStr, guest: &Path) -> io::Result<()> {
         match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if kind(st.st_mode) == SFlag::S_IFREG => Ok(()),
@@ -491,6 +535,35 @@ mod tests {
             0,
             "still nothing outside"
         );
+    }
+
+    #[test]
+    fn symlink_atomic_replaces_a_file_or_link_and_remove_file_never_follows() {
+        let f = fixture();
+        fs::create_dir_all(f.root.join("etc")).unwrap();
+        fs::write(f.root.join("etc/localtime"), "old").unwrap();
+        let rd = rootdir(&f);
+        let target = Path::new("../usr/share/zoneinfo/UTC");
+        rd.symlink_atomic(Path::new("/etc/localtime"), target)
+            .unwrap();
+        assert_eq!(fs::read_link(f.root.join("etc/localtime")).unwrap(), target);
+        let other = Path::new("/usr/share/zoneinfo/Europe/Paris");
+        rd.symlink_atomic(Path::new("/etc/localtime"), other)
+            .unwrap();
+        assert_eq!(fs::read_link(f.root.join("etc/localtime")).unwrap(), other);
+        assert_eq!(
+            fs::read_dir(f.root.join("etc")).unwrap().count(),
+            1,
+            "no temp left"
+        );
+        fs::create_dir_all(f.root.join("etc/dir")).unwrap();
+        assert!(rd.symlink_atomic(Path::new("/etc/dir"), target).is_err());
+        // A link to a file outside the root: removing the link leaves the file.
+        symlink(f.outside.join("file"), f.root.join("etc/out")).unwrap();
+        assert!(rd.remove_file(Path::new("/etc/out")).unwrap());
+        assert!(f.outside.join("file").exists());
+        assert!(!rd.remove_file(Path::new("/etc/out")).unwrap());
+        assert!(!rd.remove_file(Path::new("/nodir/x")).unwrap());
     }
 
     #[test]

@@ -32,3 +32,11 @@ pub const PARTX: &str = "partx";
 pub const RESIZE2FS: &str = "resize2fs";
 pub const XFS_GROWFS: &str = "xfs_growfs";
 pub const BTRFS: &str = "btrfs";
+pub const UPDATE_CA_CERTIFICATES: &str = "update-ca-certificates";
+pub const UPDATE_CA_TRUST: &str = "update-ca-trust";
+pub const DEBCONF_SET_SELECTIONS: &str = "debconf-set-selections";
+pub const APT_GET: &str = "apt-get";
+pub const DNF: &str = "dnf";
+pub const YUM: &str = "yum";
+/// Schedules the power-state change (`shutdown -r +N message`).
+pub const SHUTDOWN: &str = "shutdown";
