@@ -159,7 +159,7 @@ impl App {
         let started = Instant::now();
         let boot_id = state::boot_id(&self.paths);
         let mut status = Status::load(&self.paths, boot_id.as_deref());
-        status.stages.insert(
+        status.start_stage(
             stage,
             StageStatus {
                 started_unix: state::now_unix(),
@@ -167,6 +167,7 @@ impl App {
                 duration_ms: None,
                 startup_ms: state::process_age_ms(),
                 prepare_ms: None,
+                reruns: Vec::new(),
             },
         );
         let prep = self
@@ -197,10 +198,7 @@ impl App {
         }
         self.runner(&prep, boot_id).run(stage, &mut status).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        if let Some(s) = status.stages.get_mut(&stage) {
-            s.finished_unix = Some(state::now_unix());
-            s.duration_ms = Some(ms);
-        }
+        status.finish_stage(stage, ms, state::now_unix());
         if stage == Stage::Final {
             status.done = true;
         }
@@ -346,6 +344,6 @@ fn summary_line(stage: Stage, ms: f64, status: &Status) -> String {
         count(ModState::Failed) + count(ModState::Blocked),
         count(ModState::Skipped),
         count(ModState::Deferred),
-        status.overall_word()
+        status.overall_line()
     )
 }

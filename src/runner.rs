@@ -125,6 +125,12 @@ impl<'a> Runner<'a> {
                 settled.push((spec.name, ms));
                 continue;
             }
+            if let Some(why) = module.nothing_configured(&section) {
+                ms.state = ModState::Skipped;
+                ms.reason = format!("nothing configured ({why})");
+                settled.push((spec.name, ms));
+                continue;
+            }
             if self.instance.is_none() && (spec.needs_metadata || frequency != Frequency::Once) {
                 let wanted = over.before_metadata == Some(true);
                 if !wanted || spec.needs_metadata || self.pending_instance_id.is_none() {
@@ -333,7 +339,7 @@ impl<'a> Runner<'a> {
             })
         });
         for (name, ms) in settled {
-            status.modules.insert(name.to_string(), ms);
+            status.settle(name, ms);
         }
         status.save(self.paths);
 

@@ -82,6 +82,18 @@ pub struct StageStatus {
     /// Loading the configuration and finding the instance (datasource), inside `duration_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepare_ms: Option<f64>,
+    /// Later runs of this stage in the same boot (by hand, `stoke run --stage ...`). The
+    /// record above stays the boot's; these only say when a rerun came and what it did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reruns: Vec<Rerun>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rerun {
+    pub started_unix: f64,
+    pub duration_ms: f64,
+    /// Modules it ran (none: everything had already run this boot).
+    pub ran: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -103,6 +115,9 @@ pub struct Status {
     /// True once the final stage has finished.
     #[serde(default)]
     pub done: bool,
+    /// The boot's record of a stage being run again, until the rerun ends.
+    #[serde(skip)]
+    earlier: BTreeMap<Stage, StageStatus>,
 }
 
 /// `stoke status` exit codes.
@@ -124,6 +139,55 @@ impl Status {
         match Status::read(&paths.status_file()) {
             Some(s) if s.boot_id.as_deref() == boot_id && boot_id.is_some() => s,
             _ => fresh,
+        }
+    }
+
+    /// A stage starts. When it already ran to the end this boot, its record is kept aside:
+    /// [`Status::finish_stage`] puts it back with this run as a rerun.
+    pub fn start_stage(&mut self, stage: Stage, record: StageStatus) {
+        if let Some(prev) = self.stages.insert(stage, record)
+            && prev.finished_unix.is_some()
+        {
+            self.earlier.insert(stage, prev);
+        }
+    }
+
+    /// A stage ends after `ms`. A rerun keeps the boot's record of the stage and is listed in it.
+    pub fn finish_stage(&mut self, stage: Stage, ms: f64, now_unix: f64) {
+        let Some(current) = self.stages.get_mut(&stage) else {
+            return;
+        };
+        current.finished_unix = Some(now_unix);
+        current.duration_ms = Some(ms);
+        let Some(mut boot) = self.earlier.remove(&stage) else {
+            return;
+        };
+        let started = current.started_unix;
+        let ran = self
+            .modules
+            .iter()
+            .filter(|(_, m)| m.started_unix.is_some_and(|t| t >= started))
+            .map(|(n, _)| n.clone())
+            .collect();
+        boot.reruns.push(Rerun {
+            started_unix: started,
+            duration_ms: ms,
+            ran,
+        });
+        self.stages.insert(stage, boot);
+    }
+
+    /// Records where a module stands in a stage run. A module skipped because it already ran
+    /// this boot keeps the outcome, summary and duration that run recorded: a rerun of the
+    /// stage (by hand, or `run --stage all` twice) must not erase what happened at boot.
+    pub fn settle(&mut self, name: &str, ms: ModuleStatus) {
+        let keep = ms.state == ModState::Skipped
+            && self
+                .modules
+                .get(name)
+                .is_some_and(|prev| matches!(prev.state, ModState::Ok | ModState::Failed));
+        if !keep {
+            self.modules.insert(name.to_string(), ms);
         }
     }
 
@@ -180,20 +244,101 @@ impl Status {
         }
     }
 
+    /// The overall word and, when it is not plain "done" or "running", why: counts and the
+    /// first of each (`degraded: 1 warning (user-data:6:1: ...)`), on one line.
+    pub fn overall_line(&self) -> String {
+        let word = self.overall_word();
+        let mut why: Vec<String> = Vec::new();
+        let mut add = |n: usize, one: &str, many: &str, first: Option<String>| {
+            if n == 0 {
+                return;
+            }
+            let mut part = format!("{n} {}", if n == 1 { one } else { many });
+            if let Some(f) = first {
+                part.push_str(&format!(" ({})", shorten(&f, 72)));
+            }
+            why.push(part);
+        };
+        let failed: Vec<(&String, &ModuleStatus)> = self
+            .modules
+            .iter()
+            .filter(|(_, m)| matches!(m.state, ModState::Failed | ModState::Blocked))
+            .collect();
+        add(
+            failed.len(),
+            "module failed",
+            "modules failed",
+            failed
+                .first()
+                .map(|(n, m)| format!("{n}: {}", m.error.as_deref().unwrap_or(m.reason.as_str()))),
+        );
+        if matches!(self.overall(), Overall::Ok | Overall::NotFinished) && failed.is_empty() {
+            return word.to_string();
+        }
+        add(
+            self.errors.len(),
+            "error",
+            "errors",
+            self.errors.first().cloned(),
+        );
+        // A module's warning is usually in the boot's list too: count each once.
+        let mut warnings: Vec<&String> = self.warnings.iter().collect();
+        for m in self.modules.values() {
+            for w in &m.warnings {
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
+        add(
+            warnings.len(),
+            "warning",
+            "warnings",
+            warnings.first().map(|w| w.to_string()),
+        );
+        let deferred: Vec<&String> = self
+            .modules
+            .iter()
+            .filter(|(_, m)| m.state == ModState::Deferred)
+            .map(|(n, _)| n)
+            .collect();
+        add(
+            deferred.len(),
+            "module deferred",
+            "modules deferred",
+            deferred
+                .first()
+                .map(|n| format!("{n}: waiting for instance metadata")),
+        );
+        if why.is_empty() {
+            word.to_string()
+        } else {
+            format!("{word}: {}", why.join(", "))
+        }
+    }
+
     /// Human-readable report for `stoke status`.
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
             "status: {}\ninstance: {} (datasource {})\n",
-            self.overall_word(),
+            self.overall_line(),
             self.instance_id.as_deref().unwrap_or("unknown"),
             self.datasource.as_deref().unwrap_or("none"),
         ));
         for (stage, s) in &self.stages {
             match s.duration_ms {
-                Some(ms) => out.push_str(&format!("stage {stage}: done in {ms:.1} ms\n")),
-                None => out.push_str(&format!("stage {stage}: running\n")),
+                Some(ms) => out.push_str(&format!("stage {stage}: done in {ms:.1} ms")),
+                None => out.push_str(&format!("stage {stage}: running")),
             }
+            for r in &s.reruns {
+                out.push_str(&format!(
+                    "; rerun {:.1} s later: {}",
+                    r.started_unix - s.started_unix,
+                    describe_rerun(r)
+                ));
+            }
+            out.push('\n');
         }
         let mut mods: Vec<_> = self.modules.iter().collect();
         mods.sort_by_key(|(name, m)| (m.stage, name.to_string()));
@@ -248,6 +393,13 @@ impl Status {
             if let Some(ms) = s.prepare_ms {
                 parts.push(format!("config and datasource {ms:.1} ms"));
             }
+            for r in &s.reruns {
+                parts.push(format!(
+                    "rerun {:.1} s later: {}",
+                    r.started_unix - s.started_unix,
+                    describe_rerun(r)
+                ));
+            }
             out.push_str(&format!(
                 "  stage {:<8} {:>10}{}\n",
                 stage.as_str(),
@@ -276,6 +428,23 @@ impl Status {
             ));
         }
         out
+    }
+}
+
+fn describe_rerun(r: &Rerun) -> String {
+    if r.ran.is_empty() {
+        "nothing due".to_string()
+    } else {
+        format!("ran {} in {:.1} ms", r.ran.join(", "), r.duration_ms)
+    }
+}
+
+/// The first line of `s`, cut to about `max` characters.
+fn shorten(s: &str, max: usize) -> String {
+    let line = s.lines().next().unwrap_or("");
+    match line.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_string(),
     }
 }
 

@@ -9,17 +9,9 @@ use std::time::{Duration, Instant};
 
 use sandbox::Sandbox;
 
-fn have(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn blocking_puppet_apply_that_changes_a_file_is_a_success() {
-    if !have("puppet") {
-        eprintln!("skipped: puppet is not installed");
+    if !stoke_api::testing::need_tools(&["puppet"]) {
         return;
     }
     let s = Sandbox::new();

@@ -15,6 +15,8 @@ pub mod udev;
 
 #[cfg(feature = "fake")]
 pub mod fake;
+#[cfg(feature = "fake")]
+pub mod testing;
 
 pub use async_trait::async_trait;
 pub use config::{ConfigError, ConfigSpec, config_spec, nearest, yaml_options};
