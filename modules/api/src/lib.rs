@@ -5,6 +5,7 @@
 //! section, the instance's metadata and the outputs of the modules it runs after.
 
 mod config;
+mod config_words;
 mod context;
 mod fsutil;
 mod module;
