@@ -488,6 +488,100 @@ mod tests {
         }
     }
 
+    fn stage_record(started_unix: f64) -> StageStatus {
+        StageStatus {
+            started_unix,
+            finished_unix: None,
+            duration_ms: None,
+            startup_ms: None,
+            prepare_ms: None,
+            reruns: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_rerun_that_finds_nothing_due_keeps_the_boots_record() {
+        let mut s = Status::default();
+        s.start_stage(Stage::Local, stage_record(100.0));
+        let mut ran = module(ModState::Ok);
+        ran.summary = "hostname web-1".into();
+        ran.duration_ms = Some(12.5);
+        ran.started_unix = Some(100.1);
+        s.settle("hostname", ran);
+        s.finish_stage(Stage::Local, 40.0, 100.2);
+
+        s.start_stage(Stage::Local, stage_record(160.0));
+        let mut again = module(ModState::Skipped);
+        again.reason = "per-boot, already ran this boot".into();
+        again.duration_ms = None;
+        s.settle("hostname", again);
+        s.finish_stage(Stage::Local, 3.0, 160.1);
+
+        let m = &s.modules["hostname"];
+        assert_eq!((m.state, m.duration_ms), (ModState::Ok, Some(12.5)));
+        assert_eq!(m.summary, "hostname web-1");
+        let st = &s.stages[&Stage::Local];
+        assert_eq!((st.started_unix, st.duration_ms), (100.0, Some(40.0)));
+        assert_eq!(
+            st.reruns,
+            vec![Rerun {
+                started_unix: 160.0,
+                duration_ms: 3.0,
+                ran: vec![]
+            }]
+        );
+        assert!(
+            s.render().contains("rerun 60.0 s later: nothing due"),
+            "{}",
+            s.render()
+        );
+    }
+
+    #[test]
+    fn a_stage_that_never_finished_is_replaced_by_the_next_run() {
+        let mut s = Status::default();
+        s.start_stage(Stage::Local, stage_record(100.0));
+        s.start_stage(Stage::Local, stage_record(130.0));
+        s.finish_stage(Stage::Local, 5.0, 130.1);
+        let st = &s.stages[&Stage::Local];
+        assert_eq!((st.started_unix, st.reruns.len()), (130.0, 0));
+    }
+
+    #[test]
+    fn the_status_line_says_why() {
+        let mut s = Status {
+            done: true,
+            ..Status::default()
+        };
+        s.modules.insert("a".into(), module(ModState::Ok));
+        assert_eq!(s.overall_line(), "done");
+        s.warnings
+            .push("user-data:6:1: `runcmd` is a cloud-init key".into());
+        assert_eq!(
+            s.overall_line(),
+            "degraded: 1 warning (user-data:6:1: `runcmd` is a cloud-init key)"
+        );
+        let mut deferred = module(ModState::Deferred);
+        deferred
+            .warnings
+            .push("user-data:6:1: `runcmd` is a cloud-init key".into());
+        s.modules.insert("d".into(), deferred);
+        assert_eq!(
+            s.overall_line(),
+            "degraded: 1 warning (user-data:6:1: `runcmd` is a cloud-init key), \
+             1 module deferred (d: waiting for instance metadata)"
+        );
+        let mut failed = module(ModState::Failed);
+        failed.error = Some("mkfs.xfs: exit 1".into());
+        s.modules.insert("disks".into(), failed);
+        assert!(
+            s.overall_line()
+                .starts_with("error: 1 module failed (disks: mkfs.xfs: exit 1), 1 warning"),
+            "{}",
+            s.overall_line()
+        );
+    }
+
     #[test]
     fn overall_maps_to_exit_codes() {
         let mut s = Status::default();
