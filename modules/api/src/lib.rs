@@ -16,7 +16,7 @@ pub mod udev;
 
 #[cfg(feature = "fake")]
 pub mod fake;
-#[cfg(feature = "fake")]
+#[cfg(any(test, feature = "fake"))]
 pub mod testing;
 
 pub use async_trait::async_trait;

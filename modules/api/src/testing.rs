@@ -28,7 +28,7 @@ fn skip_or_fail(fail: bool, reason: &str) {
     }
     let _ = writeln!(
         std::io::stderr(),
-        "SKIPPED {test}: {reason} (`sudo scripts/test` installs what the tests need)"
+        "SKIPPED {test}: {reason} (scripts/test installs what the tests need)"
     );
 }
 
