@@ -17,17 +17,17 @@ pub fn require_all() -> bool {
 /// skip, written straight to stderr (`eprintln!` would be captured and never shown for a passing
 /// test) as one `SKIPPED <test>: <reason>` line that `scripts/test` counts; with it, a panic.
 pub fn skip(reason: &str) {
-    skip_or_fail(require_all(), reason);
+    skip_or_fail(require_all(), reason, &mut std::io::stderr());
 }
 
-fn skip_or_fail(fail: bool, reason: &str) {
+fn skip_or_fail(fail: bool, reason: &str, out: &mut dyn std::io::Write) {
     let current = std::thread::current();
     let test = current.name().unwrap_or("a test");
     if fail {
         panic!("{test} cannot run here: {reason} ({REQUIRE_ALL}=1 makes every skip a failure)");
     }
     let _ = writeln!(
-        std::io::stderr(),
+        out,
         "SKIPPED {test}: {reason} (scripts/test installs what the tests need)"
     );
 }
@@ -80,12 +80,20 @@ mod tests {
 
     #[test]
     fn without_the_switch_a_skip_is_not_a_failure() {
-        skip_or_fail(false, "a reason");
+        let mut out = Vec::new();
+        skip_or_fail(false, "a reason", &mut out);
+        let line = String::from_utf8_lossy(&out);
+        assert!(
+            line.starts_with(
+                "SKIPPED testing::tests::without_the_switch_a_skip_is_not_a_failure: a reason"
+            ),
+            "{line}"
+        );
     }
 
     #[test]
     #[should_panic(expected = "cannot run here: a reason (STOKE_TEST_REQUIRE_ALL=1")]
     fn with_the_switch_a_skip_is_a_failure() {
-        skip_or_fail(true, "a reason");
+        skip_or_fail(true, "a reason", &mut Vec::new());
     }
 }
