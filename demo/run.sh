@@ -4,17 +4,21 @@
 # files it wrote and the commands/syscalls it recorded instead of running.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-echo "== building stoke (cargo build: a first build takes a few minutes; its progress follows)"
-# cargo prints its progress on stderr; the binary's path (wherever the target dir is) comes
-# from its JSON messages on stdout.
-stoke=$(cargo build --manifest-path "$here/../Cargo.toml" --bin stoke \
-    --message-format=json-render-diagnostics |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+if [ -n "${STOKE_BIN:-}" ]; then
+    stoke=$STOKE_BIN # a stoke already built (tests/demo.rs)
+else
+    echo "== building stoke (cargo build: a first build takes a few minutes; its progress follows)"
+    # cargo prints its progress on stderr; the binary's path (wherever the target dir is) comes
+    # from its JSON messages on stdout.
+    stoke=$(cargo build --manifest-path "$here/../Cargo.toml" --bin stoke \
+        --message-format=json-render-diagnostics |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+fi
 if [ ! -x "$stoke" ]; then
-    echo "demo: cargo build did not produce the stoke binary" >&2
+    echo "demo: no stoke binary (cargo build failed?)" >&2
     exit 1
 fi
-root=$(mktemp -d /tmp/stoke-demo.XXXXXX)
+root=$(mktemp -d "${TMPDIR:-/tmp}/stoke-demo.XXXXXX")
 cp -a "$here/root/." "$root/"
 echo "== sandbox root: $root"
 echo "== stoke plan"
