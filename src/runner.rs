@@ -125,12 +125,6 @@ impl<'a> Runner<'a> {
                 settled.push((spec.name, ms));
                 continue;
             }
-            if let Some(why) = module.nothing_configured(&section) {
-                ms.state = ModState::Skipped;
-                ms.reason = format!("nothing configured ({why})");
-                settled.push((spec.name, ms));
-                continue;
-            }
             if self.instance.is_none() && (spec.needs_metadata || frequency != Frequency::Once) {
                 let wanted = over.before_metadata == Some(true);
                 if !wanted || spec.needs_metadata || self.pending_instance_id.is_none() {
@@ -147,6 +141,13 @@ impl<'a> Runner<'a> {
                     continue;
                 }
                 ms.before_metadata = true;
+            }
+            // Only now: without the metadata, user-data that configures it is not known yet.
+            if let Some(why) = module.nothing_configured(&section) {
+                ms.state = ModState::Skipped;
+                ms.reason = format!("nothing configured ({why})");
+                settled.push((spec.name, ms));
+                continue;
             }
             let decision = state.decide(spec.name, frequency, self.iid(), self.boot_id.as_deref());
             ms.reason = decision.reason;
