@@ -2,7 +2,6 @@
 //! with a reason everyone sees, or fail when `STOKE_TEST_REQUIRE_ALL=1` (CI and `scripts/test`
 //! set it) says that every test must run.
 
-use std::io::Write as _;
 use std::path::Path;
 
 /// Set to `1`: a test that would skip fails instead.
