@@ -179,3 +179,35 @@ fn config_errors_say_what_was_expected_in_the_users_words() {
     );
     assert!(!r.stdout.contains("sequence start"), "{}", r.stdout);
 }
+
+#[test]
+fn logs_on_a_terminal_are_coloured_unless_no_color() {
+    // `script` gives stoke a pseudo-terminal for stderr.
+    if !stoke_api::testing::need_tools(&["script"]) {
+        return;
+    }
+    let s = Sandbox::new();
+    let run = |no_color: Option<&str>| {
+        let line = format!(
+            "{} --root {} run --stage local",
+            env!("CARGO_BIN_EXE_stoke"),
+            s.root().display()
+        );
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"])
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("INVOCATION_ID")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().expect("script");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tty = run(None);
+    assert!(tty.contains("INFO"), "{tty:?}");
+    assert!(tty.contains('\x1b'), "a terminal gets colour: {tty:?}");
+    let plain = run(Some("1"));
+    assert!(plain.contains("INFO"), "{plain:?}");
+    assert!(!plain.contains('\x1b'), "NO_COLOR=1: {plain:?}");
+}
