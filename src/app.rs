@@ -189,7 +189,7 @@ impl App {
         State::new(&self.paths).remove_stale_temp_files();
         let boot_id = state::boot_id(&self.paths);
         let mut status = Status::load(&self.paths, boot_id.as_deref());
-        status.stages.insert(
+        status.start_stage(
             stage,
             StageStatus {
                 started_unix: state::now_unix(),
@@ -197,6 +197,7 @@ impl App {
                 duration_ms: None,
                 startup_ms: state::process_age_ms(),
                 prepare_ms: None,
+                reruns: Vec::new(),
             },
         );
         let prep = self
@@ -227,10 +228,7 @@ impl App {
         }
         self.runner(&prep, boot_id).run(stage, &mut status).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        if let Some(s) = status.stages.get_mut(&stage) {
-            s.finished_unix = Some(state::now_unix());
-            s.duration_ms = Some(ms);
-        }
+        status.finish_stage(stage, ms, state::now_unix());
         if stage == Stage::Final {
             status.done = true;
         }
@@ -376,6 +374,6 @@ fn summary_line(stage: Stage, ms: f64, status: &Status) -> String {
         count(ModState::Failed) + count(ModState::Blocked),
         count(ModState::Skipped),
         count(ModState::Deferred),
-        status.overall_word()
+        status.overall_line()
     )
 }

@@ -369,7 +369,7 @@ mod tests {
             .output()
             .is_ok_and(|o| o.status.success());
         if !present {
-            eprintln!("SKIPPED: no working `puppet` on PATH (install Debian's puppet-agent)");
+            stoke_api::testing::skip("no working `puppet` on PATH (Debian's puppet-agent)");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,7 @@
-//! Logs go to the journal when systemd runs stoke, to stderr otherwise.
+//! Logs go to the journal when systemd runs stoke, to stderr otherwise; in colour only on a
+//! terminal, and never with `NO_COLOR` set (no-color.org).
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{filter::LevelFilter, fmt};
@@ -28,8 +31,32 @@ pub fn init(verbosity: u8) {
             fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_target(false)
-                .without_time(),
+                .without_time()
+                .with_ansi(colour(
+                    std::io::stderr().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                )),
         )
         .with(level)
         .try_init();
+}
+
+/// Escape codes are for a person at a terminal; in a file or a pipe they are noise. `NO_COLOR`
+/// set to anything but the empty string turns them off.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+    }
 }

@@ -1,6 +1,7 @@
 //! stoke: a fast, small boot-time instance initializer.
 
 mod app;
+mod cli;
 mod config;
 mod datasource;
 mod exec_record;
@@ -19,108 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser as _;
 use stoke_api::{Root, Stage, System};
 
 use crate::app::App;
+use crate::cli::{Cli, Command, EXIT_USAGE, StageArg};
 use crate::paths::Paths;
 use crate::status::{Overall, Status};
-
-const EXIT_CODES: &str = "\
-Exit codes:
-  run, status:  0 done and ok, 1 a module failed (or a usage/system error),
-                2 degraded (rejected config, warnings, deferred modules), 3 not finished yet
-  schema:       0 valid, 1 invalid
-  plan, query, clean, analyze: 0 ok, 1 error";
-
-#[derive(Parser, Debug, PartialEq)]
-#[command(name = "stoke", version, about = "Boot-time instance initializer", after_help = EXIT_CODES)]
-struct Cli {
-    /// Work against DIR instead of `/`: every path is read and written under DIR;
-    /// commands and syscalls are recorded in DIR/run/stoke/actions.jsonl, not run.
-    #[arg(long, global = true, value_name = "DIR")]
-    root: Option<PathBuf>,
-    /// Configuration directory (default ROOT/etc/stoke).
-    #[arg(long, global = true, value_name = "DIR")]
-    config: Option<PathBuf>,
-    /// NoCloud seed directory (default ROOT/var/lib/stoke/seed/nocloud).
-    /// Give it before the command (`stoke --seed DIR run ...`): `clean --seed` is another flag.
-    #[arg(long, value_name = "DIR")]
-    seed: Option<PathBuf>,
-    /// With --root: really run commands (and mounts) instead of only recording them.
-    /// Hostname and console stay recorded: --root never changes the host.
-    #[arg(long, global = true)]
-    execute: bool,
-    /// More logging (-v debug, -vv trace).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
-enum StageArg {
-    Local,
-    Network,
-    Final,
-    All,
-}
-
-#[derive(Subcommand, Debug, PartialEq)]
-enum Command {
-    /// Run a boot stage (systemd runs local, network, final in turn).
-    Run {
-        #[arg(long, value_enum)]
-        stage: StageArg,
-    },
-    /// Show this boot's outcome: every module's state, reason and duration.
-    Status {
-        /// Wait until boot work is done.
-        #[arg(long)]
-        wait: bool,
-        /// Give up waiting after S seconds (exit 3).
-        #[arg(long, value_name = "S", default_value_t = 600)]
-        timeout: u64,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Forget instance state so the next boot is a first boot (run before capturing an image).
-    Clean {
-        /// Also remove /var/log/stoke.
-        #[arg(long)]
-        logs: bool,
-        /// Also remove the NoCloud seed directory.
-        #[arg(long)]
-        seed: bool,
-    },
-    /// Validate a config file (file:line:column errors), or print the JSON Schema.
-    Schema {
-        file: Option<PathBuf>,
-        #[arg(long)]
-        json_schema: bool,
-    },
-    /// Which modules would run now, and why.
-    Plan {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Durations per stage and module, slowest first.
-    Analyze,
-    /// Print a metadata value (e.g. local-ipv4, instance-id, user-data).
-    Query { key: String },
-    /// Shutdown work (e.g. Route53 deregistration); run by the unit's ExecStop.
-    Shutdown,
-    /// Run a command and record its outcome in FILE (wraps the non-blocking puppet run).
-    #[command(hide = true)]
-    ExecRecord {
-        #[arg(long, value_name = "FILE")]
-        result: PathBuf,
-        #[arg(long, value_delimiter = ',', default_value = "0")]
-        success_codes: Vec<i32>,
-        #[arg(last = true, required = true)]
-        argv: Vec<String>,
-    },
-}
 
 /// The command lines the systemd units run (`[-v] run --stage S`), read without building clap's
 /// command tree. At boot every page of the binary is cold, and clap's parser is a large part of
@@ -159,7 +65,10 @@ fn unit_command_line(args: &[std::ffi::OsString]) -> Option<Cli> {
 fn main() -> ExitCode {
     let at_main = state::process_age_ms();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = unit_command_line(&args).unwrap_or_else(|| Cli::parse_from(&args));
+    let cli = match unit_command_line(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     logging::init(cli.verbose);
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!(
@@ -172,10 +81,22 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // Once, on stderr: under systemd stderr is the journal too.
             eprintln!("stoke: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `--help` and `--version` go to stdout with 0; anything else clap rejects is a usage error,
+/// with its own exit code (never one of the boot states `run` and `status` report).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    // Printing fails only when stdout/stderr are gone; the exit code still says it all.
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

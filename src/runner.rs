@@ -146,6 +146,13 @@ impl<'a> Runner<'a> {
                 }
                 ms.before_metadata = true;
             }
+            // Only now: without the metadata, user-data that configures it is not known yet.
+            if let Some(why) = module.nothing_configured(&section) {
+                ms.state = ModState::Skipped;
+                ms.reason = format!("nothing configured ({why})");
+                settled.push((spec.name, ms));
+                continue;
+            }
             let decision = state.decide(spec.name, frequency, self.iid(), self.boot_id.as_deref());
             ms.reason = decision.reason;
             if ms.before_metadata {
@@ -340,7 +347,7 @@ impl<'a> Runner<'a> {
             })
         });
         for (name, ms) in settled {
-            status.modules.insert(name.to_string(), ms);
+            status.settle(name, ms);
         }
         status.save(self.paths);
 

@@ -82,6 +82,18 @@ pub struct StageStatus {
     /// Loading the configuration and finding the instance (datasource), inside `duration_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepare_ms: Option<f64>,
+    /// Later runs of this stage in the same boot (by hand, `stoke run --stage ...`). The
+    /// record above stays the boot's; these only say when a rerun came and what it did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reruns: Vec<Rerun>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rerun {
+    pub started_unix: f64,
+    pub duration_ms: f64,
+    /// Modules it ran (none: everything had already run this boot).
+    pub ran: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -103,6 +115,9 @@ pub struct Status {
     /// True once the final stage has finished.
     #[serde(default)]
     pub done: bool,
+    /// The boot's record of a stage being run again, until the rerun ends.
+    #[serde(skip)]
+    earlier: BTreeMap<Stage, StageStatus>,
 }
 
 /// `stoke status` exit codes.
@@ -124,6 +139,55 @@ impl Status {
         match Status::read(&paths.status_file()) {
             Some(s) if s.boot_id.as_deref() == boot_id && boot_id.is_some() => s,
             _ => fresh,
+        }
+    }
+
+    /// A stage starts. When it already ran to the end this boot, its record is kept aside:
+    /// [`Status::finish_stage`] puts it back with this run as a rerun.
+    pub fn start_stage(&mut self, stage: Stage, record: StageStatus) {
+        if let Some(prev) = self.stages.insert(stage, record)
+            && prev.finished_unix.is_some()
+        {
+            self.earlier.insert(stage, prev);
+        }
+    }
+
+    /// A stage ends after `ms`. A rerun keeps the boot's record of the stage and is listed in it.
+    pub fn finish_stage(&mut self, stage: Stage, ms: f64, now_unix: f64) {
+        let Some(current) = self.stages.get_mut(&stage) else {
+            return;
+        };
+        current.finished_unix = Some(now_unix);
+        current.duration_ms = Some(ms);
+        let Some(mut boot) = self.earlier.remove(&stage) else {
+            return;
+        };
+        let started = current.started_unix;
+        let ran = self
+            .modules
+            .iter()
+            .filter(|(_, m)| m.started_unix.is_some_and(|t| t >= started))
+            .map(|(n, _)| n.clone())
+            .collect();
+        boot.reruns.push(Rerun {
+            started_unix: started,
+            duration_ms: ms,
+            ran,
+        });
+        self.stages.insert(stage, boot);
+    }
+
+    /// Records where a module stands in a stage run. A module skipped because it already ran
+    /// this boot keeps the outcome, summary and duration that run recorded: a rerun of the
+    /// stage (by hand, or `run --stage all` twice) must not erase what happened at boot.
+    pub fn settle(&mut self, name: &str, ms: ModuleStatus) {
+        let keep = ms.state == ModState::Skipped
+            && self
+                .modules
+                .get(name)
+                .is_some_and(|prev| matches!(prev.state, ModState::Ok | ModState::Failed));
+        if !keep {
+            self.modules.insert(name.to_string(), ms);
         }
     }
 
@@ -180,20 +244,101 @@ impl Status {
         }
     }
 
+    /// The overall word and, when it is not plain "done" or "running", why: counts and the
+    /// first of each (`degraded: 1 warning (user-data:6:1: ...)`), on one line.
+    pub fn overall_line(&self) -> String {
+        let word = self.overall_word();
+        let mut why: Vec<String> = Vec::new();
+        let mut add = |n: usize, one: &str, many: &str, first: Option<String>| {
+            if n == 0 {
+                return;
+            }
+            let mut part = format!("{n} {}", if n == 1 { one } else { many });
+            if let Some(f) = first {
+                part.push_str(&format!(" ({})", shorten(&f, 72)));
+            }
+            why.push(part);
+        };
+        let failed: Vec<(&String, &ModuleStatus)> = self
+            .modules
+            .iter()
+            .filter(|(_, m)| matches!(m.state, ModState::Failed | ModState::Blocked))
+            .collect();
+        add(
+            failed.len(),
+            "module failed",
+            "modules failed",
+            failed
+                .first()
+                .map(|(n, m)| format!("{n}: {}", m.error.as_deref().unwrap_or(m.reason.as_str()))),
+        );
+        if matches!(self.overall(), Overall::Ok | Overall::NotFinished) && failed.is_empty() {
+            return word.to_string();
+        }
+        add(
+            self.errors.len(),
+            "error",
+            "errors",
+            self.errors.first().cloned(),
+        );
+        // A module's warning is usually in the boot's list too: count each once.
+        let mut warnings: Vec<&String> = self.warnings.iter().collect();
+        for m in self.modules.values() {
+            for w in &m.warnings {
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
+        add(
+            warnings.len(),
+            "warning",
+            "warnings",
+            warnings.first().map(|w| w.to_string()),
+        );
+        let deferred: Vec<&String> = self
+            .modules
+            .iter()
+            .filter(|(_, m)| m.state == ModState::Deferred)
+            .map(|(n, _)| n)
+            .collect();
+        add(
+            deferred.len(),
+            "module deferred",
+            "modules deferred",
+            deferred
+                .first()
+                .map(|n| format!("{n}: waiting for instance metadata")),
+        );
+        if why.is_empty() {
+            word.to_string()
+        } else {
+            format!("{word}: {}", why.join(", "))
+        }
+    }
+
     /// Human-readable report for `stoke status`.
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
             "status: {}\ninstance: {} (datasource {})\n",
-            self.overall_word(),
+            self.overall_line(),
             self.instance_id.as_deref().unwrap_or("unknown"),
             self.datasource.as_deref().unwrap_or("none"),
         ));
         for (stage, s) in &self.stages {
             match s.duration_ms {
-                Some(ms) => out.push_str(&format!("stage {stage}: done in {ms:.1} ms\n")),
-                None => out.push_str(&format!("stage {stage}: running\n")),
+                Some(ms) => out.push_str(&format!("stage {stage}: done in {ms:.1} ms")),
+                None => out.push_str(&format!("stage {stage}: running")),
             }
+            for r in &s.reruns {
+                out.push_str(&format!(
+                    "; rerun {:.1} s later: {}",
+                    r.started_unix - s.started_unix,
+                    describe_rerun(r)
+                ));
+            }
+            out.push('\n');
         }
         let mut mods: Vec<_> = self.modules.iter().collect();
         mods.sort_by_key(|(name, m)| (m.stage, name.to_string()));
@@ -253,6 +398,13 @@ impl Status {
             }
             if let Some(ms) = s.prepare_ms {
                 parts.push(format!("config and datasource {ms:.1} ms"));
+            }
+            for r in &s.reruns {
+                parts.push(format!(
+                    "rerun {:.1} s later: {}",
+                    r.started_unix - s.started_unix,
+                    describe_rerun(r)
+                ));
             }
             out.push_str(&format!(
                 "  stage {:<8} {:>10}{}\n",
@@ -323,6 +475,23 @@ fn describe_script(run: &stoke_api::ScriptRun) -> String {
     line
 }
 
+fn describe_rerun(r: &Rerun) -> String {
+    if r.ran.is_empty() {
+        "nothing due".to_string()
+    } else {
+        format!("ran {} in {:.1} ms", r.ran.join(", "), r.duration_ms)
+    }
+}
+
+/// The first line of `s`, cut to about `max` characters.
+fn shorten(s: &str, max: usize) -> String {
+    let line = s.lines().next().unwrap_or("");
+    match line.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_string(),
+    }
+}
+
 /// One line for a background record: state, exit code and its meaning, duration.
 fn describe_background(bg: &serde_json::Value) -> String {
     let mut out = bg["state"].as_str().unwrap_or("unknown").to_string();
@@ -361,6 +530,100 @@ mod tests {
             background: None,
             before_metadata: false,
         }
+    }
+
+    fn stage_record(started_unix: f64) -> StageStatus {
+        StageStatus {
+            started_unix,
+            finished_unix: None,
+            duration_ms: None,
+            startup_ms: None,
+            prepare_ms: None,
+            reruns: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_rerun_that_finds_nothing_due_keeps_the_boots_record() {
+        let mut s = Status::default();
+        s.start_stage(Stage::Local, stage_record(100.0));
+        let mut ran = module(ModState::Ok);
+        ran.summary = "hostname web-1".into();
+        ran.duration_ms = Some(12.5);
+        ran.started_unix = Some(100.1);
+        s.settle("hostname", ran);
+        s.finish_stage(Stage::Local, 40.0, 100.2);
+
+        s.start_stage(Stage::Local, stage_record(160.0));
+        let mut again = module(ModState::Skipped);
+        again.reason = "per-boot, already ran this boot".into();
+        again.duration_ms = None;
+        s.settle("hostname", again);
+        s.finish_stage(Stage::Local, 3.0, 160.1);
+
+        let m = &s.modules["hostname"];
+        assert_eq!((m.state, m.duration_ms), (ModState::Ok, Some(12.5)));
+        assert_eq!(m.summary, "hostname web-1");
+        let st = &s.stages[&Stage::Local];
+        assert_eq!((st.started_unix, st.duration_ms), (100.0, Some(40.0)));
+        assert_eq!(
+            st.reruns,
+            vec![Rerun {
+                started_unix: 160.0,
+                duration_ms: 3.0,
+                ran: vec![]
+            }]
+        );
+        assert!(
+            s.render().contains("rerun 60.0 s later: nothing due"),
+            "{}",
+            s.render()
+        );
+    }
+
+    #[test]
+    fn a_stage_that_never_finished_is_replaced_by_the_next_run() {
+        let mut s = Status::default();
+        s.start_stage(Stage::Local, stage_record(100.0));
+        s.start_stage(Stage::Local, stage_record(130.0));
+        s.finish_stage(Stage::Local, 5.0, 130.1);
+        let st = &s.stages[&Stage::Local];
+        assert_eq!((st.started_unix, st.reruns.len()), (130.0, 0));
+    }
+
+    #[test]
+    fn the_status_line_says_why() {
+        let mut s = Status {
+            done: true,
+            ..Status::default()
+        };
+        s.modules.insert("a".into(), module(ModState::Ok));
+        assert_eq!(s.overall_line(), "done");
+        s.warnings
+            .push("user-data:6:1: `runcmd` is a cloud-init key".into());
+        assert_eq!(
+            s.overall_line(),
+            "degraded: 1 warning (user-data:6:1: `runcmd` is a cloud-init key)"
+        );
+        let mut deferred = module(ModState::Deferred);
+        deferred
+            .warnings
+            .push("user-data:6:1: `runcmd` is a cloud-init key".into());
+        s.modules.insert("d".into(), deferred);
+        assert_eq!(
+            s.overall_line(),
+            "degraded: 1 warning (user-data:6:1: `runcmd` is a cloud-init key), \
+             1 module deferred (d: waiting for instance metadata)"
+        );
+        let mut failed = module(ModState::Failed);
+        failed.error = Some("mkfs.xfs: exit 1".into());
+        s.modules.insert("disks".into(), failed);
+        assert!(
+            s.overall_line()
+                .starts_with("error: 1 module failed (disks: mkfs.xfs: exit 1), 1 warning"),
+            "{}",
+            s.overall_line()
+        );
     }
 
     #[test]

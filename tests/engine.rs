@@ -51,14 +51,40 @@ fn first_boot_from_a_nocloud_seed_writes_files_records_actions_and_status() {
 fn second_run_in_the_same_boot_does_nothing() {
     let s = Sandbox::nocloud("iid-one", GOOD);
     assert_eq!(s.run_all().code, 0);
+    let boot = s.status();
     let before = s.actions().len();
     let r = s.run_all();
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(s.module_state("hostname"), "skipped");
+    // The boot's record stays: a rerun that does nothing does not erase what happened.
+    let after = s.status();
     assert_eq!(
-        s.status()["modules"]["hostname"]["reason"],
-        "per-boot, already ran this boot"
+        after["modules"], boot["modules"],
+        "outcomes, summaries, durations kept"
     );
+    assert_eq!(s.module_state("hostname"), "ok");
+    for stage in ["local", "network", "final"] {
+        let (was, now) = (&boot["stages"][stage], &after["stages"][stage]);
+        assert_eq!(now["duration_ms"], was["duration_ms"], "{stage}");
+        assert_eq!(
+            now["reruns"][0]["ran"],
+            serde_json::json!([]),
+            "{stage}: {now}"
+        );
+    }
+    let status = s.stoke(&["status"]);
+    assert_eq!(status.code, 0);
+    assert!(
+        status.stdout.contains("hostname") && status.stdout.contains(" ok "),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("later: nothing due"),
+        "{}",
+        status.stdout
+    );
+    let analyze = s.stoke(&["analyze"]);
+    assert!(analyze.stdout.contains("hostname"), "{}", analyze.stdout);
     let new: Vec<_> = s.actions()[before..]
         .iter()
         .filter(|a| a["action"] != "console")

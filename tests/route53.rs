@@ -20,7 +20,7 @@ fn boot_registers_shutdown_deregisters_next_boot_registers_again() {
     let moto = match Moto::start() {
         Ok(m) => m,
         Err(why) => {
-            eprintln!("SKIPPED: {why}");
+            stoke_api::testing::skip(&why);
             return;
         }
     };

@@ -5,13 +5,6 @@ mod sandbox;
 
 use sandbox::Sandbox;
 
-fn have_ssh_keygen() -> bool {
-    std::process::Command::new("ssh-keygen")
-        .arg("-?")
-        .output()
-        .is_ok()
-}
-
 fn user_data() -> String {
     "#cloud-config\ndefault_user: admin\nssh_genkeytypes: [ed25519, ecdsa]\n".to_string()
 }
@@ -29,12 +22,9 @@ fn fingerprint(s: &Sandbox, key: &str) -> String {
 
 #[test]
 fn host_keys_are_per_instance_and_fingerprints_reach_the_console() {
-    if !have_ssh_keygen() {
-        eprintln!("skipped: ssh-keygen is not installed");
-        return;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (homes are chowned to their users)");
+    if !stoke_api::testing::need_tools(&["ssh-keygen"])
+        || !stoke_api::testing::need_root("homes are chowned to their users")
+    {
         return;
     }
     let s = Sandbox::nocloud("iid-one", &user_data());

@@ -91,11 +91,24 @@ pub(crate) fn with_suggestion(message: &str) -> String {
     }
 }
 
-/// The candidate closest to `word` by edit distance, if it is plausibly a typo.
+/// The candidate closest to `word` by edit distance, if it is plausibly a typo. A candidate
+/// also matches by its last words (`zone_idd` → `hosted_zone_id` through `zone_id`): people
+/// half-remember long names.
 pub fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .filter_map(|c| {
+            let tails = c
+                .match_indices(['_', '-'])
+                .map(|(i, _)| &c[i + 1..])
+                .filter(|t| t.contains(['_', '-']) && t.len() >= 5);
+            std::iter::once(c)
+                .chain(tails)
+                .map(|t| (edit_distance(word, t), t.len()))
+                .filter(|(d, len)| *d <= 2.max(len / 3))
+                .map(|(d, _)| d)
+                .min()
+                .map(|d| (d, c))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -159,7 +172,13 @@ pub fn config_spec<T: DeserializeOwned + JsonSchema>() -> ConfigSpec {
             // `!!binary` as its base64 text: the type sees the tag (`TextOrBinary`).
             serde_saphyr::from_str_with_options::<T>(yaml, crate::yaml::yaml_options_raw_binary())
                 .map(|_| ())
-                .map_err(|e| ConfigError::from_yaml(&e))
+                .map_err(|e| {
+                    let mut err = ConfigError::from_yaml(&e);
+                    let first = e.to_string();
+                    let raw = strip_location_suffix(first.lines().next().unwrap_or("").trim());
+                    err.message = crate::config_words::reword(&raw, yaml, err.line, err.column);
+                    err
+                })
         },
         check_value: |v| {
             T::deserialize(v)
@@ -256,6 +275,16 @@ mod tests {
         let keys = ["hostname", "fqdn", "preserve_hostname"];
         assert_eq!(nearest("hostnme", keys.iter().copied()), Some("hostname"));
         assert_eq!(nearest("zzzzzzzzzz", keys.iter().copied()), None);
+        let keys = ["hosted_zone_id", "zone_name", "ttl"];
+        assert_eq!(
+            nearest("zone_idd", keys.iter().copied()),
+            Some("hosted_zone_id")
+        );
+        assert_eq!(
+            nearest("id", keys.iter().copied()),
+            None,
+            "a short tail is no match"
+        );
     }
 }
 

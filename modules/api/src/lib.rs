@@ -5,6 +5,7 @@
 //! section, the instance's metadata and the outputs of the modules it runs after.
 
 mod config;
+mod config_words;
 mod context;
 mod fsutil;
 mod module;
@@ -18,6 +19,8 @@ mod yaml;
 
 #[cfg(feature = "fake")]
 pub mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod testing;
 
 pub use async_trait::async_trait;
 pub use config::{ConfigError, ConfigSpec, config_spec, nearest, scalar_text, yaml_options};

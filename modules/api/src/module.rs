@@ -207,6 +207,13 @@ pub trait Module: Send + Sync {
         None
     }
 
+    /// `Some(why)` when this configuration gives the module nothing to do (e.g. no `route53:`
+    /// section): the engine neither runs it nor calls it due, and says "nothing configured".
+    /// Default: a module always has work (hostname does with no config at all).
+    fn nothing_configured(&self, _config: &serde_json::Value) -> Option<String> {
+        None
+    }
+
     /// Work at shutdown (`stoke shutdown`), e.g. deregistering DNS. Default: none.
     async fn shutdown(&self, _ctx: &Context) -> Result<Option<Report>, ModuleError> {
         Ok(None)

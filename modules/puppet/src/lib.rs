@@ -179,6 +179,13 @@ impl Module for PuppetModule {
         Ok(report)
     }
 
+    fn nothing_configured(&self, config: &Value) -> Option<String> {
+        config
+            .get("puppet")
+            .is_none_or(Value::is_null)
+            .then(|| "no `puppet:` section".to_string())
+    }
+
     fn plan(&self, ctx: &Context) -> Option<String> {
         let cfg: PuppetConfig = ctx.config().ok()?;
         let p = cfg.puppet?;

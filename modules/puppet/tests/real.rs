@@ -57,7 +57,7 @@ fn puppet_present() -> bool {
     match Command::new("puppet").arg("--version").output() {
         Ok(o) if o.status.success() => true,
         _ => {
-            eprintln!("SKIPPED: no working `puppet` on PATH (install Debian's puppet-agent)");
+            stoke_api::testing::skip("no working `puppet` on PATH (Debian's puppet-agent)");
             false
         }
     }

@@ -95,6 +95,13 @@ impl Module for Route53 {
         }
     }
 
+    fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
+        config
+            .get("route53")
+            .is_none_or(serde_json::Value::is_null)
+            .then(|| "no `route53:` section".to_string())
+    }
+
     fn plan(&self, ctx: &Context) -> Option<String> {
         let sec = ctx.config::<Route53Config>().ok()?.route53?;
         let zone = match sec.zone_ref() {

@@ -20,7 +20,7 @@ macro_rules! moto_or_skip {
         match Moto::start_with_env($env) {
             Ok(m) => m,
             Err(reason) => {
-                eprintln!("SKIPPED: {reason}");
+                stoke_api::testing::skip(&reason);
                 return;
             }
         }

@@ -85,16 +85,10 @@ pub(crate) mod testutil {
         });
     }
 
-    /// The real ssh-keygen, or `None` (with the reason printed) when it is absent.
+    /// Whether the real ssh-keygen is here (else the test skips, or fails under
+    /// STOKE_TEST_REQUIRE_ALL=1).
     pub fn have_ssh_keygen() -> bool {
-        let ok = std::process::Command::new("ssh-keygen")
-            .arg("-?")
-            .output()
-            .is_ok();
-        if !ok {
-            eprintln!("SKIPPED: ssh-keygen is not installed on this machine");
-        }
-        ok
+        stoke_api::testing::need_tools(&["ssh-keygen"])
     }
 }
 

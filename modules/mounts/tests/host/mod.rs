@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use stoke_api::fake::FakeSystem;
+use stoke_api::testing;
 use stoke_api::{CmdOutput, SysError, System};
 
 pub struct Host {
@@ -28,12 +29,22 @@ fn sh(program: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
 }
 
 impl Host {
-    /// `n` sparse disks of `mib` MiB; None (with the reason printed) when this
-    /// machine cannot do it: not root, or no loop devices.
+    /// Every program the real-device tests run (the harness's and the tests' own).
+    pub const TOOLS: &'static [&'static str] = &[
+        "losetup",
+        "blkid",
+        "wipefs",
+        "mkfs.xfs",
+        "mkfs.ext4",
+        "mount",
+        "umount",
+    ];
+
+    /// `n` sparse disks of `mib` MiB; None (the test skips, saying why, or fails under
+    /// STOKE_TEST_REQUIRE_ALL=1) when this machine cannot do it: not root, a tool missing,
+    /// no loop devices.
     pub fn new(n: usize, mib: u64) -> Option<Host> {
-        let uid = sh("id", &["-u"]).ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            eprintln!("SKIP: real-device test needs root (loop devices, mkfs, mount)");
+        if !testing::need_root("loop devices, mkfs, mount") || !testing::need_tools(Self::TOOLS) {
             return None;
         }
         let dir = tempfile::tempdir().ok()?;
@@ -56,14 +67,14 @@ impl Host {
             let out = match sh("losetup", &["-f", "--show", &img.display().to_string()]) {
                 Ok(o) if o.status.success() => o,
                 Ok(o) => {
-                    eprintln!(
-                        "SKIP: losetup unavailable here: {}",
+                    testing::skip(&format!(
+                        "no loop device: {}",
                         String::from_utf8_lossy(&o.stderr).trim()
-                    );
+                    ));
                     return None;
                 }
                 Err(e) => {
-                    eprintln!("SKIP: losetup unavailable here: {e}");
+                    testing::skip(&format!("no loop device: losetup: {e}"));
                     return None;
                 }
             };

@@ -1,0 +1,133 @@
+//! The command line, alone in this file (clap and std only) so that the man page and shell
+//! completions are generated from this very definition (`examples/gen-cli-docs.rs`) without
+//! putting their generators in the binary.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A usage error (unknown option, missing argument): its own code, so that a typo in a bake
+/// script never reads as a boot state (1 failed, 2 degraded, 3 not finished). 64 is
+/// sysexits.h's EX_USAGE.
+pub const EXIT_USAGE: u8 = 64;
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  run, status:  0 done and ok, 1 a module failed (or stoke itself could not run),
+                2 degraded (rejected config, warnings, deferred modules), 3 not finished yet
+  schema:       0 valid, 1 invalid
+  plan, query, clean, analyze, shutdown: 0 ok, 1 error
+  every command: 64 usage error (unknown option, missing or bad argument)";
+
+#[derive(Parser, Debug, PartialEq)]
+#[command(
+    name = "stoke",
+    version,
+    about = "Boot-time instance initializer",
+    long_about = "stoke initializes a machine booted from a baked image: hostname, ephemeral disks, \
+                  mounts, SSH host and authorized keys, DNS registration and Puppet, from EC2 \
+                  instance metadata or a NoCloud seed. systemd runs its three stages at boot; \
+                  `stoke status` says what happened.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// Work against DIR instead of `/`: every path is read and written under DIR;
+    /// commands and syscalls are recorded in DIR/run/stoke/actions.jsonl, not run.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Configuration directory (default ROOT/etc/stoke).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// NoCloud seed directory (default ROOT/var/lib/stoke/seed/nocloud).
+    /// Give it before the command (`stoke --seed DIR run ...`): `clean --seed` is another flag.
+    #[arg(long, value_name = "DIR")]
+    pub seed: Option<PathBuf>,
+    /// With --root: really run commands (and mounts) instead of only recording them.
+    /// Hostname and console stay recorded: --root never changes the host.
+    #[arg(long, global = true)]
+    pub execute: bool,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+pub enum StageArg {
+    /// early, before networking: hostname, disks, mounts, ssh host keys.
+    Local,
+    /// after the network is online: metadata, DNS, authorized keys, blocking puppet.
+    Network,
+    /// last: non-blocking puppet, the boot-finished record.
+    Final,
+    /// the three stages in turn
+    All,
+}
+
+#[derive(Subcommand, Debug, PartialEq)]
+pub enum Command {
+    /// Run a boot stage (systemd runs local, network, final in turn).
+    Run {
+        /// The stage to run.
+        #[arg(long, value_enum)]
+        stage: StageArg,
+    },
+    /// Show this boot's outcome: every module's state, reason and duration.
+    Status {
+        /// Wait until boot work is done.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after S seconds (exit 3).
+        #[arg(long, value_name = "S", default_value_t = 600)]
+        timeout: u64,
+        /// Print the status as JSON (the content of /run/stoke/status.json and an overall `status`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget instance state so the next boot is a first boot (run before capturing an image).
+    Clean {
+        /// Also remove /var/log/stoke.
+        #[arg(long)]
+        logs: bool,
+        /// Also remove the NoCloud seed directory.
+        #[arg(long)]
+        seed: bool,
+    },
+    /// Validate a config file (file:line:column errors), or print the JSON Schema.
+    Schema {
+        /// The configuration file to validate.
+        #[arg(required_unless_present = "json_schema")]
+        file: Option<PathBuf>,
+        /// Print the JSON Schema of the whole configuration (for editors).
+        #[arg(long, conflicts_with = "file")]
+        json_schema: bool,
+    },
+    /// Which modules would run now, and why.
+    Plan {
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Durations per stage and module, slowest first.
+    Analyze,
+    /// Print a metadata value (e.g. local-ipv4, instance-id, user-data).
+    Query {
+        /// The metadata key (instance-id, local-ipv4, region, public-keys, user-data, ...).
+        key: String,
+    },
+    /// Shutdown work (e.g. Route53 deregistration); run by the unit's ExecStop.
+    Shutdown,
+    /// Run ARGV and record its outcome in FILE (stoke runs non-blocking puppet through it).
+    ExecRecord {
+        /// Where to record the outcome (JSON: state, exit code and its meaning, duration, pid).
+        #[arg(long, value_name = "FILE")]
+        result: PathBuf,
+        /// Exit codes of ARGV that mean success (puppet's --detailed-exitcodes: 0,2).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        success_codes: Vec<i32>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+}
