@@ -99,7 +99,7 @@ fn a_command_error_is_said_once_without_colour() {
 #[test]
 fn logs_to_a_pipe_have_no_escape_codes() {
     // A config error and a warning: ERROR and WARN lines, which a terminal would get in colour.
-    let s = Sandbox::nocloud("iid-one", "#cloud-config\nbootcmd: [true]\n");
+    let s = Sandbox::nocloud("iid-one", "#cloud-config\nchef: {}\n");
     s.write("/etc/stoke/stoke.d/50-typo.yaml", "hostnme: x\n");
     let r = s.run_all();
     assert!(r.stderr.contains("WARN"), "{}", r.stderr);
@@ -109,14 +109,14 @@ fn logs_to_a_pipe_have_no_escape_codes() {
 
 #[test]
 fn the_status_line_says_why_the_boot_is_degraded() {
-    let s = Sandbox::nocloud("iid-one", "#cloud-config\nhostname: web\nbootcmd: [true]\n");
+    let s = Sandbox::nocloud("iid-one", "#cloud-config\nhostname: web\nchef: {}\n");
     let r = s.run_all();
     assert_eq!(r.code, 2, "{}", r.stderr);
     let status = s.stoke(&["status"]);
     assert_eq!(status.code, 2);
     let first = status.stdout.lines().next().unwrap_or("");
     assert!(
-        first.starts_with("status: degraded: 1 warning (user-data:3:1: `bootcmd`"),
+        first.starts_with("status: degraded: 1 warning (user-data:3:1: `chef`"),
         "{first}"
     );
     // The console's summary line says it too.

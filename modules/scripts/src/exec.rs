@@ -160,7 +160,7 @@ impl Scripts<'_> {
         match result {
             Ok(_) if !self.ctx.system.executes() => {
                 run.outcome = ScriptOutcome::Recorded;
-                run.note = "recorded, not run (sandbox)".into();
+                run.note = "not run (sandbox)".into();
             }
             Ok(out) => {
                 run.exit = out.code;
