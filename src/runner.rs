@@ -361,20 +361,16 @@ impl<'a> Runner<'a> {
         loop {
             // Start everything whose dependencies are settled; hold back dependents of failures.
             let mut i = 0;
-            // Order::First modules end (however they end) before the others start;
-            // Order::Last ones start when all the others have ended.
-            let pending = |o: &dyn Fn(Order) -> bool| {
-                waiting.iter().any(|w| o(w.order)) || running.values().any(|(r, _)| o(r.order))
-            };
-            let firsts_pending = pending(&|o| o == Order::First);
-            let others_pending = pending(&|o| o != Order::Last);
+            // A module starts when every module of a lower order rank in the stage has ended,
+            // however it ended (First before Normal before Late before Last).
+            let lowest_pending = waiting
+                .iter()
+                .map(|w| w.order.rank())
+                .chain(running.values().map(|(r, _)| r.order.rank()))
+                .min();
             while i < waiting.len() {
                 let p = &waiting[i];
-                let held = match p.order {
-                    Order::First => false,
-                    Order::Normal => firsts_pending,
-                    Order::Last => others_pending,
-                };
+                let held = lowest_pending.is_some_and(|low| low < p.order.rank());
                 if held {
                     i += 1;
                     continue;
@@ -665,6 +661,7 @@ mod tests {
         let modules = vec![
             m("last", Order::Last, false),
             m("a", Order::Normal, true),
+            m("late", Order::Late, true),
             m("first", Order::First, true),
             m("b", Order::Normal, false),
         ];

@@ -90,9 +90,23 @@ pub enum Order {
     First,
     #[default]
     Normal,
-    /// After every other module of the stage (the user's scripts, as cloud-init's
+    /// After the normal modules of the stage (the user's scripts, as cloud-init's
     /// `scripts_user` runs late).
+    Late,
+    /// After every other module of the stage (the final message, the power-state change).
     Last,
+}
+
+impl Order {
+    /// A module starts only when no module of a lower rank in its stage is still to end.
+    pub fn rank(self) -> u8 {
+        match self {
+            Order::First => 0,
+            Order::Normal => 1,
+            Order::Late => 2,
+            Order::Last => 3,
+        }
+    }
 }
 
 /// The result of a module's successful run, shown in `stoke status`.

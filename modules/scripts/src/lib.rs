@@ -167,9 +167,10 @@ impl Module for FinalScripts {
             before_logins: false,
             timeout: MODULE_TIMEOUT,
             config: config_spec::<FinalConfig>(),
-            // As cloud-init's scripts_user: after the stage's other modules (write_files
-            // deferred, puppet, ...), whatever became of them.
-            order: Order::Last,
+            // As cloud-init's scripts_user: after the stage's normal modules (write_files
+            // deferred, packages, puppet, ...), whatever became of them; before the final
+            // message and the power-state change.
+            order: Order::Late,
         }
     }
 
