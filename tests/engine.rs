@@ -656,3 +656,26 @@ fn temp_files_an_interrupted_stoke_left_are_removed() {
             .exists()
     );
 }
+
+/// `--root` is a boundary: with `DIR/etc` an absolute link to a directory outside DIR, the
+/// hostname module writes nothing there (the link is resolved as the instance would: inside DIR).
+#[test]
+fn an_absolute_etc_link_does_not_lead_hostname_out_of_the_root() {
+    let s = Sandbox::nocloud("iid-link", GOOD);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let etc = s.path("/etc");
+    let moved = outside.path().join("etc");
+    std::fs::rename(&etc, &moved).expect("move etc out");
+    std::os::unix::fs::symlink(&moved, &etc).expect("absolute link");
+    let hosts_before = std::fs::read_to_string(moved.join("hosts")).expect("hosts");
+    s.run_all();
+    assert!(
+        !moved.join("hostname").exists(),
+        "hostname written outside the root"
+    );
+    assert_eq!(
+        std::fs::read_to_string(moved.join("hosts")).expect("hosts"),
+        hosts_before,
+        "hosts changed outside the root"
+    );
+}

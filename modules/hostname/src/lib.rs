@@ -66,8 +66,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use stoke_api::{
-    Context, Frequency, InstanceData, Module, ModuleError, ModuleSpec, Report, Stage, atomic_write,
-    config_spec, managed_block, read_to_string_opt, render,
+    Context, Frequency, InstanceData, Module, ModuleError, ModuleSpec, Report, RootDir, Stage,
+    atomic_write, config_spec, managed_block, read_to_string_opt, render,
 };
 use uuid::Uuid;
 
@@ -508,26 +508,54 @@ fn instance_uuid(state_dir: &Path, warnings: &mut Vec<String>) -> Result<Uuid, M
     Ok(uuid)
 }
 
+/// Most bytes read from /etc/hostname or /etc/hosts (a FIFO or a huge file there is refused).
+const ETC_FILE_CAP: u64 = 4 * 1024 * 1024;
+
+/// Reads an instance file through the root boundary: symlinks resolved inside the root, a FIFO
+/// or device refused, size capped.
+fn read_etc(ctx: &Context, guest: &str) -> Result<Option<String>, ModuleError> {
+    let io = |e| ModuleError::io("read", guest, e);
+    let rd = RootDir::open(&ctx.root).map_err(io)?;
+    let Some(bytes) = rd
+        .read_regular(Path::new(guest), ETC_FILE_CAP)
+        .map_err(io)?
+    else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| ModuleError::Invalid(format!("{guest} is not UTF-8 text")))
+}
+
+/// Replaces an instance file atomically, resolved inside the root (never through a symlink
+/// out of it).
+fn write_etc(ctx: &Context, guest: &str, data: &[u8]) -> Result<(), ModuleError> {
+    let io = |e| ModuleError::io("write", guest, e);
+    let rd = RootDir::open(&ctx.root).map_err(io)?;
+    let path = Path::new(guest);
+    if let Some(parent) = path.parent() {
+        rd.create_dir_all(parent, 0o755).map_err(io)?;
+    }
+    // An existing file keeps the mode it was given.
+    let mode = rd.file_mode(path).map_err(io)?.unwrap_or(0o644);
+    rd.write_atomic(path, data, mode, None, ctx.system.as_ref())
+        .map_err(io)
+}
+
 /// Writes /etc/hostname unless it already holds `name`. True when written.
 fn write_hostname_file(ctx: &Context, name: &str, create: bool) -> Result<bool, ModuleError> {
-    let path = ctx.path("/etc/hostname");
-    let existing = read_to_string_opt(&path).map_err(|e| ModuleError::io("read", &path, e))?;
-    match existing {
+    match read_etc(ctx, "/etc/hostname")? {
         Some(text) if text.trim() == name => return Ok(false),
         None if !create => return Ok(false),
         _ => {}
     }
-    atomic_write(&path, format!("{name}\n").as_bytes(), 0o644)
-        .map_err(|e| ModuleError::io("write", &path, e))?;
+    write_etc(ctx, "/etc/hostname", format!("{name}\n").as_bytes())?;
     Ok(true)
 }
 
 /// Keeps stoke's block in /etc/hosts. True when the file was written.
 fn update_hosts(ctx: &Context, names: &Names) -> Result<bool, ModuleError> {
-    let path = ctx.path("/etc/hosts");
-    let existing = read_to_string_opt(&path)
-        .map_err(|e| ModuleError::io("read", &path, e))?
-        .unwrap_or_default();
+    let existing = read_etc(ctx, "/etc/hosts")?.unwrap_or_default();
     let line = if names.fqdn == names.hostname {
         format!("{HOSTS_ADDR} {}", names.hostname)
     } else {
@@ -537,18 +565,14 @@ fn update_hosts(ctx: &Context, names: &Names) -> Result<bool, ModuleError> {
     if updated == existing {
         return Ok(false);
     }
-    atomic_write(&path, updated.as_bytes(), 0o644)
-        .map_err(|e| ModuleError::io("write", &path, e))?;
+    write_etc(ctx, "/etc/hosts", updated.as_bytes())?;
     Ok(true)
 }
 
 /// The names as the instance has them now (from /etc/hostname), for when
 /// stoke leaves the hostname alone.
 fn current_names(ctx: &Context) -> Result<Names, ModuleError> {
-    let path = ctx.path("/etc/hostname");
-    let text = read_to_string_opt(&path)
-        .map_err(|e| ModuleError::io("read", &path, e))?
-        .unwrap_or_default();
+    let text = read_etc(ctx, "/etc/hostname")?.unwrap_or_default();
     let name = text.lines().next().unwrap_or("").trim().to_string();
     let (short, dotted) = split_name(&name);
     let fqdn = dotted.unwrap_or_else(|| short.clone());
