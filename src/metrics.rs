@@ -161,10 +161,8 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_before_its_samples() {
-        let mut s = Status {
-            done: true,
-            ..Status::default()
-        };
+        let mut s = Status::default();
+        s.done = true;
         s.stages.insert(
             Stage::Local,
             StageStatus {

@@ -590,12 +590,10 @@ mod tests {
     }
 
     fn boot() -> Status {
-        let mut s = Status {
-            done: true,
-            instance_id: Some("i-0abc".into()),
-            kernel_started_unix: Some(1000.0),
-            ..Status::default()
-        };
+        let mut s = Status::default();
+        s.done = true;
+        s.instance_id = Some("i-0abc".into());
+        s.kernel_started_unix = Some(1000.0);
         s.stages.insert(
             Stage::Local,
             StageStatus {
