@@ -172,10 +172,22 @@ impl Timeline {
                     });
                 }
             }
+            // A module belongs to the stage run it ran in: a local-stage module can run in
+            // the network stage's run, when only that one found the instance.
+            let ran_in = |m: &crate::status::ModuleStatus| {
+                m.started_unix
+                    .and_then(|t| {
+                        status.stages.iter().find(|(_, s)| {
+                            t >= s.started_unix
+                                && s.finished_unix.is_none_or(|f| t <= f + 0.001)
+                        })
+                    })
+                    .map_or(m.stage, |(st, _)| *st)
+            };
             let mut mods: Vec<_> = status
                 .modules
                 .iter()
-                .filter(|(_, m)| m.stage == *stage)
+                .filter(|(_, m)| ran_in(m) == *stage)
                 .collect();
             mods.sort_by(|a, b| {
                 let key = |m: &crate::status::ModuleStatus| m.started_unix.unwrap_or(f64::MAX);
@@ -197,6 +209,9 @@ impl Timeline {
                     }
                 };
                 let mut label = format!("{name} {}", m.state.as_str());
+                if m.stage != *stage {
+                    label = format!("{name} ({}) {}", m.stage, m.state.as_str());
+                }
                 if m.duration_ms.is_some() {
                     label.push_str(&format!(" {}", human(mdur)));
                 }
@@ -243,7 +258,11 @@ impl Timeline {
             .map(|b| b.start + b.dur)
             .fold(t0 + 0.001, f64::max);
         let step = tick_step(t1 - t0);
-        let (t0, t1) = ((t0 / step).floor() * step, (t1 / step).ceil() * step);
+        // A hair of slack: a start computed as 0 may come out as -1e-15.
+        let (t0, t1) = (
+            (t0 / step + 1e-6).floor() * step,
+            (t1 / step - 1e-6).ceil() * step,
+        );
         let x = |t: f64| LABEL_W + (t - t0) / (t1 - t0) * CHART_W;
         let mut o = String::new();
         let _ = write!(
