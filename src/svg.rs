@@ -138,10 +138,14 @@ impl Timeline {
             }
         }
         let mut not_drawn = 0;
+        let mut previous_end = f64::MIN;
         for (stage, s) in &status.stages {
             let start = at(s.started_unix);
             let dur = s.duration_ms.unwrap_or(0.0) / 1000.0;
-            let startup = s.startup_ms.unwrap_or(0.0) / 1000.0;
+            // One process may run several stages (`run --stage all`): its start-up was before
+            // the first of them only.
+            let startup = (s.startup_ms.unwrap_or(0.0) / 1000.0).min(start - previous_end);
+            previous_end = start + dur;
             let prepare = s.prepare_ms.unwrap_or(0.0) / 1000.0;
             let mut label = format!("stage {stage} {}", human(dur));
             if s.duration_ms.is_none() {
@@ -693,6 +697,33 @@ mod tests {
         assert_eq!(t.not_drawn, 1, "the skipped module has no bar");
         let puppet = bar(&t, "puppet deferred");
         assert_eq!(puppet.start, 5.5, "deferred: marked at its stage's end");
+    }
+
+    #[test]
+    fn one_process_for_several_stages_starts_up_once() {
+        let mut s = boot();
+        // `run --stage all`: the network stage's start-up is the process's age, 1 s.
+        s.stages.insert(
+            Stage::Network,
+            StageStatus {
+                started_unix: 1006.0,
+                finished_unix: Some(1006.1),
+                duration_ms: Some(100.0),
+                startup_ms: Some(1030.0),
+                prepare_ms: Some(1.0),
+                reruns: vec![],
+            },
+        );
+        let t = Timeline::of(&s, None);
+        let startups: Vec<(f64, f64)> = t
+            .bars
+            .iter()
+            .filter(|b| b.kind == Kind::Startup)
+            .map(|b| (b.start, b.dur))
+            .collect();
+        assert_eq!(startups.len(), 2);
+        let (start, dur) = startups[1];
+        assert!((start - 5.5).abs() < 1e-9 && (dur - 0.5).abs() < 1e-9, "{startups:?}");
     }
 
     #[test]
