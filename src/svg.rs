@@ -182,8 +182,7 @@ impl Timeline {
                 m.started_unix
                     .and_then(|t| {
                         status.stages.iter().find(|(_, s)| {
-                            t >= s.started_unix
-                                && s.finished_unix.is_none_or(|f| t <= f + 0.001)
+                            t >= s.started_unix && s.finished_unix.is_none_or(|f| t <= f + 0.001)
                         })
                     })
                     .map_or(m.stage, |(st, _)| *st)
@@ -723,7 +722,10 @@ mod tests {
             .collect();
         assert_eq!(startups.len(), 2);
         let (start, dur) = startups[1];
-        assert!((start - 5.5).abs() < 1e-9 && (dur - 0.5).abs() < 1e-9, "{startups:?}");
+        assert!(
+            (start - 5.5).abs() < 1e-9 && (dur - 0.5).abs() < 1e-9,
+            "{startups:?}"
+        );
     }
 
     #[test]
