@@ -744,9 +744,10 @@ mod tests {
     #[test]
     fn the_svg_is_well_formed_and_marks_failures() {
         let mut s = boot();
-        s.modules
-            .get_mut("hostname")
-            .map(|m| m.summary = "<&>".into());
+        s.modules.insert(
+            "<odd&>".into(),
+            module(Stage::Local, ModState::Ok, Some(1005.1), 1.0),
+        );
         s.instance_id = Some("i-<x>&".into());
         let svg = Timeline::of(&s, None).svg();
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
@@ -756,6 +757,10 @@ mod tests {
             .filter_map(|n| n.text())
             .collect();
         assert!(texts.iter().any(|t| t.contains("i-<x>&")), "{texts:?}");
+        assert!(
+            texts.iter().any(|t| t.starts_with("<odd&> ok")),
+            "{texts:?}"
+        );
         assert!(texts.contains(&"✗ mounts failed 100.0 ms"), "{texts:?}");
         assert!(texts.contains(&"⏸ puppet deferred"), "{texts:?}");
         let red_outlined = doc
