@@ -258,7 +258,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Analyze { svg, html, from } => {
             let file = from.clone().unwrap_or_else(|| app.paths.status_file());
             let Some(status) = Status::read(&file) else {
-                anyhow::bail!("no readable status in {}", file.display());
+                match from {
+                    Some(_) => anyhow::bail!("no readable status in {}", file.display()),
+                    None => anyhow::bail!("no status for this boot ({})", file.display()),
+                }
             };
             if svg.is_none() && html.is_none() {
                 print!("{}", status.analyze());
@@ -372,24 +375,18 @@ async fn wait_for_done(app: &App, systemctl: &str, timeout: Duration) -> (Option
             let verdict = wait::Systemd::ask(app.system.as_ref(), systemctl)
                 .await
                 .verdict();
-            // The unit may have ended just after the status was read: read it once more.
-            let again = || Status::read(&app.paths.status_file());
-            match verdict {
-                wait::Verdict::Wait => {}
-                wait::Verdict::WillNotRun(why) => {
-                    let s = again();
-                    if s.as_ref().is_some_and(|s| s.done) {
-                        return (s, Ended::No);
-                    }
-                    return (s, Ended::WillNotRun(why));
+            let ended = match verdict {
+                wait::Verdict::Wait => None,
+                wait::Verdict::WillNotRun(why) => Some(Ended::WillNotRun(why)),
+                wait::Verdict::Ended(why) => Some(Ended::Unfinished(why)),
+            };
+            if let Some(ended) = ended {
+                // The unit may have ended just after the status was read: read it once more.
+                let status = Status::read(&app.paths.status_file());
+                if status.as_ref().is_some_and(|s| s.done) {
+                    return (status, Ended::No);
                 }
-                wait::Verdict::Ended(why) => {
-                    let s = again();
-                    if s.as_ref().is_some_and(|s| s.done) {
-                        return (s, Ended::No);
-                    }
-                    return (s, Ended::Unfinished(why));
-                }
+                return (status, ended);
             }
         }
         if Instant::now() >= deadline {

@@ -3,6 +3,7 @@
 //! script waiting on a machine where stoke is masked, disabled or crashed gets an answer.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use stoke_api::{Cmd, System};
 
@@ -33,7 +34,8 @@ impl Systemd {
     /// name another systemctl). Failures read as "no answer": waiting is then bounded by
     /// `--timeout` alone, as before.
     pub async fn ask(system: &dyn System, systemctl: &str) -> Systemd {
-        let show = |args: Vec<String>| Cmd::new(systemctl, args);
+        // Bounded: a systemd that does not answer (D-Bus stalled) must not hang the wait.
+        let show = |args: Vec<String>| Cmd::new(systemctl, args).timeout(Duration::from_secs(5));
         let unit = show(vec![
             "show".into(),
             "-p".into(),
