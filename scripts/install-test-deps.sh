@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `cargo test --workspace` needs on a fresh Debian 12 machine:
-# real storage tools, ssh-keygen, Puppet, and moto_server (the Route53 peer).
+# real storage tools, ssh-keygen, Puppet, moto_server (the Route53 peer) and
+# prometheus_client (the metrics test's parser).
 # Idempotent; run as root (CI is root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,10 @@ fi
 systemctl mask puppet.service >/dev/null 2>&1 || true
 
 bash scripts/install-moto.sh target/moto-venv
+
+# Prometheus's own parser, for the metrics textfile test (tests/observability.rs).
+venv=target/prom-venv
+if ! "$venv/bin/python" -c 'import prometheus_client.parser' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'prometheus_client>=0.20,<1'
+fi

@@ -189,6 +189,9 @@ impl App {
         State::new(&self.paths).remove_stale_temp_files();
         let boot_id = state::boot_id(&self.paths);
         let mut status = Status::load(&self.paths, boot_id.as_deref());
+        if status.kernel_started_unix.is_none() && self.paths.root.is_host() {
+            status.kernel_started_unix = state::kernel_started_unix();
+        }
         status.start_stage(
             stage,
             StageStatus {
@@ -233,6 +236,18 @@ impl App {
             status.done = true;
         }
         status.save(&self.paths);
+        if let Some(file) = prep
+            .engine
+            .metrics
+            .as_ref()
+            .and_then(|m| m.textfile.as_ref())
+        {
+            let path = self.paths.root.path(file);
+            // Metrics are an observer's: a failure to write them is logged, never a failed boot.
+            if let Err(e) = crate::metrics::write(&path, &status) {
+                tracing::warn!("metrics: cannot write {}: {e}", path.display());
+            }
+        }
         let line = summary_line(stage, ms, &status);
         tracing::info!("{line}");
         if let Err(e) = self.system.console(&format!("{line}\n")) {

@@ -13,8 +13,10 @@ pub const EXIT_USAGE: u8 = 64;
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  run, status:  0 done and ok, 1 a module failed (or stoke itself could not run),
-                2 degraded (rejected config, warnings, deferred modules), 3 not finished yet
+  run, status:  0 done and ok, 1 a module failed (or stoke itself could not run, or
+                its units ended without finishing), 2 degraded (rejected config, warnings,
+                deferred modules), 3 not finished yet (status --wait: timed out),
+                4 (status) disabled: stoke will not run this boot
   schema:       0 valid, 1 invalid
   plan, query, clean, analyze, shutdown: 0 ok, 1 error
   every command: 64 usage error (unknown option, missing or bad argument)";
@@ -75,7 +77,8 @@ pub enum Command {
     },
     /// Show this boot's outcome: every module's state, reason and duration.
     Status {
-        /// Wait until boot work is done.
+        /// Wait until boot work is done; returns early when stoke is disabled or its units
+        /// will not run (or ran and ended) this boot, as systemd tells.
         #[arg(long)]
         wait: bool,
         /// Give up waiting after S seconds (exit 3).
@@ -109,8 +112,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Durations per stage and module, slowest first.
-    Analyze,
+    /// Durations per stage and module, slowest first; or the boot as a timeline picture.
+    Analyze {
+        /// Draw the boot on a time axis into FILE (SVG): stages, modules, the steps inside
+        /// them, the critical path.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// The same picture in a self-contained HTML page.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Read a status.json saved from a boot (another machine's, a previous boot's)
+        /// instead of this boot's.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+    },
     /// Print a metadata value (e.g. local-ipv4, instance-id, user-data).
     Query {
         /// The metadata key (instance-id, local-ipv4, region, public-keys, user-data, ...).

@@ -7,12 +7,15 @@ mod datasource;
 mod exec_record;
 mod logging;
 mod logins;
+mod metrics;
 mod paths;
 mod registry;
 mod runner;
 mod state;
 mod status;
+mod svg;
 mod system;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -111,6 +114,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         let code = exec_record::exec_record(result, success_codes, argv);
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
+    if matches!(
+        cli.command,
+        Command::Status { .. }
+            | Command::Schema { .. }
+            | Command::Plan { .. }
+            | Command::Analyze { .. }
+            | Command::Query { .. }
+            | Command::Clean { .. }
+    ) {
+        default_sigpipe();
+    }
     let root = Root::new(cli.root.clone().unwrap_or_else(|| PathBuf::from("/")));
     let paths = Paths::new(root.clone(), cli.config.clone(), cli.seed.clone());
     let system: Arc<dyn System> = if root.is_host() {
@@ -155,33 +169,70 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
             json,
         } => {
-            let status = if wait {
-                wait_for_done(&app.paths, Duration::from_secs(timeout))
+            let (status, ended) = if wait {
+                let systemctl = image_engine(&app)
+                    .tools
+                    .get(stoke_api::tools::SYSTEMCTL)
+                    .cloned()
+                    .unwrap_or_else(|| stoke_api::tools::SYSTEMCTL.to_string());
+                rt.block_on(wait_for_done(
+                    &app,
+                    &systemctl,
+                    Duration::from_secs(timeout),
+                ))
             } else {
-                Status::read(&app.paths.status_file())
+                (Status::read(&app.paths.status_file()), Ended::No)
+            };
+            let finished = status.as_ref().is_some_and(|s| s.done);
+            // A boot that will not run stoke says so, whether asked to wait or not.
+            let ended = match (ended, finished) {
+                (Ended::No, false) => disabled(&app.paths).map_or(Ended::No, Ended::WillNotRun),
+                (e, _) => e,
+            };
+            let (word, why, code) = match &ended {
+                Ended::No => (None, None, None),
+                Ended::WillNotRun(why) => (Some("disabled"), Some(why), Some(EXIT_DISABLED)),
+                Ended::Unfinished(why) => (Some("error"), Some(why), Some(1)),
             };
             let Some(mut status) = status else {
+                let word = word.unwrap_or("not started");
                 if json {
-                    println!("{{\"status\":\"not started\"}}");
+                    let mut v = serde_json::json!({ "status": word });
+                    if let Some(why) = why {
+                        v["reason"] = why.as_str().into();
+                    }
+                    println!("{v}");
                 } else {
-                    println!(
-                        "status: not started (no {})",
-                        app.paths.status_file().display()
-                    );
+                    match why {
+                        Some(why) => println!("status: {word} ({why})"),
+                        None => println!(
+                            "status: not started (no {})",
+                            app.paths.status_file().display()
+                        ),
+                    }
                 }
-                return Ok(exit(Overall::NotFinished));
+                return Ok(code.map_or(exit(Overall::NotFinished), ExitCode::from));
             };
             attach_background(&app.paths, &mut status);
             if json {
                 let mut v = serde_json::to_value(&status)?;
                 if let Some(o) = v.as_object_mut() {
-                    o.insert("status".into(), status.overall_word().into());
+                    o.insert(
+                        "status".into(),
+                        word.unwrap_or(status.overall_word()).into(),
+                    );
+                    if let Some(why) = why {
+                        o.insert("reason".into(), why.as_str().into());
+                    }
                 }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", status.render());
+                if let (Some(word), Some(why)) = (word, why) {
+                    println!("status: {word}: stoke did not finish this boot ({why})");
+                }
             }
-            Ok(exit(status.overall()))
+            Ok(code.map_or(exit(status.overall()), ExitCode::from))
         }
         Command::Clean { logs, seed } => {
             let _lock = state::RunLock::acquire(&app.paths, Duration::from_secs(30))?;
@@ -204,16 +255,39 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Analyze => match Status::read(&app.paths.status_file()) {
-            Some(s) => {
-                print!("{}", s.analyze());
-                Ok(ExitCode::SUCCESS)
+        Command::Analyze { svg, html, from } => {
+            let file = from.clone().unwrap_or_else(|| app.paths.status_file());
+            let Some(status) = Status::read(&file) else {
+                match from {
+                    Some(_) => anyhow::bail!("no readable status in {}", file.display()),
+                    None => anyhow::bail!("no status for this boot ({})", file.display()),
+                }
+            };
+            if svg.is_none() && html.is_none() {
+                print!("{}", status.analyze());
+                return Ok(ExitCode::SUCCESS);
             }
-            None => anyhow::bail!(
-                "no status for this boot ({})",
-                app.paths.status_file().display()
-            ),
-        },
+            // The spans before stoke belong to this machine's boot: not for --from.
+            let spans = if from.is_none() {
+                rt.block_on(boot_spans(app.system.as_ref()))
+            } else {
+                None
+            };
+            let timeline = svg::Timeline::of(&status, spans.as_ref());
+            for (path, text) in [
+                (svg, timeline.svg()),
+                (html, timeline.html(&status.analyze())),
+            ] {
+                if let Some(path) = path {
+                    // The temporary file goes next to it: a bare name needs its directory.
+                    let path = std::path::absolute(&path).unwrap_or(path);
+                    stoke_api::atomic_write_volatile(&path, text.as_bytes(), 0o644)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!("wrote {}", path.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Query { key } => query(&app, &key),
         Command::ExecRecord { .. } => unreachable!("handled before the runtime starts"),
         Command::Shutdown => {
@@ -224,6 +298,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+    }
+}
+
+/// Commands that only print die of SIGPIPE when their reader goes away (`stoke status | head`),
+/// as `cat` does, instead of panicking in `println!`. Rust ignores SIGPIPE by default, which
+/// `run` and `shutdown` keep: a peer closing a socket must be an error there, not death.
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler, and no other thread exists yet to race with.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        tracing::debug!("SIGPIPE: {e}");
     }
 }
 
@@ -244,18 +329,81 @@ fn disabled(paths: &Paths) -> Option<String> {
         .then(|| "stoke=disabled on the kernel command line".to_string())
 }
 
-fn wait_for_done(paths: &Paths, timeout: Duration) -> Option<Status> {
+/// `systemd-analyze`'s firmware/loader/kernel/initrd/userspace times, asked once; `None`
+/// where it says nothing (no systemd, boot not finished, a sandbox).
+async fn boot_spans(system: &dyn System) -> Option<svg::BootSpans> {
+    let out = system
+        .run(
+            &stoke_api::Cmd::new(stoke_api::tools::SYSTEMD_ANALYZE, Vec::<String>::new())
+                .timeout(Duration::from_secs(10)),
+        )
+        .await
+        .ok()?;
+    svg::parse_systemd_analyze(&out.stdout)
+}
+
+/// `status` when stoke will not finish this boot, and why.
+enum Ended {
+    No,
+    /// Disabled, masked, or its unit skipped: exit [`EXIT_DISABLED`].
+    WillNotRun(String),
+    /// Its unit failed or exited, or the boot's start-up ended, without stoke finishing: exit 1.
+    Unfinished(String),
+}
+
+/// `status --wait` exit code when stoke will not run this boot.
+const EXIT_DISABLED: u8 = 4;
+
+/// Waits for the final stage, until `timeout`, or until the disabled marker or systemd says
+/// it is not coming. systemd is asked about once a second (two `systemctl show` calls).
+async fn wait_for_done(app: &App, systemctl: &str, timeout: Duration) -> (Option<Status>, Ended) {
     let deadline = Instant::now() + timeout;
+    let mut next_ask = Instant::now();
     loop {
-        let status = Status::read(&paths.status_file());
+        let status = Status::read(&app.paths.status_file());
         let finished = status
             .as_ref()
             .is_some_and(|s| s.overall() != Overall::NotFinished && s.done);
-        if finished || Instant::now() >= deadline {
-            return status;
+        if finished {
+            return (status, Ended::No);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        if let Some(why) = disabled(&app.paths) {
+            return (status, Ended::WillNotRun(why));
+        }
+        if Instant::now() >= next_ask {
+            next_ask = Instant::now() + Duration::from_secs(1);
+            let verdict = wait::Systemd::ask(app.system.as_ref(), systemctl)
+                .await
+                .verdict();
+            let ended = match verdict {
+                wait::Verdict::Wait => None,
+                wait::Verdict::WillNotRun(why) => Some(Ended::WillNotRun(why)),
+                wait::Verdict::Ended(why) => Some(Ended::Unfinished(why)),
+            };
+            if let Some(ended) = ended {
+                // The unit may have ended just after the status was read: read it once more.
+                let status = Status::read(&app.paths.status_file());
+                if status.as_ref().is_some_and(|s| s.done) {
+                    return (status, Ended::No);
+                }
+                return (status, ended);
+            }
+        }
+        if Instant::now() >= deadline {
+            return (status, Ended::No);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The engine's keys from the image's own configuration layers (no datasource).
+fn image_engine(app: &App) -> config::EngineConfig {
+    let mut loaded = config::Loaded::default();
+    if let Ok(sources) = config::image_sources(&app.paths.config_dir) {
+        let groups: Vec<Vec<config::Source>> = sources.into_iter().map(|s| vec![s]).collect();
+        config::load_into(&mut loaded, &groups, &app.modules);
+    }
+    loaded.engine()
 }
 
 /// Results of work modules left running (e.g. non-blocking puppet), from their state dirs.

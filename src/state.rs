@@ -40,6 +40,13 @@ pub fn process_age_ms() -> Option<f64> {
     Some((now_ms - start_ticks * 10.0).max(0.0))
 }
 
+/// When the kernel started, in Unix time: now less the time since boot (CLOCK_BOOTTIME
+/// counts suspend too, as the boot's wall clock does).
+pub fn kernel_started_unix() -> Option<f64> {
+    let up = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    Some(now_unix() - (up.tv_sec() as f64 + up.tv_nsec() as f64 / 1e9))
+}
+
 /// The kernel's boot id, read under the root. `None` if absent (a demo root
 /// without /proc): then per-boot modules run every time.
 pub fn boot_id(paths: &Paths) -> Option<String> {

@@ -112,6 +112,10 @@ pub struct Status {
     pub errors: Vec<String>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// When the kernel started (from CLOCK_BOOTTIME), for `analyze --svg`'s time axis.
+    /// Recorded at boot on the host only: a `--root` sandbox is not a boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_started_unix: Option<f64>,
     /// True once the final stage has finished.
     #[serde(default)]
     pub done: bool,

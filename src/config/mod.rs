@@ -33,6 +33,17 @@ pub struct EngineConfig {
     pub vars: BTreeMap<String, String>,
     /// External program paths by tool name (`mdadm: /usr/local/sbin/mdadm`).
     pub tools: BTreeMap<String, String>,
+    /// Prometheus metrics: `textfile: /var/lib/node_exporter/textfile_collector/stoke.prom`
+    /// is written at the end of each stage. Off by default.
+    pub metrics: Option<MetricsConfig>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to write the metrics (Prometheus text format, for node_exporter's textfile
+    /// collector). An absolute path.
+    pub textfile: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]

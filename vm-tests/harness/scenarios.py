@@ -649,12 +649,18 @@ def disabled(t):
     root = t.overlay()
     b = t.new_boot("disabled", root)
     b.append = "stoke=disabled"
+    # A bake script's `stoke status --wait` must return at once here, not wait for a stage
+    # that will never run (`timeout` only keeps a regression from stalling the boot).
+    b.extra = "timeout 120 stoke status --wait --timeout 90; echo wait-exit=$?"
     f = t.boot(b)
     for u in ("stoke-local.service", "stoke-network.service", "stoke-final.service"):
         t.check(f"{u} skipped by its condition", t.unit(f, u).get("ConditionResult") == "no",
                 f.get(f"unit.{u}", ""))
     t.check("stoke.target reached", t.unit(f, "stoke.target").get("ActiveState") == "active")
     t.check("hostname left as baked", f.get("hostname") == "baked-image", f.get("hostname"))
+    extra = f.get("extra", "")
+    t.check("stoke status --wait returns at once: disabled, exit 4",
+            "wait-exit=4" in extra and "status: disabled" in extra, extra[-400:])
 
 
 class Moto:

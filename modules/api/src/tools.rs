@@ -13,6 +13,8 @@ pub const SSH_KEYGEN: &str = "ssh-keygen";
 pub const PUPPET: &str = "puppet";
 pub const SYSTEMD_RUN: &str = "systemd-run";
 pub const SYSTEMCTL: &str = "systemctl";
+/// The boot's firmware/loader/kernel/initrd/userspace times, for `analyze --svg`.
+pub const SYSTEMD_ANALYZE: &str = "systemd-analyze";
 pub const LSBLK: &str = "lsblk";
 pub const FINDMNT: &str = "findmnt";
 /// coreutils `timeout`: bounds a detached run that stoke does not wait for.
