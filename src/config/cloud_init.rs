@@ -50,7 +50,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "ssh_publish_hostkeys",
     "ssh_pwauth",
     "ssh_quiet_keygen",
-    "swap",
     "ubuntu_advantage",
     "ubuntu_pro",
     "updates",
