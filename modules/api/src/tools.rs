@@ -48,3 +48,5 @@ pub const DD: &str = "dd";
 pub const CHATTR: &str = "chattr";
 pub const MKSWAP: &str = "mkswap";
 pub const SWAPON: &str = "swapon";
+/// shadow's passwd: `passwd --expire` (chpasswd's `expire`).
+pub const PASSWD: &str = "passwd";
