@@ -24,7 +24,9 @@ fn world(sshd: Option<&str>) -> tempfile::TempDir {
 }
 
 /// Commands run, each with its stdin, the sandbox `--root DIR` taken out.
-fn with_stdin(fake: &Arc<FakeSystem>) -> Arc<std::sync::Mutex<Vec<(String, Option<String>)>>> {
+type Seen = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+fn with_stdin(fake: &Arc<FakeSystem>) -> Seen {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
     fake.respond(move |c: &Cmd| {
