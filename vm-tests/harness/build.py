@@ -27,9 +27,11 @@ MIRROR = os.environ.get("STOKE_VM_MIRROR", "http://deb.debian.org/debian")
 BASE_PACKAGES = [
     "systemd-sysv", "udev", "kmod", "mdadm", "xfsprogs", "e2fsprogs", "iproute2",
     "openssh-server", "openssh-client", "curl", "dosfstools", "ca-certificates",
+    # growpart (and sfdisk, through fdisk) for the rootfs module; sudo for created users' rules.
+    "cloud-guest-utils", "sudo",
 ]
 ROOTFS_RECIPE = "3"
-INITRD_RECIPE = "2"
+INITRD_RECIPE = "3"
 
 # Kernel modules copied into the guest (plus their dependencies).
 GUEST_MODULES = [

@@ -927,6 +927,115 @@ def system(t):
             server.kill()
 
 
+def partitioned_copy(raw, path):
+    """The run's root image behind a GPT with one partition from 1 MiB, as a cloud image is laid
+    out (sfdisk on the file, the filesystem copied in sparsely: no loop device)."""
+    size = os.path.getsize(raw)
+    subprocess.run(["truncate", "-s", str(size + 2 * 1024 * 1024), path], check=True)
+    subprocess.run(["sfdisk", "-q", path], input=f"label: gpt\nstart=2048, size={size // 512}\n",
+                   text=True, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["dd", f"if={raw}", f"of={path}", "bs=1M", "seek=1", "conv=sparse,notrunc",
+                    "status=none"], check=True)
+    return path
+
+
+# The one boot of `users-growth`: the user the image lacks (created with sudo and the metadata
+# key), sshd without password logins, a RANDOM password on the console, a swap file.
+USERS_GROWTH_USER_DATA = """#cloud-config
+default_user:
+  name: ec2-user
+  gecos: EC2 Default User
+ssh_pwauth: false
+chpasswd:
+  expire: false
+  users:
+    - {name: ec2-user, type: RANDOM}
+swap:
+  filename: /swapfile
+  size: 64M
+"""
+
+GROW_BY = 1024 ** 3
+
+
+def users_growth(t):
+    """9. No default user in the image; 10. root disk grown on the host before the first boot;
+    11. swap file and password settings. One EC2 boot does all three."""
+    t.case("9 a default user the image lacks: created with sudo and the metadata key; ssh login")
+    iid = "i-0c0ffee0c0ffee009"
+    work = t.dir
+    key = os.path.join(work, "login_key")
+    for p in (key, key + ".pub"):
+        if os.path.exists(p):
+            os.remove(p)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vmtest-login", "-f", key],
+                   check=True)
+    pub = open(key + ".pub").read().strip()
+    private = open(key).read()
+    raw = partitioned_copy(t.env.image("base"), os.path.join(work, "root-part.raw"))
+    root = os.path.join(work, "root.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", root],
+                   check=True)
+    before = os.path.getsize(raw)
+    # The root volume made bigger than the image, as a launch with a bigger EBS volume does.
+    subprocess.run(["qemu-img", "resize", "-q", root, f"+{GROW_BY}"], check=True)
+    b = t.new_boot("first", root)
+    b.imds = ec2_metadata(iid, USERS_GROWTH_USER_DATA, public_key=pub)
+    b.smbios = ec2_smbios(iid)
+    b.extra = f"""umask 077
+cat > /run/login_key <<'KEY'
+{private}KEY
+echo "== id"; id ec2-user
+echo "== ssh"
+ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -o ConnectTimeout=20 -i /run/login_key ec2-user@localhost 'echo LOGIN-OK $(id -un); sudo -n true && echo SUDO-OK'
+echo "== password login offered"
+ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -o PreferredAuthentications=password ec2-user@localhost true 2>&1 | tail -n1
+echo "== df"; df -B1 --output=size / | tail -n1
+echo "== swaps"; cat /proc/swaps
+echo "== pwauth"; cat /etc/ssh/sshd_config.d/50-stoke-pwauth.conf
+echo "== sudoers"; ls /etc/sudoers.d
+"""
+    f = t.boot(b)
+    st = t.check_boot_ok(f)
+    extra = f.get("extra", "")
+    mods = (st or {}).get("modules", {})
+    for name in ("users-groups", "rootfs", "swap", "set-passwords"):
+        if name in t.mods:
+            m = mods.get(name, {})
+            t.check(f"status: {name} ok", m.get("state") == "ok", json.dumps(m)[:600])
+    t.check("ec2-user created", "uid=" in extra.split("== id", 1)[-1].split("==", 1)[0], extra[-1500:])
+    t.check("ssh -i KEY ec2-user@localhost works (the metadata key)", "LOGIN-OK ec2-user" in extra,
+            extra[-1500:])
+    t.check("the created default user has passwordless sudo", "SUDO-OK" in extra, extra[-1500:])
+
+    t.case("10 root disk grown on the host before the first boot")
+    m = re.search(r"== df\n(\d+)", extra)
+    size = int(m.group(1)) if m else 0
+    # The filesystem was the image's size (the partition's); now about 1 GiB more.
+    t.check("df / shows the grown filesystem",
+            size > before + GROW_BY * 0.8, f"df / {size} bytes; image filesystem {before} bytes")
+
+    t.case("11 swap file and password settings")
+    if "swap" in t.mods:
+        t.check("the swap file is active", "/swapfile" in extra.split("== swaps", 1)[-1], extra[-1500:])
+        t.check("one fstab line for it, marked", any(
+            l.split()[:3] == ["/swapfile", "none", "swap"] and "x-stoke=swap" in l
+            for l in f.get("fstab", "").splitlines() if l.strip()), f.get("fstab", ""))
+    if "set-passwords" in t.mods:
+        t.check("sshd drop-in says PasswordAuthentication no",
+                "PasswordAuthentication no" in extra, extra[-1500:])
+        t.check("sshd offers no password login", "Permission denied (publickey)" in extra,
+                extra[-1500:])
+        serial = open(b.serial_path, "rb").read().decode("utf-8", "replace")
+        t.check("the RANDOM password was printed on the console",
+                re.search(r"^ec2-user:[A-Za-z0-9]{20}\s*$", serial, re.M) is not None,
+                "no `ec2-user:<20 chars>` line on ttyS0")
+        t.check("and not in status", not re.search(r"ec2-user:[A-Za-z0-9]{20}",
+                                                    f.get("status_json", "")), "")
+
+
 SCENARIOS = [
     ("first-boot-reboot", first_boot_and_reboot),
     ("stop-start", stop_start),
@@ -937,4 +1046,5 @@ SCENARIOS = [
     ("route53", route53),
     ("puppet", puppet),
     ("system", system),
+    ("users-growth", users_growth),
 ]

@@ -185,6 +185,59 @@ impl RootDir {
         Ok(Some(bytes))
     }
 
+    /// Opens the regular file `guest` read-only (symlinks resolved inside the root), for
+    /// callers that need its size or only its head (a swap file's signature): `None` if
+    /// absent; a FIFO, device or directory is an error.
+    pub fn open_regular(&self, guest: &Path) -> io::Result<Option<File>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let fd = match self.resolve(guest, flags) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(errno(e)),
+        };
+        let st = fstat(fd.as_fd()).map_err(errno)?;
+        if kind(st.st_mode) != SFlag::S_IFREG {
+            return Err(refused(format!(
+                "{} is not a regular file",
+                guest.display()
+            )));
+        }
+        Ok(Some(File::from(fd)))
+    }
+
+    /// Creates the new, empty file `guest` with exactly `mode` (`O_EXCL|O_NOFOLLOW` in its
+    /// parent, resolved inside the root; the parent must exist): for files that a tool
+    /// then fills in place (a swap file before `fallocate`), never an existing name.
+    pub fn create_new(&self, guest: &Path, mode: u32) -> io::Result<File> {
+        let (parent, name) = split(guest)?;
+        let dir = self.open_dir(&parent)?;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(mode)).map_err(errno)?;
+        let file = File::from(fd);
+        fchmod(file.as_fd(), Mode::from_bits_truncate(mode & 0o7777)).map_err(errno)?;
+        Ok(file)
+    }
+
+    /// Renames `from` to `to`, both in the same directory (resolved inside the root),
+    /// replacing a regular file at `to` (a symlink or directory there is refused), then
+    /// syncs the directory.
+    pub fn rename_in_dir(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (parent, from_name) = split(from)?;
+        let (to_parent, to_name) = split(to)?;
+        if relative(&parent) != relative(&to_parent) {
+            return Err(refused(format!(
+                "{} and {} are not in one directory",
+                from.display(),
+                to.display()
+            )));
+        }
+        let dir = self.open_dir(&parent)?;
+        self.check_target(&dir, to_name, to)?;
+        renameat(dir.as_fd(), from_name, dir.as_fd(), to_name).map_err(errno)?;
+        dir.sync_all()
+    }
+
     /// Opens an existing directory inside the root.
     pub fn open_dir(&self, guest: &Path) -> io::Result<File> {
         self.resolve(guest, DIR_FLAGS)

@@ -42,3 +42,13 @@ pub const DNF: &str = "dnf";
 pub const YUM: &str = "yum";
 /// Schedules the power-state change (`shutdown -r +N message`).
 pub const SHUTDOWN: &str = "shutdown";
+/// util-linux: preallocates a swap file's blocks (no holes, as swapon needs).
+pub const FALLOCATE: &str = "fallocate";
+/// coreutils: writes a swap file out when `fallocate` is refused.
+pub const DD: &str = "dd";
+/// e2fsprogs: `chattr +C` (no copy-on-write) before a btrfs swap file is filled.
+pub const CHATTR: &str = "chattr";
+pub const MKSWAP: &str = "mkswap";
+pub const SWAPON: &str = "swapon";
+/// shadow's passwd: `passwd --expire` (chpasswd's `expire`).
+pub const PASSWD: &str = "passwd";

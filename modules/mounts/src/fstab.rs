@@ -7,6 +7,8 @@ use stoke_api::unescape_octal;
 /// the kernel and systemd). Lines for the `disks` results carry `x-stoke=disks`.
 pub const MARKER: &str = "x-stoke";
 pub const MARKER_DISKS: &str = "x-stoke=disks";
+/// The swap file line of the `swap` module: `mounts` leaves it alone.
+pub const MARKER_SWAP: &str = "x-stoke=swap";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -46,6 +48,10 @@ impl Entry {
 
     pub fn is_disks(&self) -> bool {
         self.options().any(|o| o == MARKER_DISKS)
+    }
+
+    pub fn is_swap(&self) -> bool {
+        self.options().any(|o| o == MARKER_SWAP)
     }
 }
 

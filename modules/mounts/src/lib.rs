@@ -4,6 +4,7 @@
 //! docs/storage.md has the policy in prose.
 
 pub mod fstab;
+mod swap;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,7 +25,7 @@ use crate::fstab::{Entry, MARKER, MARKER_DISKS, norm};
 const UDEV_SETTLE_SECS: u64 = 10;
 
 pub fn modules() -> Vec<Box<dyn Module>> {
-    vec![Box::new(MountsModule)]
+    vec![Box::new(MountsModule), Box::new(swap::SwapModule)]
 }
 
 /// A scalar in a `mounts:` entry: YAML gives strings and numbers (`0`, `2`).
@@ -466,7 +467,7 @@ fn validate(
         }
     }
     for (line, e) in fstab::entries(fstab_text) {
-        let theirs = !e.is_owned() || (keep_disks && e.is_disks());
+        let theirs = !e.is_owned() || (keep_disks && e.is_disks()) || e.is_swap();
         if theirs && let Some(origin) = seen.get(&norm(&e.file)) {
             return Err(ModuleError::Refused(format!(
                 "/etc/fstab line {line} already mounts {} at {} (not a line stoke owns); \
@@ -663,7 +664,10 @@ impl Module for MountsModule {
             .filter(|w| w.in_fstab)
             .map(|w| w.entry.clone())
             .collect();
-        let rw = fstab::rewrite(&existing, &desired, |e| keep_disks && e.is_disks());
+        // The swap file's line is the `swap` module's (per-instance): never dropped here.
+        let rw = fstab::rewrite(&existing, &desired, |e| {
+            (keep_disks && e.is_disks()) || e.is_swap()
+        });
         let fstab_changed = rw.text != existing;
         if fstab_changed {
             atomic_write(&fstab_path, rw.text.as_bytes(), 0o644)

@@ -12,6 +12,9 @@
 
 mod accounts;
 mod config;
+mod passwords;
+#[cfg(test)]
+mod passwords_tests;
 #[cfg(test)]
 mod tests;
 
@@ -36,7 +39,7 @@ const SUDOERS_DIR: &str = "/etc/sudoers.d";
 const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn modules() -> Vec<Box<dyn Module>> {
-    vec![Box::new(UsersGroups)]
+    vec![Box::new(UsersGroups), Box::new(passwords::SetPasswords)]
 }
 
 pub struct UsersGroups;
