@@ -98,8 +98,7 @@ fn recorded_drop_in_chpasswd_and_expire_with_no_secret_in_the_record() {
 
 #[test]
 fn real_chpasswd_and_expire_under_execute() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (chpasswd --root)");
+    if !stoke_api::testing::need_root("chpasswd --root") {
         return;
     }
     let have = |t: &str| {
@@ -108,7 +107,7 @@ fn real_chpasswd_and_expire_under_execute() {
             .any(|d| std::path::Path::new(d).join(t).exists())
     };
     if !have("chpasswd") || !have("passwd") {
-        eprintln!("skipped: the shadow tools are not installed (package passwd)");
+        stoke_api::testing::skip("the shadow tools are not installed (package passwd)");
         return;
     }
     // Hashes only: clear text goes through PAM, which a sandbox root lacks.

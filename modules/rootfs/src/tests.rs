@@ -167,17 +167,10 @@ fn has_cap_sys_resource() -> bool {
         .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
-fn skip(tools: &[&str]) -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (loop devices, mount)".into());
-    }
-    if tools.contains(&"resize2fs") && !has_cap_sys_resource() {
-        return Some("no CAP_SYS_RESOURCE: the kernel refuses an online ext4 resize here".into());
-    }
-    tools
-        .iter()
-        .find(|t| !have(t))
-        .map(|t| format!("{t} is not installed"))
+/// Whether the test can run here: root and the tools through `stoke_api::testing` (a skip
+/// there fails under `STOKE_TEST_REQUIRE_ALL=1`, as in CI, which installs the tools).
+fn can_run(tools: &[&str]) -> bool {
+    stoke_api::testing::need_root("loop devices and mount") && stoke_api::testing::need_tools(tools)
 }
 
 async fn grow_and_again(label: &str, mkfs: &[&str], disk: u64, part: u64, grown: u64) {
@@ -218,8 +211,17 @@ async fn grow_and_again(label: &str, mkfs: &[&str], disk: u64, part: u64, grown:
 
 #[tokio::test]
 async fn ext4_on_a_dos_partition_grows_with_the_disk_and_then_does_nothing() {
-    if let Some(why) = skip(&["losetup", "sfdisk", "mkfs.ext4", "resize2fs", "growpart"]) {
-        eprintln!("skipped: {why}");
+    if !can_run(&["losetup", "sfdisk", "mkfs.ext4", "resize2fs", "growpart"]) {
+        return;
+    }
+    // A kernel limit, not a missing tool: containers without CAP_SYS_RESOURCE refuse an online
+    // ext4 resize, and CI cannot grant it. Said, not failed; the VM scenario `users-growth`
+    // grows an ext4 root online in a real guest either way.
+    if !has_cap_sys_resource() {
+        eprintln!(
+            "NOT RUN here: no CAP_SYS_RESOURCE, the kernel refuses an online ext4 resize \
+             (covered by the VM scenario users-growth)"
+        );
         return;
     }
     grow_and_again("dos", &["mkfs.ext4", "-q"], 64, 40, 160).await;
@@ -227,8 +229,7 @@ async fn ext4_on_a_dos_partition_grows_with_the_disk_and_then_does_nothing() {
 
 #[tokio::test]
 async fn xfs_on_a_gpt_partition_grows_with_the_disk_and_then_does_nothing() {
-    if let Some(why) = skip(&["losetup", "sfdisk", "mkfs.xfs", "xfs_growfs", "growpart"]) {
-        eprintln!("skipped: {why}");
+    if !can_run(&["losetup", "sfdisk", "mkfs.xfs", "xfs_growfs", "growpart"]) {
         return;
     }
     // xfs wants at least 300 MiB; sparse files cost nothing.
@@ -237,8 +238,7 @@ async fn xfs_on_a_gpt_partition_grows_with_the_disk_and_then_does_nothing() {
 
 #[tokio::test]
 async fn without_growpart_sfdisk_and_partx_grow_the_partition() {
-    if let Some(why) = skip(&["losetup", "sfdisk", "partx", "mkfs.xfs", "xfs_growfs"]) {
-        eprintln!("skipped: {why}");
+    if !can_run(&["losetup", "sfdisk", "partx", "mkfs.xfs", "xfs_growfs"]) {
         return;
     }
     let r = LoopRoot::new("gpt", &["mkfs.xfs", "-q"], 600, 320);
