@@ -9,12 +9,6 @@ use stoke_api::{CmdOutput, InstanceData, Module};
 
 use super::*;
 
-fn have(tool: &str) -> bool {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .any(|d| Path::new(d).join(tool).exists())
-}
-
 fn sh(program: &str, args: &[&str]) -> String {
     let out = Command::new(program).args(args).output().expect(program);
     assert!(
