@@ -37,6 +37,15 @@ impl App {
     /// Loads config and finds the instance. `network` allows the network
     /// (EC2 refresh); without it only local sources and caches are used.
     pub async fn prepare(&self, stage: Stage, this_boot_iid: Option<&str>) -> Prepared {
+        self.prepare_with(stage, this_boot_iid, false).await
+    }
+
+    /// `run`: may create the instance's UUID when a user-data template asks for it.
+    async fn prepare_for_run(&self, stage: Stage, this_boot_iid: Option<&str>) -> Prepared {
+        self.prepare_with(stage, this_boot_iid, true).await
+    }
+
+    async fn prepare_with(&self, stage: Stage, this_boot_iid: Option<&str>, run: bool) -> Prepared {
         let started = Instant::now();
         let mut loaded = Loaded::default();
         match config::image_sources(&self.paths.config_dir) {
@@ -97,8 +106,20 @@ impl App {
                 tracing::warn!("cannot cache metadata: {e}");
             }
             let mut groups = Vec::new();
-            // Templates see the image's `vars:` (user-data cannot define what it is rendered with).
-            let template = datasource::jinja::template_context(&found.instance, &engine.vars);
+            // Templates see the image's `vars:` (user-data cannot define what it is rendered with),
+            // and the instance's UUID (`uuid`, `uuid8`) that the hostname module uses too.
+            let mut template_vars = engine.vars.clone();
+            let wants_template = [&found.user_data, &found.vendor_data]
+                .iter()
+                .filter_map(|d| d.as_deref())
+                .any(|d| d.windows(18).any(|w| w == b"## template: jinja"));
+            if wants_template
+                && let Some(u) = instance_uuid(&self.paths, &found.instance.instance_id, run)
+            {
+                template_vars.insert("uuid8".into(), u[..8].to_string());
+                template_vars.insert("uuid".into(), u);
+            }
+            let template = datasource::jinja::template_context(&found.instance, &template_vars);
             for (name, raw) in [
                 ("vendor-data", &found.vendor_data),
                 ("user-data", &found.user_data),
@@ -204,7 +225,7 @@ impl App {
             },
         );
         let prep = self
-            .prepare(stage, status.instance_id.clone().as_deref())
+            .prepare_for_run(stage, status.instance_id.clone().as_deref())
             .await;
         if let Some(s) = status.stages.get_mut(&stage) {
             s.prepare_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
@@ -391,4 +412,31 @@ fn summary_line(stage: Stage, ms: f64, status: &Status) -> String {
         count(ModState::Deferred),
         status.overall_line()
     )
+}
+
+/// The instance's UUID as the hostname module keeps it (`instances/<id>/data/hostname/uuid`):
+/// read, or made and kept when `create` (a run, not `plan`) and there is none yet.
+fn instance_uuid(paths: &Paths, iid: &str, create: bool) -> Option<String> {
+    let path = paths
+        .instance_dir(iid)
+        .join("data")
+        .join("hostname")
+        .join("uuid");
+    if let Ok(Some(text)) = stoke_api::read_capped(&path, 128)
+        && let Ok(u) = uuid::Uuid::parse_str(String::from_utf8_lossy(&text).trim())
+        && !u.is_nil()
+    {
+        return Some(u.hyphenated().to_string());
+    }
+    if !create {
+        return None;
+    }
+    let u = uuid::Uuid::new_v4().hyphenated().to_string();
+    match stoke_api::atomic_write(&path, format!("{u}\n").as_bytes(), 0o644) {
+        Ok(()) => Some(u),
+        Err(e) => {
+            tracing::warn!("cannot keep the instance UUID at {}: {e}", path.display());
+            None
+        }
+    }
 }

@@ -183,6 +183,21 @@ fn jinja_user_data_is_rendered_before_it_is_read_and_a_bad_template_is_reported_
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(s.read("/out"), "web iid-j 10.0.0.7\n");
 
+    // stoke's own per-instance UUID: the same one the hostname module uses.
+    let s = Sandbox::new();
+    s.write("/etc/stoke/stoke.yaml", "hostname: \"h-{{ uuid8 }}\"\n");
+    let ud = format!(
+        "## template: jinja\n#!/bin/sh\necho {{{{ uuid8 }}}} {{{{ uuid }}}} > {}\n",
+        s.path("/out").display()
+    );
+    s.seed("iid-u", &ud);
+    assert_eq!(run_exec(&s).code, 0);
+    let said = s.read("/out");
+    let (uuid8, uuid) = said.trim().split_once(' ').expect("two words");
+    assert_eq!(uuid.len(), 36, "{said}");
+    assert!(uuid.starts_with(uuid8));
+    assert_eq!(s.read("/etc/hostname").trim(), format!("h-{uuid8}"));
+
     let s = Sandbox::new();
     let ud = "Content-Type: multipart/mixed; boundary=B\n\n\
 --B\nContent-Type: text/cloud-config\n\n#cloud-config\nhostname: kept\n\
