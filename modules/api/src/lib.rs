@@ -34,6 +34,7 @@ pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stag
 pub use rootfs::RootDir;
 pub use system::{
     Action, Cmd, CmdOutput, MountRequest, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX, SysError, System,
+    shell_quote,
 };
 pub use template::{TemplateError, render};
 pub use usercode::{ScriptKind, ScriptOutcome, ScriptRun, ScriptsReport, UserScript};

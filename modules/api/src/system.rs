@@ -100,6 +100,20 @@ impl Cmd {
     }
 }
 
+/// Quotes a word for `sh` (single quotes, `'` as `'\''`), leaving plainly safe words as they
+/// are: the one quoting rule for scripts stoke writes (runcmd, bootcmd, power-state).
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// What a finished command left behind.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct CmdOutput {

@@ -92,15 +92,4 @@ pub fn shell_script(lines: &[CommandLine]) -> String {
     out
 }
 
-/// Quotes a word for `sh` (single quotes, `'` as `'\''`), leaving plain words as they are.
-pub fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
+pub use stoke_api::shell_quote;

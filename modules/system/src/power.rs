@@ -289,13 +289,5 @@ fn script_text(ctx: &Context, plan: &Plan) -> String {
 
 /// One word for `sh`: single-quoted unless plainly safe.
 pub(crate) fn quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+    stoke_api::shell_quote(word)
 }
