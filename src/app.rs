@@ -125,52 +125,20 @@ impl App {
                 ("user-data", &found.user_data),
             ] {
                 let Some(raw) = raw else { continue };
-                match datasource::decode_user_data(raw, &template) {
-                    Ok(decoded) => {
-                        let datasource::Decoded {
-                            documents,
-                            scripts,
-                            warnings,
-                            errors,
-                        } = decoded;
-                        loaded.errors.extend(
-                            errors
-                                .into_iter()
-                                .map(|e| stoke_api::ConfigError::new(e).in_source(name)),
-                        );
-                        loaded
-                            .warnings
-                            .extend(warnings.into_iter().map(|w| format!("{name}: {w}")));
-                        if name == "user-data" {
-                            user_scripts = scripts;
-                        } else {
-                            for s in &scripts {
-                                loaded.warnings.push(format!(
-                                    "{name}: script {}: stoke runs scripts from user-data only; ignored",
-                                    s.name
-                                ));
-                            }
-                        }
-                        let n = documents.len();
-                        groups.push(
-                            documents
-                                .into_iter()
-                                .enumerate()
-                                .map(|(i, text)| Source {
-                                    name: if n == 1 {
-                                        name.to_string()
-                                    } else {
-                                        format!("{name} part {}", i + 1)
-                                    },
-                                    text,
-                                })
-                                .collect(),
-                        );
+                let layer = datasource::decode_layer(name, raw, &template);
+                loaded.errors.extend(layer.errors);
+                loaded.warnings.extend(layer.warnings);
+                if name == "user-data" {
+                    user_scripts = layer.scripts;
+                } else {
+                    for s in &layer.scripts {
+                        loaded.warnings.push(format!(
+                            "{name}: script {}: stoke runs scripts from user-data only; ignored",
+                            s.name
+                        ));
                     }
-                    Err(e) => loaded
-                        .errors
-                        .push(stoke_api::ConfigError::new(e).in_source(name)),
                 }
+                groups.extend(layer.documents);
             }
             config::load_into(&mut loaded, &groups, &self.modules);
             instance = Some(Arc::new(found.instance));

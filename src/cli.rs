@@ -97,14 +97,21 @@ pub enum Command {
         #[arg(long)]
         seed: bool,
     },
-    /// Validate a config file (file:line:column errors), or print the JSON Schema.
+    /// Validate a config or user-data file (file:line:column errors), or print the JSON Schema.
     Schema {
-        /// The configuration file to validate.
-        #[arg(required_unless_present = "json_schema")]
+        /// The file to check: an image config file, or a user-data (gzip, MIME, jinja,
+        /// scripts, #cloud-config: recognised by its first bytes, or forced with --user-data).
+        #[arg(required_unless_present_any = ["json_schema", "cloud_init"])]
         file: Option<PathBuf>,
+        /// Check FILE as a user-data, the way `stoke run` reads one from the datasource.
+        #[arg(long, requires = "file")]
+        user_data: bool,
         /// Print the JSON Schema of the whole configuration (for editors).
-        #[arg(long, conflicts_with = "file")]
+        #[arg(long, conflicts_with_all = ["file", "cloud_init"])]
         json_schema: bool,
+        /// Print every cloud-init key and what stoke does with it (a Markdown table).
+        #[arg(long, conflicts_with = "file")]
+        cloud_init: bool,
     },
     /// Which modules would run now, and why.
     Plan {

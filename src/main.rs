@@ -245,7 +245,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema { file, json_schema } => schema(&app, file, json_schema),
+        Command::Schema {
+            file,
+            user_data,
+            json_schema,
+            cloud_init,
+        } => schema(&app, file, user_data, json_schema, cloud_init),
         Command::Plan { json } => {
             let plan = rt.block_on(app.plan());
             if json {
@@ -438,7 +443,13 @@ fn attach_background(paths: &Paths, status: &mut Status) {
     }
 }
 
-fn schema(app: &App, file: Option<PathBuf>, json_schema: bool) -> anyhow::Result<ExitCode> {
+fn schema(
+    app: &App,
+    file: Option<PathBuf>,
+    user_data: bool,
+    json_schema: bool,
+    cloud_init: bool,
+) -> anyhow::Result<ExitCode> {
     if json_schema {
         println!(
             "{}",
@@ -446,17 +457,46 @@ fn schema(app: &App, file: Option<PathBuf>, json_schema: bool) -> anyhow::Result
         );
         return Ok(ExitCode::SUCCESS);
     }
+    if cloud_init {
+        print!("{}", config::cloud_init_table(&app.modules));
+        return Ok(ExitCode::SUCCESS);
+    }
     let file = file.context("give a FILE to validate, or --json-schema")?;
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", file.display()))?;
-    let loaded = config::load(
-        &[vec![config::Source {
-            name: file.display().to_string(),
-            text,
-        }]],
-        &app.modules,
-    );
+    let name = file.display().to_string();
+    let mut loaded = config::Loaded::default();
+    if user_data || looks_like_user_data(&bytes) {
+        // Rendered with example instance data: a template that needs more (a metadata key
+        // this machine does not have) may still render at boot.
+        let instance = stoke_api::InstanceData {
+            datasource: "ec2".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            ..Default::default()
+        };
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("uuid".into(), "00000000-0000-4000-8000-000000000000".into());
+        vars.insert("uuid8".into(), "00000000".into());
+        let template = datasource::jinja::template_context(&instance, &vars);
+        let layer = datasource::decode_layer(&name, &bytes, &template);
+        for s in &layer.scripts {
+            let when = match s.kind {
+                stoke_api::ScriptKind::Boothook => "boothook, every boot".to_string(),
+                stoke_api::ScriptKind::Script(f) => format!("script, {f}"),
+            };
+            println!("script: {} ({when})", s.name);
+        }
+        loaded.errors.extend(layer.errors);
+        loaded.warnings.extend(layer.warnings);
+        config::load_into(&mut loaded, &layer.documents, &app.modules);
+    } else {
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", file.display()))?;
+        config::load_into(
+            &mut loaded,
+            &[vec![config::Source { name, text }]],
+            &app.modules,
+        );
+    }
     for w in &loaded.warnings {
         println!("warning: {w}");
     }
@@ -469,6 +509,28 @@ fn schema(app: &App, file: Option<PathBuf>, json_schema: bool) -> anyhow::Result
         }
         Ok(ExitCode::from(1))
     }
+}
+
+/// A user-data's first bytes: gzip, MIME, or a cloud-init type line (`#cloud-config`,
+/// `#!`, `## template: jinja`, ...). An image config file is plain YAML.
+fn looks_like_user_data(bytes: &[u8]) -> bool {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        return true;
+    }
+    let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let first = String::from_utf8_lossy(first).to_ascii_lowercase();
+    [
+        "#cloud-",
+        "#!",
+        "## template:",
+        "#include",
+        "#part-handler",
+        "content-type:",
+        "mime-version:",
+    ]
+    .iter()
+    .any(|p| first.starts_with(p))
 }
 
 /// One JSON Schema for the whole document: the engine's keys and every module's.

@@ -419,7 +419,7 @@ _stoke() {
             return 0
             ;;
         stoke__subcmd__schema)
-            opts="-v -h --json-schema --root --config --execute --verbose --help"
+            opts="-v -h --user-data --json-schema --cloud-init --root --config --execute --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -151,26 +151,26 @@ pub fn image_sources(config_dir: &Path) -> std::io::Result<Vec<Source>> {
         .collect()
 }
 
-/// Checks every source, merges the good ones in order. `sources` groups
-/// documents that stand or fall together (all parts of one user-data).
-pub fn load(groups: &[Vec<Source>], modules: &[Arc<dyn Module>]) -> Loaded {
-    let mut loaded = Loaded::default();
-    load_into(&mut loaded, groups, modules);
-    loaded
+/// Every cloud-init key and what stoke does with it: a Markdown table, from the same
+/// data the loader uses (docs/configuration.md holds a copy, kept equal by a test).
+pub fn cloud_init_table(modules: &[Arc<dyn Module>]) -> String {
+    cloud_init::compat_table(&Checker::new(modules).known)
 }
 
-/// Adds more layers on top of what is loaded already.
+/// Checks every source and merges the good ones in order, on top of what is loaded
+/// already. Each group holds documents that stand or fall together (the parts of one
+/// user-data).
 pub fn load_into(loaded: &mut Loaded, groups: &[Vec<Source>], modules: &[Arc<dyn Module>]) {
     let checker = Checker::new(modules);
     for group in groups {
         let mut docs = Vec::new();
         let mut errors = Vec::new();
         for src in group {
-            match checker.check(src) {
-                Ok((doc, warnings)) => {
-                    docs.push(doc);
-                    loaded.warnings.extend(warnings);
-                }
+            // Warnings are worth reading even when the document is rejected.
+            let (doc, warnings) = checker.check(src);
+            loaded.warnings.extend(warnings);
+            match doc {
+                Ok(doc) => docs.push(doc),
                 Err(errs) => errors.extend(errs),
             }
         }
@@ -202,7 +202,8 @@ pub fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
     }
 }
 
-type Checked = (Map<String, Value>, Vec<String>);
+/// The document (cloud-init-only keys removed) or every error found; and the warnings.
+type Checked = (Result<Map<String, Value>, Vec<ConfigError>>, Vec<String>);
 
 /// Errors listed per document; the rest are counted in one last line.
 const MAX_ERRORS_PER_DOCUMENT: usize = 20;
@@ -233,23 +234,34 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The document (cloud-init-only keys removed) and its warnings, or every error found.
-    fn check(&self, src: &Source) -> Result<Checked, Vec<ConfigError>> {
+    fn check(&self, src: &Source) -> Checked {
         let located = |e: ConfigError| e.in_source(src.name.clone());
         // `!!binary` bytes that are not UTF-8 arrive as {"$binary": base64} (stoke_api::parse_yaml).
-        let value: Value = stoke_api::parse_yaml(&src.text)
-            .map_err(|e| vec![located(ConfigError::from_yaml(&e))])?;
+        let (value, duplicates) = match stoke_api::parse_yaml_with_duplicates(&src.text) {
+            Ok(v) => v,
+            Err(e) => return (Err(vec![located(ConfigError::from_yaml(&e))]), Vec::new()),
+        };
         let mut doc = match value {
             Value::Object(m) => m,
-            Value::Null => return Ok((Map::new(), Vec::new())),
+            Value::Null => return (Ok(Map::new()), Vec::new()),
             _ => {
-                return Err(vec![located(ConfigError::new(
-                    "the document must be a mapping of keys to values",
-                ))]);
+                let e = ConfigError::new("the document must be a mapping of keys to values");
+                return (Err(vec![located(e)]), Vec::new());
             }
         };
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        for d in &duplicates {
+            let key = if d.parent.is_empty() {
+                d.key.clone()
+            } else {
+                format!("{}.{}", d.parent, d.key)
+            };
+            warnings.push(format!(
+                "{}:{}:{}: `{key}` is given twice (also at line {}); the last one is used, as cloud-init does",
+                src.name, d.later.0, d.later.1, d.first.0
+            ));
+        }
         // Positions are only needed to report a key: read them only then.
         let needs_spans = doc.keys().any(|k| !self.known.contains_key(k.as_str()));
         let keys = if needs_spans {
@@ -264,7 +276,7 @@ impl<'a> Checker<'a> {
                 continue;
             }
             let at = (key.referenced.line(), key.referenced.column());
-            if cloud_init::UNSUPPORTED.contains(&name) {
+            if cloud_init::is_cloud_init_key(name) {
                 warnings.push(format!(
                     "{}:{}:{}: `{name}` is a cloud-init key not supported by stoke; ignored",
                     src.name, at.0, at.1
@@ -288,20 +300,19 @@ impl<'a> Checker<'a> {
             }
             errors.push(located(ConfigError::new(msg).at(at.0, at.1)));
         }
-        let whole = Value::Object(doc.clone());
+        let mut positions = None;
         for (_, spec) in &self.specs {
             // Without any of its keys a section is all defaults: nothing to check. (Checking it
             // anyway runs that module's deserializer: more cold code to page in at boot.)
             if !(spec.keys)().iter().any(|k| doc.contains_key(*k)) {
                 continue;
             }
-            if let Err(quick) = (spec.check_value)(&whole) {
-                // Read the text again, this time for the line and column.
-                match (spec.validate)(&src.text) {
-                    Err(e) => errors.push(located(e)),
-                    Ok(()) => errors.push(located(ConfigError::new(quick))),
-                }
+            if (spec.check_value)(&Value::Object(doc.clone())).is_ok() {
+                continue;
             }
+            let positions = positions.get_or_insert_with(|| stoke_api::Positions::of(&src.text));
+            let found = section_errors(spec, &mut doc, src, positions, &mut warnings);
+            errors.extend(found.into_iter().map(located));
         }
         if let Some(Value::Object(overrides)) = doc.get("modules") {
             for name in overrides.keys() {
@@ -325,10 +336,155 @@ impl<'a> Checker<'a> {
         }
         errors.dedup();
         if errors.is_empty() {
-            Ok((doc, warnings))
+            (Ok(doc), warnings)
         } else {
-            Err(errors)
+            (Err(errors), warnings)
         }
+    }
+}
+
+/// Every error of one module's section, each located: serde stops at the first, so the
+/// value at its path is taken out and the section checked again (a person fixes all of
+/// them in one round). An entry of a lenient list (`users`) with an error is dropped from
+/// `doc` with a warning instead: the other entries still apply.
+fn section_errors(
+    spec: &stoke_api::ConfigSpec,
+    doc: &mut Map<String, Value>,
+    src: &Source,
+    positions: &stoke_api::Positions,
+    warnings: &mut Vec<String>,
+) -> Vec<ConfigError> {
+    use stoke_api::PathStep;
+    let mut scratch = Value::Object(doc.clone());
+    let mut errors: Vec<ConfigError> = Vec::new();
+    // Per lenient list, the original indices of the entries dropped so far.
+    let mut dropped: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    while errors.len() < MAX_ERRORS_PER_DOCUMENT {
+        let Err(e) = (spec.check_value)(&scratch) else {
+            break;
+        };
+        // Paths into a lenient list name the entries as they were in the text.
+        let mut path = e.path.clone();
+        if let [PathStep::Key(list), PathStep::Index(i), ..] = path.as_mut_slice()
+            && let Some(gone) = dropped.get(list.as_str())
+        {
+            *i = original_index(gone, *i);
+        }
+        let at = positions.locate(&path);
+        if let [PathStep::Key(list), PathStep::Index(orig), ..] = path.as_slice()
+            && spec.lenient_lists.contains(&list.as_str())
+        {
+            let list = list.clone();
+            let current = e.path.get(1).and_then(|s| match s {
+                PathStep::Index(i) => Some(*i),
+                PathStep::Key(_) => None,
+            });
+            let where_ = at.map_or(src.name.clone(), |(l, c)| format!("{}:{l}:{c}", src.name));
+            warnings.push(format!(
+                "{where_}: {list} entry {} ignored ({}); the other entries apply",
+                orig + 1,
+                e.message
+            ));
+            let removed = current.is_some_and(|i| {
+                remove_item(doc, &list, i) && remove_item_value(&mut scratch, &list, i)
+            });
+            if !removed {
+                break;
+            }
+            dropped.entry(list).or_default().push(*orig);
+            continue;
+        }
+        let mut err = if errors.is_empty() {
+            // The first error: the strict reader of the text words and places it best.
+            match (spec.validate)(&src.text) {
+                Err(located) if located.line.is_some() => located,
+                _ => ConfigError::new(e.message.clone()),
+            }
+        } else if e.message.starts_with("unknown field `")
+            && let Some((l, c)) = at
+        {
+            // At the key's own position: worded as the first error would be.
+            ConfigError::new(stoke_api::config_words::reword(
+                &e.message,
+                &src.text,
+                Some(l),
+                Some(c),
+            ))
+        } else {
+            ConfigError::new(format!("{}: {}", stoke_api::path_text(&path), e.message))
+        };
+        if err.line.is_none()
+            && let Some((l, c)) = at
+        {
+            err = err.at(l, c);
+        }
+        errors.push(err);
+        if e.path.is_empty() || !remove_path(&mut scratch, &e.path) {
+            break;
+        }
+    }
+    if errors.is_empty() && (spec.check_value)(&scratch).is_err() {
+        errors.push(ConfigError::new(
+            "too many errors in this section; fix the ones listed",
+        ));
+    }
+    errors
+}
+
+/// The index an entry had before the entries at `gone` (original indices) were dropped.
+fn original_index(gone: &[usize], current: usize) -> usize {
+    let mut orig = current;
+    let mut sorted = gone.to_vec();
+    sorted.sort_unstable();
+    for g in sorted {
+        if g <= orig {
+            orig += 1;
+        }
+    }
+    orig
+}
+
+fn remove_item(doc: &mut Map<String, Value>, list: &str, i: usize) -> bool {
+    match doc.get_mut(list) {
+        Some(Value::Array(items)) if i < items.len() => {
+            items.remove(i);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn remove_item_value(v: &mut Value, list: &str, i: usize) -> bool {
+    v.as_object_mut().is_some_and(|m| remove_item(m, list, i))
+}
+
+/// Takes the value at `path` out of `v`; false when there is nothing there.
+fn remove_path(v: &mut Value, path: &[stoke_api::PathStep]) -> bool {
+    use stoke_api::PathStep;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = v;
+    for step in parents {
+        node = match (step, node) {
+            (PathStep::Key(k), Value::Object(m)) => match m.get_mut(k) {
+                Some(n) => n,
+                None => return false,
+            },
+            (PathStep::Index(i), Value::Array(a)) => match a.get_mut(*i) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (PathStep::Key(k), Value::Object(m)) => m.remove(k).is_some(),
+        (PathStep::Index(i), Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        _ => false,
     }
 }
 

@@ -313,6 +313,60 @@ pub fn decode_user_data(raw: &[u8], template: &serde_json::Value) -> Result<Deco
     Ok(out)
 }
 
+/// One user-data (or vendor-data) blob, ready for the loader: its cloud-config documents
+/// (one group: they stand or fall together), its scripts, and what was wrong, each
+/// naming the blob.
+#[derive(Debug, Default)]
+pub struct Layer {
+    /// Zero or one group of documents.
+    pub documents: Vec<Vec<crate::config::Source>>,
+    pub scripts: Vec<UserScript>,
+    pub warnings: Vec<String>,
+    pub errors: Vec<stoke_api::ConfigError>,
+}
+
+/// Decodes `raw` as `run` reads it (gzip, MIME, jinja, scripts, `#cloud-config`);
+/// `stoke schema` checks a user-data file through here too.
+pub fn decode_layer(name: &str, raw: &[u8], template: &serde_json::Value) -> Layer {
+    let decoded = match decode_user_data(raw, template) {
+        Ok(d) => d,
+        Err(e) => {
+            return Layer {
+                errors: vec![stoke_api::ConfigError::new(e).in_source(name)],
+                ..Layer::default()
+            };
+        }
+    };
+    let n = decoded.documents.len();
+    let group: Vec<crate::config::Source> = decoded
+        .documents
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| crate::config::Source {
+            name: if n == 1 {
+                name.to_string()
+            } else {
+                format!("{name} part {}", i + 1)
+            },
+            text,
+        })
+        .collect();
+    Layer {
+        documents: vec![group],
+        scripts: decoded.scripts,
+        warnings: decoded
+            .warnings
+            .into_iter()
+            .map(|w| format!("{name}: {w}"))
+            .collect(),
+        errors: decoded
+            .errors
+            .into_iter()
+            .map(|e| stoke_api::ConfigError::new(e).in_source(name))
+            .collect(),
+    }
+}
+
 /// A part's file name when it is a plain, new name; `part-NNN` otherwise (as cloud-init
 /// names unnamed parts). The name becomes a file under the instance's state directory.
 fn script_name(filename: Option<&str>, index: usize, taken: &[UserScript]) -> String {

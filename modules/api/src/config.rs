@@ -44,16 +44,20 @@ impl ConfigError {
 
     /// From a YAML deserialisation error: location plus a "did you mean" for unknown keys.
     pub fn from_yaml(err: &serde_saphyr::Error) -> Self {
-        let raw = err.to_string();
-        // The crate renders a snippet after the first line; keep the message only.
-        let first = raw.lines().next().unwrap_or("").trim();
-        let message = strip_location_suffix(first);
-        let mut e = ConfigError::new(with_suggestion(&message));
+        let mut e = ConfigError::new(with_suggestion(&yaml_message(err)));
         if let Some(loc) = err.location() {
             e = e.at(loc.line(), loc.column());
         }
         e
     }
+}
+
+/// A YAML error's message for the person who wrote the document: the parser's
+/// user-facing wording (never advice about the parser library's own options), one
+/// line, without the location (reported on its own).
+pub fn yaml_message(err: &serde_saphyr::Error) -> String {
+    let raw = err.render_with_formatter(&serde_saphyr::UserMessageFormatter);
+    strip_location_suffix(raw.lines().next().unwrap_or("").trim())
 }
 
 impl fmt::Display for ConfigError {
@@ -128,13 +132,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The YAML reading rules for every config source: YAML 1.1 scalars as
-/// cloud-init's PyYAML reads them (`yes`/`off` booleans, `0644` octal), and
-/// bounds so that an alias bomb or a huge document fails fast instead of eating memory.
+/// cloud-init's PyYAML reads them (`yes`/`off` booleans, `0644` octal), a repeated
+/// mapping key as PyYAML reads it (the last one wins; the loader warns, see
+/// [`crate::duplicate_keys`]), and bounds so that an alias bomb or a huge document
+/// fails fast instead of eating memory.
 pub fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         legacy_octal_numbers: true,
         strict_booleans: false,
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
         with_snippet: false,
         budget: serde_saphyr::budget! {
             max_events: 200_000,
@@ -156,7 +162,39 @@ pub struct ConfigSpec {
     pub validate: fn(&str) -> Result<(), ConfigError>,
     /// The same check on an already parsed document: the fast path at boot (one
     /// YAML parse per document); `validate` re-reads the text only to locate an error.
-    pub check_value: fn(&serde_json::Value) -> Result<(), String>,
+    pub check_value: fn(&serde_json::Value) -> Result<(), ValueError>,
+    /// Top-level keys holding lists of independent entries (`users`): an entry with
+    /// an error is dropped with a warning naming it, and the other entries still
+    /// apply, as cloud-init skips an entry it cannot use. Set with [`ConfigSpec::lenient`].
+    pub lenient_lists: &'static [&'static str],
+}
+
+impl ConfigSpec {
+    /// Marks `keys` as lists whose entries stand alone (see `lenient_lists`).
+    pub fn lenient(mut self, keys: &'static [&'static str]) -> Self {
+        self.lenient_lists = keys;
+        self
+    }
+}
+
+/// One step of the path to a value in a document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+/// An error in a parsed document, with the path to the value it is about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueError {
+    pub path: Vec<PathStep>,
+    pub message: String,
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// The [`ConfigSpec`] of a module whose config type is `T`.
@@ -174,18 +212,32 @@ pub fn config_spec<T: DeserializeOwned + JsonSchema>() -> ConfigSpec {
                 .map(|_| ())
                 .map_err(|e| {
                     let mut err = ConfigError::from_yaml(&e);
-                    let first = e.to_string();
-                    let raw = strip_location_suffix(first.lines().next().unwrap_or("").trim());
-                    err.message = crate::config_words::reword(&raw, yaml, err.line, err.column);
+                    err.message =
+                        crate::config_words::reword(&yaml_message(&e), yaml, err.line, err.column);
                     err
                 })
         },
         check_value: |v| {
-            T::deserialize(v)
+            serde_path_to_error::deserialize::<_, T>(v)
                 .map(|_| ())
-                .map_err(|e| with_suggestion(&e.to_string()))
+                .map_err(|e| ValueError {
+                    path: path_steps(e.path()),
+                    message: with_suggestion(&e.inner().to_string()),
+                })
         },
+        lenient_lists: &[],
     }
+}
+
+fn path_steps(path: &serde_path_to_error::Path) -> Vec<PathStep> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|seg| match seg {
+            Segment::Map { key } => Some(PathStep::Key(key.clone())),
+            Segment::Seq { index } => Some(PathStep::Index(*index)),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect()
 }
 
 /// The field names serde knows for struct `T`, read off `deserialize_struct`.

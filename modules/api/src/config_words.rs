@@ -7,7 +7,7 @@
 use crate::config::nearest;
 
 /// The message for a deserializer `message` at `line`:`column` (1-based) of `text`.
-pub(crate) fn reword(message: &str, text: &str, line: Option<u64>, column: Option<u64>) -> String {
+pub fn reword(message: &str, text: &str, line: Option<u64>, column: Option<u64>) -> String {
     let at = line.zip(column).and_then(|(l, c)| {
         Some((
             usize::try_from(l).ok()?.checked_sub(1)?,
@@ -69,9 +69,10 @@ pub(crate) fn reword(message: &str, text: &str, line: Option<u64>, column: Optio
             let field = m["missing field `".len()..].split('`').next().unwrap_or("");
             format!("{subject} needs `{field}`")
         }
+        // A module's own message may name its key already.
         m => match &path {
-            Some(p) => format!("{p}: {m}"),
-            None => m.to_string(),
+            Some(p) if !m.starts_with(&format!("{p}:")) => format!("{p}: {m}"),
+            _ => m.to_string(),
         },
     }
 }

@@ -5,7 +5,7 @@
 //! section, the instance's metadata and the outputs of the modules it runs after.
 
 mod config;
-mod config_words;
+pub mod config_words;
 mod context;
 mod fsutil;
 mod module;
@@ -23,7 +23,10 @@ pub mod fake;
 pub mod testing;
 
 pub use async_trait::async_trait;
-pub use config::{ConfigError, ConfigSpec, config_spec, nearest, scalar_text, yaml_options};
+pub use config::{
+    ConfigError, ConfigSpec, PathStep, ValueError, config_spec, nearest, scalar_text, yaml_message,
+    yaml_options,
+};
 pub use context::{Context, InstanceData, Root};
 pub use fsutil::{
     Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group,
@@ -38,4 +41,7 @@ pub use system::{
 };
 pub use template::{TemplateError, render};
 pub use usercode::{ScriptKind, ScriptOutcome, ScriptRun, ScriptsReport, UserScript};
-pub use yaml::{BINARY_KEY, TextOrBinary, parse_yaml, yaml_options_raw_binary};
+pub use yaml::{
+    BINARY_KEY, DuplicateKey, Positions, TextOrBinary, duplicate_keys, parse_yaml,
+    parse_yaml_with_duplicates, path_text, yaml_options_raw_binary,
+};

@@ -61,6 +61,254 @@ pub fn parse_yaml(text: &str) -> Result<Value, serde_saphyr::Error> {
     Ok(node.map_or(Value::Null, |n| n.0))
 }
 
+/// Like [`parse_yaml`], and the mapping keys the document repeats (PyYAML, and so
+/// cloud-init, keeps the last one, as [`parse_yaml`] does; a person wants to hear of it).
+/// The common case costs one parse: the document is scanned for repeats only when a
+/// parse that refuses them fails.
+pub fn parse_yaml_with_duplicates(
+    text: &str,
+) -> Result<(Value, Vec<DuplicateKey>), serde_saphyr::Error> {
+    let mut strict = yaml_options();
+    strict.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    let first = if !text.contains("binary") && !text.contains('%') {
+        serde_saphyr::from_str_with_options::<Value>(text, strict)
+    } else {
+        strict.ignore_binary_tag_for_string = true;
+        serde_saphyr::from_str_with_options::<Option<Node>>(text, strict)
+            .map(|n| n.map_or(Value::Null, |n| n.0))
+    };
+    match first {
+        Ok(v) => Ok((v, Vec::new())),
+        Err(e) if is_duplicate_key(&e) => Ok((parse_yaml(text)?, duplicate_keys(text))),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_duplicate_key(mut err: &serde_saphyr::Error) -> bool {
+    loop {
+        match err {
+            serde_saphyr::Error::DuplicateMappingKey { .. } => return true,
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => err = error,
+            _ => return false,
+        }
+    }
+}
+
+/// A mapping key given twice in one mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// Where the mapping is: `puppet`, `users[2]`; empty at the top level.
+    pub parent: String,
+    pub key: String,
+    /// Line and column of the earlier occurrence, and of the later one (which wins).
+    pub first: (u64, u64),
+    pub later: (u64, u64),
+}
+
+/// Every repeated mapping key of the document, at any depth (none when it does not parse).
+pub fn duplicate_keys(text: &str) -> Vec<DuplicateKey> {
+    scan(text).duplicates
+}
+
+/// Where each key and list item of a document is, by path, to locate errors found
+/// in the parsed value. Read only when there is an error to report.
+#[derive(Debug, Default)]
+pub struct Positions {
+    /// `puppet.mode`, `users[2]`, `users[2].name` → line, column (1-based) of the key
+    /// or of the item.
+    at: std::collections::HashMap<String, (u64, u64)>,
+    duplicates: Vec<DuplicateKey>,
+}
+
+impl Positions {
+    pub fn of(text: &str) -> Positions {
+        scan(text)
+    }
+
+    /// The position of `path`, or of its nearest ancestor that has one.
+    pub fn locate(&self, path: &[crate::PathStep]) -> Option<(u64, u64)> {
+        (0..=path.len())
+            .rev()
+            .find_map(|n| self.at.get(&path_text(&path[..n])).copied())
+    }
+}
+
+/// `a.b[2].c` for the steps a, b, 2, c.
+pub fn path_text(path: &[crate::PathStep]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            crate::PathStep::Key(k) if out.is_empty() => out.push_str(k),
+            crate::PathStep::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            crate::PathStep::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+thread_local! {
+    /// The scan in progress on this thread: the path so far and what was found.
+    static SCAN: std::cell::RefCell<(String, Positions)> = Default::default();
+}
+
+fn scan(text: &str) -> Positions {
+    let mut options = yaml_options_raw_binary();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    SCAN.with(|s| *s.borrow_mut() = Default::default());
+    let _ = serde_saphyr::from_str_with_options::<ScanNode>(text, options);
+    SCAN.with(|s| std::mem::take(&mut s.borrow_mut().1))
+}
+
+/// Runs `f` with the scan's path extended by `step`.
+fn under<R>(step: &str, f: impl FnOnce() -> R) -> R {
+    let len = SCAN.with(|s| {
+        let mut s = s.borrow_mut();
+        let len = s.0.len();
+        if !s.0.is_empty() && !step.starts_with('[') {
+            s.0.push('.');
+        }
+        s.0.push_str(step);
+        len
+    });
+    let r = f();
+    SCAN.with(|s| s.borrow_mut().0.truncate(len));
+    r
+}
+
+fn note_position(at: (u64, u64)) {
+    SCAN.with(|s| {
+        let mut s = s.borrow_mut();
+        let path = s.0.clone();
+        s.1.at.entry(path).or_insert(at);
+    });
+}
+
+/// A node walked for its keys' and items' positions.
+struct ScanNode;
+
+impl<'de> Deserialize<'de> for ScanNode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScanVisitor).map(|()| ScanNode)
+    }
+}
+
+struct ScanVisitor;
+
+impl<'de> Visitor<'de> for ScanVisitor {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        ScanNode::deserialize(d).map(|_| ())
+    }
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        ScanNode::deserialize(d).map(|_| ())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        loop {
+            let item = under(&format!("[{i}]"), || {
+                let item = seq.next_element::<serde_saphyr::Spanned<ScanNode>>()?;
+                if let Some(item) = &item {
+                    note_position((item.referenced.line(), item.referenced.column()));
+                }
+                Ok::<_, A::Error>(item.is_some())
+            })?;
+            if !item {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: std::collections::HashMap<String, (u64, u64)> = Default::default();
+        while let Some(key) = map.next_key::<serde_saphyr::Spanned<KeyText>>()? {
+            let at = (key.referenced.line(), key.referenced.column());
+            let name = key.value.0;
+            under(&name, || {
+                note_position(at);
+                map.next_value::<ScanNode>()
+            })?;
+            if let Some(first) = seen.insert(name.clone(), at) {
+                SCAN.with(|s| {
+                    let mut s = s.borrow_mut();
+                    let parent = s.0.clone();
+                    s.1.duplicates.push(DuplicateKey {
+                        parent,
+                        key: name,
+                        first,
+                        later: at,
+                    });
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A mapping key as text, whatever scalar it is (`1`, `true`, `name`).
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = KeyText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<KeyText, E> {
+                Ok(KeyText("null".into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// One YAML node, read with its tag.
 struct Node(Value);
 
@@ -320,6 +568,59 @@ mod tests {
         );
         assert_eq!(parse_yaml("").unwrap(), Value::Null);
         assert_eq!(parse_yaml("# binary\n").unwrap(), Value::Null);
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_the_last_value_and_is_reported() {
+        let doc = "packages: [a]\nhostname: h\npuppet:\n  mode: apply\n  mode: agent\n\
+                   packages: [b]\nusers:\n  - {name: x, shell: a, shell: b}\n";
+        let (v, dups) = parse_yaml_with_duplicates(doc).unwrap();
+        assert_eq!(v["packages"], serde_json::json!(["b"]), "PyYAML: last wins");
+        assert_eq!(v["puppet"]["mode"], "agent");
+        assert_eq!(v["users"][0]["shell"], "b");
+        let mut dups: Vec<_> = dups
+            .iter()
+            .map(|d| (d.parent.as_str(), d.key.as_str(), d.first.0, d.later.0))
+            .collect();
+        dups.sort();
+        assert_eq!(
+            dups,
+            vec![
+                ("", "packages", 1, 6),
+                ("puppet", "mode", 4, 5),
+                ("users[0]", "shell", 8, 8)
+            ]
+        );
+        // A document without repeats: one parse, nothing reported.
+        let (v, dups) = parse_yaml_with_duplicates("a: 1\nb: {a: 2}\n").unwrap();
+        assert_eq!(v["b"]["a"], 2);
+        assert!(dups.is_empty());
+        // Merge keys are not repeats: `<<` then an override is YAML's own way.
+        let (v, dups) =
+            parse_yaml_with_duplicates("base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  y: 3\n").unwrap();
+        assert_eq!(v["d"], serde_json::json!({"x": 1, "y": 3}));
+        assert!(dups.is_empty(), "{dups:?}");
+        let p = Positions::of(doc);
+        use crate::PathStep::{Index, Key};
+        assert_eq!(
+            p.locate(&[Key("puppet".into()), Key("mode".into())]),
+            Some((4, 3))
+        );
+        assert_eq!(p.locate(&[Key("users".into()), Index(0)]), Some((8, 5)));
+        assert_eq!(
+            p.locate(&[Key("users".into()), Index(0), Key("nope".into())]),
+            Some((8, 5)),
+            "an unknown path: its nearest ancestor"
+        );
+        assert_eq!(
+            path_text(&[Key("users".into()), Index(0), Key("name".into())]),
+            "users[0].name"
+        );
+        // The plain reader agrees on the value.
+        assert_eq!(
+            parse_yaml(doc).unwrap()["packages"],
+            serde_json::json!(["b"])
+        );
     }
 
     #[test]

@@ -256,7 +256,7 @@ impl Module for AuthorizedKeys {
             needs_metadata: true,
             before_logins: true,
             timeout: Duration::from_secs(60),
-            config: config_spec::<AuthorizedKeysConfig>(),
+            config: config_spec::<AuthorizedKeysConfig>().lenient(&["users"]),
             order: stoke_api::Order::Normal,
         }
     }

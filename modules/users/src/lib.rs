@@ -56,7 +56,7 @@ impl Module for UsersGroups {
             needs_metadata: false,
             before_logins: true,
             timeout: Duration::from_secs(300),
-            config: config_spec::<UsersConfig>(),
+            config: config_spec::<UsersConfig>().lenient(&["users"]),
             order: Order::Normal,
         }
     }
