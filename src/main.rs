@@ -258,7 +258,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", plan.render());
             }
-            Ok(ExitCode::SUCCESS)
+            // As `run` would end: a rejected config layer or user-data makes the boot degraded.
+            Ok(if plan.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         Command::Analyze { svg, html, from } => {
             let file = from.clone().unwrap_or_else(|| app.paths.status_file());

@@ -370,7 +370,6 @@ fn section_errors(
         {
             *i = original_index(gone, *i);
         }
-        let at = positions.locate(&path);
         if let [PathStep::Key(list), PathStep::Index(orig), ..] = path.as_slice()
             && spec.lenient_lists.contains(&list.as_str())
         {
@@ -379,11 +378,15 @@ fn section_errors(
                 PathStep::Index(i) => Some(*i),
                 PathStep::Key(_) => None,
             });
-            let where_ = at.map_or(src.name.clone(), |(l, c)| format!("{}:{l}:{c}", src.name));
+            // The entry's own position, not the key inside it that is wrong.
+            let where_ = match positions.locate(&path[..2]) {
+                Some((l, c)) => format!("{}:{l}:{c}", src.name),
+                None => src.name.clone(),
+            };
+            let why = located_error(&e.message, &path, positions, &src.text).message;
             warnings.push(format!(
-                "{where_}: {list} entry {} ignored ({}); the other entries apply",
+                "{where_}: {list} entry {} ignored ({why}); the other entries apply",
                 orig + 1,
-                e.message
             ));
             let removed = current.is_some_and(|i| {
                 remove_item(doc, &list, i) && remove_item_value(&mut scratch, &list, i)
@@ -394,31 +397,7 @@ fn section_errors(
             dropped.entry(list).or_default().push(*orig);
             continue;
         }
-        let mut err = if errors.is_empty() {
-            // The first error: the strict reader of the text words and places it best.
-            match (spec.validate)(&src.text) {
-                Err(located) if located.line.is_some() => located,
-                _ => ConfigError::new(e.message.clone()),
-            }
-        } else if e.message.starts_with("unknown field `")
-            && let Some((l, c)) = at
-        {
-            // At the key's own position: worded as the first error would be.
-            ConfigError::new(stoke_api::config_words::reword(
-                &e.message,
-                &src.text,
-                Some(l),
-                Some(c),
-            ))
-        } else {
-            ConfigError::new(format!("{}: {}", stoke_api::path_text(&path), e.message))
-        };
-        if err.line.is_none()
-            && let Some((l, c)) = at
-        {
-            err = err.at(l, c);
-        }
-        errors.push(err);
+        errors.push(located_error(&e.message, &path, positions, &src.text));
         if e.path.is_empty() || !remove_path(&mut scratch, &e.path) {
             break;
         }
@@ -428,7 +407,43 @@ fn section_errors(
             "too many errors in this section; fix the ones listed",
         ));
     }
+    if errors.len() == 1 {
+        // One error: the strict reader of the text words and places it best.
+        if let Err(e) = (spec.validate)(&src.text)
+            && e.line.is_some()
+        {
+            errors = vec![e];
+        }
+    }
+    errors.sort_by_key(|e| (e.line, e.column));
     errors
+}
+
+/// An error found at `path` of the parsed document, placed and worded from the text.
+fn located_error(
+    message: &str,
+    path: &[stoke_api::PathStep],
+    positions: &stoke_api::Positions,
+    text: &str,
+) -> ConfigError {
+    let key_at = positions.locate(path);
+    let (message, at) = if message.starts_with("unknown field `") {
+        // Worded from the key's own position, as the strict reader words it.
+        let (l, c) = key_at.unzip();
+        (stoke_api::config_words::reword(message, text, l, c), key_at)
+    } else {
+        let value_at = positions.locate_value(path).or(key_at);
+        let (l, c) = value_at.unzip();
+        (
+            stoke_api::config_words::reword(message, text, l, c),
+            value_at,
+        )
+    };
+    let err = ConfigError::new(message);
+    match at {
+        Some((l, c)) => err.at(l, c),
+        None => err,
+    }
 }
 
 /// The index an entry had before the entries at `gone` (original indices) were dropped.

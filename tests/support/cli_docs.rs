@@ -149,7 +149,7 @@ fn exit_status(roff: &mut Roff) {
         (
             "2",
             "run, status: degraded (a configuration layer rejected, warnings, modules deferred for \
-             lack of metadata)"
+             lack of metadata); plan: a configuration layer or the user-data would be rejected"
                 .to_string(),
         ),
         (

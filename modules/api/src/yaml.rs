@@ -118,6 +118,8 @@ pub struct Positions {
     /// `puppet.mode`, `users[2]`, `users[2].name` → line, column (1-based) of the key
     /// or of the item.
     at: std::collections::HashMap<String, (u64, u64)>,
+    /// The same paths → where their values start.
+    values: std::collections::HashMap<String, (u64, u64)>,
     duplicates: Vec<DuplicateKey>,
 }
 
@@ -131,6 +133,11 @@ impl Positions {
         (0..=path.len())
             .rev()
             .find_map(|n| self.at.get(&path_text(&path[..n])).copied())
+    }
+
+    /// Where the value at `path` starts (an error about a value points there), when known.
+    pub fn locate_value(&self, path: &[crate::PathStep]) -> Option<(u64, u64)> {
+        self.values.get(&path_text(path)).copied()
     }
 }
 
@@ -187,6 +194,14 @@ fn note_position(at: (u64, u64)) {
     });
 }
 
+fn note_value_position(at: (u64, u64)) {
+    SCAN.with(|s| {
+        let mut s = s.borrow_mut();
+        let path = s.0.clone();
+        s.1.values.insert(path, at);
+    });
+}
+
 /// A node walked for its keys' and items' positions.
 struct ScanNode;
 
@@ -239,7 +254,9 @@ impl<'de> Visitor<'de> for ScanVisitor {
             let item = under(&format!("[{i}]"), || {
                 let item = seq.next_element::<serde_saphyr::Spanned<ScanNode>>()?;
                 if let Some(item) = &item {
-                    note_position((item.referenced.line(), item.referenced.column()));
+                    let at = (item.referenced.line(), item.referenced.column());
+                    note_position(at);
+                    note_value_position(at);
                 }
                 Ok::<_, A::Error>(item.is_some())
             })?;
@@ -256,7 +273,9 @@ impl<'de> Visitor<'de> for ScanVisitor {
             let name = key.value.0;
             under(&name, || {
                 note_position(at);
-                map.next_value::<ScanNode>()
+                let value = map.next_value::<serde_saphyr::Spanned<ScanNode>>()?;
+                note_value_position((value.referenced.line(), value.referenced.column()));
+                Ok::<_, A::Error>(())
             })?;
             if let Some(first) = seen.insert(name.clone(), at) {
                 SCAN.with(|s| {
