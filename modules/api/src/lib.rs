@@ -34,7 +34,7 @@ pub use fsutil::{
     temp_file_pid, unescape_octal,
 };
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
-pub use rootfs::RootDir;
+pub use rootfs::{FileKind, FileStat, RootDir};
 pub use system::{
     Action, Cmd, CmdOutput, MountRequest, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX, SysError, System,
     shell_quote,

@@ -25,6 +25,25 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::{Root, System};
 
+/// What [`RootDir::lstat`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub kind: FileKind,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+    /// A device, FIFO or socket.
+    Other,
+}
+
 /// The root directory, open, for resolving paths inside it.
 pub struct RootDir {
     fd: OwnedFd,
@@ -426,6 +445,32 @@ impl RootDir {
         match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if kind(st.st_mode) == SFlag::S_IFREG => Ok(Some(st.st_mode & 0o7777)),
             Ok(_) | Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    /// What is at `guest` itself (a symlink is not followed), resolved inside the root;
+    /// `None` when nothing is.
+    pub fn lstat(&self, guest: &Path) -> io::Result<Option<FileStat>> {
+        let (parent, name) = split(guest)?;
+        let dir = match self.open_dir(&parent) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(FileStat {
+                kind: match kind(st.st_mode) {
+                    SFlag::S_IFREG => FileKind::File,
+                    SFlag::S_IFDIR => FileKind::Directory,
+                    SFlag::S_IFLNK => FileKind::Symlink,
+                    _ => FileKind::Other,
+                },
+                mode: st.st_mode & 0o7777,
+                uid: st.st_uid,
+                gid: st.st_gid,
+            })),
+            Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(errno(e)),
         }
     }
