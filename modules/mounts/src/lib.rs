@@ -51,7 +51,8 @@ impl Field {
 #[serde(default)]
 pub struct Config {
     /// cloud-init form: each entry `[spec, mount point, type, options, freq, passno]`;
-    /// missing fields come from `mount_default_fields`; a null mount point drops the entry.
+    /// missing fields come from `mount_default_fields`; a null mount point drops the entry
+    /// and the earlier ones for that device; the last entry for a mount point wins.
     pub mounts: Option<Vec<Vec<Option<Field>>>>,
     /// Defaults for missing fields (cloud-init: `[null, null, auto, "defaults,nofail", "0", "2"]`).
     pub mount_default_fields: Option<Vec<Option<Field>>>,
