@@ -438,12 +438,13 @@ async fn config_wants(
                 );
                 continue;
             }
-            spec::Named::Kernel(d) => {
+            spec::Named::Kernel(d) | spec::Named::Stable(d) => {
                 if let Some(vol) = used_by_disks(ctx, details, d) {
                     skip(
                         format!(
-                            "{d} is used by the disks module ({}{}); entry ignored \
-                             (its options come from disks.mount_options)",
+                            "{d} is used by the disks module ({}{}); entry ignored: the disks \
+                             settings say where and how it is mounted (disks.mount_point, \
+                             disks.mount_options)",
                             vol.device,
                             vol.mountpoint
                                 .as_deref()
@@ -456,7 +457,6 @@ async fn config_wants(
                 }
                 Some(d.clone())
             }
-            spec::Named::Stable(d) => Some(d.clone()),
             spec::Named::Other => None,
         };
 
@@ -768,7 +768,8 @@ impl Module for MountsModule {
             };
             let why = format!(
                 "{} and {} both want {}: the mounts: entry wins; {} is not mounted and \
-                 has no /etc/fstab line (set disks.mount_point to mount it elsewhere)",
+                 has no /etc/fstab line (set disks.mount_point, or jbod_mount_point, to mount it \
+                 elsewhere)",
                 w.label, theirs.label, w.entry.file, w.label
             );
             warnings.push(why.clone());

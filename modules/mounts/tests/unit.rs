@@ -709,6 +709,11 @@ async fn a_mounts_entry_for_the_arrays_path() {
             "used by the disks module",
         ),
         (
+            json!(["/dev/md/ephemeral", "/data"]),
+            InstanceData::default(),
+            "used by the disks module (/dev/md/ephemeral at /mnt); entry ignored",
+        ),
+        (
             json!(["ephemeral1", "/mnt", "auto", "defaults,noexec"]),
             ec2_instance(&[("ephemeral1", "sdc")]),
             "none of /dev/sdc, /dev/xvdc, /dev/vdc exists",
