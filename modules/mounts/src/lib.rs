@@ -121,7 +121,7 @@ struct Want {
     in_fstab: bool,
     how: How,
     origin: String,
-    /// How warnings name it: `mounts[2] (xvdh)`, `disks (/dev/md/ephemeral)`.
+    /// How warnings name it: `mounts[2] (xvdh)`, `the disks module's /dev/md/ephemeral`.
     label: String,
 }
 
