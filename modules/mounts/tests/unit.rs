@@ -889,3 +889,28 @@ async fn aliases_partitions_and_removals_as_cloud_init() {
         r.warnings
     );
 }
+
+/// A directory under /dev is not a device: `[disk, /x]` and `[/dev/disk, /x]` name nothing.
+#[tokio::test]
+async fn a_directory_under_dev_is_not_a_device() {
+    let dir = root();
+    let d = dir.path();
+    fs::create_dir_all(d.join("dev/disk/by-label")).unwrap();
+    let fake = FakeSystem::new();
+    let r = run(
+        d,
+        json!({"mounts": [["disk", "/x"], ["/dev/disk", "/y"]]}),
+        None,
+        &fake,
+    )
+    .await
+    .unwrap();
+    assert!(mounts(&fake).is_empty());
+    assert_eq!(fstab(d), FOREIGN);
+    assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+    assert!(
+        r.warnings
+            .iter()
+            .all(|w| w.contains("/dev/disk does not exist"))
+    );
+}
