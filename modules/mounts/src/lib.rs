@@ -4,9 +4,10 @@
 //! docs/storage.md has the policy in prose.
 
 pub mod fstab;
+mod spec;
 mod swap;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -50,13 +51,18 @@ impl Field {
 #[serde(default)]
 pub struct Config {
     /// cloud-init form: each entry `[spec, mount point, type, options, freq, passno]`;
-    /// missing fields come from `mount_default_fields`; a null mount point drops the entry.
+    /// missing fields come from `mount_default_fields`; a null mount point drops the entry
+    /// and the earlier ones for that device; the last entry for a mount point wins.
     pub mounts: Option<Vec<Vec<Option<Field>>>>,
     /// Defaults for missing fields (cloud-init: `[null, null, auto, "defaults,nofail", "0", "2"]`).
     pub mount_default_fields: Option<Vec<Option<Field>>>,
     /// `x-systemd.device-timeout=` on stoke's fstab lines: seconds or a systemd
     /// time span (`10s`, `1min`). Default 10s.
     pub mount_device_timeout: Option<Field>,
+    /// cloud-init's `device_aliases` (name → device), as `mounts:` entries use them
+    /// (`[my_data.1, /data]`). stoke implements no `disk_setup`/`fs_setup` that would
+    /// partition or format them.
+    pub device_aliases: Option<BTreeMap<String, String>>,
 }
 
 /// What `mounts` needs from the `disks` report.
@@ -115,6 +121,8 @@ struct Want {
     in_fstab: bool,
     how: How,
     origin: String,
+    /// How warnings name it: `mounts[2] (xvdh)`, `the disks module's /dev/md/ephemeral`.
+    label: String,
 }
 
 /// One line of `mounts` details.
@@ -275,20 +283,40 @@ fn disks_wants(
                 source: ctx.path(&vol.device).display().to_string(),
             },
             origin: "disks".into(),
+            label: format!("the disks module's {}", vol.device),
         });
     }
     v
 }
 
-/// The entries from `mounts:` (cloud-init list form).
+/// Whether `dev` (instance path) is one of the `disks` volumes or their member disks:
+/// the volume's device and mount point.
+fn used_by_disks<'a>(
+    ctx: &Context,
+    details: Option<&'a DisksDetails>,
+    dev: &str,
+) -> Option<&'a DiskVolume> {
+    let canon = |d: &str| fs::canonicalize(ctx.path(d)).ok();
+    let want = canon(dev);
+    details?.volumes.iter().find(|v| {
+        std::iter::once(&v.device)
+            .chain(&v.members)
+            .any(|m| m == dev || (want.is_some() && canon(m) == want))
+    })
+}
+
+/// The entries from `mounts:` (cloud-init list form), in config order, each mount point
+/// once. Entries that cannot be used are dropped with a warning (and listed in `dropped`);
+/// malformed ones are errors.
 async fn config_wants(
     ctx: &Context,
     cfg: &Config,
     details: Option<&DisksDetails>,
     timeout: &str,
     warnings: &mut Vec<String>,
+    dropped: &mut Vec<Done>,
 ) -> Result<Vec<Want>, ModuleError> {
-    let defaults: Vec<Option<Field>> = cfg.mount_default_fields.clone().unwrap_or_else(|| {
+    let mut defaults: Vec<Option<Field>> = cfg.mount_default_fields.clone().unwrap_or_else(|| {
         vec![
             None,
             None,
@@ -298,10 +326,18 @@ async fn config_wants(
             Some(Field::Str("2".into())),
         ]
     });
-    let used_by_disks: Vec<&String> = details
-        .map(|d| d.volumes.iter().flat_map(|v| &v.members).collect())
-        .unwrap_or_default();
-    let mut out = Vec::new();
+    // cloud-init's own example writes `[None, None, auto, ...]`: YAML strings, meant as null.
+    for d in defaults.iter_mut().take(2) {
+        if *d == Some(Field::Str("None".into())) {
+            *d = None;
+        }
+    }
+    let aliases = cfg.device_aliases.clone().unwrap_or_default();
+    let no_ephemeral = BTreeMap::new();
+    let disks_ephemeral = details.map_or(&no_ephemeral, |d| &d.ephemeral);
+    // Each entry with the name cloud-init compares for removals: the device it resolved
+    // to, else the spec as written.
+    let mut out: Vec<(String, Want)> = Vec::new();
     for (i, raw) in cfg.mounts.iter().flatten().enumerate() {
         let origin = format!("mounts[{i}]");
         if raw.is_empty() || raw.len() > 6 {
@@ -321,11 +357,39 @@ async fn config_wants(
                 "{origin}: the first field (device) is empty"
             )));
         };
-        // cloud-init: no mount point means "no entry" (removal of an earlier one).
+        let label = format!("{origin} ({spec})");
+        let vfstype = field(2).unwrap_or_else(|| "auto".into());
+        let named = if spec == "swap" {
+            spec::Named::Other
+        } else {
+            spec::resolve(ctx, &spec, &vfstype, &aliases, disks_ephemeral)
+        };
+        let key = match &named {
+            spec::Named::Kernel(d) | spec::Named::Stable(d) => d.clone(),
+            _ => spec.clone(),
+        };
+        // cloud-init: no mount point means "no entry", and removes the earlier entries
+        // for the same device.
         let Some(mp) = field(1).filter(|m| !m.is_empty() && m != "null") else {
+            let before = out.len();
+            out.retain(|(k, _)| *k != key && *k != spec);
+            if out.len() == before
+                && let spec::Named::Kernel(d) = &named
+                && let Some(vol) = used_by_disks(ctx, details, d)
+            {
+                warnings.push(format!(
+                    "{label}: no mount point: in cloud-init that leaves the instance store \
+                     unmounted; here the disks module mounts {}{}: set `disks: {{mount: false}}` \
+                     (or `mode: off`) for that",
+                    vol.device,
+                    vol.mountpoint
+                        .as_deref()
+                        .map(|m| format!(" at {m}"))
+                        .unwrap_or_default()
+                ));
+            }
             continue;
         };
-        let vfstype = field(2).unwrap_or_else(|| "auto".into());
         let opts = field(3).unwrap_or_else(|| "defaults".into());
         let freq = field(4).unwrap_or_else(|| "0".into());
         let passno = field(5).unwrap_or_else(|| "2".into());
@@ -347,58 +411,60 @@ async fn config_wants(
                 "{origin}: options {opts:?} contain spaces"
             )));
         }
+        let mut skip = |why: String, dropped: &mut Vec<Done>| {
+            warnings.push(format!("{label}: {why}"));
+            dropped.push(Done {
+                mountpoint: mp.clone(),
+                spec: spec.clone(),
+                fstype: vfstype.clone(),
+                origin: origin.clone(),
+                action: format!("skipped: {why}"),
+            });
+        };
         if spec == "swap" {
-            warnings.push(format!(
-                "{origin}: swap files are not managed by stoke; entry ignored"
-            ));
+            skip(
+                "swap files are not managed by stoke (see the `swap` key); entry ignored".into(),
+                dropped,
+            );
             continue;
         }
-
-        // Device name resolution, as cloud-init does it.
-        let mut device = None;
-        let mut fstab_spec = spec.clone();
-        if spec.starts_with("ephemeral") {
-            let dev = details
-                .and_then(|d| d.ephemeral.get(&spec).cloned())
-                .or_else(|| {
-                    ctx.instance
-                        .block_device_mapping
-                        .get(&spec)
-                        .map(|d| format!("/dev/{}", d.trim_start_matches("/dev/")))
-                        .filter(|d| ctx.path(d).exists())
-                });
-            match dev {
-                Some(d) if used_by_disks.contains(&&d) => {
-                    warnings.push(format!(
-                        "{origin}: {spec} ({d}) is used by the disks module; entry ignored"
-                    ));
-                    continue;
-                }
-                Some(d) => device = Some(d),
-                None => {
-                    warnings.push(format!("{origin}: {spec} is not present; entry ignored"));
-                    continue;
-                }
+        // A device that is not there now and cannot appear later gets no fstab line:
+        // such a line would only ever wait for its device timeout.
+        let device = match &named {
+            spec::Named::Missing(why) => {
+                skip(
+                    format!("{why}; entry skipped (not mounted, no /etc/fstab line)"),
+                    dropped,
+                );
+                continue;
             }
-        } else if !spec.contains(['/', '=', ':']) {
-            // "sdb" → /dev/sdb, or its xvd/vd name on Xen/KVM.
-            let candidates = match spec.strip_prefix("sd") {
-                Some(rest) => vec![spec.clone(), format!("xvd{rest}"), format!("vd{rest}")],
-                None => vec![spec.clone()],
-            };
-            let found = candidates
-                .iter()
-                .map(|n| format!("/dev/{n}"))
-                .find(|p| ctx.path(p).exists());
-            device = Some(found.unwrap_or_else(|| format!("/dev/{spec}")));
-        } else if spec.starts_with("/dev/") {
-            device = Some(spec.clone());
-        }
+            spec::Named::Kernel(d) | spec::Named::Stable(d) => {
+                if let Some(vol) = used_by_disks(ctx, details, d) {
+                    skip(
+                        format!(
+                            "{d} is used by the disks module ({}{}); entry ignored: the disks \
+                             settings say where and how it is mounted (disks.mount_point, \
+                             disks.mount_options)",
+                            vol.device,
+                            vol.mountpoint
+                                .as_deref()
+                                .map(|m| format!(" at {m}"))
+                                .unwrap_or_default()
+                        ),
+                        dropped,
+                    );
+                    continue;
+                }
+                Some(d.clone())
+            }
+            spec::Named::Other => None,
+        };
 
         let network = NETWORK_FS.contains(&vfstype.as_str())
             || opts.split(',').any(|o| o == "_netdev")
             || (device.is_none() && spec.contains(':'))
             || spec.starts_with("//");
+        let mut fstab_spec = spec.clone();
         let how = if swap {
             How::Later("swap is activated by systemd".into())
         } else if network {
@@ -413,7 +479,9 @@ async fn config_wants(
                     source: ctx.path(dev).display().to_string(),
                 }
             } else {
-                How::Skip(format!("{dev} does not exist"))
+                How::Skip(format!(
+                    "{dev} does not exist (yet); its /etc/fstab line mounts it if it appears"
+                ))
             }
         } else if spec.contains('=') {
             resolve_tag(ctx, &spec).await?
@@ -421,23 +489,51 @@ async fn config_wants(
             How::Skip(format!("cannot tell what {spec} is"))
         };
         if let How::Skip(why) = &how {
-            warnings.push(format!("{origin}: {mp}: not mounted now: {why}"));
+            warnings.push(format!("{label}: {mp}: not mounted now: {why}"));
         }
-        out.push(Want {
-            entry: Entry {
-                spec: fstab_spec,
-                file: mp,
-                vfstype,
-                mntops: with_stoke_options(&opts, timeout, MARKER),
-                freq,
-                passno,
+        out.push((
+            key,
+            Want {
+                entry: Entry {
+                    spec: fstab_spec,
+                    file: mp,
+                    vfstype,
+                    mntops: with_stoke_options(&opts, timeout, MARKER),
+                    freq,
+                    passno,
+                },
+                in_fstab: true,
+                how,
+                origin,
+                label,
             },
-            in_fstab: true,
-            how,
-            origin,
-        });
+        ));
     }
-    Ok(out)
+    // cloud-init writes every entry and `mount -a` leaves the last one on top: the last
+    // entry for a mount point wins, the earlier ones are dropped (named, not silently).
+    let mut wants: Vec<Want> = Vec::new();
+    for (_, w) in out {
+        if w.entry.file != "none"
+            && let Some(pos) = wants.iter().position(|o| o.entry.file == w.entry.file)
+        {
+            let old = wants.remove(pos);
+            let why = format!(
+                "{} and {} both mount {}: the last one wins; {} is not mounted and has no \
+                 /etc/fstab line",
+                old.label, w.label, w.entry.file, old.origin
+            );
+            warnings.push(why.clone());
+            dropped.push(Done {
+                mountpoint: old.entry.file,
+                spec: old.entry.spec,
+                fstype: old.entry.vfstype,
+                origin: old.origin,
+                action: format!("skipped: {why}"),
+            });
+        }
+        wants.push(w);
+    }
+    Ok(wants)
 }
 
 /// Checks that nothing conflicts, before anything is touched.
@@ -445,7 +541,7 @@ fn validate(
     ctx: &Context,
     wants: &[Want],
     fstab_text: &str,
-    keep_disks: bool,
+    kept: &dyn Fn(&Entry) -> bool,
 ) -> Result<(), ModuleError> {
     let mut seen: BTreeMap<String, &str> = BTreeMap::new();
     for w in wants {
@@ -467,7 +563,7 @@ fn validate(
         }
     }
     for (line, e) in fstab::entries(fstab_text) {
-        let theirs = !e.is_owned() || (keep_disks && e.is_disks()) || e.is_swap();
+        let theirs = !e.is_owned() || kept(&e);
         if theirs && let Some(origin) = seen.get(&norm(&e.file)) {
             return Err(ModuleError::Refused(format!(
                 "/etc/fstab line {line} already mounts {} at {} (not a line stoke owns); \
@@ -650,24 +746,74 @@ impl Module for MountsModule {
         {
             warnings.push(format!("waiting for udev: {e}"));
         }
-        wants.extend(config_wants(ctx, &cfg, details.as_ref(), &timeout, &mut warnings).await?);
+        let mut dropped = Vec::new();
+        let configured = config_wants(
+            ctx,
+            &cfg,
+            details.as_ref(),
+            &timeout,
+            &mut warnings,
+            &mut dropped,
+        )
+        .await?;
+        // A `mounts:` entry for the path of a disks volume wins that path: the user's
+        // user-data is the later, more specific word, and an application that finds its
+        // data volume where it asked for it is safer than one writing to scratch disks
+        // it believes persistent. The volume is still made, and named in the warning.
+        let config_paths: BTreeSet<String> =
+            configured.iter().map(|w| w.entry.file.clone()).collect();
+        wants.retain(|w| {
+            let Some(theirs) = configured.iter().find(|c| c.entry.file == w.entry.file) else {
+                return true;
+            };
+            let why = format!(
+                "{} and {} both want {}: the mounts: entry wins; {} is not mounted and \
+                 has no /etc/fstab line (set disks.mount_point, or jbod_mount_point, to mount it \
+                 elsewhere)",
+                w.label, theirs.label, w.entry.file, w.label
+            );
+            warnings.push(why.clone());
+            dropped.push(Done {
+                mountpoint: w.entry.file.clone(),
+                spec: w.entry.spec.clone(),
+                fstype: w.entry.vfstype.clone(),
+                origin: w.origin.clone(),
+                action: format!("skipped: {why}"),
+            });
+            false
+        });
+        wants.extend(configured);
         wants.sort_by(|a, b| Path::new(&a.entry.file).cmp(Path::new(&b.entry.file)));
 
         let fstab_path = ctx.path("/etc/fstab");
         let existing = read_to_string_opt(&fstab_path)
             .map_err(|e| ModuleError::io("reading", &fstab_path, e))?
             .unwrap_or_default();
-        validate(ctx, &wants, &existing, keep_disks)?;
+        // Lines left as they are: the swap file's (the `swap` module's, per-instance) and,
+        // without a disks report, the disks lines, except where a mounts: entry now wants
+        // the path (the same rule as with a report).
+        let kept = |e: &Entry| {
+            e.is_swap() || (keep_disks && e.is_disks() && !config_paths.contains(&norm(&e.file)))
+        };
+        if keep_disks {
+            for (line, e) in fstab::entries(&existing) {
+                if e.is_disks() && config_paths.contains(&norm(&e.file)) {
+                    warnings.push(format!(
+                        "/etc/fstab line {line} (the disks module's, for {} at {}) is replaced: \
+                         a mounts: entry wants {}",
+                        e.spec, e.file, e.file
+                    ));
+                }
+            }
+        }
+        validate(ctx, &wants, &existing, &kept)?;
 
         let desired: Vec<Entry> = wants
             .iter()
             .filter(|w| w.in_fstab)
             .map(|w| w.entry.clone())
             .collect();
-        // The swap file's line is the `swap` module's (per-instance): never dropped here.
-        let rw = fstab::rewrite(&existing, &desired, |e| {
-            (keep_disks && e.is_disks()) || e.is_swap()
-        });
+        let rw = fstab::rewrite(&existing, &desired, kept);
         let fstab_changed = rw.text != existing;
         if fstab_changed {
             atomic_write(&fstab_path, rw.text.as_bytes(), 0o644)
@@ -701,17 +847,6 @@ impl Module for MountsModule {
         // boot costs ~2 s and replaces the generated units of a line whose device
         // is still awaited, dropping its x-systemd.device-timeout: systemd then
         // waits the default 90 s for a filesystem that no longer exists.
-        if !errors.is_empty() {
-            return Err(ModuleError::Other(format!(
-                "{}{}",
-                errors.join("; "),
-                if fstab_changed {
-                    " (/etc/fstab was updated)"
-                } else {
-                    ""
-                }
-            )));
-        }
         let mounted = done.iter().filter(|d| d.action == "mounted").count();
         let already = done
             .iter()
@@ -724,6 +859,8 @@ impl Module for MountsModule {
         if !rw.removed.is_empty() {
             summary.push_str(&format!(" ({} stale lines removed)", rw.removed.len()));
         }
+        // Entries not used (and why) after the others, so status shows every entry.
+        done.extend(dropped);
         let mut report = Report::new(summary).with_details(serde_json::json!({
             "mounts": done,
             "fstab_changed": fstab_changed,
@@ -732,6 +869,21 @@ impl Module for MountsModule {
         }));
         for w in warnings {
             report.warn(w);
+        }
+        if !errors.is_empty() {
+            // Failed, and the report (what was mounted, the warnings) still reaches status.
+            return Err(ModuleError::Partial {
+                message: format!(
+                    "{}{}",
+                    errors.join("; "),
+                    if fstab_changed {
+                        " (/etc/fstab was updated)"
+                    } else {
+                        ""
+                    }
+                ),
+                report: Box::new(report),
+            });
         }
         Ok(report)
     }

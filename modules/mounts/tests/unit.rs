@@ -185,7 +185,10 @@ async fn cloud_config_mounts_are_resolved_and_mounted_in_path_order() {
          UUID=f00d-0f\t/srv/f\txfs\tdefaults,nofail,x-systemd.device-timeout=30s,x-stoke\t0\t2\n"
     );
     let w = r.warnings.join("\n");
-    assert!(w.contains("ephemeral3 is not present"), "{w}");
+    assert!(
+        w.contains("ephemeral3 is not in the instance's block-device-mapping"),
+        "{w}"
+    );
     assert!(w.contains("no device with UUID=gone"), "{w}");
     let efs = r.details["mounts"]
         .as_array()
@@ -320,10 +323,6 @@ async fn bad_input_is_a_clear_error_and_touches_nothing() {
             "is not a directory",
         ),
         (
-            json!({"mounts": [["/dev/vdb", "/mnt/"]]}),
-            "duplicate mount point /mnt",
-        ),
-        (
             json!({"mounts": [["/dev/vdb", "/srv/backup"]]}),
             "fstab line 6 already mounts",
         ),
@@ -347,10 +346,6 @@ async fn bad_input_is_a_clear_error_and_touches_nothing() {
         (
             json!({"mounts": [["/dev/vdb", "/./"]]}),
             "mount point / is the root",
-        ),
-        (
-            json!({"mounts": [["/dev/vdb", "//mnt//"]]}),
-            "duplicate mount point /mnt",
         ),
         (
             json!({"mounts": [["/dev/vdb", "/proc/x"]]}),
@@ -419,6 +414,21 @@ async fn a_failed_mount_is_reported() {
         .to_string();
     assert!(err.contains("mounting UUID=5e1f-0001 at /mnt"), "{err}");
     assert!(err.contains("/etc/fstab was updated"), "{err}");
+
+    // Failed, and the warnings and what each entry did still reach status.
+    let fake = FakeSystem::new();
+    fake.fail_mount(d.join("mnt"));
+    let cfg = json!({"mounts": [["sdq", "/q"]]});
+    match run(d, cfg, Some(raid0_report()), &fake).await {
+        Err(ModuleError::Partial { report, .. }) => {
+            assert!(
+                report.warnings[0].contains("/dev/sdq does not exist"),
+                "{report:?}"
+            );
+            assert_eq!(report.details["mounts"][0]["mountpoint"], "/mnt");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -497,4 +507,410 @@ async fn systemd_mounting_the_same_line_first_is_not_a_failure() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("mounting"), "{err}");
+}
+
+/// Device nodes under the temp root (plain files: existence is what is checked).
+fn devs(dir: &Path, names: &[&str]) {
+    fs::create_dir_all(dir.join("dev")).unwrap();
+    for n in names {
+        let p = dir.join("dev").join(n);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, "").unwrap();
+    }
+}
+
+/// The fstab lines stoke added after FOREIGN.
+fn added(dir: &Path) -> String {
+    fstab(dir)[FOREIGN.len()..].to_string()
+}
+
+fn ec2_instance(bdm: &[(&str, &str)]) -> InstanceData {
+    InstanceData {
+        block_device_mapping: bdm
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..InstanceData::default()
+    }
+}
+
+async fn run_on(
+    dir: &Path,
+    cfg: Value,
+    instance: InstanceData,
+    disks: Option<Value>,
+    fake: &Arc<FakeSystem>,
+) -> Result<Report, ModuleError> {
+    let mut ctx = context(dir, cfg, instance, fake.clone());
+    if let Some(d) = disks {
+        ctx.prior.insert("disks".into(), d);
+    }
+    MountsModule.run(&ctx).await
+}
+
+fn sources(dir: &Path, fake: &FakeSystem) -> Vec<(String, String)> {
+    mounts(fake)
+        .iter()
+        .map(|m| {
+            (
+                m.source
+                    .strip_prefix(&dir.display().to_string())
+                    .unwrap_or(&m.source)
+                    .to_string(),
+                m.target.strip_prefix(dir).unwrap().display().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// cloud-init's first mounts example, on a Xen-era instance with `disks` off: `/dev/ephemeral0`
+/// is ephemeral0, IMDS's `sdb` is found as xvdb, and of the two /opt/data entries the last wins
+/// (named in a warning) while everything else is still done.
+#[tokio::test]
+async fn cloud_inits_own_example_with_disks_off() {
+    let dir = root();
+    let d = dir.path();
+    devs(d, &["xvdb", "xvdc", "xvdh", "xvdi"]);
+    let cfg = json!({
+        "mounts": [
+            ["/dev/ephemeral0", "/mnt", "auto", "defaults,noexec"],
+            ["sdc", "/opt/data"],
+            ["xvdh", "/opt/data", "auto", "defaults,nofail", "0", "0"],
+            ["xvdi", "/srv/i"]
+        ],
+        // PyYAML reads `None` as a string: cloud-init's example means null.
+        "mount_default_fields": ["None", "None", "auto", "defaults,nofail", "0", "2"]
+    });
+    let fake = FakeSystem::new();
+    let r = run_on(
+        d,
+        cfg,
+        ec2_instance(&[("ami", "/dev/sda1"), ("ephemeral0", "sdb")]),
+        None,
+        &fake,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sources(d, &fake),
+        [
+            ("/dev/xvdb".to_string(), "mnt".to_string()),
+            ("/dev/xvdh".into(), "opt/data".into()),
+            ("/dev/xvdi".into(), "srv/i".into())
+        ]
+    );
+    assert_eq!(
+        added(d),
+        "\n/dev/xvdb\t/mnt\tauto\tdefaults,noexec,nofail,x-systemd.device-timeout=10s,x-stoke\t0\t2\n\
+         /dev/xvdh\t/opt/data\tauto\tdefaults,nofail,x-systemd.device-timeout=10s,x-stoke\t0\t0\n\
+         /dev/xvdi\t/srv/i\tauto\tdefaults,nofail,x-systemd.device-timeout=10s,x-stoke\t0\t2\n"
+    );
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(
+        r.warnings[0].contains("mounts[1] (sdc) and mounts[2] (xvdh) both mount /opt/data")
+            && r.warnings[0].contains("the last one wins"),
+        "{:?}",
+        r.warnings
+    );
+    let skipped: Vec<&Value> = r.details["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["action"].as_str().unwrap().starts_with("skipped"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0]["origin"], "mounts[1]");
+
+    // IMDS's other spellings: `ephemeral` for ephemeral0 (cloud-init's word too), Eucalyptus's
+    // `ephemeral` key, and the vd name on KVM.
+    let dir = root();
+    let d = dir.path();
+    devs(d, &["vdb"]);
+    let fake = FakeSystem::new();
+    run_on(
+        d,
+        json!({"mounts": [["ephemeral", "/scratch"]]}),
+        ec2_instance(&[("ephemeral", "/dev/sdb")]),
+        None,
+        &fake,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sources(d, &fake),
+        [("/dev/vdb".to_string(), "scratch".to_string())]
+    );
+}
+
+/// On an instance-store machine a `mounts:` entry for the array's path takes the path, by
+/// a rule (not by failing the module): the array is still made, and named in a warning and
+/// in the details. Entries that mean the instance store itself leave the array where it is.
+#[tokio::test]
+async fn a_mounts_entry_for_the_arrays_path() {
+    // Another device at /mnt (however spelled): the user's entry wins the path.
+    for mp in ["/mnt", "//mnt/", "/mnt/./"] {
+        let dir = root();
+        let d = dir.path();
+        devs(d, &["xvdf"]);
+        let fake = FakeSystem::new();
+        let r = run(
+            d,
+            json!({"mounts": [["xvdf", mp, "ext4"], ["xvdf", "/srv/other", "ext4"]]}),
+            Some(raid0_report()),
+            &fake,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            sources(d, &fake),
+            [
+                ("/dev/xvdf".to_string(), "mnt".to_string()),
+                ("/dev/xvdf".into(), "srv/other".into())
+            ],
+            "{mp}"
+        );
+        let text = added(d);
+        assert!(!text.contains("x-stoke=disks"), "{text}");
+        assert!(text.contains("/dev/xvdf\t/mnt\text4\t"), "{text}");
+        let w = r.warnings.join("\n");
+        assert!(
+            w.contains("the disks module's /dev/md/ephemeral and mounts[0] (xvdf) both want /mnt")
+                && w.contains("set disks.mount_point"),
+            "{w}"
+        );
+        let array = r.details["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["origin"] == "disks")
+            .unwrap()
+            .clone();
+        assert!(array["action"].as_str().unwrap().starts_with("skipped"));
+    }
+
+    // The instance store itself (by its IMDS name, `/dev/ephemeral0`, its NVMe name, or
+    // ephemeral0 where IMDS names a disk this Nitro instance does not have): the array stays.
+    let mut report = raid0_report();
+    report["ephemeral"] = json!({"ephemeral0": "/dev/nvme1n1"});
+    for (entry, instance, said) in [
+        (
+            json!(["ephemeral0", "/mnt", "auto", "defaults,noexec"]),
+            InstanceData::default(),
+            "used by the disks module",
+        ),
+        (
+            json!(["/dev/ephemeral0", "/mnt"]),
+            InstanceData::default(),
+            "used by the disks module",
+        ),
+        (
+            json!(["/dev/nvme2n1", "/mnt"]),
+            InstanceData::default(),
+            "used by the disks module",
+        ),
+        (
+            json!(["/dev/md/ephemeral", "/data"]),
+            InstanceData::default(),
+            "used by the disks module (/dev/md/ephemeral at /mnt); entry ignored",
+        ),
+        (
+            json!(["ephemeral1", "/mnt", "auto", "defaults,noexec"]),
+            ec2_instance(&[("ephemeral1", "sdc")]),
+            "none of /dev/sdc, /dev/xvdc, /dev/vdc exists",
+        ),
+        (
+            json!(["sdb", "/mnt"]),
+            InstanceData::default(),
+            "/dev/sdb does not exist",
+        ),
+    ] {
+        let dir = root();
+        let d = dir.path();
+        devs(d, &["nvme1n1", "nvme2n1"]);
+        let fake = FakeSystem::new();
+        let r = run_on(
+            d,
+            json!({ "mounts": [entry] }),
+            instance,
+            Some(report.clone()),
+            &fake,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            sources(d, &fake),
+            [("/dev/md/ephemeral".to_string(), "mnt".to_string())],
+            "{entry}"
+        );
+        assert!(
+            added(d).starts_with("\nUUID=5e1f-0001\t/mnt\txfs\t")
+                && added(d).contains("x-stoke=disks"),
+            "{entry}: {}",
+            added(d)
+        );
+        assert_eq!(r.warnings.len(), 1, "{entry}: {:?}", r.warnings);
+        assert!(r.warnings[0].contains(said), "{entry}: {:?}", r.warnings);
+    }
+
+    // No disks report this boot (module disabled): its kept /mnt line gives way too.
+    let dir = root();
+    let d = dir.path();
+    run(d, json!({}), Some(raid0_report()), &FakeSystem::new())
+        .await
+        .unwrap();
+    devs(d, &["xvdf"]);
+    let fake = FakeSystem::new();
+    let r = run(d, json!({"mounts": [["xvdf", "/mnt"]]}), None, &fake)
+        .await
+        .unwrap();
+    assert!(!fstab(d).contains("x-stoke=disks"), "{}", fstab(d));
+    assert!(added(d).contains("/dev/xvdf\t/mnt\t"), "{}", added(d));
+    assert!(
+        r.warnings
+            .join("\n")
+            .contains("(the disks module's, for UUID=5e1f-0001 at /mnt) is replaced"),
+        "{:?}",
+        r.warnings
+    );
+}
+
+/// A device that is not there and cannot appear later gets no fstab line (a warning says
+/// why); names that can appear later (tags, links, LVM, network sources) and pseudo
+/// filesystems are written as given.
+#[tokio::test]
+async fn a_missing_device_is_skipped_with_a_warning_not_written() {
+    let dir = root();
+    let d = dir.path();
+    devs(d, &["xvdb"]);
+    let fake = FakeSystem::new();
+    fake.on("blkid -o device -t LABEL=later", CmdOutput::failed(2, ""));
+    let cfg = json!({
+        "mounts": [
+            ["sdq", "/q"],
+            ["/dev/xvdq", "/xq"],
+            ["ephemeral1", "/e1"],
+            ["ephemeral0.1", "/p"],
+            ["my_data.1", "/a1"],
+            ["my_data", "/a0"],
+            ["aliased.2", "/a2"],
+            ["LABEL=later", "/l"],
+            ["/dev/disk/by-label/later", "/bl"],
+            ["/dev/vg0/lv0", "/lv"],
+            ["fs-1.efs:/", "/efs", "nfs4"],
+            ["tmpfs", "/t", "tmpfs", "size=1G"]
+        ],
+        "device_aliases": {"aliased": "/dev/sdz"}
+    });
+    let r = run_on(
+        d,
+        cfg,
+        ec2_instance(&[("ephemeral0", "sdb"), ("ephemeral1", "sdc")]),
+        None,
+        &fake,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        added(d),
+        "\n/dev/disk/by-label/later\t/bl\tauto\tdefaults,nofail,x-systemd.device-timeout=10s,x-stoke\t0\t2\n\
+         fs-1.efs:/\t/efs\tnfs4\tdefaults,nofail,x-systemd.device-timeout=10s,x-stoke\t0\t2\n\
+         LABEL=later\t/l\tauto\tdefaults,nofail,x-systemd.device-timeout=10s,x-stoke\t0\t2\n\
+         /dev/vg0/lv0\t/lv\tauto\tdefaults,nofail,x-systemd.device-timeout=10s,x-stoke\t0\t2\n\
+         tmpfs\t/t\ttmpfs\tsize=1G,nofail,x-systemd.device-timeout=10s,x-stoke\t0\t2\n",
+    );
+    assert!(mounts(&fake).is_empty());
+    let w = r.warnings.join("\n");
+    for said in [
+        "mounts[0] (sdq): /dev/sdq does not exist; entry skipped (not mounted, no /etc/fstab line)",
+        "mounts[1] (/dev/xvdq): /dev/xvdq does not exist; entry skipped",
+        "mounts[2] (ephemeral1): ephemeral1 is sdc in the block-device-mapping, and none of /dev/sdc, /dev/xvdc, /dev/vdc exists",
+        "mounts[3] (ephemeral0.1): /dev/xvdb has no partition 1",
+        "mounts[4] (my_data.1): /dev/my_data does not exist (a device_aliases or disk_setup name?",
+        "mounts[5] (my_data): /dev/my_data does not exist (a device_aliases or disk_setup name?",
+        "mounts[6] (aliased.2): /dev/sdz does not exist (device_aliases: aliased → /dev/sdz)",
+        "mounts[7] (LABEL=later): /l: not mounted now: no device with LABEL=later",
+        "mounts[8] (/dev/disk/by-label/later): /bl: not mounted now: /dev/disk/by-label/later does not exist (yet)",
+        "mounts[9] (/dev/vg0/lv0): /lv: not mounted now",
+    ] {
+        assert!(w.contains(said), "{said}\n--\n{w}");
+    }
+}
+
+/// `device_aliases` names, `NAME.N` partitions and cloud-init's "a partitioned disk means its
+/// first partition"; a null mount point removes the earlier entries for that device.
+#[tokio::test]
+async fn aliases_partitions_and_removals_as_cloud_init() {
+    let dir = root();
+    let d = dir.path();
+    devs(
+        d,
+        &["xvdf", "xvdf1", "xvdf2", "nvme3n1", "nvme3n1p1", "xvdb"],
+    );
+    let cfg = json!({
+        "device_aliases": {"data": "/dev/sdf", "fast": "nvme3n1"},
+        "mounts": [
+            ["data.2", "/data"],
+            ["fast", "/fast"],
+            ["sdf", "/whole"],
+            ["xvdb", "/gone"],
+            ["ephemeral0", "/gone2"],
+            ["sdb", null]
+        ]
+    });
+    let fake = FakeSystem::new();
+    let r = run_on(d, cfg, ec2_instance(&[("ephemeral0", "sdb")]), None, &fake)
+        .await
+        .unwrap();
+    assert_eq!(
+        sources(d, &fake),
+        [
+            ("/dev/xvdf2".to_string(), "data".to_string()),
+            ("/dev/nvme3n1p1".into(), "fast".into()),
+            ("/dev/xvdf1".into(), "whole".into())
+        ]
+    );
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(!fstab(d).contains("gone"), "{}", fstab(d));
+
+    // `[ephemeral0]` is cloud-init's way to leave the instance store unmounted: stoke's disks
+    // module mounts it, and the warning says how to turn that off.
+    let dir = root();
+    let d = dir.path();
+    let mut report = raid0_report();
+    report["ephemeral"] = json!({"ephemeral0": "/dev/nvme1n1"});
+    let fake = FakeSystem::new();
+    let r = run(d, json!({"mounts": [["ephemeral0"]]}), Some(report), &fake)
+        .await
+        .unwrap();
+    assert_eq!(mounts(&fake).len(), 1);
+    assert!(
+        r.warnings[0].contains("disks: {mount: false}"),
+        "{:?}",
+        r.warnings
+    );
+}
+
+/// A directory under /dev is not a device: `[disk, /x]` and `[/dev/disk, /x]` name nothing.
+#[tokio::test]
+async fn a_directory_under_dev_is_not_a_device() {
+    let dir = root();
+    let d = dir.path();
+    fs::create_dir_all(d.join("dev/disk/by-label")).unwrap();
+    let fake = FakeSystem::new();
+    let r = run(
+        d,
+        json!({"mounts": [["disk", "/x"], ["/dev/disk", "/y"]]}),
+        None,
+        &fake,
+    )
+    .await
+    .unwrap();
+    assert!(mounts(&fake).is_empty());
+    assert_eq!(fstab(d), FOREIGN);
+    assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+    assert!(
+        r.warnings
+            .iter()
+            .all(|w| w.contains("/dev/disk does not exist"))
+    );
 }
