@@ -21,5 +21,6 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
     all.extend(stoke_puppet::modules());
     all.extend(stoke_files::modules());
     all.extend(stoke_system::modules());
+    all.extend(stoke_checks::modules());
     all.into_iter().map(Arc::from).collect()
 }

@@ -48,7 +48,9 @@ const DIFFERENT_MEANING: &[(&str, &str)] = &[
     ),
     (
         "mounts",
-        "mount points compared as paths; `/` and system trees refused",
+        "mount points compared as paths (`/` and system trees refused); `/dev/ephemeralN` read as \
+         `ephemeralN`; an entry whose kernel device does not exist is skipped, not written to fstab; \
+         an entry for the instance-store array's path takes it (the array stays unmounted, with a warning)",
     ),
     (
         "ntp",

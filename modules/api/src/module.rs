@@ -7,7 +7,19 @@ use serde::{Deserialize, Serialize};
 use crate::{ConfigError, ConfigSpec, Context, SysError, TemplateError};
 
 /// Boot stages, in order. A module runs in the earliest stage where what it needs exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
     Local,
@@ -93,6 +105,8 @@ pub enum Order {
     /// After the normal modules of the stage (the user's scripts, as cloud-init's
     /// `scripts_user` runs late).
     Late,
+    /// After the user's scripts: the acceptance checks, which judge what the boot did.
+    Checks,
     /// After every other module of the stage (the final message, the power-state change).
     Last,
 }
@@ -104,7 +118,8 @@ impl Order {
             Order::First => 0,
             Order::Normal => 1,
             Order::Late => 2,
-            Order::Last => 3,
+            Order::Checks => 3,
+            Order::Last => 4,
         }
     }
 }

@@ -52,3 +52,7 @@ pub const MKSWAP: &str = "mkswap";
 pub const SWAPON: &str = "swapon";
 /// shadow's passwd: `passwd --expire` (chpasswd's `expire`).
 pub const PASSWD: &str = "passwd";
+/// dpkg: whether a package is installed (acceptance checks).
+pub const DPKG_QUERY: &str = "dpkg-query";
+/// rpm: whether a package is installed where dpkg is not the package manager.
+pub const RPM: &str = "rpm";
