@@ -133,6 +133,19 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
     },
+    /// Run the image's acceptance checks now (for a build pipeline); exit 1 if one fails.
+    Verify {
+        /// Also write the results as JUnit XML to FILE (for Jenkins and other CI servers).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only the checks a layer defines: its file name in stoke.d/ with or without
+        /// `.yaml` (`50-app`), or `stoke` for stoke.yaml.
+        #[arg(long, value_name = "NAME")]
+        layer: Option<String>,
+    },
     /// Print a metadata value (e.g. local-ipv4, instance-id, user-data).
     Query {
         /// The metadata key (instance-id, local-ipv4, region, public-keys, user-data, ...).

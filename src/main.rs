@@ -15,6 +15,7 @@ mod state;
 mod status;
 mod svg;
 mod system;
+mod verify;
 mod wait;
 
 use std::path::PathBuf;
@@ -121,6 +122,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Plan { .. }
             | Command::Analyze { .. }
             | Command::Query { .. }
+            | Command::Verify { .. }
             | Command::Clean { .. }
     ) {
         default_sigpipe();
@@ -299,6 +301,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Query { key } => query(&app, &key),
+        Command::Verify { junit, json, layer } => {
+            verify::run(&app, &rt, junit.as_deref(), json, layer.as_deref())
+        }
         Command::ExecRecord { .. } => unreachable!("handled before the runtime starts"),
         Command::Shutdown => {
             let ok = rt.block_on(app.shutdown())?;

@@ -46,6 +46,9 @@ _stoke() {
             stoke,status)
                 cmd="stoke__subcmd__status"
                 ;;
+            stoke,verify)
+                cmd="stoke__subcmd__verify"
+                ;;
             stoke__subcmd__help,analyze)
                 cmd="stoke__subcmd__help__subcmd__analyze"
                 ;;
@@ -76,6 +79,9 @@ _stoke() {
             stoke__subcmd__help,status)
                 cmd="stoke__subcmd__help__subcmd__status"
                 ;;
+            stoke__subcmd__help,verify)
+                cmd="stoke__subcmd__help__subcmd__verify"
+                ;;
             *)
                 ;;
         esac
@@ -83,7 +89,7 @@ _stoke() {
 
     case "${cmd}" in
         stoke)
-            opts="-v -h -V --root --config --seed --execute --verbose --help --version run status clean schema plan analyze query shutdown exec-record help"
+            opts="-v -h -V --root --config --seed --execute --verbose --help --version run status clean schema plan analyze verify query shutdown exec-record help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -195,7 +201,7 @@ _stoke() {
             return 0
             ;;
         stoke__subcmd__help)
-            opts="run status clean schema plan analyze query shutdown exec-record help"
+            opts="run status clean schema plan analyze verify query shutdown exec-record help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -348,6 +354,20 @@ _stoke() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        stoke__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         stoke__subcmd__plan)
             opts="-v -h --json --root --config --execute --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -470,6 +490,36 @@ _stoke() {
             fi
             case "${prev}" in
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        stoke__subcmd__verify)
+            opts="-v -h --junit --json --layer --root --config --execute --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --layer)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

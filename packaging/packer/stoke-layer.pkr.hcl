@@ -6,7 +6,8 @@
 #   2. install or upgrade the stoke .deb (only in the layer that introduces or upgrades stoke),
 #   3. drop this layer's config into /etc/stoke/stoke.d/NN-<layer>.yaml and validate it,
 #   4. install the layer's own software,
-#   5. `stoke clean` LAST, so every instance of the new image behaves as a first boot.
+#   5. run the layer's acceptance checks (`stoke verify --layer`, JUnit XML for the pipeline),
+#   6. `stoke clean` LAST, so every instance of the new image behaves as a first boot.
 #
 # The VM tests (vm-tests/, scenario "bake-then-boot") run steps 1, 3 and 5 against a real guest.
 # See docs/baking.md.
@@ -125,7 +126,21 @@ build {
     ]
   }
 
-  # 5. Last: forget this build instance, so the image's instances each get a first boot
+  # 5. This layer's acceptance checks, now: a failure fails the build. The JUnit file is
+  #    downloaded for the CI server. (Checks that need a booted instance of the new image,
+  #    such as its data volume, say `verify: false` and run only at boot: see docs/ready.md.)
+  provisioner "shell" {
+    inline = [
+      "sudo stoke verify --layer ${var.layer_order}-${var.layer} --junit /tmp/stoke-checks.xml",
+    ]
+  }
+  provisioner "file" {
+    direction   = "download"
+    source      = "/tmp/stoke-checks.xml"
+    destination = "stoke-checks-${var.layer}.xml"
+  }
+
+  # 6. Last: forget this build instance, so the image's instances each get a first boot
   #    (new hostname, host keys, disks, DNS). Also drop the machine-id, as for any baked image.
   provisioner "shell" {
     inline = [

@@ -89,6 +89,9 @@ pub struct CheckSpec {
 
     /// When it runs at boot: at the end of this stage (default final, after every module).
     pub stage: Option<Stage>,
+    /// `false`: only at boot, never by `stoke verify` (it needs an instance of the finished
+    /// image: its data volume, its DNS name). Default true.
+    pub verify: Option<bool>,
     /// `error` (default): a failure fails the boot; `warning`: it makes the boot degraded.
     pub severity: Option<Severity>,
 }

@@ -86,7 +86,10 @@ impl Module for Checks {
             .checks
             .iter()
             .flatten()
-            .filter(|(_, c)| self.stage.is_none_or(|s| c.stage() == s))
+            .filter(|(_, c)| match self.stage {
+                Some(s) => c.stage() == s,
+                None => c.verify != Some(false),
+            })
             .collect();
         if chosen.is_empty() {
             return Ok(Report::new("no checks"));

@@ -219,6 +219,7 @@ async fn only_the_checks_of_the_modules_stage_run_and_none_is_no_work() {
     let checks = json!({
         "early": {"file": "/etc/passwd", "stage": "local"},
         "late": {"file": "/nope"},
+        "boot-only": {"file": "/also-nope", "verify": false},
     });
     let ctx = context(
         m.path(),
@@ -251,6 +252,18 @@ async fn only_the_checks_of_the_modules_stage_run_and_none_is_no_work() {
         .is_err(),
         "/nope is absent"
     );
+    // `stoke verify` (no stage): every check but the boot-only ones.
+    let verify = results(&Checks { stage: None }.run(&ctx).await);
+    let names: Vec<&str> = verify.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["early", "late"]);
+    let boot = results(
+        &Checks {
+            stage: Some(Stage::Final),
+        }
+        .run(&ctx)
+        .await,
+    );
+    assert_eq!(boot.len(), 2, "boot-only runs at boot: {boot:?}");
     let names: Vec<&str> = modules().iter().map(|m| m.spec().name).collect();
     assert_eq!(names, ["checks-local", "checks-network", "checks"]);
     assert!(modules().iter().all(|m| m.spec().order == Order::Checks));
