@@ -52,6 +52,8 @@ pub struct AuthorizedKeysConfig {
     /// Options forced on root's keys when `disable_root` is true; `$USER` is the
     /// default user, `$DISABLE_USER` is `root`.
     pub disable_root_opts: String,
+    /// Do not print the fingerprints of each user's authorized keys to the console. Default false.
+    pub no_ssh_fingerprints: bool,
 }
 
 impl Default for AuthorizedKeysConfig {
@@ -63,6 +65,7 @@ impl Default for AuthorizedKeysConfig {
             users: None,
             disable_root: true,
             disable_root_opts: DEFAULT_DISABLE_ROOT_OPTS.to_string(),
+            no_ssh_fingerprints: false,
         }
     }
 }
@@ -125,6 +128,11 @@ impl AuthorizedKeysConfig {
         if self.users.as_ref().is_some_and(Vec::is_empty) {
             return None;
         }
+        self.configured_default_user()
+    }
+
+    /// The default user the image or user-data names, whether or not `users: []` removes it.
+    fn configured_default_user(&self) -> Option<String> {
         self.default_user
             .as_ref()
             .or_else(|| self.system_info.as_ref()?.default_user.as_ref())
@@ -239,6 +247,10 @@ struct Applied {
     changed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<String>,
+    /// `ssh-keygen -l` lines of every key in the file (stoke's and others'), each with
+    /// `, with options` when it has options.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fingerprints: Vec<String>,
 }
 
 #[stoke_api::async_trait]
@@ -289,6 +301,20 @@ impl Module for AuthorizedKeys {
         warnings.extend(bad_lines);
         for w in &warnings {
             tracing::warn!("{w}");
+        }
+        if cfg.no_ssh_fingerprints {
+            for a in &mut applied {
+                a.fingerprints.clear();
+            }
+        } else {
+            let text = fingerprint_text(&applied);
+            if !text.is_empty()
+                && let Err(e) = ctx.system.console(&text)
+            {
+                warnings.push(format!(
+                    "printing authorized key fingerprints to the console: {e}"
+                ));
+            }
         }
 
         let done: Vec<String> = applied
@@ -423,6 +449,18 @@ fn targets(ctx: &Context, cfg: &AuthorizedKeysConfig, warnings: &mut Vec<String>
         keys: root_keys,
         explicit: default_user.as_deref() == Some("root"),
     });
+    // `users: []` removes the image's default user: no instance keys for it, and none left
+    // from an earlier instance either (its stoke block goes, as root's does).
+    if default_user.is_none()
+        && let Some(du) = cfg.configured_default_user()
+        && du != "root"
+    {
+        targets.push(Target {
+            name: du,
+            keys: Vec::new(),
+            explicit: false,
+        });
+    }
     for (j, entry) in cfg.users.iter().flatten().enumerate() {
         let UserEntry::User(u) = entry else { continue };
         // The snapuser form has no name: users-groups warns and skips it.
@@ -537,6 +575,7 @@ fn apply(ctx: &Context, t: &Target, bad: &mut Vec<String>) -> Result<Option<Appl
             keys: 0,
             changed: false,
             file: None,
+            fingerprints: Vec::new(),
         }));
     };
     let file = ssh_path.join("authorized_keys");
@@ -549,6 +588,7 @@ fn apply(ctx: &Context, t: &Target, bad: &mut Vec<String>) -> Result<Option<Appl
                 keys: 0,
                 changed: false,
                 file: None,
+                fingerprints: Vec::new(),
             }));
         }
         None => ("", 0o600),
@@ -572,7 +612,49 @@ fn apply(ctx: &Context, t: &Target, bad: &mut Vec<String>) -> Result<Option<Appl
         keys: lines.len(),
         changed,
         file: Some(file.display().to_string()),
+        fingerprints: file_fingerprints(&updated),
     }))
+}
+
+/// The fingerprint of every key line in an `authorized_keys` text (any line sshd would use,
+/// not only stoke's).
+fn file_fingerprints(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let key = keyline::parse(line).ok()??;
+            let fp = crate::fingerprint::fingerprint(&key)?;
+            Some(if key.options.is_some() {
+                format!("{fp}, with options")
+            } else {
+                fp
+            })
+        })
+        .collect()
+}
+
+/// The console lines for each user whose `authorized_keys` stoke handled, like cloud-init's
+/// log of authorized key fingerprints, so the console (EC2's console output) shows which
+/// keys can log in as whom.
+fn fingerprint_text(applied: &[Applied]) -> String {
+    let mut out = String::new();
+    for a in applied {
+        let Some(file) = &a.file else { continue };
+        if a.fingerprints.is_empty() {
+            out.push_str(&format!(
+                "stoke: authorized keys for {} ({file}): none\n",
+                a.user
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            "stoke: authorized keys for {} ({file}):\n",
+            a.user
+        ));
+        for fp in &a.fingerprints {
+            out.push_str(&format!("stoke:   {fp}\n"));
+        }
+    }
+    out
 }
 
 /// A block that is half there (one marker, or two of one) cannot be replaced
