@@ -15,7 +15,7 @@
 //! | `hostname` | metadata | template for the host name; a value with dots is taken as the fqdn and its first label as the host name (as cloud-init does) |
 //! | `fqdn` | see below | template for the fully qualified name; when `hostname` is unset, the host name is its first label |
 //! | `domain` | none | template for the domain (stoke's own key): fqdn = `<hostname>.<domain>` when `fqdn` is unset |
-//! | `preserve_hostname` | `false` | `true`: touch nothing (no file, no syscall); the current `/etc/hostname` is reported |
+//! | `preserve_hostname` | `false` | `true`: touch nothing (no file, no syscall) but `/etc/hosts` when `manage_etc_hosts` is `true` or `localhost` (with the kept name); the current `/etc/hostname` is reported |
 //! | `prefer_fqdn_over_hostname` | `false` | the fqdn, not the short name, goes to `/etc/hostname` and `sethostname` |
 //! | `create_hostname_file` | `true` | `false`: do not create `/etc/hostname` when it does not exist |
 //! | `manage_etc_hosts` | absent | cloud-init's: `true` renders the whole `/etc/hosts`, `localhost` keeps its 127.0.1.1 line, `false` leaves it alone ([`hosts`]); absent: stoke's block below |
@@ -100,7 +100,8 @@ pub struct HostnameConfig {
     pub fqdn: Option<String>,
     /// Template for the domain; the fqdn is `<hostname>.<domain>` when `fqdn` is not set.
     pub domain: Option<String>,
-    /// Leave the hostname, /etc/hostname and /etc/hosts alone.
+    /// Leave the hostname and /etc/hostname alone (and /etc/hosts, unless `manage_etc_hosts` is
+    /// true or localhost: it then gets the kept name).
     pub preserve_hostname: bool,
     /// Give the fqdn (not the short name) to /etc/hostname and the kernel.
     pub prefer_fqdn_over_hostname: bool,
