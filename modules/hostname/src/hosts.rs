@@ -38,9 +38,8 @@ pub enum ManageEtcHosts {
 impl<'de> Deserialize<'de> for ManageEtcHosts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bad = |shown: &dyn fmt::Display| {
-            serde::de::Error::custom(format!(
-                "manage_etc_hosts {shown}: expected true, false or \"localhost\""
-            ))
+            // The loader puts the key's name and position in front.
+            serde::de::Error::custom(format!("{shown}: expected true, false or \"localhost\""))
         };
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::Bool(true) => Ok(ManageEtcHosts::Template),
