@@ -54,6 +54,9 @@ pub struct AuthorizedKeysConfig {
     pub disable_root_opts: String,
     /// Do not print the fingerprints of each user's authorized keys to the console. Default false.
     pub no_ssh_fingerprints: bool,
+    /// Install the metadata's public keys (the instance's key pair). Default true; `false`:
+    /// only `ssh_authorized_keys` and the `users` entries' keys.
+    pub allow_public_ssh_keys: bool,
 }
 
 impl Default for AuthorizedKeysConfig {
@@ -66,6 +69,7 @@ impl Default for AuthorizedKeysConfig {
             disable_root: true,
             disable_root_opts: DEFAULT_DISABLE_ROOT_OPTS.to_string(),
             no_ssh_fingerprints: false,
+            allow_public_ssh_keys: true,
         }
     }
 }
@@ -348,11 +352,17 @@ impl Module for AuthorizedKeys {
                 }
             )));
         }
-        let summary = if done.is_empty() {
+        let mut summary = if done.is_empty() {
             "authorized keys: nothing to install".to_string()
         } else {
             format!("authorized keys: {}", done.join(", "))
         };
+        if !cfg.allow_public_ssh_keys && !ctx.instance.public_keys.is_empty() {
+            summary.push_str(&format!(
+                "; {} metadata keys not installed (allow_public_ssh_keys: false)",
+                ctx.instance.public_keys.len()
+            ));
+        }
         let mut report = Report::new(summary).with_details(json!({
             "users": applied,
             "bad_lines": bad_count,
@@ -365,7 +375,12 @@ impl Module for AuthorizedKeys {
 
     fn plan(&self, ctx: &Context) -> Option<String> {
         let cfg: AuthorizedKeysConfig = ctx.config().ok()?;
-        let n = ctx.instance.public_keys.len() + cfg.ssh_authorized_keys.len();
+        let meta = if cfg.allow_public_ssh_keys {
+            ctx.instance.public_keys.len()
+        } else {
+            0
+        };
+        let n = meta + cfg.ssh_authorized_keys.len();
         Some(match &cfg.effective_default_user() {
             Some(u) => format!(
                 "{n} keys for {u} and root (disable_root: {})",
@@ -386,6 +401,7 @@ fn targets(ctx: &Context, cfg: &AuthorizedKeysConfig, warnings: &mut Vec<String>
             .instance
             .public_keys
             .iter()
+            .filter(|_| cfg.allow_public_ssh_keys)
             .enumerate()
             .map(|(i, k)| Wanted {
                 source: format!("metadata public-keys[{i}]"),

@@ -610,7 +610,8 @@ fn json_schema_names_every_key_and_default() {
             "users",
             "disable_root",
             "disable_root_opts",
-            "no_ssh_fingerprints"
+            "no_ssh_fingerprints",
+            "allow_public_ssh_keys"
         ]
     );
 }
@@ -772,4 +773,44 @@ async fn users_empty_takes_the_instance_keys_away_from_the_default_user() {
     res.unwrap();
     assert_eq!(read(&admin_file), by_hand);
     assert!(read(&w.root.join("root/.ssh/authorized_keys")).contains(&format!("\n{new}\n")));
+}
+
+/// cloud-init's `allow_public_ssh_keys: false`: the metadata's keys are not installed (only the
+/// configured ones); stoke used to warn it away and install them anyway.
+#[tokio::test]
+async fn allow_public_ssh_keys_false_leaves_out_the_metadata_keys() {
+    let w = world();
+    let meta = fake_key("ssh-ed25519", 1);
+    let conf = fake_key("ssh-ed25519", 2);
+    let config = json!({
+        "default_user": "admin",
+        "ssh_authorized_keys": [conf.clone()],
+        "allow_public_ssh_keys": false,
+    });
+    let (res, _) = run(&w, config, instance("i-1", vec![meta.clone()])).await;
+    let report = res.unwrap();
+    let admin = read(&w.root.join("home/admin/.ssh/authorized_keys"));
+    assert_eq!(admin, block(&[&conf]));
+    let root = read(&w.root.join("root/.ssh/authorized_keys"));
+    assert_eq!(root, block(&[&format!("{} {conf}", root_prefix("admin"))]));
+    assert!(
+        report
+            .summary
+            .ends_with("; 1 metadata keys not installed (allow_public_ssh_keys: false)"),
+        "{}",
+        report.summary
+    );
+
+    // Default true: both.
+    let (res, _) = run(
+        &w,
+        json!({"default_user": "admin", "ssh_authorized_keys": [conf.clone()]}),
+        instance("i-2", vec![meta.clone()]),
+    )
+    .await;
+    res.unwrap();
+    assert_eq!(
+        read(&w.root.join("home/admin/.ssh/authorized_keys")),
+        block(&[&meta, &conf])
+    );
 }
