@@ -15,9 +15,10 @@
 //! | `hostname` | metadata | template for the host name; a value with dots is taken as the fqdn and its first label as the host name (as cloud-init does) |
 //! | `fqdn` | see below | template for the fully qualified name; when `hostname` is unset, the host name is its first label |
 //! | `domain` | none | template for the domain (stoke's own key): fqdn = `<hostname>.<domain>` when `fqdn` is unset |
-//! | `preserve_hostname` | `false` | `true`: touch nothing (no file, no syscall); the current `/etc/hostname` is reported |
+//! | `preserve_hostname` | `false` | `true`: touch nothing (no file, no syscall) but `/etc/hosts` when `manage_etc_hosts` is `true` or `localhost` (with the kept name); the current `/etc/hostname` is reported |
 //! | `prefer_fqdn_over_hostname` | `false` | the fqdn, not the short name, goes to `/etc/hostname` and `sethostname` |
 //! | `create_hostname_file` | `true` | `false`: do not create `/etc/hostname` when it does not exist |
+//! | `manage_etc_hosts` | absent | cloud-init's: `true` renders the whole `/etc/hosts`, `localhost` keeps its 127.0.1.1 line, `false` leaves it alone ([`hosts`]); absent: stoke's block below |
 //!
 //! Templates use [`stoke_api::render`] (`{{ name }}`, nothing else) with the
 //! engine's variables (metadata such as `instance_id`, `local_ipv4`, `region`;
@@ -45,8 +46,9 @@
 //!
 //! # Files
 //!
-//! `/etc/hostname` holds the name and a newline. In `/etc/hosts`, stoke owns
-//! only the lines between `# BEGIN stoke hostname` and `# END stoke hostname`:
+//! `/etc/hostname` holds the name and a newline. In `/etc/hosts` (when
+//! `manage_etc_hosts` is not set), stoke owns only the lines between
+//! `# BEGIN stoke hostname` and `# END stoke hostname`:
 //! `127.0.1.1 <fqdn> <hostname>` (just `<hostname>` when they are equal).
 //! 127.0.1.1 is the Debian and cloud-init convention: it resolves before the
 //! network is up and does not go stale when the private address changes.
@@ -67,14 +69,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use stoke_api::{
     Context, Frequency, InstanceData, Module, ModuleError, ModuleSpec, Report, RootDir, Stage,
-    atomic_write, config_spec, managed_block, read_to_string_opt, render,
+    atomic_write, config_spec, read_to_string_opt, render,
 };
 use uuid::Uuid;
 
-const HOSTS_BEGIN: &str = "# BEGIN stoke hostname";
-const HOSTS_END: &str = "# END stoke hostname";
-/// The address the managed /etc/hosts line maps the names to.
-const HOSTS_ADDR: &str = "127.0.1.1";
+mod hosts;
+pub use hosts::ManageEtcHosts;
+use hosts::{HostsOutcome, update_hosts};
+
 /// The kernel's limit on the hostname (HOST_NAME_MAX).
 const KERNEL_MAX: usize = 64;
 const UUID_FILE: &str = "uuid";
@@ -98,12 +100,17 @@ pub struct HostnameConfig {
     pub fqdn: Option<String>,
     /// Template for the domain; the fqdn is `<hostname>.<domain>` when `fqdn` is not set.
     pub domain: Option<String>,
-    /// Leave the hostname, /etc/hostname and /etc/hosts alone.
+    /// Leave the hostname and /etc/hostname alone (and /etc/hosts, unless `manage_etc_hosts` is
+    /// true or localhost: it then gets the kept name).
     pub preserve_hostname: bool,
     /// Give the fqdn (not the short name) to /etc/hostname and the kernel.
     pub prefer_fqdn_over_hostname: bool,
     /// Create /etc/hostname when it does not exist.
     pub create_hostname_file: bool,
+    /// cloud-init's `manage_etc_hosts`: `true` renders the whole /etc/hosts from a template
+    /// at every boot, `localhost` keeps its 127.0.1.1 line, `false` leaves it alone. Absent:
+    /// stoke's managed block (a 127.0.1.1 line between markers).
+    pub manage_etc_hosts: Option<ManageEtcHosts>,
 }
 
 impl Default for HostnameConfig {
@@ -115,6 +122,7 @@ impl Default for HostnameConfig {
             preserve_hostname: false,
             prefer_fqdn_over_hostname: false,
             create_hostname_file: true,
+            manage_etc_hosts: None,
         }
     }
 }
@@ -144,16 +152,32 @@ impl Module for Hostname {
         let mut warnings = Vec::new();
         let uuid = instance_uuid(&ctx.state_dir, &mut warnings)?;
 
+        let vars = vars_with_uuid(&ctx.vars, uuid);
         if cfg.preserve_hostname {
             let names = current_names(ctx)?;
-            let summary = format!(
+            let mut summary = format!(
                 "preserve_hostname: true: hostname left alone ({})",
                 shown(&names.system)
             );
+            // An explicit manage_etc_hosts still applies (as in cloud-init), to the name kept.
+            if matches!(
+                cfg.manage_etc_hosts,
+                Some(m) if m != ManageEtcHosts::Off
+            ) {
+                if names.system.is_empty() {
+                    warnings.push(
+                        "manage_etc_hosts is set but /etc/hostname names no host: /etc/hosts left alone"
+                            .into(),
+                    );
+                } else if let HostsOutcome::Written(how) =
+                    update_hosts(ctx, cfg.manage_etc_hosts, &names, &vars, &mut warnings)?
+                {
+                    summary.push_str(&format!("; wrote /etc/hosts ({how})"));
+                }
+            }
             return Ok(report(summary, &names, uuid, warnings));
         }
 
-        let vars = vars_with_uuid(&ctx.vars, uuid);
         let Some(names) = resolve(&cfg, &vars, &ctx.instance, &mut warnings)? else {
             warnings.push(
                 "no hostname or fqdn configured and the metadata has neither local-hostname \
@@ -167,10 +191,13 @@ impl Module for Hostname {
 
         let mut changed = Vec::new();
         if write_hostname_file(ctx, &names.system, cfg.create_hostname_file)? {
-            changed.push("/etc/hostname");
+            changed.push("/etc/hostname".to_string());
         }
-        if update_hosts(ctx, &names)? {
-            changed.push("/etc/hosts");
+        let mut hosts_note = None;
+        match update_hosts(ctx, cfg.manage_etc_hosts, &names, &vars, &mut warnings)? {
+            HostsOutcome::Written(how) => changed.push(format!("/etc/hosts ({how})")),
+            HostsOutcome::Unchanged => {}
+            HostsOutcome::LeftAlone(why) => hosts_note = Some(why),
         }
         ctx.system.sethostname(&names.system)?;
 
@@ -186,6 +213,9 @@ impl Module for Hostname {
         } else {
             summary.push_str(&format!("; wrote {}", changed.join(", ")));
         }
+        if let Some(why) = hosts_note {
+            summary.push_str(&format!("; /etc/hosts left alone ({why})"));
+        }
         Ok(report(summary, &names, uuid, warnings))
     }
 
@@ -194,8 +224,23 @@ impl Module for Hostname {
             Ok(c) => c,
             Err(e) => return Some(format!("would fail: configuration: {e}")),
         };
+        let hosts = match cfg.manage_etc_hosts {
+            None => "",
+            Some(ManageEtcHosts::Off) => "; /etc/hosts left alone (manage_etc_hosts: false)",
+            Some(ManageEtcHosts::Localhost) => {
+                "; the 127.0.1.1 line of /etc/hosts kept (manage_etc_hosts: localhost)"
+            }
+            Some(_) => "; /etc/hosts rendered from a template (manage_etc_hosts: true)",
+        };
         if cfg.preserve_hostname {
-            return Some("preserve_hostname: true: would leave the hostname alone".into());
+            return Some(format!(
+                "preserve_hostname: true: would leave the hostname alone{}",
+                if cfg.manage_etc_hosts.is_some() {
+                    hosts
+                } else {
+                    ""
+                }
+            ));
         }
         // Plan must not write: show an existing UUID, or the nil one as a stand-in.
         let (uuid, note) = match read_uuid(&ctx.state_dir) {
@@ -205,10 +250,10 @@ impl Module for Hostname {
         let vars = vars_with_uuid(&ctx.vars, uuid);
         match resolve(&cfg, &vars, &ctx.instance, &mut Vec::new()) {
             Ok(Some(n)) if n.fqdn != n.hostname => Some(format!(
-                "would set hostname {} (fqdn {}){note}",
+                "would set hostname {} (fqdn {}){note}{hosts}",
                 n.hostname, n.fqdn
             )),
-            Ok(Some(n)) => Some(format!("would set hostname {}{note}", n.hostname)),
+            Ok(Some(n)) => Some(format!("would set hostname {}{note}{hosts}", n.hostname)),
             Ok(None) => {
                 Some("no hostname configured or in the metadata: would leave it alone".into())
             }
@@ -550,22 +595,6 @@ fn write_hostname_file(ctx: &Context, name: &str, create: bool) -> Result<bool, 
         _ => {}
     }
     write_etc(ctx, "/etc/hostname", format!("{name}\n").as_bytes())?;
-    Ok(true)
-}
-
-/// Keeps stoke's block in /etc/hosts. True when the file was written.
-fn update_hosts(ctx: &Context, names: &Names) -> Result<bool, ModuleError> {
-    let existing = read_etc(ctx, "/etc/hosts")?.unwrap_or_default();
-    let line = if names.fqdn == names.hostname {
-        format!("{HOSTS_ADDR} {}", names.hostname)
-    } else {
-        format!("{HOSTS_ADDR} {} {}", names.fqdn, names.hostname)
-    };
-    let updated = managed_block(&existing, HOSTS_BEGIN, HOSTS_END, &line);
-    if updated == existing {
-        return Ok(false);
-    }
-    write_etc(ctx, "/etc/hosts", updated.as_bytes())?;
     Ok(true)
 }
 

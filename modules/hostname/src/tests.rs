@@ -565,3 +565,338 @@ fn check_name_accepts_rfc1123_names() {
         assert!(check_name(bad, &o).is_err(), "{bad:?} accepted");
     }
 }
+
+// ---- manage_etc_hosts (cloud-init's meaning; absent: stoke's block) ----
+
+fn with_files(root: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let p = root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+}
+
+const DEBIAN: &str = "PRETTY_NAME=\"Debian GNU/Linux 12\"\nID=debian\n";
+const AMAZON: &str = "NAME=\"Amazon Linux\"\nID=\"amzn\"\nID_LIKE=\"centos rhel fedora\"\n";
+const ORIGINAL_HOSTS: &str = "127.0.0.1 localhost\n# the cache\n10.1.1.1 cache\n";
+
+#[tokio::test]
+async fn manage_etc_hosts_false_leaves_hosts_alone_even_a_stoke_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts =
+        format!("{ORIGINAL_HOSTS}# BEGIN stoke hostname\n127.0.1.1 old\n# END stoke hostname\n");
+    with_files(dir.path(), &[("/etc/hosts", &hosts)]);
+    let (ctx, sys) = setup(
+        dir.path(),
+        json!({"hostname": "web", "fqdn": "web.example.com", "manage_etc_hosts": false}),
+        instance(),
+    );
+    let before = inode(&ctx, "/etc/hosts");
+    let r = run(&ctx).await.unwrap();
+    assert_eq!(read(&ctx, "/etc/hosts"), hosts);
+    assert_eq!(inode(&ctx, "/etc/hosts"), before, "not even rewritten");
+    assert_eq!(
+        read(&ctx, "/etc/hostname"),
+        "web\n",
+        "the hostname is still set"
+    );
+    assert_eq!(sethostnames(&sys), vec!["web"]);
+    assert!(
+        r.summary
+            .contains("/etc/hosts left alone (manage_etc_hosts: false)"),
+        "{}",
+        r.summary
+    );
+
+    // No /etc/hosts at all: none is created.
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, _) = setup(
+        dir.path(),
+        json!({"hostname": "web", "manage_etc_hosts": "false"}),
+        instance(),
+    );
+    run(&ctx).await.unwrap();
+    assert!(!ctx.path("/etc/hosts").exists());
+}
+
+#[tokio::test]
+async fn manage_etc_hosts_absent_keeps_stokes_block() {
+    let dir = tempfile::tempdir().unwrap();
+    with_files(dir.path(), &[("/etc/hosts", ORIGINAL_HOSTS)]);
+    let (ctx, _) = setup(
+        dir.path(),
+        json!({"hostname": "web.example.com"}),
+        instance(),
+    );
+    run(&ctx).await.unwrap();
+    assert_eq!(
+        read(&ctx, "/etc/hosts"),
+        format!(
+            "{ORIGINAL_HOSTS}# BEGIN stoke hostname\n127.0.1.1 web.example.com web\n# END stoke hostname\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn manage_etc_hosts_true_renders_the_builtin_template_by_family() {
+    let dir = tempfile::tempdir().unwrap();
+    with_files(
+        dir.path(),
+        &[("/etc/os-release", DEBIAN), ("/etc/hosts", ORIGINAL_HOSTS)],
+    );
+    let (ctx, _) = setup(
+        dir.path(),
+        json!({"hostname": "web", "fqdn": "web.example.com", "manage_etc_hosts": true}),
+        instance(),
+    );
+    let r = run(&ctx).await.unwrap();
+    let header = "# Written by stoke at every boot (manage_etc_hosts: true): changes made here are lost.\n\
+                  # To change it for good, set manage_etc_hosts to false or \"localhost\", or give the image\n\
+                  # a template in /etc/cloud/templates/.\n";
+    assert_eq!(
+        read(&ctx, "/etc/hosts"),
+        format!(
+            "{header}127.0.0.1 localhost\n127.0.1.1 web.example.com web\n\n\
+             ::1 localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n"
+        )
+    );
+    assert!(
+        r.summary
+            .contains("/etc/hosts (manage_etc_hosts: true, from stoke's built-in template)"),
+        "{}",
+        r.summary
+    );
+    // The next boot finds it up to date and does not rewrite it.
+    let before = inode(&ctx, "/etc/hosts");
+    let r = run(&ctx).await.unwrap();
+    assert_eq!(inode(&ctx, "/etc/hosts"), before);
+    assert!(
+        r.summary.contains("files already up to date"),
+        "{}",
+        r.summary
+    );
+
+    // Red Hat's family: the names on 127.0.0.1 and ::1; a short name only once.
+    let dir = tempfile::tempdir().unwrap();
+    with_files(dir.path(), &[("/etc/os-release", AMAZON)]);
+    let (ctx, _) = setup(
+        dir.path(),
+        json!({"hostname": "db", "manage_etc_hosts": "yes"}),
+        instance(),
+    );
+    run(&ctx).await.unwrap();
+    assert_eq!(
+        read(&ctx, "/etc/hosts"),
+        format!(
+            "{header}127.0.0.1 db\n127.0.0.1 localhost.localdomain localhost\n\
+             127.0.0.1 localhost4.localdomain4 localhost4\n\n::1 db\n\
+             ::1 localhost.localdomain localhost\n::1 localhost6.localdomain6 localhost6\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn manage_etc_hosts_true_uses_the_images_cloud_init_template() {
+    let dir = tempfile::tempdir().unwrap();
+    // A jinja template in cloud-init's style: a comment trimmed away, a block, the names.
+    let tmpl = "## template:jinja\n{# managed by the image -#}\n# hosts of {{ fqdn }}\n\
+                {% if fqdn != hostname %}\n127.0.1.1 {{fqdn}} {{hostname}}\n{% endif %}\n\
+                127.0.0.1 localhost\n";
+    with_files(
+        dir.path(),
+        &[
+            ("/etc/os-release", "ID=ubuntu\nID_LIKE=debian\n"),
+            ("/etc/cloud/templates/hosts.debian.tmpl", tmpl),
+            // Another family's template is not used.
+            ("/etc/cloud/templates/hosts.redhat.tmpl", "wrong\n"),
+        ],
+    );
+    let (ctx, _) = setup(
+        dir.path(),
+        json!({"hostname": "web", "domain": "example.com", "manage_etc_hosts": true}),
+        instance(),
+    );
+    let r = run(&ctx).await.unwrap();
+    assert_eq!(
+        read(&ctx, "/etc/hosts"),
+        "# hosts of web.example.com\n127.0.1.1 web.example.com web\n127.0.0.1 localhost\n"
+    );
+    assert!(
+        r.summary
+            .contains("from /etc/cloud/templates/hosts.debian.tmpl"),
+        "{}",
+        r.summary
+    );
+
+    // cloud-init's deprecated `template` value: the same, with a warning. A template without a
+    // header is a basic one ($name, ${name}).
+    let dir = tempfile::tempdir().unwrap();
+    with_files(
+        dir.path(),
+        &[
+            ("/etc/os-release", AMAZON),
+            (
+                "/etc/cloud/templates/hosts.redhat.tmpl",
+                "127.0.0.1 ${fqdn} $hostname localhost\n# a lone $ stays\n",
+            ),
+        ],
+    );
+    let (ctx, _) = setup(
+        dir.path(),
+        json!({"fqdn": "db.example.com", "manage_etc_hosts": "template"}),
+        instance(),
+    );
+    let r = run(&ctx).await.unwrap();
+    assert_eq!(
+        read(&ctx, "/etc/hosts"),
+        "127.0.0.1 db.example.com db localhost\n# a lone $ stays\n"
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("\"template\" is deprecated")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[tokio::test]
+async fn a_bad_hosts_template_fails_with_its_file_and_line_and_writes_nothing() {
+    for (tmpl, want) in [
+        (
+            "## template: jinja\n127.0.1.1 {{ fqdn }}\n{{ nope }}\n",
+            "line 3",
+        ),
+        (
+            "# plain\n127.0.1.1 $fqdn $nope\n",
+            "line 2: unknown variable `nope`",
+        ),
+        (
+            "## template: cheetah\n$hostname\n",
+            "line 1: unknown template type",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        with_files(
+            dir.path(),
+            &[
+                ("/etc/os-release", DEBIAN),
+                ("/etc/cloud/templates/hosts.debian.tmpl", tmpl),
+                ("/etc/hosts", ORIGINAL_HOSTS),
+            ],
+        );
+        let (ctx, _) = setup(
+            dir.path(),
+            json!({"hostname": "web", "manage_etc_hosts": true}),
+            instance(),
+        );
+        let e = run(&ctx).await.unwrap_err().to_string();
+        assert!(
+            e.contains("/etc/cloud/templates/hosts.debian.tmpl: ") && e.contains(want),
+            "{tmpl:?}: {e}"
+        );
+        assert_eq!(read(&ctx, "/etc/hosts"), ORIGINAL_HOSTS);
+    }
+}
+
+#[tokio::test]
+async fn manage_etc_hosts_localhost_sets_only_the_127_0_1_1_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // A stale name from the image, stoke's block from a boot without the key, a second
+    // 127.0.1.1 line and a last line without a newline.
+    let hosts = "127.0.0.1 localhost\n127.0.1.1   baked.example.com baked # from the build\n\
+                 ::1 localhost\n# BEGIN stoke hostname\n127.0.1.1 old\n# END stoke hostname\n\
+                 127.0.1.1 other\n10.1.1.1 cache";
+    with_files(dir.path(), &[("/etc/hosts", hosts)]);
+    let (ctx, _) = setup(
+        dir.path(),
+        json!({"hostname": "web", "fqdn": "web.example.com", "manage_etc_hosts": "localhost"}),
+        instance(),
+    );
+    let r = run(&ctx).await.unwrap();
+    let want = "127.0.0.1 localhost\n127.0.1.1 web.example.com web\n::1 localhost\n10.1.1.1 cache";
+    assert_eq!(read(&ctx, "/etc/hosts"), want);
+    assert!(
+        r.summary
+            .contains("/etc/hosts (manage_etc_hosts: localhost)"),
+        "{}",
+        r.summary
+    );
+
+    // A line that already names the machine is kept as it is, comment and spacing included.
+    let kept = "127.0.0.1 localhost\n127.0.1.1  web.example.com web  # mine\n";
+    fs::write(ctx.path("/etc/hosts"), kept).unwrap();
+    run(&ctx).await.unwrap();
+    assert_eq!(read(&ctx, "/etc/hosts"), kept);
+
+    // No 127.0.1.1 line (or no file): appended.
+    fs::write(ctx.path("/etc/hosts"), "127.0.0.1 localhost").unwrap();
+    run(&ctx).await.unwrap();
+    assert_eq!(
+        read(&ctx, "/etc/hosts"),
+        "127.0.0.1 localhost\n127.0.1.1 web.example.com web\n"
+    );
+    fs::remove_file(ctx.path("/etc/hosts")).unwrap();
+    run(&ctx).await.unwrap();
+    assert_eq!(read(&ctx, "/etc/hosts"), "127.0.1.1 web.example.com web\n");
+}
+
+#[tokio::test]
+async fn preserve_hostname_with_manage_etc_hosts_uses_the_kept_name() {
+    let dir = tempfile::tempdir().unwrap();
+    with_files(
+        dir.path(),
+        &[
+            ("/etc/hostname", "baked.example.com\n"),
+            ("/etc/hosts", "127.0.0.1 localhost\n"),
+        ],
+    );
+    let (ctx, sys) = setup(
+        dir.path(),
+        json!({"preserve_hostname": true, "hostname": "web", "manage_etc_hosts": "localhost"}),
+        instance(),
+    );
+    let r = run(&ctx).await.unwrap();
+    assert_eq!(
+        read(&ctx, "/etc/hosts"),
+        "127.0.0.1 localhost\n127.0.1.1 baked.example.com baked\n"
+    );
+    assert_eq!(read(&ctx, "/etc/hostname"), "baked.example.com\n");
+    assert!(sethostnames(&sys).is_empty());
+    assert!(r.summary.contains("wrote /etc/hosts"), "{}", r.summary);
+}
+
+#[test]
+fn manage_etc_hosts_values_are_checked_with_their_position() {
+    let spec = Hostname.spec().config;
+    for ok in [
+        "manage_etc_hosts: true\n",
+        "manage_etc_hosts: no\n",
+        "manage_etc_hosts: localhost\n",
+        "manage_etc_hosts: \"template\"\n",
+    ] {
+        (spec.validate)(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    let e = (spec.validate)("hostname: web\nmanage_etc_hosts: sometimes\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected true, false or \"localhost\""), "{e}");
+    assert!(e.contains("2:"), "names the line: {e}");
+    assert!((spec.keys)().contains(&"manage_etc_hosts"));
+}
+
+#[test]
+fn plan_says_what_happens_to_etc_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, _) = setup(
+        dir.path(),
+        json!({"hostname": "web", "manage_etc_hosts": false}),
+        instance(),
+    );
+    let p = Hostname.plan(&ctx).unwrap();
+    assert!(
+        p.contains("/etc/hosts left alone (manage_etc_hosts: false)"),
+        "{p}"
+    );
+    assert!(!ctx.path("/etc").exists(), "plan writes nothing");
+}

@@ -52,6 +52,11 @@ pub struct AuthorizedKeysConfig {
     /// Options forced on root's keys when `disable_root` is true; `$USER` is the
     /// default user, `$DISABLE_USER` is `root`.
     pub disable_root_opts: String,
+    /// Do not print the fingerprints of each user's authorized keys to the console. Default false.
+    pub no_ssh_fingerprints: bool,
+    /// Install the metadata's public keys (the instance's key pair). Default true; `false`:
+    /// only `ssh_authorized_keys` and the `users` entries' keys.
+    pub allow_public_ssh_keys: bool,
 }
 
 impl Default for AuthorizedKeysConfig {
@@ -63,6 +68,8 @@ impl Default for AuthorizedKeysConfig {
             users: None,
             disable_root: true,
             disable_root_opts: DEFAULT_DISABLE_ROOT_OPTS.to_string(),
+            no_ssh_fingerprints: false,
+            allow_public_ssh_keys: true,
         }
     }
 }
@@ -125,6 +132,11 @@ impl AuthorizedKeysConfig {
         if self.users.as_ref().is_some_and(Vec::is_empty) {
             return None;
         }
+        self.configured_default_user()
+    }
+
+    /// The default user the image or user-data names, whether or not `users: []` removes it.
+    fn configured_default_user(&self) -> Option<String> {
         self.default_user
             .as_ref()
             .or_else(|| self.system_info.as_ref()?.default_user.as_ref())
@@ -239,6 +251,10 @@ struct Applied {
     changed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<String>,
+    /// `ssh-keygen -l` lines of every key in the file (stoke's and others'), each with
+    /// `, with options` when it has options.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fingerprints: Vec<String>,
 }
 
 #[stoke_api::async_trait]
@@ -290,6 +306,20 @@ impl Module for AuthorizedKeys {
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        if cfg.no_ssh_fingerprints {
+            for a in &mut applied {
+                a.fingerprints.clear();
+            }
+        } else {
+            let text = fingerprint_text(&applied);
+            if !text.is_empty()
+                && let Err(e) = ctx.system.console(&text)
+            {
+                warnings.push(format!(
+                    "printing authorized key fingerprints to the console: {e}"
+                ));
+            }
+        }
 
         let done: Vec<String> = applied
             .iter()
@@ -322,11 +352,17 @@ impl Module for AuthorizedKeys {
                 }
             )));
         }
-        let summary = if done.is_empty() {
+        let mut summary = if done.is_empty() {
             "authorized keys: nothing to install".to_string()
         } else {
             format!("authorized keys: {}", done.join(", "))
         };
+        if !cfg.allow_public_ssh_keys && !ctx.instance.public_keys.is_empty() {
+            summary.push_str(&format!(
+                "; {} metadata keys not installed (allow_public_ssh_keys: false)",
+                ctx.instance.public_keys.len()
+            ));
+        }
         let mut report = Report::new(summary).with_details(json!({
             "users": applied,
             "bad_lines": bad_count,
@@ -339,7 +375,12 @@ impl Module for AuthorizedKeys {
 
     fn plan(&self, ctx: &Context) -> Option<String> {
         let cfg: AuthorizedKeysConfig = ctx.config().ok()?;
-        let n = ctx.instance.public_keys.len() + cfg.ssh_authorized_keys.len();
+        let meta = if cfg.allow_public_ssh_keys {
+            ctx.instance.public_keys.len()
+        } else {
+            0
+        };
+        let n = meta + cfg.ssh_authorized_keys.len();
         Some(match &cfg.effective_default_user() {
             Some(u) => format!(
                 "{n} keys for {u} and root (disable_root: {})",
@@ -360,6 +401,7 @@ fn targets(ctx: &Context, cfg: &AuthorizedKeysConfig, warnings: &mut Vec<String>
             .instance
             .public_keys
             .iter()
+            .filter(|_| cfg.allow_public_ssh_keys)
             .enumerate()
             .map(|(i, k)| Wanted {
                 source: format!("metadata public-keys[{i}]"),
@@ -423,6 +465,18 @@ fn targets(ctx: &Context, cfg: &AuthorizedKeysConfig, warnings: &mut Vec<String>
         keys: root_keys,
         explicit: default_user.as_deref() == Some("root"),
     });
+    // `users: []` removes the image's default user: no instance keys for it, and none left
+    // from an earlier instance either (its stoke block goes, as root's does).
+    if default_user.is_none()
+        && let Some(du) = cfg.configured_default_user()
+        && du != "root"
+    {
+        targets.push(Target {
+            name: du,
+            keys: Vec::new(),
+            explicit: false,
+        });
+    }
     for (j, entry) in cfg.users.iter().flatten().enumerate() {
         let UserEntry::User(u) = entry else { continue };
         // The snapuser form has no name: users-groups warns and skips it.
@@ -537,6 +591,7 @@ fn apply(ctx: &Context, t: &Target, bad: &mut Vec<String>) -> Result<Option<Appl
             keys: 0,
             changed: false,
             file: None,
+            fingerprints: Vec::new(),
         }));
     };
     let file = ssh_path.join("authorized_keys");
@@ -549,6 +604,7 @@ fn apply(ctx: &Context, t: &Target, bad: &mut Vec<String>) -> Result<Option<Appl
                 keys: 0,
                 changed: false,
                 file: None,
+                fingerprints: Vec::new(),
             }));
         }
         None => ("", 0o600),
@@ -572,7 +628,49 @@ fn apply(ctx: &Context, t: &Target, bad: &mut Vec<String>) -> Result<Option<Appl
         keys: lines.len(),
         changed,
         file: Some(file.display().to_string()),
+        fingerprints: file_fingerprints(&updated),
     }))
+}
+
+/// The fingerprint of every key line in an `authorized_keys` text (any line sshd would use,
+/// not only stoke's).
+fn file_fingerprints(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let key = keyline::parse(line).ok()??;
+            let fp = crate::fingerprint::fingerprint(&key)?;
+            Some(if key.options.is_some() {
+                format!("{fp}, with options")
+            } else {
+                fp
+            })
+        })
+        .collect()
+}
+
+/// The console lines for each user whose `authorized_keys` stoke handled, like cloud-init's
+/// log of authorized key fingerprints, so the console (EC2's console output) shows which
+/// keys can log in as whom.
+fn fingerprint_text(applied: &[Applied]) -> String {
+    let mut out = String::new();
+    for a in applied {
+        let Some(file) = &a.file else { continue };
+        if a.fingerprints.is_empty() {
+            out.push_str(&format!(
+                "stoke: authorized keys for {} ({file}): none\n",
+                a.user
+            ));
+            continue;
+        }
+        out.push_str(&format!(
+            "stoke: authorized keys for {} ({file}):\n",
+            a.user
+        ));
+        for fp in &a.fingerprints {
+            out.push_str(&format!("stoke:   {fp}\n"));
+        }
+    }
+    out
 }
 
 /// A block that is half there (one marker, or two of one) cannot be replaced

@@ -132,8 +132,12 @@ pub struct HostKeysConfig {
     pub ssh_genkeytypes: Vec<KeyType>,
     /// Host keys to install instead of generating them.
     pub ssh_keys: ProvidedKeys,
-    /// Do not print host key fingerprints to the console. Default false.
-    pub no_ssh_fingerprints: bool,
+    /// cloud-init's `ssh: {emit_keys_to_console: false}` turns the console host key block off.
+    pub ssh: SshConsole,
+    /// Key types whose fingerprints are left out of the console block (`ssh-rsa`, or `rsa`).
+    pub ssh_fp_console_blacklist: Vec<String>,
+    /// Key types whose public keys are left out of the console block (`ssh-rsa`, or `rsa`).
+    pub ssh_key_console_blacklist: Vec<String>,
 }
 
 impl Default for HostKeysConfig {
@@ -142,9 +146,64 @@ impl Default for HostKeysConfig {
             ssh_deletekeys: true,
             ssh_genkeytypes: vec![KeyType::Ed25519, KeyType::Ecdsa, KeyType::Rsa],
             ssh_keys: ProvidedKeys::default(),
-            no_ssh_fingerprints: false,
+            ssh: SshConsole::default(),
+            ssh_fp_console_blacklist: Vec::new(),
+            ssh_key_console_blacklist: Vec::new(),
         }
     }
+}
+
+/// cloud-init's `ssh:` section.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConsole {
+    /// Print the host keys and their fingerprints to the console. Default true.
+    pub emit_keys_to_console: bool,
+}
+
+impl Default for SshConsole {
+    fn default() -> Self {
+        SshConsole {
+            emit_keys_to_console: true,
+        }
+    }
+}
+
+/// The key types of a console blacklist entry: the type as the `.pub` file names it (what
+/// cloud-init compares), or stoke's short name for it (`rsa`; cloud-init's own documentation
+/// uses those, though its comparison never matches them). `None`: no such type.
+fn blacklisted_types(entry: &str) -> Option<&'static [&'static str]> {
+    Some(match entry.trim() {
+        "ssh-rsa" | "rsa" => &["ssh-rsa"],
+        "ssh-ed25519" | "ed25519" => &["ssh-ed25519"],
+        "ssh-dss" | "dsa" => &["ssh-dss"],
+        "ecdsa" => &[
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+        ],
+        "ecdsa-sha2-nistp256" => &["ecdsa-sha2-nistp256"],
+        "ecdsa-sha2-nistp384" => &["ecdsa-sha2-nistp384"],
+        "ecdsa-sha2-nistp521" => &["ecdsa-sha2-nistp521"],
+        "sk-ssh-ed25519@openssh.com" => &["sk-ssh-ed25519@openssh.com"],
+        "sk-ecdsa-sha2-nistp256@openssh.com" => &["sk-ecdsa-sha2-nistp256@openssh.com"],
+        _ => return None,
+    })
+}
+
+/// The key types a blacklist leaves out; an entry that names no key type is a warning.
+fn blacklist(key: &str, entries: &[String], warnings: &mut Vec<String>) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for e in entries {
+        match blacklisted_types(e) {
+            Some(types) => out.extend_from_slice(types),
+            None => warnings.push(format!(
+                "{key}: {e:?} is not an SSH key type (entries are types such as ssh-rsa, \
+                 ssh-ed25519, ecdsa-sha2-nistp256, or rsa, ed25519, ecdsa); it leaves nothing out"
+            )),
+        }
+    }
+    out
 }
 
 pub struct HostKeys;
@@ -265,17 +324,32 @@ impl Module for HostKeys {
         // Fingerprints of every host key sshd will offer.
         // Under --root without --execute the keys were not made: nothing to fingerprint.
         let unavailable = !ctx.system.executes();
-        let (fingerprints, pubkeys) = if unavailable {
-            (Vec::new(), Vec::new())
+        let host_keys = if unavailable {
+            Vec::new()
         } else {
-            fingerprints(&etc_ssh, &mut warnings)?
+            host_keys(&etc_ssh, &mut warnings)?
         };
-        if !cfg.no_ssh_fingerprints && !fingerprints.is_empty() {
-            let text = console_text(&fingerprints, &pubkeys);
-            if let Err(e) = ctx.system.console(&text) {
-                warnings.push(format!("printing fingerprints to the console: {e}"));
-            }
+        let fp_black = blacklist(
+            "ssh_fp_console_blacklist",
+            &cfg.ssh_fp_console_blacklist,
+            &mut warnings,
+        );
+        let key_black = blacklist(
+            "ssh_key_console_blacklist",
+            &cfg.ssh_key_console_blacklist,
+            &mut warnings,
+        );
+        let text = if cfg.ssh.emit_keys_to_console {
+            console_text(&host_keys, &fp_black, &key_black)
+        } else {
+            String::new()
+        };
+        if !text.is_empty()
+            && let Err(e) = ctx.system.console(&text)
+        {
+            warnings.push(format!("printing fingerprints to the console: {e}"));
         }
+        let fingerprints: Vec<&str> = host_keys.iter().map(|k| k.fingerprint.as_str()).collect();
 
         if !failures.is_empty() {
             return Err(ModuleError::Other(format!(
@@ -306,7 +380,7 @@ impl Module for HostKeys {
             "kept": kept,
             "certificates": certificates,
             "fingerprints": if unavailable { serde_json::Value::Null } else { json!(fingerprints) },
-            "fingerprints_printed": !cfg.no_ssh_fingerprints && !fingerprints.is_empty(),
+            "fingerprints_printed": !text.is_empty(),
         }));
         for w in warnings {
             report.warn(w);
@@ -489,13 +563,19 @@ fn configure_certificates(ctx: &Context, certs: &[String]) -> Result<(), ModuleE
         .map_err(|e| ModuleError::io("writing", &path, e))
 }
 
-/// What `ssh-keygen -l` says for each `/etc/ssh/ssh_host_*_key.pub` (sorted, like the shell
-/// glob cloud-init uses), and the public key lines themselves. Only what parses as a public key
-/// counts, whatever the file holds.
-fn fingerprints(
-    etc_ssh: &Path,
-    warnings: &mut Vec<String>,
-) -> Result<(Vec<String>, Vec<String>), ModuleError> {
+/// A host public key as the console block shows it.
+pub struct HostPub {
+    /// The type as the file names it (`ssh-ed25519`): what the blacklists match.
+    pub key_type: String,
+    /// What `ssh-keygen -l` prints for it.
+    pub fingerprint: String,
+    /// The public key line.
+    pub line: String,
+}
+
+/// Each `/etc/ssh/ssh_host_*_key.pub` (sorted, like the shell glob cloud-init uses): only
+/// what parses as a public key counts, whatever the file holds.
+fn host_keys(etc_ssh: &Path, warnings: &mut Vec<String>) -> Result<Vec<HostPub>, ModuleError> {
     let mut pubs: Vec<PathBuf> = fs::read_dir(etc_ssh)
         .map_err(|e| ModuleError::io("listing", etc_ssh, e))?
         .filter_map(|e| e.ok())
@@ -506,7 +586,6 @@ fn fingerprints(
         .map(|e| e.path())
         .collect();
     pubs.sort();
-    let mut fps = Vec::new();
     let mut keys = Vec::new();
     for path in &pubs {
         let text = match read_to_string_opt(path) {
@@ -522,8 +601,11 @@ fn fingerprints(
             if let Ok(Some(key)) = keyline::parse(line)
                 && let Some(fp) = crate::fingerprint::fingerprint(&key)
             {
-                fps.push(fp);
-                keys.push(line.trim().to_string());
+                keys.push(HostPub {
+                    key_type: key.key_type.clone(),
+                    fingerprint: fp,
+                    line: line.trim().to_string(),
+                });
                 found = true;
             }
         }
@@ -534,23 +616,36 @@ fn fingerprints(
             ));
         }
     }
-    Ok((fps, keys))
+    Ok(keys)
 }
 
-/// The console block, line for line what cloud-init prints (tag `ec2:`), so tools
-/// that scrape EC2 console output for host keys keep working.
-pub fn console_text(fingerprints: &[String], keys: &[String]) -> String {
-    let mut lines = vec![
-        "#############################################################".to_string(),
-        "-----BEGIN SSH HOST KEY FINGERPRINTS-----".to_string(),
-    ];
-    lines.extend(fingerprints.iter().cloned());
-    lines.push("-----END SSH HOST KEY FINGERPRINTS-----".into());
-    lines.push("#############################################################".into());
-    if !keys.is_empty() {
-        lines.push("-----BEGIN SSH HOST KEY KEYS-----".into());
-        lines.extend(keys.iter().cloned());
-        lines.push("-----END SSH HOST KEY KEYS-----".into());
+/// The console block, line for line what cloud-init prints (tag `ec2:`), so tools that
+/// scrape EC2 console output for host keys keep working. A key whose type is in `fp_black`
+/// has no fingerprint line, one in `key_black` no key line; a section left empty is not
+/// printed at all (nor its markers), as with cloud-init. Empty: nothing to print.
+pub fn console_text(keys: &[HostPub], fp_black: &[&str], key_black: &[&str]) -> String {
+    let mut lines: Vec<&str> = Vec::new();
+    let fps: Vec<&str> = keys
+        .iter()
+        .filter(|k| !fp_black.contains(&k.key_type.as_str()))
+        .map(|k| k.fingerprint.as_str())
+        .collect();
+    if !fps.is_empty() {
+        lines.push("#############################################################");
+        lines.push("-----BEGIN SSH HOST KEY FINGERPRINTS-----");
+        lines.extend(fps);
+        lines.push("-----END SSH HOST KEY FINGERPRINTS-----");
+        lines.push("#############################################################");
+    }
+    let shown: Vec<&str> = keys
+        .iter()
+        .filter(|k| !key_black.contains(&k.key_type.as_str()))
+        .map(|k| k.line.as_str())
+        .collect();
+    if !shown.is_empty() {
+        lines.push("-----BEGIN SSH HOST KEY KEYS-----");
+        lines.extend(shown);
+        lines.push("-----END SSH HOST KEY KEYS-----");
     }
     lines.iter().map(|l| format!("ec2: {l}\n")).collect()
 }

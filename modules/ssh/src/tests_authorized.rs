@@ -609,7 +609,9 @@ fn json_schema_names_every_key_and_default() {
             "system_info",
             "users",
             "disable_root",
-            "disable_root_opts"
+            "disable_root_opts",
+            "no_ssh_fingerprints",
+            "allow_public_ssh_keys"
         ]
     );
 }
@@ -650,5 +652,165 @@ async fn unicode_line_separators_split_keys_and_a_bad_metadata_key_is_skipped_al
             .any(|w| w.contains("control characters")),
         "{:?}",
         report.warnings
+    );
+}
+
+fn console_texts(fake: &FakeSystem) -> Vec<String> {
+    fake.actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Console { text } => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fp(line: &str) -> String {
+    let k = crate::keyline::parse(line).unwrap().unwrap();
+    crate::fingerprint::fingerprint(&k).unwrap()
+}
+
+/// cloud-init's `no_ssh_fingerprints` is about this log: the fingerprints of each user's
+/// authorized keys (all of the file's keys, not only stoke's) on the console.
+#[tokio::test]
+async fn authorized_key_fingerprints_are_logged_unless_no_ssh_fingerprints() {
+    let w = world();
+    let meta = format!("{} ops@example.com", fake_key("ssh-ed25519", 1));
+    let bobs = fake_key("ecdsa-sha2-nistp256", 2);
+    let admin_ssh = w.root.join("home/admin/.ssh");
+    mkdir_owned(&admin_ssh, 1000, 0o700);
+    let by_hand = format!("restrict {} hand@laptop", fake_key("ssh-ed25519", 3));
+    write_owned(
+        &admin_ssh.join("authorized_keys"),
+        &format!("{by_hand}\n"),
+        1000,
+        0o600,
+    );
+    let config = json!({
+        "default_user": "admin",
+        "users": ["default", {"name": "bob", "ssh_authorized_keys": [bobs]}],
+    });
+    let (res, fake) = run(&w, config.clone(), instance("i-1", vec![meta.clone()])).await;
+    let report = res.unwrap();
+    let root_line = format!("{} {meta}", root_prefix("admin"));
+    assert_eq!(
+        console_texts(&fake),
+        vec![format!(
+            "stoke: authorized keys for admin ({admin}):\n\
+             stoke:   {}, with options\n\
+             stoke:   {}\n\
+             stoke: authorized keys for root ({root}):\n\
+             stoke:   {}, with options\n\
+             stoke: authorized keys for bob ({bob}):\n\
+             stoke:   {}\n",
+            fp(&by_hand),
+            fp(&meta),
+            fp(&root_line),
+            fp(&bobs),
+            admin = admin_ssh.join("authorized_keys").display(),
+            root = w.root.join("root/.ssh/authorized_keys").display(),
+            bob = w.root.join("home/bob/.ssh/authorized_keys").display(),
+        )]
+    );
+    assert!(fp(&meta).ends_with(" ops@example.com (ED25519)"));
+    assert_eq!(
+        report.details["users"][0]["fingerprints"],
+        json!([format!("{}, with options", fp(&by_hand)), fp(&meta)])
+    );
+
+    // no_ssh_fingerprints: true: the keys are installed the same, nothing is logged.
+    let mut quiet = config.clone();
+    quiet["no_ssh_fingerprints"] = json!(true);
+    let (res, fake) = run(&w, quiet, instance("i-2", vec![meta.clone()])).await;
+    let report = res.unwrap();
+    assert!(console_texts(&fake).is_empty(), "{:?}", fake.actions());
+    assert!(report.details["users"][0].get("fingerprints").is_none());
+    assert!(read(&admin_ssh.join("authorized_keys")).contains(&meta));
+}
+
+/// `users: []` means no default user: the image's default user gets no instance key, and the
+/// stoke block an earlier instance gave it is removed (keys a person added stay).
+#[tokio::test]
+async fn users_empty_takes_the_instance_keys_away_from_the_default_user() {
+    let w = world();
+    let old = fake_key("ssh-ed25519", 1);
+    let new = fake_key("ssh-ed25519", 2);
+    let admin_file = w.root.join("home/admin/.ssh/authorized_keys");
+    let image = json!({"system_info": {"default_user": {"name": "admin"}}});
+    let (res, _) = run(&w, image.clone(), instance("i-1", vec![old.clone()])).await;
+    res.unwrap();
+    assert!(read(&admin_file).contains(&old));
+    let by_hand = format!("{}\n", fake_key("ssh-ed25519", 3));
+    let with_hand = format!("{by_hand}{}", read(&admin_file));
+    write_owned(&admin_file, &with_hand, 1000, 0o600);
+
+    let mut cfg = image.clone();
+    cfg["users"] = json!([]);
+    cfg["ssh_authorized_keys"] = json!([new.clone()]);
+    let (res, fake) = run(&w, cfg, instance("i-2", vec![new.clone()])).await;
+    let report = res.unwrap();
+    assert_eq!(read(&admin_file), by_hand, "old block gone, nothing new");
+    assert!(!read(&w.root.join("root/.ssh/authorized_keys")).contains(&new));
+    assert!(
+        report.warnings.iter().any(|w| w.contains(
+            "2 keys from metadata/ssh_authorized_keys not installed: no default user (`users: []`"
+        )),
+        "{:?}",
+        report.warnings
+    );
+    // The log shows what is left for admin: the key added by hand.
+    let console = console_texts(&fake).concat();
+    assert!(
+        console.contains(&format!("stoke:   {}\n", fp(&by_hand))),
+        "{console}"
+    );
+
+    // disable_root: false: root gets them, plainly (as cloud-init with no default user).
+    let mut cfg = image.clone();
+    cfg["users"] = json!([]);
+    cfg["disable_root"] = json!(false);
+    let (res, _) = run(&w, cfg, instance("i-3", vec![new.clone()])).await;
+    res.unwrap();
+    assert_eq!(read(&admin_file), by_hand);
+    assert!(read(&w.root.join("root/.ssh/authorized_keys")).contains(&format!("\n{new}\n")));
+}
+
+/// cloud-init's `allow_public_ssh_keys: false`: the metadata's keys are not installed (only the
+/// configured ones); stoke used to warn it away and install them anyway.
+#[tokio::test]
+async fn allow_public_ssh_keys_false_leaves_out_the_metadata_keys() {
+    let w = world();
+    let meta = fake_key("ssh-ed25519", 1);
+    let conf = fake_key("ssh-ed25519", 2);
+    let config = json!({
+        "default_user": "admin",
+        "ssh_authorized_keys": [conf.clone()],
+        "allow_public_ssh_keys": false,
+    });
+    let (res, _) = run(&w, config, instance("i-1", vec![meta.clone()])).await;
+    let report = res.unwrap();
+    let admin = read(&w.root.join("home/admin/.ssh/authorized_keys"));
+    assert_eq!(admin, block(&[&conf]));
+    let root = read(&w.root.join("root/.ssh/authorized_keys"));
+    assert_eq!(root, block(&[&format!("{} {conf}", root_prefix("admin"))]));
+    assert!(
+        report
+            .summary
+            .ends_with("; 1 metadata keys not installed (allow_public_ssh_keys: false)"),
+        "{}",
+        report.summary
+    );
+
+    // Default true: both.
+    let (res, _) = run(
+        &w,
+        json!({"default_user": "admin", "ssh_authorized_keys": [conf.clone()]}),
+        instance("i-2", vec![meta.clone()]),
+    )
+    .await;
+    res.unwrap();
+    assert_eq!(
+        read(&w.root.join("home/admin/.ssh/authorized_keys")),
+        block(&[&meta, &conf])
     );
 }

@@ -310,7 +310,7 @@ async fn installs_provided_keys_and_certificate_and_generates_only_the_rest() {
     run_for_real(&fake2);
     let ctx2 = context(
         &root,
-        json!({"no_ssh_fingerprints": true}),
+        json!({"ssh": {"emit_keys_to_console": false}}),
         instance("i-2"),
         fake2.clone(),
         true,
@@ -320,7 +320,10 @@ async fn installs_provided_keys_and_certificate_and_generates_only_the_rest() {
         fs::read_to_string(etc.join("sshd_config")).unwrap(),
         sshd_config
     );
-    assert!(console_texts(&fake2).is_empty(), "no_ssh_fingerprints");
+    assert!(
+        console_texts(&fake2).is_empty(),
+        "ssh: {{emit_keys_to_console: false}}"
+    );
 }
 
 #[tokio::test]
@@ -391,7 +394,10 @@ async fn keeps_existing_keys_when_not_deleting() {
 #[test]
 fn config_uses_cloud_init_names_and_rejects_typos() {
     let spec = HostKeys.spec().config;
-    (spec.validate)("ssh_deletekeys: false\nssh_genkeytypes: [rsa, ed25519]\nno_ssh_fingerprints: yes\nssh_keys:\n  rsa_private: x\n  rsa_certificate: y\nusers: [default]\n").unwrap();
+    (spec.validate)("ssh_deletekeys: false\nssh_genkeytypes: [rsa, ed25519]\nssh:\n  emit_keys_to_console: no\nssh_fp_console_blacklist: [ssh-rsa]\nssh_key_console_blacklist: [rsa]\nssh_keys:\n  rsa_private: x\n  rsa_certificate: y\nusers: [default]\n").unwrap();
+    let err = (spec.validate)("ssh:\n  emit_key_to_console: false\n").unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!((spec.validate)("ssh_fp_console_blacklist: ssh-rsa\n").is_err());
     let err = (spec.validate)("ssh_keys:\n  ed25519_privat: x\n").unwrap_err();
     assert_eq!(err.line, Some(2), "{err}");
     assert!(
@@ -437,4 +443,153 @@ async fn invalid_provided_keys_fail_before_anything_is_deleted() {
         );
     }
     assert!(fake.actions().is_empty());
+}
+
+/// An RSA public key line whose blob has a 3072-bit modulus (not a usable key: only its
+/// fingerprint is computed).
+fn rsa_line(comment: &str) -> String {
+    use base64::Engine as _;
+    let mut blob = Vec::new();
+    let mut n = vec![0u8, 0x80];
+    n.extend([7u8; 383]);
+    for part in [&b"ssh-rsa"[..], &[1, 0, 1], &n] {
+        blob.extend((part.len() as u32).to_be_bytes());
+        blob.extend(part);
+    }
+    format!(
+        "ssh-rsa {} {comment}",
+        base64::engine::general_purpose::STANDARD.encode(blob)
+    )
+}
+
+/// An image's keys kept as they are (nothing deleted or generated), so the console block is
+/// made from these files alone.
+fn kept_keys(root: &Path) -> Vec<(String, String)> {
+    use crate::keyline::tests::fake_key;
+    let etc = root.join("etc/ssh");
+    fs::create_dir_all(&etc).unwrap();
+    let keys = vec![
+        (
+            "ecdsa",
+            format!("{} root@h", fake_key("ecdsa-sha2-nistp256", 1)),
+        ),
+        ("ed25519", format!("{} root@h", fake_key("ssh-ed25519", 2))),
+        ("rsa", rsa_line("root@h")),
+    ];
+    let mut out = Vec::new();
+    for (t, line) in keys {
+        fs::write(etc.join(format!("ssh_host_{t}_key")), "private\n").unwrap();
+        fs::write(
+            etc.join(format!("ssh_host_{t}_key.pub")),
+            format!("{line}\n"),
+        )
+        .unwrap();
+        let k = crate::keyline::parse(&line).unwrap().unwrap();
+        out.push((line, crate::fingerprint::fingerprint(&k).unwrap()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn console_blacklists_leave_out_key_types_as_cloud_init_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = kept_keys(tmp.path());
+    let (ecdsa, ed25519, rsa) = (&keys[0], &keys[1], &keys[2]);
+    let run = |config: serde_json::Value| {
+        let fake = FakeSystem::new();
+        let mut cfg = json!({"ssh_deletekeys": false, "ssh_genkeytypes": []});
+        cfg.as_object_mut()
+            .unwrap()
+            .extend(config.as_object().unwrap().clone());
+        let ctx = context(tmp.path(), cfg, instance("i-1"), fake.clone(), true);
+        async move {
+            let report = HostKeys.run(&ctx).await.unwrap();
+            assert!(fake.commands().is_empty(), "{:?}", fake.commands());
+            (console_texts(&fake), report)
+        }
+    };
+
+    // cloud-init's defaults: every fingerprint and every key, in file-name order.
+    let (texts, _) = run(json!({})).await;
+    assert_eq!(
+        texts,
+        vec![format!(
+            "ec2: #############################################################\n\
+             ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n\
+             ec2: {}\nec2: {}\nec2: {}\n\
+             ec2: -----END SSH HOST KEY FINGERPRINTS-----\n\
+             ec2: #############################################################\n\
+             ec2: -----BEGIN SSH HOST KEY KEYS-----\n\
+             ec2: {}\nec2: {}\nec2: {}\n\
+             ec2: -----END SSH HOST KEY KEYS-----\n",
+            ecdsa.1, ed25519.1, rsa.1, ecdsa.0, ed25519.0, rsa.0
+        )]
+    );
+    assert!(rsa.1.starts_with("3072 SHA256:") && rsa.1.ends_with(" root@h (RSA)"));
+
+    // Types as the .pub file names them, or stoke's short names; an entry that is no key
+    // type (a fingerprint, as cloud-init's docs suggest) leaves nothing out and is warned.
+    let (texts, report) = run(json!({
+        "ssh_fp_console_blacklist": ["ssh-rsa"],
+        "ssh_key_console_blacklist": ["ecdsa", "ed25519", "E25451E0221B5773DEBFF178ECDACB160995AA89"],
+    }))
+    .await;
+    assert_eq!(
+        texts,
+        vec![format!(
+            "ec2: #############################################################\n\
+             ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n\
+             ec2: {}\nec2: {}\n\
+             ec2: -----END SSH HOST KEY FINGERPRINTS-----\n\
+             ec2: #############################################################\n\
+             ec2: -----BEGIN SSH HOST KEY KEYS-----\n\
+             ec2: {}\n\
+             ec2: -----END SSH HOST KEY KEYS-----\n",
+            ecdsa.1, ed25519.1, rsa.0
+        )]
+    );
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].starts_with(
+            "ssh_key_console_blacklist: \"E25451E0221B5773DEBFF178ECDACB160995AA89\" is not an SSH key type"
+        ),
+        "{:?}",
+        report.warnings
+    );
+    // stoke status still has every fingerprint.
+    assert_eq!(
+        report.details["fingerprints"],
+        json!([ecdsa.1, ed25519.1, rsa.1])
+    );
+
+    // Every fingerprint left out: that section and its markers go; the keys stay.
+    let (texts, _) = run(json!({
+        "ssh_fp_console_blacklist": ["ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256"],
+    }))
+    .await;
+    assert_eq!(
+        texts,
+        vec![format!(
+            "ec2: -----BEGIN SSH HOST KEY KEYS-----\n\
+             ec2: {}\nec2: {}\nec2: {}\n\
+             ec2: -----END SSH HOST KEY KEYS-----\n",
+            ecdsa.0, ed25519.0, rsa.0
+        )]
+    );
+
+    // Everything left out, or emit_keys_to_console: false: nothing on the console.
+    let all = json!(["rsa", "ed25519", "ecdsa"]);
+    let (texts, report) = run(json!({
+        "ssh_fp_console_blacklist": all, "ssh_key_console_blacklist": all,
+    }))
+    .await;
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!(report.details["fingerprints_printed"], json!(false));
+    let (texts, report) = run(json!({"ssh": {"emit_keys_to_console": false}})).await;
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!(report.details["fingerprints"].as_array().unwrap().len(), 3);
+
+    // no_ssh_fingerprints is about authorized keys (ssh-authorized-keys), not host keys.
+    let (texts, _) = run(json!({"no_ssh_fingerprints": true})).await;
+    assert_eq!(texts.len(), 1);
 }

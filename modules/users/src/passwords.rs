@@ -50,11 +50,31 @@ pub struct PasswordsConfig {
     pub chpasswd: Option<Chpasswd>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, JsonSchema)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum PwAuth {
     Yes,
     No,
     Unchanged,
+    /// Any other string or a number, read as cloud-init reads it (deprecated there): `yes`,
+    /// `on`, `1`… set it, `no`, `off`, `0`… unset it, anything else leaves sshd unchanged
+    /// with a warning.
+    Text(String),
+}
+
+impl PwAuth {
+    /// `Some(true|false)`: PasswordAuthentication yes|no; `None`: sshd left as it is.
+    pub fn setting(&self) -> Option<bool> {
+        match self {
+            PwAuth::Yes => Some(true),
+            PwAuth::No => Some(false),
+            PwAuth::Unchanged => None,
+            PwAuth::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "on" | "yes" => Some(true),
+                "false" | "0" | "off" | "no" => Some(false),
+                _ => None,
+            },
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for PwAuth {
@@ -62,11 +82,28 @@ impl<'de> Deserialize<'de> for PwAuth {
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::Bool(true) => Ok(PwAuth::Yes),
             serde_json::Value::Bool(false) => Ok(PwAuth::No),
-            serde_json::Value::String(s) if s == "unchanged" => Ok(PwAuth::Unchanged),
+            serde_json::Value::String(s) if s.eq_ignore_ascii_case("unchanged") => {
+                Ok(PwAuth::Unchanged)
+            }
+            serde_json::Value::String(s) => Ok(PwAuth::Text(s)),
+            serde_json::Value::Number(n) => Ok(PwAuth::Text(n.to_string())),
             other => Err(serde::de::Error::custom(format!(
                 "ssh_pwauth {other}: expected true, false or unchanged"
             ))),
         }
+    }
+}
+
+impl JsonSchema for PwAuth {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PwAuth".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "true, false or \"unchanged\" (cloud-init's other strings, deprecated there, are read as it reads them)",
+            "oneOf": [{"type": "boolean"}, {"type": "string"}]
+        })
     }
 }
 
@@ -359,7 +396,10 @@ impl Module for SetPasswords {
 
     fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
         let cfg: PasswordsConfig = serde_json::from_value(config.clone()).ok()?;
-        let pw = matches!(cfg.ssh_pwauth, Some(PwAuth::Yes | PwAuth::No));
+        let pw = matches!(
+            cfg.ssh_pwauth,
+            Some(PwAuth::Yes | PwAuth::No | PwAuth::Text(_))
+        );
         let ch = cfg
             .chpasswd
             .is_some_and(|c| !c.users.is_empty() || c.list.is_some());
@@ -376,10 +416,19 @@ impl Module for SetPasswords {
             Some(c) => (wants(ctx, c, &mut warnings)?, c.expire),
             None => (Vec::new(), false),
         };
-        let pwauth = match cfg.ssh_pwauth {
-            Some(PwAuth::Yes) => set_pwauth(ctx, &rd, true, &mut notes).await?,
-            Some(PwAuth::No) => set_pwauth(ctx, &rd, false, &mut notes).await?,
-            _ => None,
+        if let Some(PwAuth::Text(text)) = &cfg.ssh_pwauth {
+            warnings.push(match cfg.ssh_pwauth.as_ref().and_then(PwAuth::setting) {
+                Some(b) => format!(
+                    "ssh_pwauth: {text:?} read as {b}; a string here is deprecated (as in cloud-init): use true or false"
+                ),
+                None => format!(
+                    "ssh_pwauth: unrecognized value {text:?} (true, false or unchanged); sshd's PasswordAuthentication left unchanged"
+                ),
+            });
+        }
+        let pwauth = match cfg.ssh_pwauth.as_ref().and_then(PwAuth::setting) {
+            Some(b) => set_pwauth(ctx, &rd, b, &mut notes).await?,
+            None => None,
         };
         let root = root_args(ctx);
         let tool = |t: &str| ctx.tool(t);
@@ -442,7 +491,7 @@ impl Module for SetPasswords {
         if let Some((path, changed)) = &pwauth {
             summary.push(format!(
                 "PasswordAuthentication {} in {path}{}",
-                if cfg.ssh_pwauth == Some(PwAuth::Yes) {
+                if cfg.ssh_pwauth.as_ref().and_then(PwAuth::setting) == Some(true) {
                     "yes"
                 } else {
                     "no"

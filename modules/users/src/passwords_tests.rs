@@ -145,10 +145,46 @@ async fn pwauth_unchanged_or_without_sshd_does_nothing() {
         "{}",
         r.details
     );
-    let e =
-        serde_json::from_value::<crate::passwords::PasswordsConfig>(json!({"ssh_pwauth": "maybe"}))
-            .unwrap_err();
+    let e = serde_json::from_value::<crate::passwords::PasswordsConfig>(json!({"ssh_pwauth": [1]}))
+        .unwrap_err();
     assert!(e.to_string().contains("ssh_pwauth"), "{e}");
+}
+
+/// cloud-init reads a string `ssh_pwauth` (deprecated) with its yes/no words, and leaves sshd
+/// alone on anything else: such a user-data must load, and mean that.
+#[tokio::test]
+async fn pwauth_strings_mean_what_they_mean_to_cloud_init() {
+    for (value, want) in [
+        (json!("yes"), Some("yes")),
+        (json!("Off"), Some("no")),
+        (json!(0), Some("no")),
+        (json!("maybe"), None),
+        (json!("UNCHANGED"), None),
+    ] {
+        let w = world(Some(OLD_SSHD));
+        let r = run(w.path(), json!({"ssh_pwauth": value}), FakeSystem::new())
+            .await
+            .unwrap();
+        let sshd = fs::read_to_string(w.path().join("etc/ssh/sshd_config")).unwrap();
+        match want {
+            Some(v) => assert_eq!(
+                sshd,
+                format!(
+                    "# BEGIN stoke ssh_pwauth\nPasswordAuthentication {v}\n# END stoke ssh_pwauth\n{OLD_SSHD}"
+                ),
+                "{value}"
+            ),
+            None => assert_eq!(sshd, OLD_SSHD, "{value}"),
+        }
+        let warned = r.warnings.join("\n");
+        match (&value, want) {
+            (_, Some(_)) => assert!(warned.contains("deprecated"), "{value}: {warned}"),
+            (v, None) if v == "maybe" => {
+                assert!(warned.contains("unrecognized value \"maybe\""), "{warned}")
+            }
+            _ => assert!(warned.is_empty(), "{value}: {warned}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -310,3 +310,44 @@ fn config_shapes_load_and_typos_are_located() {
     assert_eq!(err.line, Some(3), "{err}");
     assert!(err.message.contains("did you mean `shell`"), "{err}");
 }
+
+/// cloud-init's `users: []`: no default user at all, however the image describes it (a
+/// missing account with sudo rights is neither created nor given its sudo rule).
+#[tokio::test]
+async fn users_empty_list_means_no_default_user_whatever_the_image_says() {
+    let w = world();
+    let config = json!({
+        "default_user": {"name": "ec2-user", "sudo": "ALL=(ALL) NOPASSWD:ALL", "groups": ["adm"]},
+        "users": [],
+    });
+    let fake = FakeSystem::new();
+    let report = run(w.path(), config.clone(), fake.clone()).await.unwrap();
+    assert!(fake.commands().is_empty(), "{:?}", fake.commands());
+    assert!(!w.path().join("etc/sudoers.d").exists());
+    assert_eq!(report.details["default_user"], Value::Null);
+    assert!(
+        !fs::read_to_string(w.path().join("etc/passwd"))
+            .unwrap()
+            .contains("ec2-user")
+    );
+    let ctx = context(w.path(), config, instance(), FakeSystem::new());
+    let plan = UsersGroups.plan(&ctx).unwrap();
+    assert!(plan.contains("no default user"), "{plan}");
+
+    // Without `users: []` the same image creates it: the test above is not vacuous.
+    let fake = FakeSystem::new();
+    run(
+        w.path(),
+        json!({"default_user": {"name": "ec2-user", "sudo": "ALL=(ALL) NOPASSWD:ALL"}}),
+        fake.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        commands(&fake, w.path())
+            .iter()
+            .any(|c| c.starts_with("useradd") && c.ends_with(" ec2-user")),
+        "{:?}",
+        fake.commands()
+    );
+}
