@@ -62,6 +62,27 @@ const DIFFERENT_MEANING: &[(&str, &str)] = &[
     ),
     ("puppet", "stoke's own keys, not cloud-init's"),
     (
+        "manage_etc_hosts",
+        "absent: stoke keeps its own `127.0.1.1` block (cloud-init leaves the file alone); \
+         `localhost` writes `127.0.1.1` on every distribution",
+    ),
+    (
+        "no_ssh_fingerprints",
+        "the authorized keys' fingerprints are SHA256 lines (`ssh-keygen -l` style), not cloud-init's hex table",
+    ),
+    (
+        "ssh_fp_console_blacklist",
+        "also takes short key type names (`rsa`, `ed25519`)",
+    ),
+    (
+        "ssh_key_console_blacklist",
+        "also takes short key type names (`rsa`, `ed25519`)",
+    ),
+    (
+        "prefer_fqdn_over_hostname",
+        "defaults to the short name on every distribution (cloud-init: the fqdn on the Red Hat family)",
+    ),
+    (
         "write_files",
         "a symlink at `path` is refused; an unknown encoding or owner fails that entry only",
     ),
