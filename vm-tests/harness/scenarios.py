@@ -895,7 +895,16 @@ def system(t):
               "packages: [stoke-vmtest-hello]\n"
               "package_manager: {timeout_seconds: 240}\n"
               f"ca_certs:\n  trusted:\n  - |\n{ca}"
-              "final_message: 'vmtest final $DATASOURCE'\n")
+              "final_message: 'vmtest final $DATASOURCE'\n"
+              # Acceptance checks against the real machine: dpkg, systemd, /proc, the mount table.
+              "checks:\n"
+              "  hello-installed: {package: stoke-vmtest-hello}\n"
+              "  sshd: {service: ssh, enabled: true}\n"
+              "  ssh-port: {port: 22}\n"
+              "  root-fs: {mount: /}\n"
+              "  ca-file: {file: /usr/local/share/ca-certificates/stoke-ca-cert-1.crt, mode: '0644',"
+              " owner: 'root:root', contains: 'BEGIN CERTIFICATE'}\n"
+              "  no-telnetd: {package: telnetd, exists: false}\n")
         b = t.new_boot("system", t.overlay())
         b.imds = ec2_metadata(iid, ud)
         b.smbios = ec2_smbios(iid)
@@ -909,7 +918,7 @@ def system(t):
         f = t.boot(b)
         st = t.check_boot_ok(f)
         mods = (st or {}).get("modules", {})
-        for name in ("apt-sources", "packages", "ca-certs", "final-message"):
+        for name in ("apt-sources", "packages", "ca-certs", "final-message", "checks"):
             m = mods.get(name, {})
             t.check(f"status: {name} ok", m.get("state") == "ok", json.dumps(m)[:600])
         extra = f.get("extra", "")
@@ -921,6 +930,11 @@ def system(t):
                 re.search(r"^1$", extra, re.M) is not None, extra[-800:])
         t.check("final message in the journal", "vmtest final ec2" in f.get("journal", ""),
                 f.get("journal", "")[-600:])
+        checks = mods.get("checks", {})
+        results = {c.get("name"): c for c in (checks.get("details") or {}).get("checks", [])}
+        t.check("acceptance checks: all six ran on the real machine and passed",
+                len(results) == 6 and all(c.get("passed") for c in results.values()),
+                json.dumps(checks)[:1200])
     finally:
         server.terminate()
         try:

@@ -436,17 +436,10 @@ impl RootDir {
     /// The permission bits of the regular file `guest` (resolved inside the root), `None`
     /// when there is none: lets a caller replace a file and keep the mode someone gave it.
     pub fn file_mode(&self, guest: &Path) -> io::Result<Option<u32>> {
-        let (parent, name) = split(guest)?;
-        let dir = match self.open_dir(&parent) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if kind(st.st_mode) == SFlag::S_IFREG => Ok(Some(st.st_mode & 0o7777)),
-            Ok(_) | Err(Errno::ENOENT) => Ok(None),
-            Err(e) => Err(errno(e)),
-        }
+        Ok(self
+            .lstat(guest)?
+            .filter(|st| st.kind == FileKind::File)
+            .map(|st| st.mode))
     }
 
     /// What is at `guest` itself (a symlink is not followed), resolved inside the root;
