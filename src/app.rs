@@ -48,8 +48,11 @@ impl App {
     async fn prepare_with(&self, stage: Stage, this_boot_iid: Option<&str>, run: bool) -> Prepared {
         let started = Instant::now();
         let mut loaded = Loaded::default();
+        // Kept for what the metadata service must be asked beyond the base (`fetch_extras`).
+        let mut image_texts = Vec::new();
         match config::image_sources(&self.paths.config_dir) {
             Ok(sources) => {
+                image_texts = sources.iter().map(|s| s.text.clone()).collect();
                 let groups: Vec<Vec<Source>> = sources.into_iter().map(|s| vec![s]).collect();
                 config::load_into(&mut loaded, &groups, &self.modules);
             }
@@ -95,7 +98,30 @@ impl App {
         );
         let mut instance = None;
         let mut user_scripts = Vec::new();
-        if let Some(found) = found {
+        if let Some(mut found) = found {
+            if found.imds.is_some() {
+                // What the configuration uses is known only now (user-data came with the
+                // metadata): tags and interfaces are fetched when it names them.
+                let unrendered = |raw: &Option<Vec<u8>>| {
+                    raw.as_deref()
+                        .and_then(|r| {
+                            datasource::userdata::decode_rendering(r, &|b| Ok(b.to_string())).ok()
+                        })
+                        .map(|u| u.cloud_configs)
+                        .unwrap_or_default()
+                };
+                let mut texts = image_texts;
+                texts.extend(unrendered(&found.vendor_data));
+                texts.extend(unrendered(&found.user_data));
+                match datasource::fetch_extras(&mut found, texts.iter().map(String::as_str)).await {
+                    Ok(warnings) => loaded.warnings.extend(warnings),
+                    Err(e) => {
+                        tracing::error!("datasource: {e}");
+                        datasource_errors.push(format!("datasource: {e}"));
+                    }
+                }
+                found.imds = None;
+            }
             let st = State::new(&self.paths);
             if let Err(e) = st.set_instance_id(&found.instance.instance_id) {
                 datasource_errors.push(format!("recording instance id: {e}"));

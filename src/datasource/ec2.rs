@@ -10,7 +10,7 @@
 //! be UTF-8 single tokens, HTML (a proxy or captive portal answering in IMDS's place) is
 //! rejected, and the instance id must be safe to use as a directory name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -30,14 +30,26 @@ pub use stoke_imds::{ImdsConfig, ImdsError};
 use stoke_imds::{LEAF_CAP, Session, USER_DATA_CAP, bad, cut, text};
 
 /// Fetches instance data and user-data from IMDS, within `cfg.budget` in total.
+#[cfg(test)]
 pub async fn fetch(cfg: &ImdsConfig) -> Result<Ec2Metadata, ImdsError> {
-    let session = Session::new(cfg)?;
-    session.within_budget(collect(&session)).await
+    connect_and_fetch(cfg, None).await.map(|(md, _)| md)
+}
+
+/// Finds the endpoint that answers (`preferred`, the one a previous boot used, tried first),
+/// then fetches instance data and user-data from it, all within `cfg.budget`. The session is
+/// returned for what only the configuration can say is needed ([`fetch_extras`]).
+pub async fn connect_and_fetch(
+    cfg: &ImdsConfig,
+    preferred: Option<&str>,
+) -> Result<(Ec2Metadata, Arc<Session>), ImdsError> {
+    // The token comes with the endpoint: the GETs share it.
+    let s = Session::connect(cfg, preferred).await?;
+    let mut md = s.within_budget(collect(&s)).await?;
+    md.instance.imds_endpoint = Some(s.endpoint().to_string());
+    Ok((md, s))
 }
 
 async fn collect(s: &Arc<Session>) -> Result<Ec2Metadata, ImdsError> {
-    // One token before fanning out, so the GETs share it.
-    s.token(None).await?;
     let (id, itype, ipv4, ipv6, hostname, region, az, keys, bdm, user_data) = tokio::try_join!(
         s.get("meta-data/instance-id", LEAF_CAP),
         s.value("meta-data/instance-type"),
@@ -89,6 +101,7 @@ async fn collect(s: &Arc<Session>) -> Result<Ec2Metadata, ImdsError> {
             availability_zone: az,
             public_keys: keys,
             block_device_mapping: bdm,
+            ..InstanceData::default()
         },
         user_data,
     })
@@ -162,6 +175,215 @@ async fn block_devices(s: &Arc<Session>) -> Result<BTreeMap<String, String>, Imd
         map.insert(name, dev.to_string());
     }
     Ok(map)
+}
+
+/// What the configuration uses beyond the base metadata (see `datasource::needs`).
+#[derive(Debug, Default, PartialEq)]
+pub struct Extras {
+    /// Instance tag keys a template or config refers to.
+    pub tags: BTreeSet<String>,
+    /// The network interfaces (primary interface's addresses, `local-ipv6`).
+    pub interfaces: bool,
+}
+
+impl Extras {
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && !self.interfaces
+    }
+}
+
+/// Fetches what `want` asks for into `instance`, with the session (and within the budget) of
+/// the base metadata. Returns warnings (a used tag the instance does not have).
+pub async fn fetch_extras(
+    s: &Arc<Session>,
+    want: &Extras,
+    instance: &mut InstanceData,
+) -> Result<Vec<String>, ImdsError> {
+    let (primary, (listed, tags)) = s
+        .within_budget(async {
+            let interfaces = async {
+                if want.interfaces {
+                    primary_interface(s).await
+                } else {
+                    Ok(None)
+                }
+            };
+            let tags = async {
+                if want.tags.is_empty() {
+                    Ok((None, BTreeMap::new()))
+                } else {
+                    tags(s, &want.tags).await
+                }
+            };
+            tokio::try_join!(interfaces, tags)
+        })
+        .await?;
+    if let Some(p) = primary {
+        // The primary interface's, not whichever IMDS or the kernel lists first.
+        if p.ipv4.is_some() {
+            instance.local_ipv4 = p.ipv4;
+        }
+        instance.local_ipv6 = p.ipv6;
+    }
+    let mut warnings = Vec::new();
+    let missing: Vec<&str> = want
+        .tags
+        .iter()
+        .filter(|k| !tags.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        let why = match listed {
+            None => "IMDS lists no tags: instance metadata tags are off for this instance \
+                     (instance metadata options: InstanceMetadataTags=enabled)"
+                .to_string(),
+            Some(n) => format!("the instance has no such tag ({n} tags listed)"),
+        };
+        warnings.push(format!(
+            "ec2: tag{} {} used by the configuration: {why}",
+            if missing.len() == 1 { "" } else { "s" },
+            missing
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    instance.tags = tags;
+    Ok(warnings)
+}
+
+/// Tag keys as IMDS can serve them: letters, digits and `+-=._:@`, not `.` or `..`.
+pub fn valid_tag_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 128
+        && k != "."
+        && k != ".."
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-=._:@".contains(&b))
+}
+
+/// One request for the list, one per used tag that is in it. `None` for the count when
+/// IMDS has no tag listing (404: tags are not enabled in the instance's metadata options).
+async fn tags(
+    s: &Arc<Session>,
+    want: &BTreeSet<String>,
+) -> Result<(Option<usize>, BTreeMap<String, String>), ImdsError> {
+    let list = "meta-data/tags/instance";
+    let Some(body) = s.get(list, LEAF_CAP).await? else {
+        return Ok((None, BTreeMap::new()));
+    };
+    let listed: BTreeSet<String> = text(list, &body)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    let used: Vec<&String> = want
+        .iter()
+        .filter(|k| listed.contains(*k) && valid_tag_key(k))
+        .collect();
+    let bodies = s
+        .get_all(used.iter().map(|k| format!("{list}/{k}")))
+        .await?;
+    let mut out = BTreeMap::new();
+    for (key, (path, body)) in used.into_iter().zip(bodies) {
+        let Some(body) = body else { continue };
+        out.insert(key.clone(), text(&path, &body)?.to_string());
+    }
+    Ok((Some(listed.len()), out))
+}
+
+/// The primary interface's first addresses.
+#[derive(Debug, PartialEq)]
+struct Primary {
+    ipv4: Option<String>,
+    ipv6: Option<String>,
+}
+
+/// The interface on network card 0 with device number 0 (an instance with several network
+/// cards has a device 0 on each), found among all the MACs IMDS lists, in whatever order.
+async fn primary_interface(s: &Arc<Session>) -> Result<Option<Primary>, ImdsError> {
+    let list = "meta-data/network/interfaces/macs/";
+    let mut macs = Vec::new();
+    for line in s.listing(list).await? {
+        let mac = line.trim_end_matches('/');
+        if !valid_mac(mac) {
+            return Err(bad(list, format!("unexpected entry {:?}", cut(&line))));
+        }
+        macs.push(mac.to_ascii_lowercase());
+    }
+    let paths = macs.iter().flat_map(|m| {
+        [
+            format!("{list}{m}/network-card"),
+            format!("{list}{m}/device-number"),
+        ]
+    });
+    let answers = s.get_all(paths).await?;
+    let number = |(path, body): &(String, Option<Vec<u8>>)| -> Result<u32, ImdsError> {
+        // No network-card key: an instance type with one card (it is card 0).
+        let Some(body) = body else { return Ok(0) };
+        let t = text(path, body)?.trim();
+        t.parse()
+            .map_err(|_| bad(path, format!("expected a number, got {:?}", cut(t))))
+    };
+    let mut primary = None;
+    for (mac, pair) in macs.iter().zip(answers.chunks(2)) {
+        let [card, dev] = pair else { continue };
+        if dev.1.is_none() {
+            continue; // an interface being detached
+        }
+        if (number(card)?, number(dev)?) == (0, 0) {
+            if primary.is_some() {
+                return Err(bad(
+                    list,
+                    "two interfaces claim network-card 0, device-number 0",
+                ));
+            }
+            primary = Some(mac.clone());
+        }
+    }
+    let Some(mac) = primary else {
+        return Ok(None);
+    };
+    let first = |path: &str, body: &Option<Vec<u8>>| -> Result<Option<String>, ImdsError> {
+        let Some(body) = body else { return Ok(None) };
+        Ok(text(path, body)?
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(String::from))
+    };
+    let got = s
+        .get_all(
+            [
+                format!("{list}{mac}/local-ipv4s"),
+                format!("{list}{mac}/ipv6s"),
+            ]
+            .into_iter(),
+        )
+        .await?;
+    let [(p4, b4), (p6, b6)] = got.as_slice() else {
+        return Ok(None);
+    };
+    let ipv4 = first(p4, b4)?;
+    if let Some(ip) = &ipv4 {
+        ip.parse::<Ipv4Addr>()
+            .map_err(|_| bad(p4, format!("{:?} is not an IPv4 address", cut(ip))))?;
+    }
+    let ipv6 = first(p6, b6)?;
+    if let Some(ip) = &ipv6 {
+        ip.parse::<Ipv6Addr>()
+            .map_err(|_| bad(p6, format!("{:?} is not an IPv6 address", cut(ip))))?;
+    }
+    Ok(Some(Primary { ipv4, ipv6 }))
+}
+
+/// `0e:1a:2b:3c:4d:5e`: the MAC becomes part of request paths.
+fn valid_mac(m: &str) -> bool {
+    m.len() == 17
+        && m.split(':')
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `us-east-1a` → `us-east-1` (for IMDS versions without `placement/region`).

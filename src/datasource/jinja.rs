@@ -26,11 +26,14 @@ pub fn template_context(instance: &InstanceData, vars: &BTreeMap<String, String>
         "platform": instance.datasource,
         "public_ssh_keys": instance.public_keys,
     });
-    let meta: Map<String, Value> = instance
+    // Tags are one object (`tags.Name`, `tags["my-key"]`), not flat `tags.X` names.
+    let mut meta: Map<String, Value> = instance
         .vars()
         .into_iter()
+        .filter(|(k, _)| !k.starts_with(stoke_api::TAG_PREFIX))
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
+    meta.insert("tags".into(), json!(instance.tags));
     let mut top: Map<String, Value> = vars
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))

@@ -10,6 +10,7 @@
 //! Everything IMDS answers is untrusted input: sizes are capped, text must be UTF-8, and HTML
 //! (a proxy or captive portal answering in IMDS's place) is rejected.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +23,10 @@ use tokio::time::Instant;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImdsConfig {
-    /// Base URL of the metadata service.
-    pub endpoint: String,
+    /// `auto` (IPv4 and IPv6 tried concurrently, IPv4 first), `ipv4`, `ipv6`, a base URL, or a
+    /// list of base URLs tried the way `auto` tries its two (in order, each a little after the
+    /// one before).
+    pub endpoint: Endpoint,
     /// Total time for everything (token, metadata, user-data, retries), in seconds.
     /// When it runs out the stage goes on without EC2 metadata and reports why.
     #[serde(rename = "budget_seconds", with = "seconds")]
@@ -42,10 +45,87 @@ pub struct ImdsConfig {
 impl Default for ImdsConfig {
     fn default() -> Self {
         ImdsConfig {
-            endpoint: "http://169.254.169.254".to_string(),
+            endpoint: Endpoint::One(AUTO.to_string()),
             budget: Duration::from_secs(30),
             request_timeout: Duration::from_secs(2),
             token_ttl_secs: 21600,
+        }
+    }
+}
+
+/// IMDS's IPv4 address, on every EC2 instance that has IPv4.
+pub const IPV4_URL: &str = "http://169.254.169.254";
+/// IMDS's IPv6 address (Nitro, when the instance's metadata options enable it).
+pub const IPV6_URL: &str = "http://[fd00:ec2::254]";
+const AUTO: &str = "auto";
+/// How long each candidate endpoint gets to itself before the next one is tried as well
+/// (happy eyeballs: an IPv4 IMDS answers in well under a millisecond, so IPv6 costs an
+/// IPv4 instance nothing, and an IPv6-only instance waits this much once).
+pub const STAGGER: Duration = Duration::from_millis(50);
+
+/// `endpoint:` as configured: a word or URL, or a list of URLs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Endpoint {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Endpoint {
+    /// A single base URL.
+    pub fn url(url: impl Into<String>) -> Endpoint {
+        Endpoint::One(url.into())
+    }
+
+    /// The base URLs to try, in order (without a trailing `/`).
+    pub fn candidates(&self) -> Result<Vec<String>, ImdsError> {
+        let list: Vec<String> = match self {
+            Endpoint::One(w) => match w.trim().to_ascii_lowercase().as_str() {
+                AUTO => vec![IPV4_URL.into(), IPV6_URL.into()],
+                "ipv4" => vec![IPV4_URL.into()],
+                "ipv6" => vec![IPV6_URL.into()],
+                _ => vec![w.clone()],
+            },
+            Endpoint::Many(v) => v.clone(),
+        };
+        if list.is_empty() {
+            return Err(ImdsError::Http {
+                what: "endpoint []".into(),
+                reason: "no endpoint to try (give auto, ipv4, ipv6 or URLs)".into(),
+            });
+        }
+        let mut out: Vec<String> = Vec::new();
+        for u in list {
+            let base = u.trim().trim_end_matches('/').to_string();
+            reqwest::Url::parse(&format!("{base}/latest/")).map_err(|e| ImdsError::Http {
+                what: format!("endpoint {u:?}"),
+                reason: format!("not a URL (nor auto, ipv4, ipv6): {e}"),
+            })?;
+            if !out.contains(&base) {
+                out.push(base);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl From<&str> for Endpoint {
+    fn from(s: &str) -> Endpoint {
+        Endpoint::One(s.to_string())
+    }
+}
+
+impl From<String> for Endpoint {
+    fn from(s: String) -> Endpoint {
+        Endpoint::One(s)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::One(s) => f.write_str(s),
+            Endpoint::Many(v) => write!(f, "[{}]", v.join(", ")),
         }
     }
 }
@@ -132,14 +212,90 @@ enum Body {
 }
 
 impl Session {
-    /// A session against `cfg.endpoint`; its budget starts now.
+    /// A session against `cfg.endpoint`, which must name one endpoint (`ipv4`, `ipv6` or a URL;
+    /// [`Session::connect`] takes several); its budget starts now.
     pub fn new(cfg: &ImdsConfig) -> Result<Arc<Session>, ImdsError> {
         let started = Instant::now();
+        let candidates = cfg.endpoint.candidates()?;
+        let [base] = candidates.as_slice() else {
+            return Err(ImdsError::Http {
+                what: format!("endpoint {}", cfg.endpoint),
+                reason: "several endpoints: Session::connect picks one of them".into(),
+            });
+        };
+        Session::at(base, cfg, started).map(Arc::new)
+    }
+
+    /// A session with the endpoint that first answers the token PUT: the candidates of
+    /// `cfg.endpoint` (`preferred` first when it is one of them, as the one a previous boot
+    /// used) are tried concurrently, each [`STAGGER`] after the one before, all inside the one
+    /// budget. The others are dropped at once. A 403 from any of them means IMDS is disabled
+    /// for the instance: that ends the race.
+    pub async fn connect(
+        cfg: &ImdsConfig,
+        preferred: Option<&str>,
+    ) -> Result<Arc<Session>, ImdsError> {
+        let started = Instant::now();
+        let mut candidates = cfg.endpoint.candidates()?;
+        if let Some(p) = preferred.map(|p| p.trim_end_matches('/'))
+            && let Some(i) = candidates.iter().position(|c| c == p)
+        {
+            let c = candidates.remove(i);
+            candidates.insert(0, c);
+        }
+        let sessions = candidates
+            .iter()
+            .map(|c| Session::at(c, cfg, started).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let [only] = sessions.as_slice() {
+            only.token(None).await?;
+            return Ok(only.clone());
+        }
+        let deadline = sessions[0].deadline;
+        let mut set = tokio::task::JoinSet::new();
+        for (i, s) in sessions.iter().enumerate() {
+            let s = s.clone();
+            let delay = STAGGER.saturating_mul(i as u32);
+            set.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let r = s.token(None).await;
+                (i, r)
+            });
+        }
+        let mut errors: Vec<Option<ImdsError>> = (0..sessions.len()).map(|_| None).collect();
+        let race = async {
+            while let Some(joined) = set.join_next().await {
+                let (i, r) = match joined {
+                    Ok(x) => x,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => return Err(bad(TOKEN_PATH, format!("a request task ended: {e}"))),
+                };
+                match r {
+                    Ok(_) => {
+                        tracing::debug!(endpoint = %sessions[i].base, "IMDS: this endpoint answered first");
+                        return Ok(sessions[i].clone());
+                    }
+                    Err(e @ ImdsError::Disabled { .. }) => return Err(e),
+                    Err(e) => errors[i] = Some(e),
+                }
+            }
+            Err(all_failed(&sessions, &mut errors))
+        };
+        let raced = tokio::time::timeout_at(deadline, race).await;
+        let out = match raced {
+            Ok(r) => r,
+            Err(_) => Err(all_failed(&sessions, &mut errors)),
+        };
+        // The losers stop here (their requests are cancelled with their tasks).
+        set.abort_all();
+        out
+    }
+
+    fn at(base: &str, cfg: &ImdsConfig, started: Instant) -> Result<Session, ImdsError> {
         // A budget beyond a day is a typo, and a huge one would overflow Instant.
         let budget = cfg.budget.min(MAX_BUDGET);
-        let base = cfg.endpoint.trim_end_matches('/').to_string();
         let url = reqwest::Url::parse(&format!("{base}/latest/")).map_err(|e| ImdsError::Http {
-            what: format!("endpoint {:?}", cfg.endpoint),
+            what: format!("endpoint {base:?}"),
             reason: format!("not a URL: {e}"),
         })?;
         let mut builder = reqwest::Client::builder()
@@ -153,9 +309,9 @@ impl Session {
             what: "building the HTTP client".into(),
             reason: chain(&e),
         })?;
-        Ok(Arc::new(Session {
+        Ok(Session {
             client,
-            base,
+            base: base.to_string(),
             ttl: cfg.token_ttl_secs.clamp(1, 21600).to_string(),
             request_timeout: cfg.request_timeout,
             budget,
@@ -163,7 +319,12 @@ impl Session {
             deadline: started + budget,
             token: Mutex::new(None),
             last_error: std::sync::Mutex::new(String::new()),
-        }))
+        })
+    }
+
+    /// The base URL this session talks to (`http://169.254.169.254`, ...).
+    pub fn endpoint(&self) -> &str {
+        &self.base
     }
 
     /// Runs `work` (requests of this session) within what is left of the budget.
@@ -408,6 +569,37 @@ impl Session {
                 last
             },
         }
+    }
+}
+
+/// Every candidate failed: one error for all of them, each candidate's last error in it.
+fn all_failed(sessions: &[Arc<Session>], errors: &mut [Option<ImdsError>]) -> ImdsError {
+    // A candidate that failed for good (not for want of time) says the most.
+    if let Some(i) = errors.iter().position(|e| {
+        e.as_ref()
+            .is_some_and(|e| !matches!(e, ImdsError::BudgetExceeded { .. }))
+    }) && let Some(e) = errors[i].take()
+    {
+        return e;
+    }
+    let endpoints: Vec<&str> = sessions.iter().map(|s| s.base.as_str()).collect();
+    let last: Vec<String> = sessions
+        .iter()
+        .map(|s| {
+            let e = s.last_error();
+            let e = if e.is_empty() {
+                "no answer".to_string()
+            } else {
+                e
+            };
+            format!("{}: {e}", s.base)
+        })
+        .collect();
+    ImdsError::BudgetExceeded {
+        endpoint: endpoints.join(" and "),
+        after: sessions[0].started.elapsed(),
+        budget: sessions[0].budget,
+        last_error: last.join("; "),
     }
 }
 
