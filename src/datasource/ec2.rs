@@ -407,7 +407,7 @@ mod tests {
 
     fn cfg(srv: &ImdsServer) -> ImdsConfig {
         ImdsConfig {
-            endpoint: srv.url(),
+            endpoint: srv.url().into(),
             budget: Duration::from_secs(10),
             request_timeout: Duration::from_secs(2),
             token_ttl_secs: 21600,
@@ -664,7 +664,7 @@ mod tests {
             format!("http://{}", l.local_addr().expect("addr"))
         };
         let c = ImdsConfig {
-            endpoint,
+            endpoint: endpoint.into(),
             budget: Duration::from_millis(300),
             ..ImdsConfig::default()
         };
@@ -798,6 +798,308 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
             ..ImdsConfig::default()
         };
         let err = run(fetch(&c)).expect_err("bad endpoint");
+        assert!(err.to_string().contains("nor auto, ipv4, ipv6"), "{err}");
         assert!(matches!(err, ImdsError::Http { .. }), "{err}");
+    }
+
+    /// A URL where nothing listens (a port that was free a moment ago) on `host`.
+    fn nobody(host: &str) -> String {
+        let l = std::net::TcpListener::bind(format!("{host}:0")).expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    }
+
+    fn raced(v4: &str, v6: &str, budget: Duration) -> ImdsConfig {
+        ImdsConfig {
+            endpoint: stoke_imds::Endpoint::Many(vec![v4.to_string(), v6.to_string()]),
+            budget,
+            request_timeout: Duration::from_millis(500),
+            token_ttl_secs: 21600,
+        }
+    }
+
+    fn fetched_from(c: &ImdsConfig, preferred: Option<&str>) -> (Ec2Metadata, Duration) {
+        let t = StdInstant::now();
+        let (md, _) = run(connect_and_fetch(c, preferred)).expect("fetch");
+        (md, t.elapsed())
+    }
+
+    #[test]
+    fn endpoint_words_lists_and_urls() {
+        let c = |e: stoke_imds::Endpoint| e.candidates().map_err(|e| e.to_string());
+        assert_eq!(
+            c("auto".into()).unwrap(),
+            ["http://169.254.169.254", "http://[fd00:ec2::254]"]
+        );
+        assert_eq!(c("IPv6".into()).unwrap(), ["http://[fd00:ec2::254]"]);
+        assert_eq!(c("ipv4".into()).unwrap(), ["http://169.254.169.254"]);
+        assert_eq!(
+            c("http://10.0.0.1:8080/".into()).unwrap(),
+            ["http://10.0.0.1:8080"]
+        );
+        assert!(
+            c(stoke_imds::Endpoint::Many(vec![]))
+                .unwrap_err()
+                .contains("no endpoint")
+        );
+        assert_eq!(ImdsConfig::default().endpoint, "auto".into());
+        let parsed: ImdsConfig =
+            serde_json::from_str(r#"{"endpoint":["http://127.0.0.1:1","http://[::1]:1"]}"#)
+                .expect("a list");
+        assert_eq!(parsed.endpoint.candidates().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn ipv6_only_ipv4_only_and_one_slow() {
+        // IMDS on ::1 only: IPv4 is refused, IPv6 answers and is used for everything.
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), Knobs::default());
+        let c = raced(&nobody("127.0.0.1"), &v6.url(), Duration::from_secs(5));
+        let (md, took) = fetched_from(&c, None);
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v6.url().as_str())
+        );
+        assert_eq!(md.instance.instance_id, "i-0123456789abcdef0");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+
+        // On 127.0.0.1 only: IPv4 answers before IPv6 is even tried.
+        let v4 = ImdsServer::happy();
+        let c = raced(&v4.url(), &nobody("[::1]"), Duration::from_secs(5));
+        let (md, _) = fetched_from(&c, None);
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v4.url().as_str())
+        );
+
+        // Both, IPv4 slow: IPv6 wins and gets every GET; IPv4 saw at most its token PUT.
+        let slow = Knobs {
+            delay: Duration::from_millis(700),
+            ..Knobs::default()
+        };
+        let v4 = ImdsServer::start(ImdsServer::default_tree(), slow.clone());
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), Knobs::default());
+        let (md, took) = fetched_from(&raced(&v4.url(), &v6.url(), Duration::from_secs(5)), None);
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v6.url().as_str())
+        );
+        assert!(
+            took < Duration::from_millis(700),
+            "not held up by IPv4: {took:?}"
+        );
+        assert!(v4.total_requests() <= 1, "{:?}", v4.counts());
+        assert_eq!(v4.requests("/latest/meta-data/instance-id"), 0);
+
+        // Both, IPv6 slow: IPv4 first, and IPv6 never asked.
+        let v4 = ImdsServer::happy();
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), slow);
+        let (md, _) = fetched_from(&raced(&v4.url(), &v6.url(), Duration::from_secs(5)), None);
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v4.url().as_str())
+        );
+        assert_eq!(v6.total_requests(), 0, "{:?}", v6.counts());
+
+        // The endpoint a previous boot used goes first.
+        let v4 = ImdsServer::happy();
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), Knobs::default());
+        let c = raced(&v4.url(), &v6.url(), Duration::from_secs(5));
+        let (md, _) = fetched_from(&c, Some(&v6.url()));
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v6.url().as_str())
+        );
+        assert_eq!(v4.total_requests(), 0);
+    }
+
+    #[test]
+    fn racing_endpoints_keep_one_budget() {
+        let hang = Knobs {
+            hang: true,
+            ..Knobs::default()
+        };
+        let v4 = ImdsServer::start(ImdsServer::default_tree(), hang.clone());
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), hang);
+        let budget = Duration::from_millis(400);
+        let t = StdInstant::now();
+        let err = run(connect_and_fetch(
+            &raced(&v4.url(), &v6.url(), budget),
+            None,
+        ))
+        .err()
+        .expect("out of time");
+        let took = t.elapsed();
+        assert!(
+            took < budget + Duration::from_secs(1),
+            "one budget for both: {took:?}"
+        );
+        assert!(matches!(err, ImdsError::BudgetExceeded { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&v4.url()) && msg.contains(&v6.url()), "{msg}");
+
+        // IMDS disabled (403 on IPv4) ends the race at once, whatever IPv6 does.
+        let v4 = ImdsServer::start(
+            ImdsServer::default_tree(),
+            Knobs {
+                token_forbidden: true,
+                ..Knobs::default()
+            },
+        );
+        let t = StdInstant::now();
+        let err = run(connect_and_fetch(
+            &raced(&v4.url(), &nobody("[::1]"), Duration::from_secs(10)),
+            None,
+        ))
+        .err()
+        .expect("disabled");
+        assert!(matches!(err, ImdsError::Disabled { .. }), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    /// Several network cards, MACs listed in no useful order: the primary is network-card 0,
+    /// device-number 0 (not the first listed, not a device 0 on another card).
+    fn multi_nic_tree() -> Tree {
+        let mut t = ImdsServer::default_tree();
+        let macs = "meta-data/network/interfaces/macs/";
+        let mut put = |k: &str, v: &str| {
+            t.insert(format!("{macs}{k}"), v.as_bytes().to_vec());
+        };
+        put(
+            "",
+            "0e:00:00:00:00:03/\n0e:00:00:00:00:01/\n0e:00:00:00:00:02/\n",
+        );
+        for (mac, card, dev, v4, v6) in [
+            (
+                "0e:00:00:00:00:03",
+                "1",
+                "0",
+                "10.9.9.9",
+                "2600:1f18:aaaa:bbbb::99",
+            ),
+            (
+                "0e:00:00:00:00:01",
+                "0",
+                "1",
+                "10.1.9.9",
+                "2600:1f18:aaaa:bbbb::19",
+            ),
+            (
+                "0e:00:00:00:00:02",
+                "0",
+                "0",
+                "10.1.2.30\n10.1.2.31",
+                "2600:1f18:aaaa:bbbb::30\n2600:1f18:aaaa:bbbb::31",
+            ),
+        ] {
+            put(&format!("{mac}/network-card"), card);
+            put(&format!("{mac}/device-number"), dev);
+            put(&format!("{mac}/local-ipv4s"), v4);
+            put(&format!("{mac}/ipv6s"), v6);
+        }
+        t
+    }
+
+    fn extras_of(srv: &ImdsServer, want: Extras) -> (InstanceData, Vec<String>) {
+        run(async {
+            let (mut md, s) = connect_and_fetch(&cfg(srv), None).await.expect("fetch");
+            let warnings = fetch_extras(&s, &want, &mut md.instance)
+                .await
+                .expect("extras");
+            (md.instance, warnings)
+        })
+    }
+
+    #[test]
+    fn the_primary_interface_of_several_network_cards() {
+        let srv = ImdsServer::start(multi_nic_tree(), Knobs::default());
+        let (i, warnings) = extras_of(
+            &srv,
+            Extras {
+                interfaces: true,
+                ..Extras::default()
+            },
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(i.local_ipv4.as_deref(), Some("10.1.2.30"));
+        assert_eq!(i.local_ipv6.as_deref(), Some("2600:1f18:aaaa:bbbb::30"));
+        assert_eq!(i.vars()["local_ipv6"], "2600:1f18:aaaa:bbbb::30");
+        let macs = "/latest/meta-data/network/interfaces/macs/";
+        assert_eq!(srv.requests(macs), 1);
+        assert_eq!(srv.requests(&format!("{macs}0e:00:00:00:00:03/ipv6s")), 0);
+
+        // Without interfaces in the metadata (an older IMDS): the top-level values stay.
+        let srv = ImdsServer::happy();
+        let (i, _) = extras_of(
+            &srv,
+            Extras {
+                interfaces: true,
+                ..Extras::default()
+            },
+        );
+        assert_eq!(i.local_ipv4.as_deref(), Some("10.1.2.3"));
+        assert_eq!(i.local_ipv6, None);
+
+        // Nothing asked for, nothing fetched.
+        let srv = ImdsServer::start(multi_nic_tree(), Knobs::default());
+        let (i, _) = extras_of(&srv, Extras::default());
+        assert_eq!(i.local_ipv4.as_deref(), Some("10.1.2.3"), "top-level");
+        assert_eq!(srv.requests(macs), 0);
+
+        // A MAC that would walk the request path is refused.
+        let mut t = multi_nic_tree();
+        t.insert(
+            "meta-data/network/interfaces/macs/".into(),
+            b"../../user-data/\n".to_vec(),
+        );
+        let srv = ImdsServer::start(t, Knobs::default());
+        let err = run(async {
+            let (mut md, s) = connect_and_fetch(&cfg(&srv), None).await.expect("fetch");
+            let want = Extras {
+                interfaces: true,
+                ..Extras::default()
+            };
+            fetch_extras(&s, &want, &mut md.instance).await
+        })
+        .expect_err("bad mac");
+        assert!(err.to_string().contains("unexpected entry"), "{err}");
+    }
+
+    #[test]
+    fn tags_one_request_for_the_list_and_one_per_used_tag() {
+        let mut t = ImdsServer::default_tree();
+        t.insert(
+            "meta-data/tags/instance".into(),
+            b"Name\nrole\nteam".to_vec(),
+        );
+        t.insert("meta-data/tags/instance/Name".into(), b"web 1".to_vec());
+        t.insert("meta-data/tags/instance/role".into(), b"web".to_vec());
+        t.insert("meta-data/tags/instance/team".into(), b"infra".to_vec());
+        let srv = ImdsServer::start(t, Knobs::default());
+        let want = Extras {
+            tags: ["role".to_string(), "nope".to_string()].into(),
+            ..Extras::default()
+        };
+        let (i, warnings) = extras_of(&srv, want);
+        assert_eq!(i.tags, BTreeMap::from([("role".into(), "web".into())]));
+        assert_eq!(i.vars()["tags.role"], "web");
+        assert_eq!(srv.requests("/latest/meta-data/tags/instance"), 1);
+        assert_eq!(srv.requests("/latest/meta-data/tags/instance/role"), 1);
+        assert_eq!(srv.requests("/latest/meta-data/tags/instance/Name"), 0);
+        assert_eq!(srv.requests("/latest/meta-data/tags/instance/nope"), 0);
+        assert!(
+            warnings.len() == 1
+                && warnings[0].contains("`nope`")
+                && warnings[0].contains("no such tag"),
+            "{warnings:?}"
+        );
+
+        // Tags not enabled in the instance's metadata options: 404, said once.
+        let srv = ImdsServer::happy();
+        let want = Extras {
+            tags: ["role".to_string()].into(),
+            ..Extras::default()
+        };
+        let (i, warnings) = extras_of(&srv, want);
+        assert!(i.tags.is_empty());
+        assert!(warnings[0].contains("tags are off"), "{warnings:?}");
     }
 }

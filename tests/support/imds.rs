@@ -91,7 +91,13 @@ pub struct ImdsServer {
 impl ImdsServer {
     /// Starts on 127.0.0.1 with an OS-chosen port.
     pub fn start(tree: Tree, knobs: Knobs) -> ImdsServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        ImdsServer::start_on("127.0.0.1:0", tree, knobs)
+    }
+
+    /// Starts on `addr` (`"[::1]:0"`: IPv6 loopback only, as IMDS's IPv6 address stands
+    /// for `[fd00:ec2::254]` in tests).
+    pub fn start_on(addr: &str, tree: Tree, knobs: Knobs) -> ImdsServer {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = listener.local_addr().expect("local_addr");
         let shared = Arc::new(Shared {
             tree,
@@ -157,7 +163,7 @@ impl ImdsServer {
         t
     }
 
-    /// `http://127.0.0.1:PORT` — the endpoint to configure the client with.
+    /// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`) — the endpoint to configure the client with.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
