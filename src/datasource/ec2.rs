@@ -955,49 +955,6 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 
-    /// Several network cards, MACs listed in no useful order: the primary is network-card 0,
-    /// device-number 0 (not the first listed, not a device 0 on another card).
-    fn multi_nic_tree() -> Tree {
-        let mut t = ImdsServer::default_tree();
-        let macs = "meta-data/network/interfaces/macs/";
-        let mut put = |k: &str, v: &str| {
-            t.insert(format!("{macs}{k}"), v.as_bytes().to_vec());
-        };
-        put(
-            "",
-            "0e:00:00:00:00:03/\n0e:00:00:00:00:01/\n0e:00:00:00:00:02/\n",
-        );
-        for (mac, card, dev, v4, v6) in [
-            (
-                "0e:00:00:00:00:03",
-                "1",
-                "0",
-                "10.9.9.9",
-                "2600:1f18:aaaa:bbbb::99",
-            ),
-            (
-                "0e:00:00:00:00:01",
-                "0",
-                "1",
-                "10.1.9.9",
-                "2600:1f18:aaaa:bbbb::19",
-            ),
-            (
-                "0e:00:00:00:00:02",
-                "0",
-                "0",
-                "10.1.2.30\n10.1.2.31",
-                "2600:1f18:aaaa:bbbb::30\n2600:1f18:aaaa:bbbb::31",
-            ),
-        ] {
-            put(&format!("{mac}/network-card"), card);
-            put(&format!("{mac}/device-number"), dev);
-            put(&format!("{mac}/local-ipv4s"), v4);
-            put(&format!("{mac}/ipv6s"), v6);
-        }
-        t
-    }
-
     fn extras_of(srv: &ImdsServer, want: Extras) -> (InstanceData, Vec<String>) {
         run(async {
             let (mut md, s) = connect_and_fetch(&cfg(srv), None).await.expect("fetch");
@@ -1010,7 +967,7 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
 
     #[test]
     fn the_primary_interface_of_several_network_cards() {
-        let srv = ImdsServer::start(multi_nic_tree(), Knobs::default());
+        let srv = ImdsServer::start(ImdsServer::multi_nic_tree(), Knobs::default());
         let (i, warnings) = extras_of(
             &srv,
             Extras {
@@ -1039,13 +996,13 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
         assert_eq!(i.local_ipv6, None);
 
         // Nothing asked for, nothing fetched.
-        let srv = ImdsServer::start(multi_nic_tree(), Knobs::default());
+        let srv = ImdsServer::start(ImdsServer::multi_nic_tree(), Knobs::default());
         let (i, _) = extras_of(&srv, Extras::default());
         assert_eq!(i.local_ipv4.as_deref(), Some("10.1.2.3"), "top-level");
         assert_eq!(srv.requests(macs), 0);
 
         // A MAC that would walk the request path is refused.
-        let mut t = multi_nic_tree();
+        let mut t = ImdsServer::multi_nic_tree();
         t.insert(
             "meta-data/network/interfaces/macs/".into(),
             b"../../user-data/\n".to_vec(),

@@ -98,6 +98,30 @@ mod tests {
     }
 
     #[test]
+    fn tags_are_one_object() {
+        let inst = InstanceData {
+            datasource: "ec2".into(),
+            instance_id: "i-0abc".into(),
+            local_ipv6: Some("2600::1".into()),
+            tags: [
+                ("role".to_string(), "api".to_string()),
+                ("app:tier".to_string(), "db".to_string()),
+            ]
+            .into(),
+            ..InstanceData::default()
+        };
+        let ctx = template_context(&inst, &BTreeMap::new());
+        let out = render(
+            "{{ tags.role }} {{ tags['app:tier'] }} {{ ds.meta_data.tags.role }} {{ local_ipv6 }}",
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(out, "api db api 2600::1");
+        let err = render("{{ tags.nope }}", &ctx).unwrap_err();
+        assert!(err.contains("undefined"), "{err}");
+    }
+
+    #[test]
     fn an_undefined_variable_is_an_error_with_its_line() {
         let err = render("#cloud-config\n\nhostname: {{ v1.nope.x }}\n", &ctx()).unwrap_err();
         assert!(err.starts_with("line 4: "), "{err}");

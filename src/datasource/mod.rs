@@ -526,4 +526,22 @@ mod boundary_tests {
         std::fs::write(&meta, text.replace("\"i-good\"", "\"../../../tmp/x\"")).unwrap();
         assert!(load_cache(&paths, "i-good").is_none());
     }
+
+    #[test]
+    fn what_the_configuration_uses_is_what_is_fetched() {
+        let n = needs(
+            [
+                "hostname: \"{{ tags.role }}-{{ uuid8 }}\"\n",
+                "## template: jinja\n#cloud-config\nfqdn: {{ tags['app:tier'] }}.{{ tags[\"Name\"] }}\n",
+                "x: {{ mytags.no }} {{ v1.tags.no }} {{ tags.a.b. }}",
+            ]
+            .into_iter(),
+        );
+        let tags: Vec<&str> = n.tags.iter().map(String::as_str).collect();
+        assert_eq!(tags, ["Name", "a.b", "app:tier", "role"]);
+        assert!(!n.interfaces);
+        assert!(needs(["route53:\n  zone_name: example.com\n"].into_iter()).interfaces);
+        assert!(needs(["hostname: {{ local_ipv6 }}"].into_iter()).interfaces);
+        assert!(needs(["hostname: web\nruncmd: [ls]\n"].into_iter()).is_empty());
+    }
 }

@@ -163,6 +163,49 @@ impl ImdsServer {
         t
     }
 
+    /// Several network cards, MACs listed in no useful order: the primary is network-card 0,
+    /// device-number 0 (not the first listed, not a device 0 on another card).
+    pub fn multi_nic_tree() -> Tree {
+        let mut t = ImdsServer::default_tree();
+        let macs = "meta-data/network/interfaces/macs/";
+        let mut put = |k: &str, v: &str| {
+            t.insert(format!("{macs}{k}"), v.as_bytes().to_vec());
+        };
+        put(
+            "",
+            "0e:00:00:00:00:03/\n0e:00:00:00:00:01/\n0e:00:00:00:00:02/\n",
+        );
+        for (mac, card, dev, v4, v6) in [
+            (
+                "0e:00:00:00:00:03",
+                "1",
+                "0",
+                "10.9.9.9",
+                "2600:1f18:aaaa:bbbb::99",
+            ),
+            (
+                "0e:00:00:00:00:01",
+                "0",
+                "1",
+                "10.1.9.9",
+                "2600:1f18:aaaa:bbbb::19",
+            ),
+            (
+                "0e:00:00:00:00:02",
+                "0",
+                "0",
+                "10.1.2.30\n10.1.2.31",
+                "2600:1f18:aaaa:bbbb::30\n2600:1f18:aaaa:bbbb::31",
+            ),
+        ] {
+            put(&format!("{mac}/network-card"), card);
+            put(&format!("{mac}/device-number"), dev);
+            put(&format!("{mac}/local-ipv4s"), v4);
+            put(&format!("{mac}/ipv6s"), v6);
+        }
+        t
+    }
+
     /// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`) — the endpoint to configure the client with.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
