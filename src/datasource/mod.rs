@@ -158,9 +158,12 @@ async fn ec2(
             },
         };
     }
-    let preferred = cached
-        .as_ref()
-        .and_then(|c| c.instance.imds_endpoint.clone());
+    // The endpoint that answered last time goes first (on an IPv6-only instance, IPv6): from
+    // this instance's cache, else the last instance's (a Xen reboot knows no id before asking).
+    let preferred = match &cached {
+        Some(c) => c.instance.imds_endpoint.clone(),
+        None => last_cached(paths).and_then(|c| c.instance.imds_endpoint),
+    };
     match fetch_ec2(paths, cfg, preferred.as_deref()).await {
         Ok(found) => Discovery::Found(Box::new(found)),
         Err(e) => match cached {
@@ -171,6 +174,11 @@ async fn ec2(
             None => Discovery::Failed(format!("ec2: {e}")),
         },
     }
+}
+
+fn last_cached(paths: &Paths) -> Option<Found> {
+    let iid = crate::state::State::new(paths).current_instance_id()?;
+    load_cache(paths, &iid)
 }
 
 async fn fetch_ec2(
