@@ -430,6 +430,20 @@ mod tests {
     }
 
     #[test]
+    fn record_types_and_the_primary_interfaces_ipv6() {
+        let s = section("route53:\n  zone_name: example.com\n  record_types: [A, AAAA]\n");
+        let mut i = instance();
+        i.local_ipv6 = Some("2600:1f18::30".into());
+        let sets = s.record_sets(&i, &vars(), Some("example.com")).unwrap();
+        let got: Vec<(&str, &str)> = sets
+            .iter()
+            .map(|r| (r.kind.as_str(), r.values[0].as_str()))
+            .collect();
+        // local-ipv6 (the primary interface's) before the instance-level ipv6.
+        assert_eq!(got, [("A", "10.0.0.5"), ("AAAA", "2600:1f18::30")]);
+    }
+
+    #[test]
     fn defaults_render_an_a_record_in_the_zone() {
         let s = section("route53:\n  zone_name: Example.COM\n");
         s.check().unwrap();

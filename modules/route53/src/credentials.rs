@@ -386,6 +386,11 @@ mod tests {
         assert_eq!(first.session_token.as_deref(), Some("sess"));
         assert_eq!(c.get().await.unwrap(), first);
         assert_eq!(seen.lock().unwrap().len(), 3, "{:?}", seen.lock().unwrap());
+
+        // The endpoint the boot's datasource chose, without any environment.
+        let c = chain(&[("HOME", dir.path().to_str().unwrap())]).with_imds(Some(url.clone()));
+        assert_eq!(c.get().await.unwrap(), first);
+        assert_eq!(seen.lock().unwrap().len(), 6, "{:?}", seen.lock().unwrap());
     }
 
     #[test]
