@@ -49,12 +49,11 @@ impl App {
         let started = Instant::now();
         let mut loaded = Loaded::default();
         // Kept for what the metadata service must be asked beyond the base (`fetch_extras`).
-        let mut image_texts = Vec::new();
+        let mut image_layers: Vec<Vec<Source>> = Vec::new();
         match config::image_sources(&self.paths.config_dir) {
             Ok(sources) => {
-                image_texts = sources.iter().map(|s| s.text.clone()).collect();
-                let groups: Vec<Vec<Source>> = sources.into_iter().map(|s| vec![s]).collect();
-                config::load_into(&mut loaded, &groups, &self.modules);
+                image_layers = sources.into_iter().map(|s| vec![s]).collect();
+                config::load_into(&mut loaded, &image_layers, &self.modules);
             }
             Err(e) => loaded.errors.push(stoke_api::ConfigError::new(format!(
                 "reading {}: {e}",
@@ -110,10 +109,16 @@ impl App {
                         .map(|u| u.cloud_configs)
                         .unwrap_or_default()
                 };
-                let mut texts = image_texts;
-                texts.extend(unrendered(&found.vendor_data));
-                texts.extend(unrendered(&found.user_data));
-                match datasource::fetch_extras(&mut found, texts.iter().map(String::as_str)).await {
+                let data: Vec<String> = unrendered(&found.vendor_data)
+                    .into_iter()
+                    .chain(unrendered(&found.user_data))
+                    .collect();
+                let texts = image_layers
+                    .iter()
+                    .flatten()
+                    .map(|s| s.text.as_str())
+                    .chain(data.iter().map(String::as_str));
+                match datasource::fetch_extras(&mut found, texts).await {
                     Ok(warnings) => loaded.warnings.extend(warnings),
                     Err(e) => {
                         tracing::error!("datasource: {e}");
