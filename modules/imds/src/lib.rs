@@ -11,7 +11,7 @@
 //! (a proxy or captive portal answering in IMDS's place) is rejected.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -243,52 +243,63 @@ impl Session {
             let c = candidates.remove(i);
             candidates.insert(0, c);
         }
-        let sessions = candidates
-            .iter()
-            .map(|c| Session::at(c, cfg, started).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let [only] = sessions.as_slice() {
-            only.token(None).await?;
-            return Ok(only.clone());
+        if let [only] = candidates.as_slice() {
+            let s = Arc::new(Session::at(only, cfg, started)?);
+            s.token(None).await?;
+            return Ok(s);
         }
-        let deadline = sessions[0].deadline;
+        // A candidate's client is built when its turn comes: a boot that IPv4 answers builds
+        // one client, as with a single endpoint.
+        let deadline = started + cfg.budget.min(MAX_BUDGET);
+        let started_sessions: Arc<Vec<OnceLock<Arc<Session>>>> =
+            Arc::new(candidates.iter().map(|_| OnceLock::new()).collect());
         let mut set = tokio::task::JoinSet::new();
-        for (i, s) in sessions.iter().enumerate() {
-            let s = s.clone();
+        for (i, base) in candidates.iter().enumerate() {
+            let (base, cfg, slots) = (base.clone(), cfg.clone(), started_sessions.clone());
             let delay = STAGGER.saturating_mul(i as u32);
             set.spawn(async move {
                 tokio::time::sleep(delay).await;
-                let r = s.token(None).await;
-                (i, r)
+                let s = Arc::new(Session::at(&base, &cfg, started)?);
+                let _ = slots[i].set(s.clone());
+                s.token(None).await?;
+                Ok::<_, ImdsError>(s)
             });
         }
-        let mut errors: Vec<Option<ImdsError>> = (0..sessions.len()).map(|_| None).collect();
+        let mut errors: Vec<ImdsError> = Vec::new();
         let race = async {
             while let Some(joined) = set.join_next().await {
-                let (i, r) = match joined {
-                    Ok(x) => x,
+                let r = match joined {
+                    Ok(r) => r,
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(e) => return Err(bad(TOKEN_PATH, format!("a request task ended: {e}"))),
+                    Err(e) => {
+                        return Err(Some(bad(TOKEN_PATH, format!("a request task ended: {e}"))));
+                    }
                 };
                 match r {
-                    Ok(_) => {
-                        tracing::debug!(endpoint = %sessions[i].base, "IMDS: this endpoint answered first");
-                        return Ok(sessions[i].clone());
+                    Ok(s) => {
+                        tracing::debug!(endpoint = %s.base, "IMDS: this endpoint answered first");
+                        return Ok(s);
                     }
-                    Err(e @ ImdsError::Disabled { .. }) => return Err(e),
-                    Err(e) => errors[i] = Some(e),
+                    Err(e @ ImdsError::Disabled { .. }) => return Err(Some(e)),
+                    Err(e) => errors.push(e),
                 }
             }
-            Err(all_failed(&sessions, &mut errors))
+            Err(None)
         };
         let raced = tokio::time::timeout_at(deadline, race).await;
-        let out = match raced {
-            Ok(r) => r,
-            Err(_) => Err(all_failed(&sessions, &mut errors)),
-        };
         // The losers stop here (their requests are cancelled with their tasks).
         set.abort_all();
-        out
+        match raced {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(Some(e))) => Err(e),
+            Ok(Err(None)) | Err(_) => Err(all_failed(
+                &candidates,
+                &started_sessions,
+                errors,
+                started,
+                cfg.budget.min(MAX_BUDGET),
+            )),
+        }
     }
 
     fn at(base: &str, cfg: &ImdsConfig, started: Instant) -> Result<Session, ImdsError> {
@@ -573,32 +584,37 @@ impl Session {
 }
 
 /// Every candidate failed: one error for all of them, each candidate's last error in it.
-fn all_failed(sessions: &[Arc<Session>], errors: &mut [Option<ImdsError>]) -> ImdsError {
+fn all_failed(
+    candidates: &[String],
+    sessions: &[OnceLock<Arc<Session>>],
+    errors: Vec<ImdsError>,
+    started: Instant,
+    budget: Duration,
+) -> ImdsError {
     // A candidate that failed for good (not for want of time) says the most.
-    if let Some(i) = errors.iter().position(|e| {
-        e.as_ref()
-            .is_some_and(|e| !matches!(e, ImdsError::BudgetExceeded { .. }))
-    }) && let Some(e) = errors[i].take()
+    if let Some(e) = errors
+        .into_iter()
+        .find(|e| !matches!(e, ImdsError::BudgetExceeded { .. }))
     {
         return e;
     }
-    let endpoints: Vec<&str> = sessions.iter().map(|s| s.base.as_str()).collect();
-    let last: Vec<String> = sessions
+    let last: Vec<String> = candidates
         .iter()
-        .map(|s| {
-            let e = s.last_error();
+        .zip(sessions)
+        .map(|(c, s)| {
+            let e = s.get().map(|s| s.last_error()).unwrap_or_default();
             let e = if e.is_empty() {
                 "no answer".to_string()
             } else {
                 e
             };
-            format!("{}: {e}", s.base)
+            format!("{c}: {e}")
         })
         .collect();
     ImdsError::BudgetExceeded {
-        endpoint: endpoints.join(" and "),
-        after: sessions[0].started.elapsed(),
-        budget: sessions[0].budget,
+        endpoint: candidates.join(" and "),
+        after: started.elapsed(),
+        budget,
         last_error: last.join("; "),
     }
 }
