@@ -162,7 +162,7 @@ async fn ec2(
     // this instance's cache, else the last instance's (a Xen reboot knows no id before asking).
     let preferred = match &cached {
         Some(c) => c.instance.imds_endpoint.clone(),
-        None => last_cached(paths).and_then(|c| c.instance.imds_endpoint),
+        None => last_endpoint(paths),
     };
     match fetch_ec2(paths, cfg, preferred.as_deref()).await {
         Ok(found) => Discovery::Found(Box::new(found)),
@@ -176,9 +176,17 @@ async fn ec2(
     }
 }
 
-fn last_cached(paths: &Paths) -> Option<Found> {
+/// The IMDS endpoint the last instance's cache names (only `metadata.json` is read: a
+/// preference needs no user-data, nor its checksum).
+fn last_endpoint(paths: &Paths) -> Option<String> {
     let iid = crate::state::State::new(paths).current_instance_id()?;
-    load_cache(paths, &iid)
+    if !valid_instance_id(&iid) {
+        return None;
+    }
+    let path = paths.instance_dir(&iid).join("data").join("metadata.json");
+    let text = read_to_string_opt(&path).ok()??;
+    let entry: CacheEntry = serde_json::from_str(&text).ok()?;
+    entry.instance.imds_endpoint
 }
 
 async fn fetch_ec2(
