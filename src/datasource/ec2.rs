@@ -1021,6 +1021,38 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
     }
 
     #[test]
+    fn what_the_configuration_uses_is_fetched_inside_the_one_budget() {
+        let srv = ImdsServer::start(
+            ImdsServer::default_tree(),
+            Knobs {
+                hang_path: Some("/latest/meta-data/tags/instance".into()),
+                ..Knobs::default()
+            },
+        );
+        let c = ImdsConfig {
+            budget: Duration::from_millis(600),
+            request_timeout: Duration::from_secs(5),
+            ..cfg(&srv)
+        };
+        let t = StdInstant::now();
+        let err = run(async {
+            let (mut md, s) = connect_and_fetch(&c, None).await.expect("base metadata");
+            let want = Extras {
+                tags: ["role".to_string()].into(),
+                interfaces: true,
+            };
+            fetch_extras(&s, &want, &mut md.instance).await
+        })
+        .expect_err("out of time");
+        let took = t.elapsed();
+        assert!(matches!(err, ImdsError::BudgetExceeded { .. }), "{err}");
+        assert!(
+            took < Duration::from_secs(2),
+            "the base budget, not 5 s: {took:?}"
+        );
+    }
+
+    #[test]
     fn tags_one_request_for_the_list_and_one_per_used_tag() {
         let mut t = ImdsServer::default_tree();
         t.insert(

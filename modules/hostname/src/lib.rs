@@ -28,8 +28,10 @@
 //!
 //! With no `hostname` and no `fqdn`, the name comes from the metadata: the
 //! first label of `local-hostname` (its whole value is the fqdn, as on EC2:
-//! `ip-10-0-0-1.ec2.internal`), else `ip-<local-ipv4 with dashes>`. With none of
-//! those either, the hostname is left alone and a warning says so.
+//! `ip-10-0-0-1.ec2.internal`, or a resource name `i-0123….ec2.internal`), else
+//! `ip-<local-ipv4 with dashes>`, else on EC2 (an IPv6-only instance) the resource name from
+//! the instance id and region. With none of those either, the hostname is left alone and a
+//! warning says so.
 //!
 //! When the fqdn is not given (by `fqdn`, a dotted `hostname`, `domain` or the
 //! metadata default) it is the host name itself. Unlike cloud-init, a
