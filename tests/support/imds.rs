@@ -1,10 +1,11 @@
-//! An EC2 IMDSv2 test double: a tiny HTTP/1.1 server on 127.0.0.1 (std only, one
+//! An EC2 IMDSv2 test double: a tiny HTTP/1.1 server on 127.0.0.1 or `[::1]` (std only, one
 //! thread per connection) serving a metadata tree with the token protocol, plus knobs
 //! to make it misbehave the ways a real network path does.
 //!
 //! ```ignore
 //! let srv = ImdsServer::start(ImdsServer::default_tree(), Knobs { leading_500s: 2, ..Knobs::default() });
 //! let endpoint = srv.url(); // "http://127.0.0.1:PORT"
+//! // IPv6 (standing in for fd00:ec2::254): ImdsServer::start_on("[::1]:0", tree, knobs)
 //! // ... point the client at it, then:
 //! assert_eq!(srv.requests("/latest/api/token"), 1);
 //! ```
