@@ -64,11 +64,43 @@ const AUTO: &str = "auto";
 pub const STAGGER: Duration = Duration::from_millis(50);
 
 /// `endpoint:` as configured: a word or URL, or a list of URLs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Endpoint {
     One(String),
     Many(Vec<String>),
+}
+
+/// Checked as it is read, so a typo is an error with its line and column, not a failed boot.
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Endpoint, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Endpoint;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("auto, ipv4, ipv6, a URL or a list of URLs")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Endpoint, E> {
+                let e = Endpoint::One(v.to_string());
+                e.candidates().map_err(|e| E::custom(e.to_string()))?;
+                Ok(e)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Endpoint, A::Error> {
+                let mut v = Vec::new();
+                while let Some(u) = seq.next_element::<String>()? {
+                    v.push(u);
+                }
+                let e = Endpoint::Many(v);
+                e.candidates()
+                    .map_err(|e| serde::de::Error::custom(e.to_string()))?;
+                Ok(e)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Endpoint {
@@ -97,10 +129,17 @@ impl Endpoint {
         let mut out: Vec<String> = Vec::new();
         for u in list {
             let base = u.trim().trim_end_matches('/').to_string();
-            reqwest::Url::parse(&format!("{base}/latest/")).map_err(|e| ImdsError::Http {
-                what: format!("endpoint {u:?}"),
-                reason: format!("not a URL (nor auto, ipv4, ipv6): {e}"),
-            })?;
+            let url =
+                reqwest::Url::parse(&format!("{base}/latest/")).map_err(|e| ImdsError::Http {
+                    what: format!("endpoint {u:?}"),
+                    reason: format!("not a URL (nor auto, ipv4, ipv6): {e}"),
+                })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ImdsError::Http {
+                    what: format!("endpoint {u:?}"),
+                    reason: "not an http:// or https:// URL (nor auto, ipv4, ipv6)".into(),
+                });
+            }
             if !out.contains(&base) {
                 out.push(base);
             }
@@ -737,6 +776,22 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_checked_as_they_are_read() {
+        let read = |j: &str| serde_json::from_str::<ImdsConfig>(j).map_err(|e| e.to_string());
+        assert!(read(r#"{"endpoint":"ipv6"}"#).is_ok());
+        assert!(read(r#"{"endpoint":["http://127.0.0.1:1","http://[::1]:1"]}"#).is_ok());
+        for (bad, says) in [
+            (r#"{"endpoint":"htp:/x"}"#, "not an http"),
+            (r#"{"endpoint":"ipv5"}"#, "nor auto, ipv4, ipv6"),
+            (r#"{"endpoint":[]}"#, "no endpoint"),
+            (r#"{"endpoint":42}"#, "a list of URLs"),
+        ] {
+            let e = read(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn a_bad_endpoint_is_an_error_naming_it_and_text_rejects_html() {
