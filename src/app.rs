@@ -48,10 +48,12 @@ impl App {
     async fn prepare_with(&self, stage: Stage, this_boot_iid: Option<&str>, run: bool) -> Prepared {
         let started = Instant::now();
         let mut loaded = Loaded::default();
+        // Kept for what the metadata service must be asked beyond the base (`fetch_extras`).
+        let mut image_layers: Vec<Vec<Source>> = Vec::new();
         match config::image_sources(&self.paths.config_dir) {
             Ok(sources) => {
-                let groups: Vec<Vec<Source>> = sources.into_iter().map(|s| vec![s]).collect();
-                config::load_into(&mut loaded, &groups, &self.modules);
+                image_layers = sources.into_iter().map(|s| vec![s]).collect();
+                config::load_into(&mut loaded, &image_layers, &self.modules);
             }
             Err(e) => loaded.errors.push(stoke_api::ConfigError::new(format!(
                 "reading {}: {e}",
@@ -95,7 +97,36 @@ impl App {
         );
         let mut instance = None;
         let mut user_scripts = Vec::new();
-        if let Some(found) = found {
+        if let Some(mut found) = found {
+            if found.imds.is_some() {
+                // What the configuration uses is known only now (user-data came with the
+                // metadata): tags and interfaces are fetched when it names them.
+                let unrendered = |raw: &Option<Vec<u8>>| {
+                    raw.as_deref()
+                        .and_then(|r| {
+                            datasource::userdata::decode_rendering(r, &|b| Ok(b.to_string())).ok()
+                        })
+                        .map(|u| u.cloud_configs)
+                        .unwrap_or_default()
+                };
+                let data: Vec<String> = unrendered(&found.vendor_data)
+                    .into_iter()
+                    .chain(unrendered(&found.user_data))
+                    .collect();
+                let texts = image_layers
+                    .iter()
+                    .flatten()
+                    .map(|s| s.text.as_str())
+                    .chain(data.iter().map(String::as_str));
+                match datasource::fetch_extras(&mut found, texts).await {
+                    Ok(warnings) => loaded.warnings.extend(warnings),
+                    Err(e) => {
+                        tracing::error!("datasource: {e}");
+                        datasource_errors.push(format!("datasource: {e}"));
+                    }
+                }
+                found.imds = None;
+            }
             let st = State::new(&self.paths);
             if let Err(e) = st.set_instance_id(&found.instance.instance_id) {
                 datasource_errors.push(format!("recording instance id: {e}"));

@@ -587,6 +587,28 @@ fn query(app: &App, key: &str) -> anyhow::Result<ExitCode> {
         .context("no instance known yet (stoke has not found its datasource)")?;
     let found = datasource::load_cache(&app.paths, &iid)
         .with_context(|| format!("no cached metadata for {iid}"))?;
+    // Tag keys are the instance's own spelling: not normalised.
+    if key == "tags" {
+        println!("{}", serde_json::to_string_pretty(&found.instance.tags)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(tag) = key.strip_prefix(stoke_api::TAG_PREFIX) {
+        let Some(v) = found.instance.tags.get(tag) else {
+            anyhow::bail!(
+                "no tag `{tag}` in the cached metadata (stoke reads the tags its configuration \
+                 uses; known: {})",
+                found
+                    .instance
+                    .tags
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let norm = key.replace('-', "_");
     match norm.as_str() {
         "user_data" => {

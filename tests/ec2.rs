@@ -13,6 +13,11 @@ use sandbox::Sandbox;
 const IID: &str = "i-0123456789abcdef0";
 
 fn ec2_root(srv: &ImdsServer, budget: f64) -> Sandbox {
+    ec2_root_at(&srv.url(), budget)
+}
+
+/// `endpoint` as YAML: a URL, or a flow list of URLs raced as `auto` races IPv4 and IPv6.
+fn ec2_root_at(endpoint: &str, budget: f64) -> Sandbox {
     let s = Sandbox::new();
     s.write("/sys/class/dmi/id/sys_vendor", "Amazon EC2\n");
     s.write("/sys/class/dmi/id/board_vendor", "Amazon EC2\n");
@@ -20,8 +25,7 @@ fn ec2_root(srv: &ImdsServer, budget: f64) -> Sandbox {
         "/etc/stoke/stoke.yaml",
         format!(
             // ssh keys are the ssh module's tests' business; the double's keys are not real keys.
-            "imds:\n  endpoint: {}\n  budget_seconds: {budget}\n  request_timeout_seconds: 0.5\nmodules:\n  ssh-authorized-keys: {{enabled: false}}\n",
-            srv.url()
+            "imds:\n  endpoint: {endpoint}\n  budget_seconds: {budget}\n  request_timeout_seconds: 0.5\nmodules:\n  ssh-authorized-keys: {{enabled: false}}\n",
         ),
     );
     s
@@ -66,6 +70,12 @@ fn brand_new_instance_waits_for_the_network_stage_then_applies_user_data() {
         "{keys}"
     );
     assert_eq!(s.stoke(&["query", "block-device-mapping"]).code, 0);
+    // Nothing uses tags or interfaces: neither is asked for.
+    assert_eq!(srv.requests("/latest/meta-data/tags/instance"), 0);
+    assert_eq!(
+        srv.requests("/latest/meta-data/network/interfaces/macs/"),
+        0
+    );
 }
 
 #[test]
@@ -308,4 +318,134 @@ fn a_sandbox_never_asks_this_machines_metadata_service() {
         errors.contains("does not ask this machine's metadata service"),
         "{errors}"
     );
+}
+
+/// A URL where nothing listens (a port that was free a moment ago) on `host`.
+fn nobody(host: &str) -> String {
+    let l = std::net::TcpListener::bind(format!("{host}:0")).expect("bind");
+    format!("http://{}", l.local_addr().expect("addr"))
+}
+
+#[test]
+fn an_ipv6_only_instance_finds_imds_on_ipv6_and_keeps_it() {
+    // 127.0.0.1 stands for 169.254.169.254 and ::1 for fd00:ec2::254; IPv4 is slow here so
+    // that the next boot shows which endpoint goes first.
+    let v4 = ImdsServer::start(
+        ImdsServer::default_tree(),
+        Knobs {
+            delay: Duration::from_millis(1500),
+            ..Knobs::default()
+        },
+    );
+    let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), Knobs::default());
+    let s = ec2_root_at(&format!("[\"{}\", \"{}\"]", v4.url(), v6.url()), 10.0);
+    let r = s.run_all();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.read("/etc/hostname").trim(), "web-1");
+    assert_eq!(s.stoke(&["query", "imds-endpoint"]).stdout.trim(), v6.url());
+    assert_eq!(v4.requests("/latest/user-data"), 0, "{:?}", v4.counts());
+    assert_eq!(v6.requests("/latest/user-data"), 1);
+
+    // Next boot: the remembered endpoint goes first, IPv4 is not even tried.
+    let before = v4.total_requests();
+    s.new_boot("boot-2");
+    let r = s.run_all();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(v4.total_requests(), before);
+    assert_eq!(v6.requests("/latest/user-data"), 2);
+}
+
+#[test]
+fn ipv4_only_and_nothing_at_all_within_the_budget() {
+    let v4 = ImdsServer::happy();
+    let s = ec2_root_at(
+        &format!("[\"{}\", \"{}\"]", v4.url(), nobody("[::1]")),
+        10.0,
+    );
+    assert_eq!(s.run_all().code, 0);
+    assert_eq!(s.stoke(&["query", "imds-endpoint"]).stdout.trim(), v4.url());
+
+    // Neither answers: one budget for both, and the error names both.
+    let (a, b) = (nobody("127.0.0.1"), nobody("[::1]"));
+    let s = ec2_root_at(&format!("[\"{a}\", \"{b}\"]"), 1.0);
+    s.stoke(&["run", "--stage", "local"]);
+    let started = Instant::now();
+    s.stoke(&["run", "--stage", "network"]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "budget 1 s, took {took:?}");
+    let errors = s.status()["errors"].to_string();
+    assert!(errors.contains(&a) && errors.contains(&b), "{errors}");
+    assert_eq!(s.module_state("hostname"), "deferred");
+}
+
+fn tagged(role: &str) -> imds::Tree {
+    let mut t = ImdsServer::default_tree();
+    t.insert("meta-data/tags/instance".into(), b"Name\nrole".to_vec());
+    t.insert(
+        "meta-data/tags/instance/Name".into(),
+        b"web server 1".to_vec(),
+    );
+    t.insert(
+        "meta-data/tags/instance/role".into(),
+        role.as_bytes().to_vec(),
+    );
+    t.insert(
+        "user-data".into(),
+        b"#cloud-config\nhostname: \"{{ tags.role }}-{{ instance_id }}\"\n".to_vec(),
+    );
+    t
+}
+
+#[test]
+fn instance_tags_in_a_hostname_template() {
+    let srv = ImdsServer::start(tagged("api"), Knobs::default());
+    let s = ec2_root(&srv, 10.0);
+    let r = s.run_all();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s.read("/etc/hostname").trim(), format!("api-{IID}"));
+    // One request for the list, one for the tag used; the unused one is not read.
+    assert_eq!(srv.requests("/latest/meta-data/tags/instance"), 1);
+    assert_eq!(srv.requests("/latest/meta-data/tags/instance/role"), 1);
+    assert_eq!(srv.requests("/latest/meta-data/tags/instance/Name"), 0);
+    assert_eq!(s.stoke(&["query", "tags.role"]).stdout.trim(), "api");
+    let all: serde_json::Value =
+        serde_json::from_str(&s.stoke(&["query", "tags"]).stdout).expect("json");
+    assert_eq!(all, serde_json::json!({"role": "api"}));
+    let q = s.stoke(&["query", "tags.Name"]);
+    assert_ne!(q.code, 0);
+    assert!(q.stderr.contains("no tag `Name`"), "{}", q.stderr);
+
+    // A reboot reads the tag from the cache in the local stage.
+    s.new_boot("boot-2");
+    s.write("/sys/class/dmi/id/board_asset_tag", format!("{IID}\n"));
+    let local = s.stoke(&["run", "--stage", "local"]);
+    assert_eq!(s.module_state("hostname"), "ok", "{}", local.stderr);
+}
+
+#[test]
+fn a_tag_that_is_no_hostname_label_or_no_tag_at_all_is_said() {
+    let srv = ImdsServer::start(tagged("web server"), Knobs::default());
+    let s = ec2_root(&srv, 10.0);
+    let r = s.run_all();
+    assert_ne!(r.code, 0);
+    assert_eq!(s.module_state("hostname"), "failed");
+    let err = s.status()["modules"]["hostname"]["error"].to_string();
+    assert!(
+        err.contains("instance tag `role`") && err.contains("web server"),
+        "{err}"
+    );
+
+    // Tags not enabled for the instance (IMDS answers 404): a warning says so.
+    let mut t = tagged("api");
+    t.retain(|k, _| !k.starts_with("meta-data/tags"));
+    let srv = ImdsServer::start(t, Knobs::default());
+    let s = ec2_root(&srv, 10.0);
+    s.run_all();
+    assert_eq!(s.module_state("hostname"), "failed");
+    let warnings = s.status()["warnings"].to_string();
+    assert!(
+        warnings.contains("`role`") && warnings.contains("tags are off"),
+        "{warnings}"
+    );
+    assert_eq!(srv.requests("/latest/meta-data/tags/instance"), 1);
 }

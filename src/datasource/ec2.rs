@@ -10,7 +10,7 @@
 //! be UTF-8 single tokens, HTML (a proxy or captive portal answering in IMDS's place) is
 //! rejected, and the instance id must be safe to use as a directory name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -30,14 +30,26 @@ pub use stoke_imds::{ImdsConfig, ImdsError};
 use stoke_imds::{LEAF_CAP, Session, USER_DATA_CAP, bad, cut, text};
 
 /// Fetches instance data and user-data from IMDS, within `cfg.budget` in total.
+#[cfg(test)]
 pub async fn fetch(cfg: &ImdsConfig) -> Result<Ec2Metadata, ImdsError> {
-    let session = Session::new(cfg)?;
-    session.within_budget(collect(&session)).await
+    connect_and_fetch(cfg, None).await.map(|(md, _)| md)
+}
+
+/// Finds the endpoint that answers (`preferred`, the one a previous boot used, tried first),
+/// then fetches instance data and user-data from it, all within `cfg.budget`. The session is
+/// returned for what only the configuration can say is needed ([`fetch_extras`]).
+pub async fn connect_and_fetch(
+    cfg: &ImdsConfig,
+    preferred: Option<&str>,
+) -> Result<(Ec2Metadata, Arc<Session>), ImdsError> {
+    // The token comes with the endpoint: the GETs share it.
+    let s = Session::connect(cfg, preferred).await?;
+    let mut md = s.within_budget(collect(&s)).await?;
+    md.instance.imds_endpoint = Some(s.endpoint().to_string());
+    Ok((md, s))
 }
 
 async fn collect(s: &Arc<Session>) -> Result<Ec2Metadata, ImdsError> {
-    // One token before fanning out, so the GETs share it.
-    s.token(None).await?;
     let (id, itype, ipv4, ipv6, hostname, region, az, keys, bdm, user_data) = tokio::try_join!(
         s.get("meta-data/instance-id", LEAF_CAP),
         s.value("meta-data/instance-type"),
@@ -89,6 +101,7 @@ async fn collect(s: &Arc<Session>) -> Result<Ec2Metadata, ImdsError> {
             availability_zone: az,
             public_keys: keys,
             block_device_mapping: bdm,
+            ..InstanceData::default()
         },
         user_data,
     })
@@ -164,6 +177,215 @@ async fn block_devices(s: &Arc<Session>) -> Result<BTreeMap<String, String>, Imd
     Ok(map)
 }
 
+/// What the configuration uses beyond the base metadata (see `datasource::needs`).
+#[derive(Debug, Default, PartialEq)]
+pub struct Extras {
+    /// Instance tag keys a template or config refers to.
+    pub tags: BTreeSet<String>,
+    /// The network interfaces (primary interface's addresses, `local-ipv6`).
+    pub interfaces: bool,
+}
+
+impl Extras {
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && !self.interfaces
+    }
+}
+
+/// Fetches what `want` asks for into `instance`, with the session (and within the budget) of
+/// the base metadata. Returns warnings (a used tag the instance does not have).
+pub async fn fetch_extras(
+    s: &Arc<Session>,
+    want: &Extras,
+    instance: &mut InstanceData,
+) -> Result<Vec<String>, ImdsError> {
+    let (primary, (listed, tags)) = s
+        .within_budget(async {
+            let interfaces = async {
+                if want.interfaces {
+                    primary_interface(s).await
+                } else {
+                    Ok(None)
+                }
+            };
+            let tags = async {
+                if want.tags.is_empty() {
+                    Ok((None, BTreeMap::new()))
+                } else {
+                    tags(s, &want.tags).await
+                }
+            };
+            tokio::try_join!(interfaces, tags)
+        })
+        .await?;
+    if let Some(p) = primary {
+        // The primary interface's, not whichever IMDS or the kernel lists first.
+        if p.ipv4.is_some() {
+            instance.local_ipv4 = p.ipv4;
+        }
+        instance.local_ipv6 = p.ipv6;
+    }
+    let mut warnings = Vec::new();
+    let missing: Vec<&str> = want
+        .tags
+        .iter()
+        .filter(|k| !tags.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        let why = match listed {
+            None => "IMDS lists no tags: instance metadata tags are off for this instance \
+                     (instance metadata options: InstanceMetadataTags=enabled)"
+                .to_string(),
+            Some(n) => format!("the instance has no such tag ({n} tags listed)"),
+        };
+        warnings.push(format!(
+            "ec2: tag{} {} used by the configuration: {why}",
+            if missing.len() == 1 { "" } else { "s" },
+            missing
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    instance.tags = tags;
+    Ok(warnings)
+}
+
+/// Tag keys as IMDS can serve them: letters, digits and `+-=._:@`, not `.` or `..`.
+pub fn valid_tag_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 128
+        && k != "."
+        && k != ".."
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-=._:@".contains(&b))
+}
+
+/// One request for the list, one per used tag that is in it. `None` for the count when
+/// IMDS has no tag listing (404: tags are not enabled in the instance's metadata options).
+async fn tags(
+    s: &Arc<Session>,
+    want: &BTreeSet<String>,
+) -> Result<(Option<usize>, BTreeMap<String, String>), ImdsError> {
+    let list = "meta-data/tags/instance";
+    let Some(body) = s.get(list, LEAF_CAP).await? else {
+        return Ok((None, BTreeMap::new()));
+    };
+    let listed: BTreeSet<String> = text(list, &body)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    let used: Vec<&String> = want
+        .iter()
+        .filter(|k| listed.contains(*k) && valid_tag_key(k))
+        .collect();
+    let bodies = s
+        .get_all(used.iter().map(|k| format!("{list}/{k}")))
+        .await?;
+    let mut out = BTreeMap::new();
+    for (key, (path, body)) in used.into_iter().zip(bodies) {
+        let Some(body) = body else { continue };
+        out.insert(key.clone(), text(&path, &body)?.to_string());
+    }
+    Ok((Some(listed.len()), out))
+}
+
+/// The primary interface's first addresses.
+#[derive(Debug, PartialEq)]
+struct Primary {
+    ipv4: Option<String>,
+    ipv6: Option<String>,
+}
+
+/// The interface on network card 0 with device number 0 (an instance with several network
+/// cards has a device 0 on each), found among all the MACs IMDS lists, in whatever order.
+async fn primary_interface(s: &Arc<Session>) -> Result<Option<Primary>, ImdsError> {
+    let list = "meta-data/network/interfaces/macs/";
+    let mut macs = Vec::new();
+    for line in s.listing(list).await? {
+        let mac = line.trim_end_matches('/');
+        if !valid_mac(mac) {
+            return Err(bad(list, format!("unexpected entry {:?}", cut(&line))));
+        }
+        macs.push(mac.to_ascii_lowercase());
+    }
+    let paths = macs.iter().flat_map(|m| {
+        [
+            format!("{list}{m}/network-card"),
+            format!("{list}{m}/device-number"),
+        ]
+    });
+    let answers = s.get_all(paths).await?;
+    let number = |(path, body): &(String, Option<Vec<u8>>)| -> Result<u32, ImdsError> {
+        // No network-card key: an instance type with one card (it is card 0).
+        let Some(body) = body else { return Ok(0) };
+        let t = text(path, body)?.trim();
+        t.parse()
+            .map_err(|_| bad(path, format!("expected a number, got {:?}", cut(t))))
+    };
+    let mut primary = None;
+    for (mac, pair) in macs.iter().zip(answers.chunks(2)) {
+        let [card, dev] = pair else { continue };
+        if dev.1.is_none() {
+            continue; // an interface being detached
+        }
+        if (number(card)?, number(dev)?) == (0, 0) {
+            if primary.is_some() {
+                return Err(bad(
+                    list,
+                    "two interfaces claim network-card 0, device-number 0",
+                ));
+            }
+            primary = Some(mac.clone());
+        }
+    }
+    let Some(mac) = primary else {
+        return Ok(None);
+    };
+    let first = |path: &str, body: &Option<Vec<u8>>| -> Result<Option<String>, ImdsError> {
+        let Some(body) = body else { return Ok(None) };
+        Ok(text(path, body)?
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(String::from))
+    };
+    let got = s
+        .get_all(
+            [
+                format!("{list}{mac}/local-ipv4s"),
+                format!("{list}{mac}/ipv6s"),
+            ]
+            .into_iter(),
+        )
+        .await?;
+    let [(p4, b4), (p6, b6)] = got.as_slice() else {
+        return Ok(None);
+    };
+    let ipv4 = first(p4, b4)?;
+    if let Some(ip) = &ipv4 {
+        ip.parse::<Ipv4Addr>()
+            .map_err(|_| bad(p4, format!("{:?} is not an IPv4 address", cut(ip))))?;
+    }
+    let ipv6 = first(p6, b6)?;
+    if let Some(ip) = &ipv6 {
+        ip.parse::<Ipv6Addr>()
+            .map_err(|_| bad(p6, format!("{:?} is not an IPv6 address", cut(ip))))?;
+    }
+    Ok(Some(Primary { ipv4, ipv6 }))
+}
+
+/// `0e:1a:2b:3c:4d:5e`: the MAC becomes part of request paths.
+fn valid_mac(m: &str) -> bool {
+    m.len() == 17
+        && m.split(':')
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// `us-east-1a` → `us-east-1` (for IMDS versions without `placement/region`).
 fn region_of_zone(az: &str) -> Option<String> {
     let region = az.strip_suffix(|c: char| c.is_ascii_lowercase())?;
@@ -185,7 +407,7 @@ mod tests {
 
     fn cfg(srv: &ImdsServer) -> ImdsConfig {
         ImdsConfig {
-            endpoint: srv.url(),
+            endpoint: srv.url().into(),
             budget: Duration::from_secs(10),
             request_timeout: Duration::from_secs(2),
             token_ttl_secs: 21600,
@@ -442,7 +664,7 @@ mod tests {
             format!("http://{}", l.local_addr().expect("addr"))
         };
         let c = ImdsConfig {
-            endpoint,
+            endpoint: endpoint.into(),
             budget: Duration::from_millis(300),
             ..ImdsConfig::default()
         };
@@ -576,6 +798,297 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
             ..ImdsConfig::default()
         };
         let err = run(fetch(&c)).expect_err("bad endpoint");
+        assert!(err.to_string().contains("nor auto, ipv4, ipv6"), "{err}");
         assert!(matches!(err, ImdsError::Http { .. }), "{err}");
+    }
+
+    /// A URL where nothing listens (a port that was free a moment ago) on `host`.
+    fn nobody(host: &str) -> String {
+        let l = std::net::TcpListener::bind(format!("{host}:0")).expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    }
+
+    fn raced(v4: &str, v6: &str, budget: Duration) -> ImdsConfig {
+        ImdsConfig {
+            endpoint: stoke_imds::Endpoint::Many(vec![v4.to_string(), v6.to_string()]),
+            budget,
+            request_timeout: Duration::from_millis(500),
+            token_ttl_secs: 21600,
+        }
+    }
+
+    fn fetched_from(c: &ImdsConfig, preferred: Option<&str>) -> (Ec2Metadata, Duration) {
+        let t = StdInstant::now();
+        let (md, _) = run(connect_and_fetch(c, preferred)).expect("fetch");
+        (md, t.elapsed())
+    }
+
+    #[test]
+    fn endpoint_words_lists_and_urls() {
+        let c = |e: stoke_imds::Endpoint| e.candidates().map_err(|e| e.to_string());
+        assert_eq!(
+            c("auto".into()).unwrap(),
+            ["http://169.254.169.254", "http://[fd00:ec2::254]"]
+        );
+        assert_eq!(c("IPv6".into()).unwrap(), ["http://[fd00:ec2::254]"]);
+        assert_eq!(c("ipv4".into()).unwrap(), ["http://169.254.169.254"]);
+        assert_eq!(
+            c("http://10.0.0.1:8080/".into()).unwrap(),
+            ["http://10.0.0.1:8080"]
+        );
+        assert!(
+            c(stoke_imds::Endpoint::Many(vec![]))
+                .unwrap_err()
+                .contains("no endpoint")
+        );
+        assert_eq!(ImdsConfig::default().endpoint, "auto".into());
+        let parsed: ImdsConfig =
+            serde_json::from_str(r#"{"endpoint":["http://127.0.0.1:1","http://[::1]:1"]}"#)
+                .expect("a list");
+        assert_eq!(parsed.endpoint.candidates().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn ipv6_only_ipv4_only_and_one_slow() {
+        // IMDS on ::1 only: IPv4 is refused, IPv6 answers and is used for everything.
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), Knobs::default());
+        let c = raced(&nobody("127.0.0.1"), &v6.url(), Duration::from_secs(5));
+        let (md, took) = fetched_from(&c, None);
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v6.url().as_str())
+        );
+        assert_eq!(md.instance.instance_id, "i-0123456789abcdef0");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+
+        // On 127.0.0.1 only: IPv4 answers before IPv6 is even tried.
+        let v4 = ImdsServer::happy();
+        let c = raced(&v4.url(), &nobody("[::1]"), Duration::from_secs(5));
+        let (md, _) = fetched_from(&c, None);
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v4.url().as_str())
+        );
+
+        // Both, IPv4 slow: IPv6 wins and gets every GET; IPv4 saw at most its token PUT.
+        let slow = Knobs {
+            delay: Duration::from_millis(700),
+            ..Knobs::default()
+        };
+        let v4 = ImdsServer::start(ImdsServer::default_tree(), slow.clone());
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), Knobs::default());
+        let (md, took) = fetched_from(&raced(&v4.url(), &v6.url(), Duration::from_secs(5)), None);
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v6.url().as_str())
+        );
+        assert!(
+            took < Duration::from_millis(700),
+            "not held up by IPv4: {took:?}"
+        );
+        assert!(v4.total_requests() <= 1, "{:?}", v4.counts());
+        assert_eq!(v4.requests("/latest/meta-data/instance-id"), 0);
+
+        // Both, IPv6 slow: IPv4 first, and IPv6 never asked.
+        let v4 = ImdsServer::happy();
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), slow);
+        let (md, _) = fetched_from(&raced(&v4.url(), &v6.url(), Duration::from_secs(5)), None);
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v4.url().as_str())
+        );
+        assert_eq!(v6.total_requests(), 0, "{:?}", v6.counts());
+
+        // The endpoint a previous boot used goes first.
+        let v4 = ImdsServer::happy();
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), Knobs::default());
+        let c = raced(&v4.url(), &v6.url(), Duration::from_secs(5));
+        let (md, _) = fetched_from(&c, Some(&v6.url()));
+        assert_eq!(
+            md.instance.imds_endpoint.as_deref(),
+            Some(v6.url().as_str())
+        );
+        assert_eq!(v4.total_requests(), 0);
+    }
+
+    #[test]
+    fn racing_endpoints_keep_one_budget() {
+        let hang = Knobs {
+            hang: true,
+            ..Knobs::default()
+        };
+        let v4 = ImdsServer::start(ImdsServer::default_tree(), hang.clone());
+        let v6 = ImdsServer::start_on("[::1]:0", ImdsServer::default_tree(), hang);
+        let budget = Duration::from_millis(400);
+        let t = StdInstant::now();
+        let err = run(connect_and_fetch(
+            &raced(&v4.url(), &v6.url(), budget),
+            None,
+        ))
+        .err()
+        .expect("out of time");
+        let took = t.elapsed();
+        assert!(
+            took < budget + Duration::from_secs(1),
+            "one budget for both: {took:?}"
+        );
+        assert!(matches!(err, ImdsError::BudgetExceeded { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&v4.url()) && msg.contains(&v6.url()), "{msg}");
+
+        // IMDS disabled (403 on IPv4) ends the race at once, whatever IPv6 does.
+        let v4 = ImdsServer::start(
+            ImdsServer::default_tree(),
+            Knobs {
+                token_forbidden: true,
+                ..Knobs::default()
+            },
+        );
+        let t = StdInstant::now();
+        let err = run(connect_and_fetch(
+            &raced(&v4.url(), &nobody("[::1]"), Duration::from_secs(10)),
+            None,
+        ))
+        .err()
+        .expect("disabled");
+        assert!(matches!(err, ImdsError::Disabled { .. }), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    fn extras_of(srv: &ImdsServer, want: Extras) -> (InstanceData, Vec<String>) {
+        run(async {
+            let (mut md, s) = connect_and_fetch(&cfg(srv), None).await.expect("fetch");
+            let warnings = fetch_extras(&s, &want, &mut md.instance)
+                .await
+                .expect("extras");
+            (md.instance, warnings)
+        })
+    }
+
+    #[test]
+    fn the_primary_interface_of_several_network_cards() {
+        let srv = ImdsServer::start(ImdsServer::multi_nic_tree(), Knobs::default());
+        let (i, warnings) = extras_of(
+            &srv,
+            Extras {
+                interfaces: true,
+                ..Extras::default()
+            },
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(i.local_ipv4.as_deref(), Some("10.1.2.30"));
+        assert_eq!(i.local_ipv6.as_deref(), Some("2600:1f18:aaaa:bbbb::30"));
+        assert_eq!(i.vars()["local_ipv6"], "2600:1f18:aaaa:bbbb::30");
+        let macs = "/latest/meta-data/network/interfaces/macs/";
+        assert_eq!(srv.requests(macs), 1);
+        assert_eq!(srv.requests(&format!("{macs}0e:00:00:00:00:03/ipv6s")), 0);
+
+        // Without interfaces in the metadata (an older IMDS): the top-level values stay.
+        let srv = ImdsServer::happy();
+        let (i, _) = extras_of(
+            &srv,
+            Extras {
+                interfaces: true,
+                ..Extras::default()
+            },
+        );
+        assert_eq!(i.local_ipv4.as_deref(), Some("10.1.2.3"));
+        assert_eq!(i.local_ipv6, None);
+
+        // Nothing asked for, nothing fetched.
+        let srv = ImdsServer::start(ImdsServer::multi_nic_tree(), Knobs::default());
+        let (i, _) = extras_of(&srv, Extras::default());
+        assert_eq!(i.local_ipv4.as_deref(), Some("10.1.2.3"), "top-level");
+        assert_eq!(srv.requests(macs), 0);
+
+        // A MAC that would walk the request path is refused.
+        let mut t = ImdsServer::multi_nic_tree();
+        t.insert(
+            "meta-data/network/interfaces/macs/".into(),
+            b"../../user-data/\n".to_vec(),
+        );
+        let srv = ImdsServer::start(t, Knobs::default());
+        let err = run(async {
+            let (mut md, s) = connect_and_fetch(&cfg(&srv), None).await.expect("fetch");
+            let want = Extras {
+                interfaces: true,
+                ..Extras::default()
+            };
+            fetch_extras(&s, &want, &mut md.instance).await
+        })
+        .expect_err("bad mac");
+        assert!(err.to_string().contains("unexpected entry"), "{err}");
+    }
+
+    #[test]
+    fn what_the_configuration_uses_is_fetched_inside_the_one_budget() {
+        let srv = ImdsServer::start(
+            ImdsServer::default_tree(),
+            Knobs {
+                hang_path: Some("/latest/meta-data/tags/instance".into()),
+                ..Knobs::default()
+            },
+        );
+        let c = ImdsConfig {
+            budget: Duration::from_millis(600),
+            request_timeout: Duration::from_secs(5),
+            ..cfg(&srv)
+        };
+        let t = StdInstant::now();
+        let err = run(async {
+            let (mut md, s) = connect_and_fetch(&c, None).await.expect("base metadata");
+            let want = Extras {
+                tags: ["role".to_string()].into(),
+                interfaces: true,
+            };
+            fetch_extras(&s, &want, &mut md.instance).await
+        })
+        .expect_err("out of time");
+        let took = t.elapsed();
+        assert!(matches!(err, ImdsError::BudgetExceeded { .. }), "{err}");
+        assert!(
+            took < Duration::from_secs(2),
+            "the base budget, not 5 s: {took:?}"
+        );
+    }
+
+    #[test]
+    fn tags_one_request_for_the_list_and_one_per_used_tag() {
+        let mut t = ImdsServer::default_tree();
+        t.insert(
+            "meta-data/tags/instance".into(),
+            b"Name\nrole\nteam".to_vec(),
+        );
+        t.insert("meta-data/tags/instance/Name".into(), b"web 1".to_vec());
+        t.insert("meta-data/tags/instance/role".into(), b"web".to_vec());
+        t.insert("meta-data/tags/instance/team".into(), b"infra".to_vec());
+        let srv = ImdsServer::start(t, Knobs::default());
+        let want = Extras {
+            tags: ["role".to_string(), "nope".to_string()].into(),
+            ..Extras::default()
+        };
+        let (i, warnings) = extras_of(&srv, want);
+        assert_eq!(i.tags, BTreeMap::from([("role".into(), "web".into())]));
+        assert_eq!(i.vars()["tags.role"], "web");
+        assert_eq!(srv.requests("/latest/meta-data/tags/instance"), 1);
+        assert_eq!(srv.requests("/latest/meta-data/tags/instance/role"), 1);
+        assert_eq!(srv.requests("/latest/meta-data/tags/instance/Name"), 0);
+        assert_eq!(srv.requests("/latest/meta-data/tags/instance/nope"), 0);
+        assert!(
+            warnings.len() == 1
+                && warnings[0].contains("`nope`")
+                && warnings[0].contains("no such tag"),
+            "{warnings:?}"
+        );
+
+        // Tags not enabled in the instance's metadata options: 404, said once.
+        let srv = ImdsServer::happy();
+        let want = Extras {
+            tags: ["role".to_string()].into(),
+            ..Extras::default()
+        };
+        let (i, warnings) = extras_of(&srv, want);
+        assert!(i.tags.is_empty());
+        assert!(warnings[0].contains("tags are off"), "{warnings:?}");
     }
 }

@@ -26,11 +26,14 @@ pub fn template_context(instance: &InstanceData, vars: &BTreeMap<String, String>
         "platform": instance.datasource,
         "public_ssh_keys": instance.public_keys,
     });
-    let meta: Map<String, Value> = instance
+    // Tags are one object (`tags.Name`, `tags["my-key"]`), not flat `tags.X` names.
+    let mut meta: Map<String, Value> = instance
         .vars()
         .into_iter()
+        .filter(|(k, _)| !k.starts_with(stoke_api::TAG_PREFIX))
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
+    meta.insert("tags".into(), json!(instance.tags));
     let mut top: Map<String, Value> = vars
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
@@ -92,6 +95,30 @@ mod tests {
             out,
             "#cloud-config\nhostname: web-i-0abc\n# aws eu-west-1 ip-10-0-0-1\n"
         );
+    }
+
+    #[test]
+    fn tags_are_one_object() {
+        let inst = InstanceData {
+            datasource: "ec2".into(),
+            instance_id: "i-0abc".into(),
+            local_ipv6: Some("2600::1".into()),
+            tags: [
+                ("role".to_string(), "api".to_string()),
+                ("app:tier".to_string(), "db".to_string()),
+            ]
+            .into(),
+            ..InstanceData::default()
+        };
+        let ctx = template_context(&inst, &BTreeMap::new());
+        let out = render(
+            "{{ tags.role }} {{ tags['app:tier'] }} {{ ds.meta_data.tags.role }} {{ local_ipv6 }}",
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(out, "api db api 2600::1");
+        let err = render("{{ tags.nope }}", &ctx).unwrap_err();
+        assert!(err.contains("undefined"), "{err}");
     }
 
     #[test]

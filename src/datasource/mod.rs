@@ -32,6 +32,25 @@ pub struct Found {
     pub user_data: Option<Vec<u8>>,
     pub vendor_data: Option<Vec<u8>>,
     pub from_cache: bool,
+    /// The IMDS session that fetched this (EC2, this stage): what the configuration turns out
+    /// to use beyond the base metadata (tags, interfaces) is fetched with it.
+    pub imds: Option<Live>,
+}
+
+/// A live IMDS session; not part of what was found (equal whatever it is).
+#[derive(Clone)]
+pub struct Live(pub std::sync::Arc<stoke_imds::Session>);
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Live({})", self.0.endpoint())
+    }
+}
+
+impl PartialEq for Live {
+    fn eq(&self, _: &Live) -> bool {
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -139,7 +158,13 @@ async fn ec2(
             },
         };
     }
-    match fetch_ec2(paths, cfg).await {
+    // The endpoint that answered last time goes first (on an IPv6-only instance, IPv6): from
+    // this instance's cache, else the last instance's (a Xen reboot knows no id before asking).
+    let preferred = match &cached {
+        Some(c) => c.instance.imds_endpoint.clone(),
+        None => last_endpoint(paths),
+    };
+    match fetch_ec2(paths, cfg, preferred.as_deref()).await {
         Ok(found) => Discovery::Found(Box::new(found)),
         Err(e) => match cached {
             Some(found) => {
@@ -151,22 +176,44 @@ async fn ec2(
     }
 }
 
-async fn fetch_ec2(paths: &Paths, cfg: &EngineConfig) -> Result<Found, String> {
+/// The IMDS endpoint the last instance's cache names (only `metadata.json` is read: a
+/// preference needs no user-data, nor its checksum).
+fn last_endpoint(paths: &Paths) -> Option<String> {
+    let iid = crate::state::State::new(paths).current_instance_id()?;
+    if !valid_instance_id(&iid) {
+        return None;
+    }
+    let path = paths.instance_dir(&iid).join("data").join("metadata.json");
+    let text = read_to_string_opt(&path).ok()??;
+    let entry: CacheEntry = serde_json::from_str(&text).ok()?;
+    entry.instance.imds_endpoint
+}
+
+async fn fetch_ec2(
+    paths: &Paths,
+    cfg: &EngineConfig,
+    preferred: Option<&str>,
+) -> Result<Found, String> {
     let imds = cfg.imds.clone().unwrap_or_default();
     // `--root` never changes (nor asks) the machine it runs on: this machine's metadata
     // service is not the sandbox's instance.
-    if !paths.root.is_host() && is_link_local_imds(&imds.endpoint) {
+    let candidates = imds.endpoint.candidates().map_err(|e| e.to_string())?;
+    if !paths.root.is_host()
+        && let Some(own) = candidates.iter().find(|c| is_link_local_imds(c))
+    {
         return Err(format!(
-            "under --root, stoke does not ask this machine's metadata service ({}); \
-             give the sandbox's own with imds.endpoint",
-            imds.endpoint
+            "under --root, stoke does not ask this machine's metadata service ({own}); \
+             give the sandbox's own with imds.endpoint"
         ));
     }
     let started = std::time::Instant::now();
-    let md = ec2::fetch(&imds).await.map_err(|e| e.to_string())?;
+    let (md, session) = ec2::connect_and_fetch(&imds, preferred)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(
-        "EC2 metadata for {} fetched in {:.1} ms",
+        "EC2 metadata for {} fetched from {} in {:.1} ms",
         md.instance.instance_id,
+        session.endpoint(),
         started.elapsed().as_secs_f64() * 1000.0
     );
     Ok(Found {
@@ -174,7 +221,66 @@ async fn fetch_ec2(paths: &Paths, cfg: &EngineConfig) -> Result<Found, String> {
         user_data: md.user_data,
         vendor_data: None,
         from_cache: false,
+        imds: Some(Live(session)),
     })
+}
+
+/// Fetches, with the stage's IMDS session, what the configuration uses beyond the base
+/// metadata: the tags its templates name and the network interfaces (route53, `local_ipv6`).
+/// `texts`: every configuration document and template, before rendering. Nothing is fetched
+/// (nor scanned) without a live session: a boot that reads the cache asks nothing new.
+pub async fn fetch_extras<'a>(
+    found: &mut Found,
+    texts: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>, String> {
+    let Some(Live(session)) = found.imds.clone() else {
+        return Ok(Vec::new());
+    };
+    let want = needs(texts);
+    if want.is_empty() {
+        return Ok(Vec::new());
+    }
+    tracing::debug!(?want, "EC2: fetching what the configuration uses");
+    ec2::fetch_extras(&session, &want, &mut found.instance)
+        .await
+        .map_err(|e| format!("ec2: {e}"))
+}
+
+/// What `texts` refer to: `tags.<Key>` (also `tags["Key"]`) and anything that needs the
+/// interfaces. A mention too many costs a request; one too few cannot happen for the names
+/// templates use.
+pub fn needs<'a>(texts: impl Iterator<Item = &'a str>) -> ec2::Extras {
+    let mut out = ec2::Extras::default();
+    for t in texts {
+        if t.contains("route53") || t.contains("local_ipv6") || t.contains("local-ipv6") {
+            out.interfaces = true;
+        }
+        let b = t.as_bytes();
+        let mut from = 0;
+        while let Some(at) = t[from..].find("tags") {
+            let i = from + at;
+            from = i + 4;
+            if i > 0 && (b[i - 1].is_ascii_alphanumeric() || b"_.".contains(&b[i - 1])) {
+                continue;
+            }
+            let rest = &t[i + 4..];
+            let key = if let Some(r) = rest.strip_prefix('.') {
+                let end = r
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || "+-=._:@".contains(c)))
+                    .unwrap_or(r.len());
+                r[..end].trim_end_matches('.')
+            } else if let Some(r) = rest.strip_prefix("[\"").or_else(|| rest.strip_prefix("['")) {
+                let q = if rest.starts_with("[\"") { '"' } else { '\'' };
+                r.split(q).next().unwrap_or("")
+            } else {
+                continue;
+            };
+            if ec2::valid_tag_key(key) {
+                out.tags.insert(key.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// The metadata service's own addresses (IPv4 and Nitro's IPv6), whatever the scheme and port.
@@ -263,6 +369,7 @@ pub fn load_cache(paths: &Paths, iid: &str) -> Option<Found> {
         vendor_data: read("vendor-data", &entry.vendor_data_sha256),
         instance: entry.instance,
         from_cache: true,
+        imds: None,
     })
 }
 
@@ -425,6 +532,7 @@ mod boundary_tests {
             user_data: None,
             vendor_data: None,
             from_cache: false,
+            imds: None,
         };
         store_cache(&paths, &found("i-good")).unwrap();
         assert!(load_cache(&paths, "i-good").is_some());
@@ -433,5 +541,23 @@ mod boundary_tests {
         let text = std::fs::read_to_string(&meta).unwrap();
         std::fs::write(&meta, text.replace("\"i-good\"", "\"../../../tmp/x\"")).unwrap();
         assert!(load_cache(&paths, "i-good").is_none());
+    }
+
+    #[test]
+    fn what_the_configuration_uses_is_what_is_fetched() {
+        let n = needs(
+            [
+                "hostname: \"{{ tags.role }}-{{ uuid8 }}\"\n",
+                "## template: jinja\n#cloud-config\nfqdn: {{ tags['app:tier'] }}.{{ tags[\"Name\"] }}\n",
+                "x: {{ mytags.no }} {{ v1.tags.no }} {{ tags.a.b. }}",
+            ]
+            .into_iter(),
+        );
+        let tags: Vec<&str> = n.tags.iter().map(String::as_str).collect();
+        assert_eq!(tags, ["Name", "a.b", "app:tier", "role"]);
+        assert!(!n.interfaces);
+        assert!(needs(["route53:\n  zone_name: example.com\n"].into_iter()).interfaces);
+        assert!(needs(["hostname: {{ local_ipv6 }}"].into_iter()).interfaces);
+        assert!(needs(["hostname: web\nruncmd: [ls]\n"].into_iter()).is_empty());
     }
 }

@@ -149,6 +149,7 @@ fn read_dir(dir: &Path) -> Result<Found, String> {
         user_data: opt("user-data").map_err(|e| e.to_string())?,
         vendor_data: opt("vendor-data").map_err(|e| e.to_string())?,
         from_cache: false,
+        imds: None,
     })
 }
 
@@ -200,11 +201,12 @@ pub fn parse_meta_data(text: &str) -> Result<InstanceData, String> {
         instance_type: get("instance-type"),
         local_ipv4: get("local-ipv4"),
         ipv6: get("ipv6"),
+        local_ipv6: get("local-ipv6"),
         local_hostname: get("local-hostname").or_else(|| get("hostname")),
         region: get("region"),
         availability_zone: get("availability-zone"),
         public_keys,
-        block_device_mapping: Default::default(),
+        ..InstanceData::default()
     })
 }
 

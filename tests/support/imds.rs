@@ -1,10 +1,11 @@
-//! An EC2 IMDSv2 test double: a tiny HTTP/1.1 server on 127.0.0.1 (std only, one
+//! An EC2 IMDSv2 test double: a tiny HTTP/1.1 server on 127.0.0.1 or `[::1]` (std only, one
 //! thread per connection) serving a metadata tree with the token protocol, plus knobs
 //! to make it misbehave the ways a real network path does.
 //!
 //! ```ignore
 //! let srv = ImdsServer::start(ImdsServer::default_tree(), Knobs { leading_500s: 2, ..Knobs::default() });
 //! let endpoint = srv.url(); // "http://127.0.0.1:PORT"
+//! // IPv6 (standing in for fd00:ec2::254): ImdsServer::start_on("[::1]:0", tree, knobs)
 //! // ... point the client at it, then:
 //! assert_eq!(srv.requests("/latest/api/token"), 1);
 //! ```
@@ -91,7 +92,13 @@ pub struct ImdsServer {
 impl ImdsServer {
     /// Starts on 127.0.0.1 with an OS-chosen port.
     pub fn start(tree: Tree, knobs: Knobs) -> ImdsServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        ImdsServer::start_on("127.0.0.1:0", tree, knobs)
+    }
+
+    /// Starts on `addr` (`"[::1]:0"`: IPv6 loopback only, as IMDS's IPv6 address stands
+    /// for `[fd00:ec2::254]` in tests).
+    pub fn start_on(addr: &str, tree: Tree, knobs: Knobs) -> ImdsServer {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = listener.local_addr().expect("local_addr");
         let shared = Arc::new(Shared {
             tree,
@@ -157,7 +164,50 @@ impl ImdsServer {
         t
     }
 
-    /// `http://127.0.0.1:PORT` — the endpoint to configure the client with.
+    /// Several network cards, MACs listed in no useful order: the primary is network-card 0,
+    /// device-number 0 (not the first listed, not a device 0 on another card).
+    pub fn multi_nic_tree() -> Tree {
+        let mut t = ImdsServer::default_tree();
+        let macs = "meta-data/network/interfaces/macs/";
+        let mut put = |k: &str, v: &str| {
+            t.insert(format!("{macs}{k}"), v.as_bytes().to_vec());
+        };
+        put(
+            "",
+            "0e:00:00:00:00:03/\n0e:00:00:00:00:01/\n0e:00:00:00:00:02/\n",
+        );
+        for (mac, card, dev, v4, v6) in [
+            (
+                "0e:00:00:00:00:03",
+                "1",
+                "0",
+                "10.9.9.9",
+                "2600:1f18:aaaa:bbbb::99",
+            ),
+            (
+                "0e:00:00:00:00:01",
+                "0",
+                "1",
+                "10.1.9.9",
+                "2600:1f18:aaaa:bbbb::19",
+            ),
+            (
+                "0e:00:00:00:00:02",
+                "0",
+                "0",
+                "10.1.2.30\n10.1.2.31",
+                "2600:1f18:aaaa:bbbb::30\n2600:1f18:aaaa:bbbb::31",
+            ),
+        ] {
+            put(&format!("{mac}/network-card"), card);
+            put(&format!("{mac}/device-number"), dev);
+            put(&format!("{mac}/local-ipv4s"), v4);
+            put(&format!("{mac}/ipv6s"), v6);
+        }
+        t
+    }
+
+    /// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`) — the endpoint to configure the client with.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -67,14 +67,22 @@ impl Sandbox {
     }
 
     pub fn stoke(&self, args: &[&str]) -> Run {
-        let out: Output = std::process::Command::new(env!("CARGO_BIN_EXE_stoke"))
-            .arg("--root")
+        self.stoke_without(args, &[])
+    }
+
+    /// Like [`Sandbox::stoke`], with these environment variables removed (e.g. the AWS ones,
+    /// so that credentials come from the instance profile).
+    pub fn stoke_without(&self, args: &[&str], remove: &[&str]) -> Run {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stoke"));
+        cmd.arg("--root")
             .arg(self.root())
             .args(args)
             .env_remove("JOURNAL_STREAM")
-            .env_remove("INVOCATION_ID")
-            .output()
-            .expect("run stoke");
+            .env_remove("INVOCATION_ID");
+        for name in remove {
+            cmd.env_remove(name);
+        }
+        let out: Output = cmd.output().expect("run stoke");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

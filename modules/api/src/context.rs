@@ -47,6 +47,9 @@ impl Root {
     }
 }
 
+/// Instance tags are template variables `tags.<Key>`.
+pub const TAG_PREFIX: &str = "tags.";
+
 /// What the datasource told us about this instance.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct InstanceData {
@@ -59,6 +62,10 @@ pub struct InstanceData {
     pub local_ipv4: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<String>,
+    /// The primary network interface's first IPv6 address (`ipv6s` of the interface with
+    /// network-card 0 and device-number 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ipv6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +78,12 @@ pub struct InstanceData {
     /// EC2 block-device-mapping: name (e.g. "ephemeral0") → device (e.g. "sdb").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub block_device_mapping: BTreeMap<String, String>,
+    /// EC2 instance tags read from IMDS (only those the configuration uses): key → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The metadata service endpoint that answered (EC2), for the rest of the boot and the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imds_endpoint: Option<String>,
 }
 
 impl InstanceData {
@@ -83,6 +96,7 @@ impl InstanceData {
             ("instance_type", &self.instance_type),
             ("local_ipv4", &self.local_ipv4),
             ("ipv6", &self.ipv6),
+            ("local_ipv6", &self.local_ipv6),
             ("local_hostname", &self.local_hostname),
             ("region", &self.region),
             ("availability_zone", &self.availability_zone),
@@ -91,6 +105,9 @@ impl InstanceData {
             if let Some(val) = val {
                 v.insert(k.into(), val.clone());
             }
+        }
+        for (k, val) in &self.tags {
+            v.insert(format!("{TAG_PREFIX}{k}"), val.clone());
         }
         v
     }

@@ -28,8 +28,10 @@
 //!
 //! With no `hostname` and no `fqdn`, the name comes from the metadata: the
 //! first label of `local-hostname` (its whole value is the fqdn, as on EC2:
-//! `ip-10-0-0-1.ec2.internal`), else `ip-<local-ipv4 with dashes>`. With none of
-//! those either, the hostname is left alone and a warning says so.
+//! `ip-10-0-0-1.ec2.internal`, or a resource name `i-0123….ec2.internal`), else
+//! `ip-<local-ipv4 with dashes>`, else on EC2 (an IPv6-only instance) the resource name from
+//! the instance id and region. With none of those either, the hostname is left alone and a
+//! warning says so.
 //!
 //! When the fqdn is not given (by `fqdn`, a dotted `hostname`, `domain` or the
 //! metadata default) it is the host name itself. Unlike cloud-init, a
@@ -303,6 +305,11 @@ enum Origin<'a> {
     Metadata(&'static str),
     /// The host name joined with `domain`.
     Joined,
+    /// An instance tag used in a template.
+    Tag {
+        key: &'static str,
+        tag: &'a str,
+    },
 }
 
 impl fmt::Display for Origin<'_> {
@@ -311,6 +318,7 @@ impl fmt::Display for Origin<'_> {
             Origin::Key { key, template } => write!(f, "`{key}` template {template:?}"),
             Origin::Metadata(field) => write!(f, "metadata {field}"),
             Origin::Joined => f.write_str("the host name joined with `domain`"),
+            Origin::Tag { key, tag } => write!(f, "`{key}`: instance tag `{tag}`"),
         }
     }
 }
@@ -425,10 +433,42 @@ fn render_key(
     template: &str,
     vars: &BTreeMap<String, String>,
 ) -> Result<String, ModuleError> {
+    check_tags(key, template, vars)?;
     let out = render(template, vars).map_err(|e| ModuleError::Invalid(format!("`{key}`: {e}")))?;
     // YAML block scalars and metadata values may carry a newline; an absolute
     // name may end in a dot. Neither is part of the name.
     Ok(out.trim().trim_end_matches('.').to_string())
+}
+
+/// An instance tag used in a name must be a name itself (in `hostname`, one label): said
+/// naming the tag, since its value comes from whoever tagged the instance, not from the file.
+fn check_tags(
+    key: &'static str,
+    template: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), ModuleError> {
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let name = after[..end].trim();
+        rest = &after[end + 2..];
+        let Some(tag) = name.strip_prefix(stoke_api::TAG_PREFIX) else {
+            continue;
+        };
+        let Some(value) = vars.get(name) else {
+            continue; // render says it is unknown
+        };
+        let origin = Origin::Tag { key, tag };
+        let v = value.trim();
+        if key == "hostname" && v.contains('.') {
+            return Err(ModuleError::Invalid(format!(
+                "{origin} is {v:?}: a hostname label cannot contain '.'"
+            )));
+        }
+        check_name(v, &origin)?;
+    }
+    Ok(())
 }
 
 /// (first label, the whole name if it has more than one label).
@@ -446,7 +486,10 @@ fn with_domain(short: &str, domain: &Option<String>) -> String {
     }
 }
 
-/// The default name from metadata: local-hostname, else `ip-<local-ipv4 dashed>`.
+/// The default name from metadata: local-hostname, else `ip-<local-ipv4 dashed>`, else (an
+/// IPv6-only EC2 instance, whose only hostname type is the resource name) the resource name
+/// EC2 would give it: `<instance-id>.ec2.internal` in us-east-1, `<instance-id>.<region>.compute.internal`
+/// elsewhere.
 fn metadata_name(instance: &InstanceData) -> Result<Option<(String, Option<String>)>, ModuleError> {
     if let Some(h) = &instance.local_hostname {
         let h = h.trim().trim_end_matches('.');
@@ -463,6 +506,17 @@ fn metadata_name(instance: &InstanceData) -> Result<Option<(String, Option<Strin
             return Ok(Some((name, None)));
         }
     }
+    if instance.datasource == "ec2" && instance.instance_id.starts_with("i-") {
+        let id = instance.instance_id.as_str();
+        let fqdn = match instance.region.as_deref() {
+            Some("us-east-1") => Some(format!("{id}.ec2.internal")),
+            Some(r) if !r.is_empty() => Some(format!("{id}.{r}.compute.internal")),
+            _ => None,
+        };
+        let name = fqdn.as_deref().unwrap_or(id);
+        check_name(name, &Origin::Metadata("instance-id"))?;
+        return Ok(Some((id.to_string(), fqdn)));
+    }
     Ok(None)
 }
 
@@ -475,6 +529,7 @@ fn check_name(name: &str, origin: &Origin) -> Result<(), ModuleError> {
             Origin::Key { key, template } if template.trim() == name => {
                 format!("`{key}` {name:?}")
             }
+            Origin::Tag { .. } => format!("{origin} is {name:?}, not a valid host name"),
             _ => format!("{origin} gave {name:?}"),
         };
         Err(ModuleError::Invalid(format!("{source}: {problem}")))

@@ -900,3 +900,80 @@ fn plan_says_what_happens_to_etc_hosts() {
     );
     assert!(!ctx.path("/etc").exists(), "plan writes nothing");
 }
+
+#[tokio::test]
+async fn resource_name_hostnames_of_ipv6_only_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    // hostname-type resource-name: local-hostname is the instance id, no local-ipv4.
+    let md = InstanceData {
+        datasource: "ec2".into(),
+        instance_id: "i-0123456789abcdef0".into(),
+        local_hostname: Some("i-0123456789abcdef0.ec2.internal".into()),
+        local_ipv6: Some("2600:1f18::10".into()),
+        ..instance()
+    };
+    let (ctx, _) = setup(dir.path(), json!({}), md.clone());
+    let r = run(&ctx).await.unwrap();
+    assert_eq!(detail(&r, "hostname"), "i-0123456789abcdef0");
+    assert_eq!(detail(&r, "fqdn"), "i-0123456789abcdef0.ec2.internal");
+    assert!(read(&ctx, "/etc/hosts").contains("i-0123456789abcdef0.ec2.internal"));
+
+    // No local-hostname at all: the resource name EC2 gives, from id and region.
+    let dir = tempfile::tempdir().unwrap();
+    for (region, fqdn) in [
+        ("us-east-1", "i-0123456789abcdef0.ec2.internal"),
+        (
+            "eu-west-3",
+            "i-0123456789abcdef0.eu-west-3.compute.internal",
+        ),
+    ] {
+        let md = InstanceData {
+            local_hostname: None,
+            region: Some(region.into()),
+            ..md.clone()
+        };
+        let (ctx, _) = setup(dir.path(), json!({}), md);
+        let r = run(&ctx).await.unwrap();
+        assert_eq!(detail(&r, "hostname"), "i-0123456789abcdef0");
+        assert_eq!(detail(&r, "fqdn"), fqdn);
+    }
+    // Not on NoCloud, whose ids are anything: left alone as before.
+    let (ctx, sys) = setup(dir.path(), json!({}), instance());
+    run(&ctx).await.unwrap();
+    assert!(sys.actions().is_empty());
+}
+
+#[tokio::test]
+async fn a_tag_that_is_not_a_label_is_an_error_naming_the_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ctx, _) = setup(
+        dir.path(),
+        json!({"hostname": "{{ tags.role }}-{{ uuid8 }}"}),
+        instance(),
+    );
+    ctx.vars.insert("tags.role".into(), "api".into());
+    let r = run(&ctx).await.unwrap();
+    assert!(detail(&r, "hostname").starts_with("api-"), "{r:?}");
+
+    for bad in ["web server", "web.prod", "-x", ""] {
+        let (mut ctx, sys) = setup(
+            dir.path(),
+            json!({"hostname": "{{ tags.role }}-{{ uuid8 }}"}),
+            instance(),
+        );
+        ctx.vars.insert("tags.role".into(), bad.into());
+        let e = run(&ctx).await.unwrap_err().to_string();
+        assert!(e.contains("instance tag `role`"), "{bad:?}: {e}");
+        assert!(sys.actions().is_empty(), "nothing set");
+    }
+    // In a domain, a dotted value is a name.
+    let (mut ctx, _) = setup(
+        dir.path(),
+        json!({"hostname": "web", "domain": "{{ tags.zone }}"}),
+        instance(),
+    );
+    ctx.vars
+        .insert("tags.zone".into(), "prod.example.com".into());
+    let r = run(&ctx).await.unwrap();
+    assert_eq!(detail(&r, "fqdn"), "web.prod.example.com");
+}

@@ -10,7 +10,8 @@
 //! Everything IMDS answers is untrusted input: sizes are capped, text must be UTF-8, and HTML
 //! (a proxy or captive portal answering in IMDS's place) is rejected.
 
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -22,8 +23,10 @@ use tokio::time::Instant;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImdsConfig {
-    /// Base URL of the metadata service.
-    pub endpoint: String,
+    /// `auto` (IPv4 and IPv6 tried concurrently, IPv4 first), `ipv4`, `ipv6`, a base URL, or a
+    /// list of base URLs tried the way `auto` tries its two (in order, each a little after the
+    /// one before).
+    pub endpoint: Endpoint,
     /// Total time for everything (token, metadata, user-data, retries), in seconds.
     /// When it runs out the stage goes on without EC2 metadata and reports why.
     #[serde(rename = "budget_seconds", with = "seconds")]
@@ -42,10 +45,126 @@ pub struct ImdsConfig {
 impl Default for ImdsConfig {
     fn default() -> Self {
         ImdsConfig {
-            endpoint: "http://169.254.169.254".to_string(),
+            endpoint: Endpoint::One(AUTO.to_string()),
             budget: Duration::from_secs(30),
             request_timeout: Duration::from_secs(2),
             token_ttl_secs: 21600,
+        }
+    }
+}
+
+/// IMDS's IPv4 address, on every EC2 instance that has IPv4.
+pub const IPV4_URL: &str = "http://169.254.169.254";
+/// IMDS's IPv6 address (Nitro, when the instance's metadata options enable it).
+pub const IPV6_URL: &str = "http://[fd00:ec2::254]";
+const AUTO: &str = "auto";
+/// How long each candidate endpoint gets to itself before the next one is tried as well
+/// (happy eyeballs: an IPv4 IMDS answers in well under a millisecond, so IPv6 costs an
+/// IPv4 instance nothing, and an IPv6-only instance waits this much once).
+pub const STAGGER: Duration = Duration::from_millis(50);
+
+/// `endpoint:` as configured: a word or URL, or a list of URLs.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Endpoint {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Checked as it is read, so a typo is an error with its line and column, not a failed boot.
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Endpoint, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Endpoint;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("auto, ipv4, ipv6, a URL or a list of URLs")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Endpoint, E> {
+                let e = Endpoint::One(v.to_string());
+                e.candidates().map_err(|e| E::custom(e.to_string()))?;
+                Ok(e)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Endpoint, A::Error> {
+                let mut v = Vec::new();
+                while let Some(u) = seq.next_element::<String>()? {
+                    v.push(u);
+                }
+                let e = Endpoint::Many(v);
+                e.candidates()
+                    .map_err(|e| serde::de::Error::custom(e.to_string()))?;
+                Ok(e)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Endpoint {
+    /// A single base URL.
+    pub fn url(url: impl Into<String>) -> Endpoint {
+        Endpoint::One(url.into())
+    }
+
+    /// The base URLs to try, in order (without a trailing `/`).
+    pub fn candidates(&self) -> Result<Vec<String>, ImdsError> {
+        let list: Vec<String> = match self {
+            Endpoint::One(w) => match w.trim().to_ascii_lowercase().as_str() {
+                AUTO => vec![IPV4_URL.into(), IPV6_URL.into()],
+                "ipv4" => vec![IPV4_URL.into()],
+                "ipv6" => vec![IPV6_URL.into()],
+                _ => vec![w.clone()],
+            },
+            Endpoint::Many(v) => v.clone(),
+        };
+        if list.is_empty() {
+            return Err(ImdsError::Http {
+                what: "endpoint []".into(),
+                reason: "no endpoint to try (give auto, ipv4, ipv6 or URLs)".into(),
+            });
+        }
+        let mut out: Vec<String> = Vec::new();
+        for u in list {
+            let base = u.trim().trim_end_matches('/').to_string();
+            let url =
+                reqwest::Url::parse(&format!("{base}/latest/")).map_err(|e| ImdsError::Http {
+                    what: format!("endpoint {u:?}"),
+                    reason: format!("not a URL (nor auto, ipv4, ipv6): {e}"),
+                })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ImdsError::Http {
+                    what: format!("endpoint {u:?}"),
+                    reason: "not an http:// or https:// URL (nor auto, ipv4, ipv6)".into(),
+                });
+            }
+            if !out.contains(&base) {
+                out.push(base);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl From<&str> for Endpoint {
+    fn from(s: &str) -> Endpoint {
+        Endpoint::One(s.to_string())
+    }
+}
+
+impl From<String> for Endpoint {
+    fn from(s: String) -> Endpoint {
+        Endpoint::One(s)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::One(s) => f.write_str(s),
+            Endpoint::Many(v) => write!(f, "[{}]", v.join(", ")),
         }
     }
 }
@@ -132,14 +251,101 @@ enum Body {
 }
 
 impl Session {
-    /// A session against `cfg.endpoint`; its budget starts now.
+    /// A session against `cfg.endpoint`, which must name one endpoint (`ipv4`, `ipv6` or a URL;
+    /// [`Session::connect`] takes several); its budget starts now.
     pub fn new(cfg: &ImdsConfig) -> Result<Arc<Session>, ImdsError> {
         let started = Instant::now();
+        let candidates = cfg.endpoint.candidates()?;
+        let [base] = candidates.as_slice() else {
+            return Err(ImdsError::Http {
+                what: format!("endpoint {}", cfg.endpoint),
+                reason: "several endpoints: Session::connect picks one of them".into(),
+            });
+        };
+        Session::at(base, cfg, started).map(Arc::new)
+    }
+
+    /// A session with the endpoint that first answers the token PUT: the candidates of
+    /// `cfg.endpoint` (`preferred` first when it is one of them, as the one a previous boot
+    /// used) are tried concurrently, each [`STAGGER`] after the one before, all inside the one
+    /// budget. The others are dropped at once. A 403 from any of them means IMDS is disabled
+    /// for the instance: that ends the race.
+    pub async fn connect(
+        cfg: &ImdsConfig,
+        preferred: Option<&str>,
+    ) -> Result<Arc<Session>, ImdsError> {
+        let started = Instant::now();
+        let mut candidates = cfg.endpoint.candidates()?;
+        if let Some(p) = preferred.map(|p| p.trim_end_matches('/'))
+            && let Some(i) = candidates.iter().position(|c| c == p)
+        {
+            let c = candidates.remove(i);
+            candidates.insert(0, c);
+        }
+        if let [only] = candidates.as_slice() {
+            let s = Arc::new(Session::at(only, cfg, started)?);
+            s.token(None).await?;
+            return Ok(s);
+        }
+        // A candidate's client is built when its turn comes: a boot that IPv4 answers builds
+        // one client, as with a single endpoint.
+        let deadline = started + cfg.budget.min(MAX_BUDGET);
+        let started_sessions: Arc<Vec<OnceLock<Arc<Session>>>> =
+            Arc::new(candidates.iter().map(|_| OnceLock::new()).collect());
+        let mut set = tokio::task::JoinSet::new();
+        for (i, base) in candidates.iter().enumerate() {
+            let (base, cfg, slots) = (base.clone(), cfg.clone(), started_sessions.clone());
+            let delay = STAGGER.saturating_mul(i as u32);
+            set.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let s = Arc::new(Session::at(&base, &cfg, started)?);
+                let _ = slots[i].set(s.clone());
+                s.token(None).await?;
+                Ok::<_, ImdsError>(s)
+            });
+        }
+        let mut errors: Vec<ImdsError> = Vec::new();
+        let race = async {
+            while let Some(joined) = set.join_next().await {
+                let r = match joined {
+                    Ok(r) => r,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => {
+                        return Err(Some(bad(TOKEN_PATH, format!("a request task ended: {e}"))));
+                    }
+                };
+                match r {
+                    Ok(s) => {
+                        tracing::debug!(endpoint = %s.base, "IMDS: this endpoint answered first");
+                        return Ok(s);
+                    }
+                    Err(e @ ImdsError::Disabled { .. }) => return Err(Some(e)),
+                    Err(e) => errors.push(e),
+                }
+            }
+            Err(None)
+        };
+        let raced = tokio::time::timeout_at(deadline, race).await;
+        // The losers stop here (their requests are cancelled with their tasks).
+        set.abort_all();
+        match raced {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(Some(e))) => Err(e),
+            Ok(Err(None)) | Err(_) => Err(all_failed(
+                &candidates,
+                &started_sessions,
+                errors,
+                started,
+                cfg.budget.min(MAX_BUDGET),
+            )),
+        }
+    }
+
+    fn at(base: &str, cfg: &ImdsConfig, started: Instant) -> Result<Session, ImdsError> {
         // A budget beyond a day is a typo, and a huge one would overflow Instant.
         let budget = cfg.budget.min(MAX_BUDGET);
-        let base = cfg.endpoint.trim_end_matches('/').to_string();
         let url = reqwest::Url::parse(&format!("{base}/latest/")).map_err(|e| ImdsError::Http {
-            what: format!("endpoint {:?}", cfg.endpoint),
+            what: format!("endpoint {base:?}"),
             reason: format!("not a URL: {e}"),
         })?;
         let mut builder = reqwest::Client::builder()
@@ -153,9 +359,9 @@ impl Session {
             what: "building the HTTP client".into(),
             reason: chain(&e),
         })?;
-        Ok(Arc::new(Session {
+        Ok(Session {
             client,
-            base,
+            base: base.to_string(),
             ttl: cfg.token_ttl_secs.clamp(1, 21600).to_string(),
             request_timeout: cfg.request_timeout,
             budget,
@@ -163,7 +369,12 @@ impl Session {
             deadline: started + budget,
             token: Mutex::new(None),
             last_error: std::sync::Mutex::new(String::new()),
-        }))
+        })
+    }
+
+    /// The base URL this session talks to (`http://169.254.169.254`, ...).
+    pub fn endpoint(&self) -> &str {
+        &self.base
     }
 
     /// Runs `work` (requests of this session) within what is left of the budget.
@@ -411,6 +622,42 @@ impl Session {
     }
 }
 
+/// Every candidate failed: one error for all of them, each candidate's last error in it.
+fn all_failed(
+    candidates: &[String],
+    sessions: &[OnceLock<Arc<Session>>],
+    errors: Vec<ImdsError>,
+    started: Instant,
+    budget: Duration,
+) -> ImdsError {
+    // A candidate that failed for good (not for want of time) says the most.
+    if let Some(e) = errors
+        .into_iter()
+        .find(|e| !matches!(e, ImdsError::BudgetExceeded { .. }))
+    {
+        return e;
+    }
+    let last: Vec<String> = candidates
+        .iter()
+        .zip(sessions)
+        .map(|(c, s)| {
+            let e = s.get().map(|s| s.last_error()).unwrap_or_default();
+            let e = if e.is_empty() {
+                "no answer".to_string()
+            } else {
+                e
+            };
+            format!("{c}: {e}")
+        })
+        .collect();
+    ImdsError::BudgetExceeded {
+        endpoint: candidates.join(" and "),
+        after: started.elapsed(),
+        budget,
+        last_error: last.join("; "),
+    }
+}
+
 fn retryable(status: u16) -> bool {
     status == 429 || status >= 500
 }
@@ -529,6 +776,22 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_checked_as_they_are_read() {
+        let read = |j: &str| serde_json::from_str::<ImdsConfig>(j).map_err(|e| e.to_string());
+        assert!(read(r#"{"endpoint":"ipv6"}"#).is_ok());
+        assert!(read(r#"{"endpoint":["http://127.0.0.1:1","http://[::1]:1"]}"#).is_ok());
+        for (bad, says) in [
+            (r#"{"endpoint":"htp:/x"}"#, "not an http"),
+            (r#"{"endpoint":"ipv5"}"#, "nor auto, ipv4, ipv6"),
+            (r#"{"endpoint":[]}"#, "no endpoint"),
+            (r#"{"endpoint":42}"#, "a list of URLs"),
+        ] {
+            let e = read(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn a_bad_endpoint_is_an_error_naming_it_and_text_rejects_html() {

@@ -27,6 +27,8 @@ pub struct Endpoint<'a> {
     pub credentials: Option<StaticCredentials>,
     /// The instance's root, for the credentials file.
     pub root: stoke_api::Root,
+    /// The metadata endpoint the boot found answering (instance-profile credentials ask it).
+    pub imds_endpoint: Option<String>,
 }
 
 pub struct Client {
@@ -55,7 +57,7 @@ impl Client {
         Ok(Client {
             http,
             endpoint,
-            credentials: Chain::new(ep.credentials, env, ep.root),
+            credentials: Chain::new(ep.credentials, env, ep.root).with_imds(ep.imds_endpoint),
         })
     }
 

@@ -28,8 +28,8 @@ pub struct Section {
     /// Template of the record name; variables are the engine's (`hostname`, `instance_id`,
     /// `vars:` ...) plus `zone_name`.
     pub record_name: String,
-    /// A (the instance's local IPv4), AAAA (its IPv6), or both.
-    #[serde(rename = "type", alias = "types")]
+    /// A (the primary interface's IPv4), AAAA (its IPv6), or both: `[A, AAAA]`.
+    #[serde(rename = "type", alias = "types", alias = "record_types")]
     pub types: OneOrMany<AddrType>,
     /// Extra CNAME/TXT records (names and values are templates).
     pub records: Vec<ExtraRecord>,
@@ -320,14 +320,19 @@ fn address_v4(instance: &InstanceData) -> Result<String, ModuleError> {
         })
 }
 
+/// The primary interface's IPv6 (`local-ipv6`), else the instance's `ipv6`.
 fn address_v6(instance: &InstanceData) -> Result<String, ModuleError> {
-    let raw = instance.ipv6.as_deref().ok_or_else(|| {
-        ModuleError::Invalid(
-            "route53: type AAAA needs the instance's IPv6 address, and the metadata has none \
-             (use `type: A`, or give the instance an IPv6 address)"
-                .into(),
-        )
-    })?;
+    let raw = instance
+        .local_ipv6
+        .as_deref()
+        .or(instance.ipv6.as_deref())
+        .ok_or_else(|| {
+            ModuleError::Invalid(
+                "route53: type AAAA needs the instance's IPv6 address, and the metadata has none \
+                 (use `type: A`, or give the instance an IPv6 address)"
+                    .into(),
+            )
+        })?;
     raw.trim()
         .parse::<Ipv6Addr>()
         .map(|a| a.to_string())
@@ -422,6 +427,20 @@ mod tests {
         let mut v = instance().vars();
         v.insert("hostname".into(), "web1".into());
         v
+    }
+
+    #[test]
+    fn record_types_and_the_primary_interfaces_ipv6() {
+        let s = section("route53:\n  zone_name: example.com\n  record_types: [A, AAAA]\n");
+        let mut i = instance();
+        i.local_ipv6 = Some("2600:1f18::30".into());
+        let sets = s.record_sets(&i, &vars(), Some("example.com")).unwrap();
+        let got: Vec<(&str, &str)> = sets
+            .iter()
+            .map(|r| (r.kind.as_str(), r.values[0].as_str()))
+            .collect();
+        // local-ipv6 (the primary interface's) before the instance-level ipv6.
+        assert_eq!(got, [("A", "10.0.0.5"), ("AAAA", "2600:1f18::30")]);
     }
 
     #[test]

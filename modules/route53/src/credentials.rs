@@ -61,6 +61,8 @@ pub struct Chain {
     /// The instance's root: the credentials file is read under it (a `--root` sandbox must not
     /// read the host's).
     root: Root,
+    /// The metadata endpoint this boot uses (the datasource's choice), if known.
+    imds_endpoint: Option<String>,
     cache: Mutex<Option<Credentials>>,
 }
 
@@ -75,8 +77,15 @@ impl Chain {
             }),
             env,
             root,
+            imds_endpoint: None,
             cache: Mutex::new(None),
         }
+    }
+
+    /// Instance-profile credentials from this endpoint (unless the environment names one).
+    pub fn with_imds(mut self, endpoint: Option<String>) -> Chain {
+        self.imds_endpoint = endpoint;
+        self
     }
 
     /// The credentials to sign the next request with.
@@ -115,7 +124,7 @@ impl Chain {
                 "no credentials: {tried}, and the instance profile is off (AWS_EC2_METADATA_DISABLED)"
             )));
         }
-        let endpoint = imds::endpoint(&self.env);
+        let endpoint = imds::endpoint(&self.env, self.imds_endpoint.as_deref());
         match imds::credentials(&endpoint, imds::BUDGET).await {
             Ok(c) => Ok((c, format!("the instance profile (IMDS at {endpoint})"))),
             Err(e) => Err(CredentialsError {
@@ -377,6 +386,11 @@ mod tests {
         assert_eq!(first.session_token.as_deref(), Some("sess"));
         assert_eq!(c.get().await.unwrap(), first);
         assert_eq!(seen.lock().unwrap().len(), 3, "{:?}", seen.lock().unwrap());
+
+        // The endpoint the boot's datasource chose, without any environment.
+        let c = chain(&[("HOME", dir.path().to_str().unwrap())]).with_imds(Some(url.clone()));
+        assert_eq!(c.get().await.unwrap(), first);
+        assert_eq!(seen.lock().unwrap().len(), 6, "{:?}", seen.lock().unwrap());
     }
 
     #[test]

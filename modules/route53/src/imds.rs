@@ -11,8 +11,8 @@ use stoke_imds::{ImdsConfig, ImdsError, LEAF_CAP, Session};
 use crate::credentials::Credentials;
 use crate::env::Env;
 
-pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
-const IPV6_ENDPOINT: &str = "http://[fd00:ec2::254]";
+pub const DEFAULT_ENDPOINT: &str = stoke_imds::IPV4_URL;
+const IPV6_ENDPOINT: &str = stoke_imds::IPV6_URL;
 /// Everything (token, role, credentials, retries) within this.
 pub const BUDGET: Duration = Duration::from_secs(5);
 /// One IMDS request (connect included) takes no longer than this.
@@ -20,14 +20,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const ROLES_PATH: &str = "meta-data/iam/security-credentials/";
 
 /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, else the IPv6 address when
-/// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6`, else the usual IPv4 one.
-pub fn endpoint(env: &Env) -> String {
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6` (what the operator set for the process wins),
+/// else the endpoint this boot's datasource found answering (`chosen`: IPv4 or IPv6, per
+/// `imds.endpoint`), else the usual IPv4 one.
+pub fn endpoint(env: &Env, chosen: Option<&str>) -> String {
     if let Some(e) = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
         return e.trim_end_matches('/').to_string();
     }
     match env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") {
         Some(m) if m.eq_ignore_ascii_case("ipv6") => IPV6_ENDPOINT.into(),
-        _ => DEFAULT_ENDPOINT.into(),
+        Some(m) if m.eq_ignore_ascii_case("ipv4") => DEFAULT_ENDPOINT.into(),
+        _ => chosen.map_or_else(|| DEFAULT_ENDPOINT.into(), str::to_string),
     }
 }
 
@@ -46,7 +49,7 @@ struct Document {
 /// attempt (and its backoff) to what is left of `budget`, so the whole lookup stays within it.
 pub async fn credentials(endpoint: &str, budget: Duration) -> Result<Credentials, String> {
     let cfg = ImdsConfig {
-        endpoint: endpoint.to_string(),
+        endpoint: stoke_imds::Endpoint::url(endpoint),
         budget,
         request_timeout: REQUEST_TIMEOUT.min(budget),
         ..ImdsConfig::default()
@@ -277,10 +280,17 @@ pub(crate) mod tests {
 
     #[test]
     fn endpoint_from_the_environment() {
-        assert_eq!(endpoint(&Env::default()), DEFAULT_ENDPOINT);
+        assert_eq!(endpoint(&Env::default(), None), DEFAULT_ENDPOINT);
         let env = Env::of(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/")]);
-        assert_eq!(endpoint(&env), "http://127.0.0.1:9");
+        assert_eq!(endpoint(&env, Some(IPV6_ENDPOINT)), "http://127.0.0.1:9");
         let env = Env::of(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv6")]);
-        assert_eq!(endpoint(&env), IPV6_ENDPOINT);
+        assert_eq!(endpoint(&env, None), IPV6_ENDPOINT);
+        // The boot's choice (an IPv6-only instance) is the one used, unless the environment says.
+        assert_eq!(
+            endpoint(&Env::default(), Some(IPV6_ENDPOINT)),
+            IPV6_ENDPOINT
+        );
+        let env = Env::of(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv4")]);
+        assert_eq!(endpoint(&env, Some(IPV6_ENDPOINT)), DEFAULT_ENDPOINT);
     }
 }

@@ -357,6 +357,8 @@ fn endpoint<'a>(sec: &'a Section, ctx: &Context) -> aws::Endpoint<'a> {
         endpoint_url: sec.endpoint_url.as_deref(),
         credentials: sec.static_credentials(),
         root: ctx.root.clone(),
+        // The endpoint the datasource raced for and found (IPv4 or IPv6): the same one.
+        imds_endpoint: ctx.instance.imds_endpoint.clone(),
     }
 }
 
