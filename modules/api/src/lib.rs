@@ -9,6 +9,7 @@ pub mod config_words;
 mod context;
 mod fsutil;
 mod module;
+pub mod outputs;
 mod rootfs;
 mod system;
 mod template;

@@ -6,6 +6,8 @@
 //! other module of its stage but the final message and power-state change; a check runs
 //! in the stage it names (default final). Checks of one stage run concurrently.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod probe;
 

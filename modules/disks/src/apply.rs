@@ -85,25 +85,8 @@ fn mount_words(cfg: &Disks, at: &str) -> String {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Volume {
-    /// Block device holding the filesystem (`/dev/md/ephemeral` or a disk).
-    pub device: String,
-    /// Filesystem UUID (None only when it could not be read).
-    pub uuid: Option<String>,
-    pub fstype: String,
-    pub label: Option<String>,
-    /// Where `mounts` should mount it; None when `disks.mount` is false.
-    pub mountpoint: Option<String>,
-    pub mount_options: String,
-    /// "created" | "kept".
-    pub action: String,
-    /// Whole disks underneath.
-    pub members: Vec<String>,
-    /// JBOD index.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
-}
+/// The typed contract with `mounts` (stoke-api), not a copy of it.
+pub use stoke_api::outputs::DiskVolume as Volume;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ArrayInfo {

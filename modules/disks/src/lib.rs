@@ -6,6 +6,8 @@
 //! [`probe`] (what is on them), [`apply`] (the decision table and the commands).
 //! docs/storage.md has the rules in prose.
 
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod config;
 pub mod devwait;

@@ -432,6 +432,10 @@ async fn jbod_makes_one_filesystem_per_disk_with_stable_indexes() {
     )
     .await
     .unwrap();
+    // The report reads back as the typed contract `mounts` uses.
+    let out: stoke_api::outputs::DisksOutput = serde_json::from_value(r.details.clone()).unwrap();
+    assert_eq!(out.volumes.len(), 2);
+    assert!(out.volumes.iter().all(|v| v.index.is_some()), "{out:?}");
     let v = r.details["volumes"].as_array().unwrap();
     assert_eq!(v.len(), 2);
     assert_eq!(

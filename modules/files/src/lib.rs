@@ -34,6 +34,8 @@
 //! reports failed naming each bad entry (`write_files[<index in the list>]` and
 //! its path). Decoded content is capped at 64 MiB per run (gzip bombs included).
 
+#![forbid(unsafe_code)]
+
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;

@@ -62,6 +62,8 @@
 //! (`domain` is `""` when there is none; `hostname` is always the short name).
 //! The engine exposes them as variables to later modules (route53, puppet).
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;

@@ -10,6 +10,8 @@
 //! Everything IMDS answers is untrusted input: sizes are capped, text must be UTF-8, and HTML
 //! (a proxy or captive portal answering in IMDS's place) is rejected.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! (marked with the `x-stoke` option) in step, leaving every other line as it was.
 //! docs/storage.md has the policy in prose.
 
+#![forbid(unsafe_code)]
+
 pub mod fstab;
 mod spec;
 mod swap;
@@ -65,30 +67,8 @@ pub struct Config {
     pub device_aliases: Option<BTreeMap<String, String>>,
 }
 
-/// What `mounts` needs from the `disks` report.
-#[derive(Debug, Default, Deserialize)]
-struct DisksDetails {
-    #[serde(default)]
-    volumes: Vec<DiskVolume>,
-    #[serde(default)]
-    ephemeral: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DiskVolume {
-    device: String,
-    uuid: Option<String>,
-    fstype: String,
-    mountpoint: Option<String>,
-    #[serde(default = "default_options")]
-    mount_options: String,
-    #[serde(default)]
-    members: Vec<String>,
-}
-
-fn default_options() -> String {
-    "defaults".into()
-}
+/// What `mounts` reads from the `disks` report: the typed contract in stoke-api.
+use stoke_api::outputs::{DiskVolume, DisksOutput as DisksDetails};
 
 const NETWORK_FS: &[&str] = &[
     "nfs",
@@ -724,13 +704,9 @@ impl Module for MountsModule {
         let cfg: Config = ctx.config()?;
         let timeout = device_timeout(&cfg)?;
         let mut warnings = Vec::new();
-        let details: Option<DisksDetails> = match ctx.prior.get("disks") {
-            Some(v) if !v.is_null() => Some(
-                serde_json::from_value(v.clone())
-                    .map_err(|e| ModuleError::Other(format!("reading the disks report: {e}")))?,
-            ),
-            _ => None,
-        };
+        let details: Option<DisksDetails> = stoke_api::outputs::prior_output(&ctx.prior, "disks")
+            .transpose()
+            .map_err(ModuleError::Other)?;
         // Without a disks report (disabled, or failed before reporting) its fstab
         // lines are kept as they are rather than dropped.
         let keep_disks = details.is_none();

@@ -10,6 +10,8 @@
 //!
 //! See docs/puppet.md for configuration and the exit-code table.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod lock;
 mod puppet_conf;

@@ -12,6 +12,8 @@
 //! from `DIR/proc/self/mountinfo`, `DIR/sys`, `DIR/dev`): a sandbox that is a
 //! plain directory has nothing to grow, whatever `--execute` says.
 
+#![forbid(unsafe_code)]
+
 #[cfg(test)]
 mod tests;
 

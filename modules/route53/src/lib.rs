@@ -11,6 +11,8 @@
 //! `profile`, `imds`); `endpoint` the URL and signing region; `xml` bodies
 //! and answers; `time` UTC dates; `config` the section; `retry` the budget.
 
+#![forbid(unsafe_code)]
+
 mod aws;
 mod client;
 mod config;

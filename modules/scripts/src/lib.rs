@@ -8,6 +8,8 @@
 //! duration and output tail go to `stoke status`, its whole output to the journal and
 //! `/var/log/stoke/scripts/`. A per-instance or per-once script is started at most once.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod exec;
 

@@ -2,6 +2,8 @@
 //! the operators' keys in `authorized_keys` (stage network, once metadata is in).
 //! See `docs/ssh.md` for the configuration keys and the safety rules.
 
+#![forbid(unsafe_code)]
+
 pub mod authorized;
 mod fingerprint;
 pub mod hostkeys;

@@ -14,6 +14,8 @@
 //! The stages follow cloud-init's: its init and config stages both end before its final
 //! stage, as stoke's network stage does.
 
+#![forbid(unsafe_code)]
+
 mod ca_certs;
 mod final_message;
 mod ntp;

@@ -10,6 +10,8 @@
 //! Existing users are not recreated: their missing groups, sudo rules and any
 //! password given are added. See docs/users.md.
 
+#![forbid(unsafe_code)]
+
 mod accounts;
 mod config;
 mod passwords;
