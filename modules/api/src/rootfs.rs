@@ -58,6 +58,20 @@ fn refused(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, what)
 }
 
+fn stat_of(st: &nix::sys::stat::FileStat) -> FileStat {
+    FileStat {
+        kind: match kind(st.st_mode) {
+            SFlag::S_IFREG => FileKind::File,
+            SFlag::S_IFDIR => FileKind::Directory,
+            SFlag::S_IFLNK => FileKind::Symlink,
+            _ => FileKind::Other,
+        },
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    }
+}
+
 fn kind(mode: u32) -> SFlag {
     SFlag::from_bits_truncate(mode) & SFlag::S_IFMT
 }
@@ -442,6 +456,49 @@ impl RootDir {
             .map(|st| st.mode))
     }
 
+    /// The entries of the directory `guest` (resolved inside the root), each with what it
+    /// is (symlinks not followed), in no particular order; empty when there is no such
+    /// directory.
+    pub fn list_dir(&self, guest: &Path) -> io::Result<Vec<(String, FileStat)>> {
+        let dir = match self.open_dir(guest) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        // The opened directory by its descriptor: what was resolved inside the root,
+        // whatever a path would resolve to now.
+        let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(fd_path)? {
+            let name = entry?.file_name();
+            let Ok(st) = fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            if let Some(text) = name.to_str() {
+                out.push((text.to_string(), stat_of(&st)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What `guest` is once its symlinks are followed *inside the root*, and the host path
+    /// of that file (to run it: the kernel must not resolve the link again outside the
+    /// root); `None` when nothing is there.
+    pub fn real_path(&self, guest: &Path) -> io::Result<Option<(PathBuf, FileStat)>> {
+        let fd = match self.resolve(guest, OFlag::O_PATH) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(errno(e)),
+        };
+        let st = fstat(fd.as_fd()).map_err(errno)?;
+        let host = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))?;
+        Ok(Some((host, stat_of(&st))))
+    }
+
     /// What is at `guest` itself (a symlink is not followed), resolved inside the root;
     /// `None` when nothing is.
     pub fn lstat(&self, guest: &Path) -> io::Result<Option<FileStat>> {
@@ -452,17 +509,7 @@ impl RootDir {
             Err(e) => return Err(e),
         };
         match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(FileStat {
-                kind: match kind(st.st_mode) {
-                    SFlag::S_IFREG => FileKind::File,
-                    SFlag::S_IFDIR => FileKind::Directory,
-                    SFlag::S_IFLNK => FileKind::Symlink,
-                    _ => FileKind::Other,
-                },
-                mode: st.st_mode & 0o7777,
-                uid: st.st_uid,
-                gid: st.st_gid,
-            })),
+            Ok(st) => Ok(Some(stat_of(&st))),
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(errno(e)),
         }

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use stoke_api::{Cmd, Context, Frequency, ScriptOutcome, ScriptRun, SysError, atomic_write, tools};
+use stoke_api::{
+    Cmd, Context, FileKind, Frequency, RootDir, ScriptOutcome, ScriptRun, SysError, atomic_write,
+    tools,
+};
 
 /// Output lines kept in status.
 const TAIL_LINES: usize = 10;
@@ -218,10 +221,7 @@ impl Scripts<'_> {
                     .map_err(|e| format!("writing {}: {e}", file.display()))?;
                 (file, content.starts_with(b"#!"))
             }
-            Body::File(path) => {
-                check_image_script(path)?;
-                (path.clone(), true)
-            }
+            Body::File(guest) => (check_image_script(self.ctx, guest)?, true),
         };
         let cmd = if shebang {
             Cmd::new(file.display().to_string(), Vec::<String>::new())
@@ -239,23 +239,28 @@ impl Scripts<'_> {
     }
 }
 
-/// A baked script runs only from a place nobody but root can change.
-fn check_image_script(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o002 != 0 {
-        return Err(format!("{} is world-writable: not run", path.display()));
+/// A baked script runs only from a place nobody but root can change; its links are
+/// followed inside the root only. The host path to run is returned.
+fn check_image_script(ctx: &Context, guest: &Path) -> Result<PathBuf, String> {
+    let shown = guest.display();
+    let dir = RootDir::open(&ctx.root).map_err(|e| format!("{shown}: {e}"))?;
+    let (host, st) = dir
+        .real_path(guest)
+        .map_err(|e| format!("{shown}: {e}"))?
+        .ok_or_else(|| format!("{shown}: gone"))?;
+    if st.kind != FileKind::File {
+        return Err(format!("{shown} is not a regular file: not run"));
     }
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::metadata(dir)
-        && d.permissions().mode() & 0o002 != 0
+    if st.mode & 0o002 != 0 {
+        return Err(format!("{shown} is world-writable: not run"));
+    }
+    if let Some(parent) = guest.parent()
+        && let Ok(Some((_, d))) = dir.real_path(parent)
+        && d.mode & 0o002 != 0
     {
-        return Err(format!(
-            "{} is in a world-writable directory: not run",
-            path.display()
-        ));
+        return Err(format!("{shown} is in a world-writable directory: not run"));
     }
-    Ok(())
+    Ok(host)
 }
 
 fn make_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -278,21 +283,21 @@ fn now_unix() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The executable files of a script directory (host path), in lexical order; a missing
-/// directory is an empty one.
-pub fn dir_scripts(dir: &Path) -> Vec<(String, PathBuf)> {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(entries) = std::fs::read_dir(dir) else {
+/// The executable files of an image script directory (`guest`, inside the root), as the
+/// instance names them, in lexical order; a missing directory is an empty one. As run-parts:
+/// regular executable files, a symlink counted by what it leads to inside the root.
+pub fn dir_scripts(ctx: &Context, guest: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(dir) = RootDir::open(&ctx.root) else {
         return Vec::new();
     };
-    let mut out: Vec<(String, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let path = e.path();
-            let meta = std::fs::metadata(&path).ok()?;
-            // As run-parts: regular, executable files only.
-            (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some((name, path))
+    let mut out: Vec<(String, PathBuf)> = dir
+        .list_dir(guest)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let path = guest.join(&name);
+            let (_, st) = dir.real_path(&path).ok()??;
+            (st.kind == FileKind::File && st.mode & 0o111 != 0).then_some((name, path))
         })
         .collect();
     out.sort();

@@ -138,8 +138,8 @@ impl FinalScripts {
                 Frequency::Once => "per-once",
             };
             for (source, base) in IMAGE_DIRS {
-                let dir = ctx.path(format!("{base}/{sub}"));
-                jobs.extend(dir_scripts(&dir).into_iter().map(|(name, path)| Job {
+                let dir = std::path::PathBuf::from(format!("{base}/{sub}"));
+                jobs.extend(dir_scripts(ctx, &dir).into_iter().map(|(name, path)| Job {
                     name,
                     source,
                     frequency: freq,

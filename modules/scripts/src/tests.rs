@@ -347,3 +347,39 @@ async fn plan_says_what_would_run_and_what_not_again() {
     let empty = ctx_with(root, json!({}), Vec::new(), FakeSystem::new());
     assert_eq!(Bootcmd.plan(&empty).as_deref(), Some("nothing configured"));
 }
+
+#[tokio::test]
+async fn an_image_script_link_is_followed_inside_the_root_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let out = root.join("ran");
+    // The link's absolute target is the root's /opt/tool, never the host's.
+    image_script(
+        root,
+        "/opt",
+        "tool",
+        &format!("#!/bin/sh\necho inside >> {}\n", out.display()),
+    );
+    let scripts_dir = root.join("var/lib/stoke/scripts/per-boot");
+    std::fs::create_dir_all(&scripts_dir).unwrap();
+    std::os::unix::fs::symlink("/opt/tool", scripts_dir.join("10-tool")).unwrap();
+    // A link climbing out of the root stays in it: nothing there, so nothing is listed.
+    std::os::unix::fs::symlink(
+        "../../../../../../../../../../bin/true",
+        scripts_dir.join("20-out"),
+    )
+    .unwrap();
+    let fake = real_runner();
+    let ctx = ctx_with(root, json!({}), Vec::new(), fake.clone());
+    let report = FinalScripts.run(&ctx).await.expect("ran");
+    let ran = runs(&report.details);
+    let names: Vec<&str> = ran.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["10-tool"], "{ran:?}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "inside\n");
+    let cmds = fake.commands();
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert!(
+        cmds[0].starts_with(&root.join("opt/tool").display().to_string()),
+        "the root's file, by its real path: {cmds:?}"
+    );
+}
