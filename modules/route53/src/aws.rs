@@ -5,10 +5,9 @@ use std::time::Duration;
 use crate::client::unreadable;
 pub use crate::client::{Client, Endpoint};
 use crate::config::{RecordSet, bare_zone_id, normalize_zone};
-use crate::env::Env;
-use crate::retry::{Class, Failure, GaveUp, Retrier};
 use crate::xml;
 pub use crate::xml::Action;
+use stoke_aws::{Class, Env, Failure, GaveUp, Retrier};
 
 /// Builds the client: call it only when there is work to do. `Err` is a
 /// configuration error (an unusable endpoint URL).

@@ -151,11 +151,7 @@ pub enum ZoneRef {
 }
 
 /// Static credentials from the config, if given.
-pub struct StaticCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: Option<String>,
-}
+pub use stoke_aws::StaticCredentials;
 
 impl Section {
     /// Everything that can be checked without a request.

@@ -2,28 +2,20 @@
 //! (UPSERT, so a re-run is harmless) and, if asked, deletes it at shutdown
 //! when it still holds this instance's values.
 //!
-//! Every request goes through one [`retry::Retrier`]: throttling and other
+//! Every request goes through one [`stoke_aws::Retrier`]: throttling and other
 //! transient errors are retried with full-jitter backoff inside one time
 //! budget; wrong requests fail at once with the AWS message and what to fix.
 //!
-//! Files: `aws` the requests the module makes; `client` one signed request;
-//! `sigv4` the signature; `credentials` where they come from (`env`,
-//! `profile`, `imds`); `endpoint` the URL and signing region; `xml` bodies
-//! and answers; `time` UTC dates; `config` the section; `retry` the budget.
+//! Files: `aws` the requests the module makes; `client` one signed request
+//! (SigV4, credentials and retry are `stoke-aws`'s); `endpoint` the URL and
+//! signing region; `xml` bodies and answers; `config` the section.
 
 #![forbid(unsafe_code)]
 
 mod aws;
 mod client;
 mod config;
-mod credentials;
 mod endpoint;
-mod env;
-mod imds;
-mod profile;
-mod retry;
-mod sigv4;
-mod time;
 mod xml;
 
 use std::collections::BTreeMap;
@@ -39,7 +31,7 @@ use stoke_api::{
 
 use config::ZoneRef;
 pub use config::{RecordSet, Route53Config, Section};
-use retry::{GaveUp, Retrier};
+use stoke_aws::{Failure, GaveUp, Retrier};
 
 pub fn modules() -> Vec<Box<dyn Module>> {
     vec![Box::new(Route53)]
@@ -409,6 +401,40 @@ fn tally(r: &Retrier) -> String {
     s
 }
 
+/// What to do about a permanent failure, for the person reading the status.
+fn hint(f: &Failure) -> &'static str {
+    match f.code.as_str() {
+        "NoSuchHostedZone" => {
+            "check `hosted_zone_id` / `zone_name`, and that the zone is in the account of the credentials"
+        }
+        "InvalidChangeBatch" => {
+            "Route53 rejected the records: check `record_name` is inside the zone and the values/types"
+        }
+        "AccessDenied" | "AccessDeniedException" => {
+            "grant the instance role the actions in docs/route53.md on this hosted zone"
+        }
+        "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "UnrecognizedClientException"
+        | "InvalidAccessKeyId"
+        | "ExpiredToken"
+        | "MissingAuthenticationToken"
+        | "IncompleteSignature" => {
+            "the AWS credentials were refused: check the instance profile, or `access_key_id`/`secret_access_key`/`session_token`"
+        }
+        "InvalidInput" | "InvalidArgument" => {
+            "a value in the `route53:` section is not valid for Route53"
+        }
+        "credentials" => {
+            "fix the credentials named above, or give `access_key_id`/`secret_access_key`, or use an instance profile"
+        }
+        _ if f.status == Some(403) => {
+            "access denied: check the credentials and the IAM policy in docs/route53.md"
+        }
+        _ => "see the AWS message",
+    }
+}
+
 /// The module error for a request that gave up, with the AWS message, what
 /// to fix, and the attempts and time spent.
 fn failed(what: &str, e: GaveUp, r: &Retrier) -> ModuleError {
@@ -418,7 +444,7 @@ fn failed(what: &str, e: GaveUp, r: &Retrier) -> ModuleError {
             f.code,
             f.status.map_or(String::new(), |s| format!(" (HTTP {s})")),
             f.message,
-            f.hint(),
+            hint(&f),
             tally(r)
         )),
         GaveUp::Budget(f) => ModuleError::Other(format!(
@@ -492,6 +518,21 @@ mod tests {
             plan,
             "UPSERT A {{ hostname }}.{{ zone_name }} in zone Z1; delete at shutdown if unchanged"
         );
+    }
+
+    #[test]
+    fn permanent_failures_say_what_to_fix() {
+        let body = |code: &str| {
+            format!(
+                "<ErrorResponse><Error><Code>{code}</Code><Message>m</Message></Error></ErrorResponse>"
+            )
+        };
+        let f = Failure::from_response(404, &body("NoSuchHostedZone"));
+        assert!(hint(&f).contains("hosted_zone_id"));
+        let f = Failure::from_response(403, &body("AccessDenied"));
+        assert!(hint(&f).contains("grant the instance role"));
+        let f = Failure::from_response(403, &body("SignatureDoesNotMatch"));
+        assert!(hint(&f).contains("credentials were refused"));
     }
 
     #[test]

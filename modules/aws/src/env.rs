@@ -17,6 +17,7 @@ const NAMES: &[&str] = &[
     "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_ROUTE_53",
+    "AWS_ENDPOINT_URL_AUTO_SCALING",
     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
 ];
 
@@ -31,7 +32,7 @@ impl Env {
             .collect())
     }
 
-    #[cfg(test)]
+    /// Exactly these variables (tests give their own environment this way).
     pub fn of(pairs: &[(&str, &str)]) -> Env {
         Env(pairs
             .iter()

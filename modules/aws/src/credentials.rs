@@ -9,10 +9,17 @@ use std::time::{Duration, SystemTime};
 
 use stoke_api::Root;
 
-use crate::config::StaticCredentials;
 use crate::env::Env;
 use crate::imds;
 use crate::profile;
+
+/// Keys given in a module's config (the chain's first source).
+#[derive(Clone, PartialEq)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
 
 #[derive(Clone, PartialEq)]
 pub struct Credentials {
@@ -99,14 +106,14 @@ impl Chain {
             return Ok(c);
         }
         let (c, source) = self.load().await?;
-        tracing::debug!(source = %source, "route53: credentials loaded");
+        tracing::debug!(source = %source, "aws: credentials loaded");
         *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
         Ok(c)
     }
 
     async fn load(&self) -> Result<(Credentials, String), CredentialsError> {
         if let Some(c) = &self.config {
-            return Ok((c.clone(), "the route53 config".into()));
+            return Ok((c.clone(), "the module's config".into()));
         }
         if let Some(c) = from_env(&self.env)? {
             return Ok((c, "the environment".into()));

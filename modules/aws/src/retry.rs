@@ -1,5 +1,5 @@
 //! One time budget for all of a run's requests, exponential backoff with full
-//! jitter, and the classification of Route53 errors into "retry" and "fix this".
+//! jitter, and the classification of AWS errors into "retry" and "fix this".
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -62,40 +62,6 @@ impl Failure {
             code,
             message: message.unwrap_or_else(|| snippet(body)),
             status: Some(status),
-        }
-    }
-
-    /// What to do about a permanent failure, for the person reading the status.
-    pub fn hint(&self) -> &'static str {
-        match self.code.as_str() {
-            "NoSuchHostedZone" => {
-                "check `hosted_zone_id` / `zone_name`, and that the zone is in the account of the credentials"
-            }
-            "InvalidChangeBatch" => {
-                "Route53 rejected the records: check `record_name` is inside the zone and the values/types"
-            }
-            "AccessDenied" | "AccessDeniedException" => {
-                "grant the instance role the actions in docs/route53.md on this hosted zone"
-            }
-            "InvalidClientTokenId"
-            | "SignatureDoesNotMatch"
-            | "UnrecognizedClientException"
-            | "InvalidAccessKeyId"
-            | "ExpiredToken"
-            | "MissingAuthenticationToken"
-            | "IncompleteSignature" => {
-                "the AWS credentials were refused: check the instance profile, or `access_key_id`/`secret_access_key`/`session_token`"
-            }
-            "InvalidInput" | "InvalidArgument" => {
-                "a value in the `route53:` section is not valid for Route53"
-            }
-            "credentials" => {
-                "fix the credentials named above, or give `access_key_id`/`secret_access_key`, or use an instance profile"
-            }
-            _ if self.status == Some(403) => {
-                "access denied: check the credentials and the IAM policy in docs/route53.md"
-            }
-            _ => "see the AWS message",
         }
     }
 }
@@ -211,7 +177,7 @@ impl Retrier {
             if delay >= self.remaining() {
                 return Err(GaveUp::Budget(last));
             }
-            tracing::debug!(code = %last.code, delay_ms = delay.as_millis() as u64, "route53: retrying");
+            tracing::debug!(code = %last.code, delay_ms = delay.as_millis() as u64, "aws: retrying");
             *self.retried.entry(last.code.clone()).or_default() += 1;
             tokio::time::sleep(delay).await;
         }
@@ -278,15 +244,13 @@ mod tests {
             (Class::Permanent, "NoSuchHostedZone")
         );
         assert_eq!(f.message, "No hosted zone found with ID: Z9");
-        assert!(f.hint().contains("hosted_zone_id"));
         let f = Failure::from_response(403, &error_body("AccessDenied", "not authorized"));
         assert_eq!(
             (f.class, f.code.as_str()),
             (Class::Permanent, "AccessDenied")
         );
-        assert!(f.hint().contains("grant the instance role"));
         let f = Failure::from_response(403, &error_body("SignatureDoesNotMatch", "no"));
-        assert!(f.hint().contains("credentials were refused"));
+        assert_eq!(f.code, "SignatureDoesNotMatch");
         let f = Failure::from_response(
             400,
             &error_body("InvalidChangeBatch", "[Tried to delete x]"),

@@ -1,0 +1,26 @@
+//! stoke's AWS client, shared by the modules that call AWS (route53, lifecycle):
+//! a hand-signed SigV4 request instead of the SDK (docs/dependencies.md: a
+//! fraction of the build time and binary size).
+//!
+//! Files: `client` one signed request; `sigv4` the signature; `credentials`
+//! where they come from (`env`, `profile`, `imds`); `endpoint` the URL and
+//! signing region; `retry` the budget, backoff and error classes; `xml` error
+//! answers; `time` UTC dates.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod credentials;
+pub mod endpoint;
+pub mod env;
+mod imds;
+mod profile;
+pub mod retry;
+pub mod sigv4;
+pub mod time;
+pub mod xml;
+
+pub use client::{Client, Service, unreadable};
+pub use credentials::StaticCredentials;
+pub use env::Env;
+pub use retry::{Class, Failure, GaveUp, Retrier};
