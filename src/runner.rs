@@ -329,6 +329,7 @@ impl<'a> Runner<'a> {
             prior,
             tools: self.engine.tools.clone(),
             self_exe: self.self_exe.clone(),
+            boot: Default::default(),
         }
     }
 
@@ -393,7 +394,8 @@ impl<'a> Runner<'a> {
                 }
                 if deps.iter().all(|d| finished.contains_key(d)) {
                     let p = waiting.remove(i);
-                    let ctx = self.context(&p, &results);
+                    let mut ctx = self.context(&p, &results);
+                    ctx.boot = Arc::new(status.boot_so_far());
                     let module = p.module.clone();
                     let timeout = p.timeout;
                     if let Some(ms) = status.modules.get_mut(p.name) {

@@ -212,6 +212,27 @@ impl Status {
         }
     }
 
+    /// The modules that make the boot `error` so far (see [`Status::overall`]).
+    pub fn boot_so_far(&self) -> stoke_api::BootSoFar {
+        stoke_api::BootSoFar {
+            failed: self
+                .modules
+                .iter()
+                .filter(|(_, m)| matches!(m.state, ModState::Failed | ModState::Blocked))
+                .map(|(n, m)| {
+                    (
+                        n.clone(),
+                        format!(
+                            "{}: {}",
+                            m.state.as_str(),
+                            m.error.as_deref().unwrap_or(&m.reason)
+                        ),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     pub fn overall(&self) -> Overall {
         let failed = self
             .modules

@@ -57,6 +57,7 @@ pub fn run(
         prior: Default::default(),
         tools: engine.tools.clone(),
         self_exe: std::env::current_exe().unwrap_or_else(|_| "stoke".into()),
+        boot: Arc::default(),
     };
     let outcome = rt.block_on(Checks { stage: None }.run(&ctx));
     let report = match &outcome {

@@ -136,6 +136,23 @@ pub struct Context {
     /// The stoke executable as the instance sees it (for work that must call
     /// back into stoke, e.g. `stoke exec-record` around a detached run).
     pub self_exe: PathBuf,
+    /// How this boot's other modules went so far, every stage (from the status when the
+    /// module starts): for a module that reports the boot's outcome (lifecycle).
+    pub boot: Arc<BootSoFar>,
+}
+
+/// The modules of this boot, all stages, that failed or were blocked when a module started:
+/// what makes `stoke status` say `error`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BootSoFar {
+    /// Module name → its state (`failed`, `blocked`) and reason, as in the status.
+    pub failed: BTreeMap<String, String>,
+}
+
+impl BootSoFar {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty()
+    }
 }
 
 impl Context {

@@ -200,5 +200,6 @@ pub fn context(
         prior: Default::default(),
         tools: Default::default(),
         self_exe: PathBuf::from("/usr/bin/stoke"),
+        boot: Default::default(),
     }
 }

@@ -28,7 +28,7 @@ pub use config::{
     ConfigError, ConfigSpec, PathStep, ValueError, config_spec, nearest, scalar_text, yaml_message,
     yaml_options,
 };
-pub use context::{Context, InstanceData, Root, TAG_PREFIX};
+pub use context::{BootSoFar, Context, InstanceData, Root, TAG_PREFIX};
 pub use fsutil::{
     Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group,
     lookup_user, managed_block, read_capped, read_to_string_opt, remove_stale_temp_files,
