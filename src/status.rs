@@ -669,4 +669,31 @@ mod tests {
             "a failure is known before the end"
         );
     }
+
+    #[test]
+    fn boot_so_far_names_what_makes_the_boot_error() {
+        let mut s = Status::default();
+        s.modules.insert("a".into(), module(ModState::Ok));
+        s.modules.insert("d".into(), module(ModState::Deferred));
+        assert!(s.boot_so_far().ok());
+        let mut failed = module(ModState::Failed);
+        failed.error = Some("exit 4".into());
+        s.modules.insert("puppet".into(), failed);
+        let mut blocked = module(ModState::Blocked);
+        blocked.reason = "not run: puppet failed".into();
+        s.modules.insert("later".into(), blocked);
+        let b = s.boot_so_far();
+        assert!(!b.ok());
+        assert_eq!(
+            b.failed.into_iter().collect::<Vec<_>>(),
+            [
+                (
+                    "later".to_string(),
+                    "blocked: not run: puppet failed".to_string()
+                ),
+                ("puppet".to_string(), "failed: exit 4".to_string()),
+            ]
+        );
+        assert_eq!(s.overall(), Overall::Error);
+    }
 }
