@@ -255,6 +255,10 @@ pub fn needs<'a>(texts: impl Iterator<Item = &'a str>) -> ec2::Extras {
         if t.contains("route53") || t.contains("local_ipv6") || t.contains("local-ipv6") {
             out.interfaces = true;
         }
+        // The lifecycle hook's group, when `group_name` is not given.
+        if t.contains("lifecycle") {
+            out.tags.insert(stoke_lifecycle::GROUP_TAG.to_string());
+        }
         let b = t.as_bytes();
         let mut from = 0;
         while let Some(at) = t[from..].find("tags") {
@@ -559,5 +563,7 @@ mod boundary_tests {
         assert!(needs(["route53:\n  zone_name: example.com\n"].into_iter()).interfaces);
         assert!(needs(["hostname: {{ local_ipv6 }}"].into_iter()).interfaces);
         assert!(needs(["hostname: web\nruncmd: [ls]\n"].into_iter()).is_empty());
+        let n = needs(["lifecycle:\n  hook_name: launching\n"].into_iter());
+        assert!(n.tags.contains("aws:autoscaling:groupName"), "{n:?}");
     }
 }

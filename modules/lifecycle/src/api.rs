@@ -15,7 +15,7 @@ const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
 pub fn client(
     sec: &Section,
     t: &Target,
-    root: stoke_api::Root,
+    ctx: &stoke_api::Context,
 ) -> Result<stoke_aws::Client, String> {
     let env = Env::from_process();
     let default = default_endpoint(&t.region);
@@ -32,7 +32,8 @@ pub fn client(
             name: SERVICE,
             user_agent: concat!("stoke-lifecycle/", env!("CARGO_PKG_VERSION")).into(),
             credentials: sec.static_credentials(),
-            root,
+            root: ctx.root.clone(),
+            imds_endpoint: ctx.instance.imds_endpoint.clone(),
         },
         env,
     )

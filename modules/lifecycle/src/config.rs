@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 use stoke_api::ModuleError;
 use stoke_aws::StaticCredentials;
 
+/// The tag Auto Scaling puts on the instances it launches; the datasource reads it
+/// when the configuration mentions `lifecycle` (src/datasource, `needs`).
+pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
+
 /// The module's top-level keys.
 #[derive(Deserialize, JsonSchema, Default, Debug)]
 #[serde(default)]
@@ -36,8 +40,8 @@ impl HookResult {
 pub struct Section {
     /// The launch hook's name (`LifecycleHookName`).
     pub hook_name: String,
-    /// The Auto Scaling group (`AutoScalingGroupName`). Required for now: stoke does not yet
-    /// read the instance's `aws:autoscaling:groupName` tag.
+    /// The Auto Scaling group (`AutoScalingGroupName`). Default: the instance's
+    /// `aws:autoscaling:groupName` tag (instance metadata tags must be on).
     pub group_name: Option<String>,
     /// The result when a module of the boot failed (checks included).
     pub on_failure: HookResult,
@@ -92,10 +96,15 @@ impl Section {
         if self.hook_name.trim().is_empty() {
             return invalid("`hook_name` is required");
         }
-        let Some(group_name) = self.group_name.clone().filter(|g| !g.trim().is_empty()) else {
+        let Some(group_name) = self
+            .group_name
+            .clone()
+            .or_else(|| instance.tags.get(GROUP_TAG).cloned())
+            .filter(|g| !g.trim().is_empty())
+        else {
             return invalid(
-                "`group_name` is required (stoke does not read the instance's \
-                 aws:autoscaling:groupName tag yet)",
+                "no `group_name`, and the instance has no aws:autoscaling:groupName tag in its \
+                 metadata (turn instance metadata tags on, or set `group_name`)",
             );
         };
         if self.budget_seconds == 0 {

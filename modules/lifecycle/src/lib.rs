@@ -26,7 +26,7 @@ use stoke_api::{
 };
 use stoke_aws::{GaveUp, Retrier};
 
-pub use config::{HookResult, LifecycleConfig, Section, Target};
+pub use config::{GROUP_TAG, HookResult, LifecycleConfig, Section, Target};
 
 pub fn modules() -> Vec<Box<dyn Module>> {
     vec![Box::new(Lifecycle), Box::new(Heartbeat)]
@@ -204,7 +204,7 @@ impl Module for Lifecycle {
                 format!("failed this boot: {}", names.join(", ")),
             )
         };
-        let client = api::client(&sec, &target, ctx.root.clone())
+        let client = api::client(&sec, &target, ctx)
             .map_err(|e| ModuleError::Invalid(format!("lifecycle: {e}")))?;
         let mut retrier = Retrier::new(
             Duration::from_secs(sec.budget_seconds),
@@ -290,7 +290,7 @@ impl Module for Heartbeat {
                 target.instance_id
             )));
         }
-        let client = api::client(&sec, &target, ctx.root.clone())
+        let client = api::client(&sec, &target, ctx)
             .map_err(|e| ModuleError::Invalid(format!("lifecycle: {e}")))?;
         let every = Duration::from_secs(sec.heartbeat_seconds);
         let max_backoff = Duration::from_secs_f64(sec.max_backoff_seconds);

@@ -230,7 +230,10 @@ async fn config_errors_come_before_any_request() {
         json!({"lifecycle": {"hook_name": HOOK, "endpoint_url": "http://127.0.0.1:9"}}),
     );
     let err = Lifecycle.run(&c).await.unwrap_err().to_string();
-    assert!(err.contains("`group_name` is required"), "{err}");
+    assert!(
+        err.contains("no `group_name`") && err.contains("aws:autoscaling:groupName"),
+        "{err}"
+    );
     assert!(
         !root.path().join("var/lib/stoke").exists(),
         "no launch state for a run that sent nothing"
@@ -264,4 +267,26 @@ async fn the_double_refuses_a_wrong_signature_and_the_module_says_why() {
     assert_eq!(events.len(), 1, "a refusal is not retried: {events:?}");
     let problem = events[0]["problem"].as_str().unwrap_or_default();
     assert!(problem.contains("signature mismatch"), "{problem}");
+}
+
+#[tokio::test]
+async fn the_group_defaults_to_the_instance_tag() {
+    let Some(mut d) = double(0) else { return };
+    let root = tempfile::tempdir().unwrap();
+    let mut config = section(&d, json!({}));
+    config["lifecycle"]
+        .as_object_mut()
+        .unwrap()
+        .remove("group_name");
+    let mut c = ctx(root.path(), "lifecycle", config);
+    let mut instance = (*c.instance).clone();
+    instance
+        .tags
+        .insert(stoke_lifecycle::GROUP_TAG.into(), GROUP.into());
+    c.instance = Arc::new(instance);
+    Lifecycle.run(&c).await.unwrap();
+    let events = d.settle();
+    assert_clean(&events);
+    let done = of(&events, "CompleteLifecycleAction");
+    assert_eq!(done[0]["params"]["AutoScalingGroupName"], GROUP);
 }
