@@ -251,14 +251,13 @@ pub async fn fetch_extras<'a>(
 /// templates use.
 pub fn needs<'a>(texts: impl Iterator<Item = &'a str>) -> ec2::Extras {
     let mut out = ec2::Extras::default();
+    let (mut lifecycle, mut group_given) = (false, false);
     for t in texts {
         if t.contains("route53") || t.contains("local_ipv6") || t.contains("local-ipv6") {
             out.interfaces = true;
         }
-        // The lifecycle hook's group, when `group_name` is not given.
-        if t.contains("lifecycle") {
-            out.tags.insert(stoke_lifecycle::GROUP_TAG.to_string());
-        }
+        lifecycle |= t.contains("lifecycle");
+        group_given |= t.contains("group_name");
         let b = t.as_bytes();
         let mut from = 0;
         while let Some(at) = t[from..].find("tags") {
@@ -283,6 +282,11 @@ pub fn needs<'a>(texts: impl Iterator<Item = &'a str>) -> ec2::Extras {
                 out.tags.insert(key.to_string());
             }
         }
+    }
+    // The lifecycle hook's group, when no layer gives `group_name` (asking for a tag that is not
+    // there is a warning: not for an instance whose configuration names its group).
+    if lifecycle && !group_given {
+        out.tags.insert(stoke_lifecycle::GROUP_TAG.to_string());
     }
     out
 }
@@ -565,5 +569,13 @@ mod boundary_tests {
         assert!(needs(["hostname: web\nruncmd: [ls]\n"].into_iter()).is_empty());
         let n = needs(["lifecycle:\n  hook_name: launching\n"].into_iter());
         assert!(n.tags.contains("aws:autoscaling:groupName"), "{n:?}");
+        let n = needs(
+            [
+                "lifecycle:\n  hook_name: h\n",
+                "lifecycle: {group_name: web}",
+            ]
+            .into_iter(),
+        );
+        assert!(n.is_empty(), "{n:?}");
     }
 }
