@@ -171,7 +171,14 @@ impl App {
                 }
                 groups.extend(layer.documents);
             }
+            let image_layers = loaded.images.len();
             config::load_into(&mut loaded, &groups, &self.modules);
+            // `image:` says who an image layer is: user-data and vendor-data are no layer.
+            for (name, _) in loaded.images.drain(image_layers..) {
+                loaded.warnings.push(format!(
+                    "{name}: `image:` describes an image layer (stoke.d/*.yaml); ignored here"
+                ));
+            }
             instance = Some(Arc::new(found.instance));
         }
         let engine = loaded.engine();
@@ -231,6 +238,7 @@ impl App {
         }
         status.instance_id = prep.instance.as_ref().map(|i| i.instance_id.clone());
         status.datasource = prep.instance.as_ref().map(|i| i.datasource.clone());
+        status.lineage = crate::lineage::of(&self.paths.config_dir, &prep.loaded.images);
         let errors = prep
             .loaded
             .errors

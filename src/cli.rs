@@ -146,9 +146,10 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         layer: Option<String>,
     },
-    /// Print a metadata value (e.g. local-ipv4, instance-id, user-data).
+    /// Print a metadata value (e.g. local-ipv4, instance-id, user-data), or the image lineage.
     Query {
-        /// The metadata key (instance-id, local-ipv4, region, public-keys, user-data, ...).
+        /// The metadata key (instance-id, local-ipv4, region, public-keys, user-data, ...), or
+        /// `image`: the image's layers and their build facts as JSON.
         key: String,
     },
     /// Shutdown work (e.g. Route53 deregistration); run by the unit's ExecStop.

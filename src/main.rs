@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod datasource;
 mod exec_record;
+mod lineage;
 mod logging;
 mod logins;
 mod metrics;
@@ -244,6 +245,29 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if removed.is_empty() {
                 println!("nothing to clean");
+            }
+            // The end of a bake: the new layers get the build facts (docs/ready.md).
+            let imds = image_engine(&app).imds.unwrap_or_default();
+            let facts = rt.block_on(lineage::build_facts(&app.paths, &imds));
+            match lineage::record(&app.paths.config_dir, &facts, app.system.as_ref()) {
+                Ok(layers) => {
+                    for l in layers {
+                        println!(
+                            "lineage: {l} built {} by stoke {}{}",
+                            facts.cleaned_at,
+                            facts.stoke_version,
+                            facts
+                                .source_ami
+                                .as_deref()
+                                .map(|a| format!(" from {a}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+                Err(e) => eprintln!(
+                    "stoke: lineage: cannot record the build in {}: {e}",
+                    app.paths.config_dir.join("lineage.json").display()
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -581,6 +605,22 @@ fn resolve_ref(v: &serde_json::Value, g: &schemars::SchemaGenerator) -> serde_js
 }
 
 fn query(app: &App, key: &str) -> anyhow::Result<ExitCode> {
+    if key == "image" {
+        // The image's own record: no instance needed (an image being built has none yet).
+        let mut loaded = config::Loaded::default();
+        let groups: Vec<Vec<config::Source>> = config::image_sources(&app.paths.config_dir)
+            .with_context(|| format!("reading {}", app.paths.config_dir.display()))?
+            .into_iter()
+            .map(|s| vec![s])
+            .collect();
+        config::load_into(&mut loaded, &groups, &app.modules);
+        for e in &loaded.errors {
+            eprintln!("stoke: {e}");
+        }
+        let layers = lineage::of(&app.paths.config_dir, &loaded.images);
+        println!("{}", serde_json::to_string_pretty(&layers)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let st = state::State::new(&app.paths);
     let iid = st
         .current_instance_id()

@@ -330,6 +330,7 @@ impl<'a> Runner<'a> {
             tools: self.engine.tools.clone(),
             self_exe: self.self_exe.clone(),
             boot: Default::default(),
+            boot_status: None,
         }
     }
 
@@ -396,6 +397,20 @@ impl<'a> Runner<'a> {
                     let p = waiting.remove(i);
                     let mut ctx = self.context(&p, &results);
                     ctx.boot = Arc::new(status.boot_so_far());
+                    if p.order == Order::Report {
+                        let reporters: Vec<&str> = waiting
+                            .iter()
+                            .map(|w| w.name)
+                            .chain(running.values().map(|(r, _)| r.name))
+                            .chain([p.name])
+                            .filter(|n| {
+                                self.modules
+                                    .iter()
+                                    .any(|m| m.spec().name == *n && m.spec().order == Order::Report)
+                            })
+                            .collect();
+                        ctx.boot_status = Some(Arc::new(status.report_json(&reporters)));
+                    }
                     let module = p.module.clone();
                     let timeout = p.timeout;
                     if let Some(ms) = status.modules.get_mut(p.name) {

@@ -119,6 +119,10 @@ pub struct Status {
     /// True once the final stage has finished.
     #[serde(default)]
     pub done: bool,
+    /// The image's layers that say who they are (`image:`), foundation first, with the
+    /// build facts `stoke clean` recorded for each (docs/ready.md, "Image lineage").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<crate::lineage::Layer>,
     /// The boot's record of a stage being run again, until the rerun ends.
     #[serde(skip)]
     earlier: BTreeMap<Stage, StageStatus>,
@@ -231,6 +235,22 @@ impl Status {
                 })
                 .collect(),
         }
+    }
+
+    /// `stoke status --json` as the boot reports send it, from inside the final stage: the
+    /// `reporters` (the report modules, running) are left out of the verdict, which is the
+    /// word the boot ends with when they succeed.
+    pub fn report_json(&self, reporters: &[&str]) -> serde_json::Value {
+        let mut ended = self.clone();
+        ended.done = true;
+        for r in reporters {
+            ended.modules.remove(*r);
+        }
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("status".into(), ended.overall_word().into());
+        }
+        v
     }
 
     pub fn overall(&self) -> Overall {
@@ -351,6 +371,7 @@ impl Status {
             self.instance_id.as_deref().unwrap_or("unknown"),
             self.datasource.as_deref().unwrap_or("none"),
         ));
+        out.push_str(&crate::lineage::render(&self.lineage));
         for (stage, s) in &self.stages {
             match s.duration_ms {
                 Some(ms) => out.push_str(&format!("stage {stage}: done in {ms:.1} ms")),

@@ -58,6 +58,7 @@ pub fn run(
         tools: engine.tools.clone(),
         self_exe: std::env::current_exe().unwrap_or_else(|_| "stoke".into()),
         boot: Arc::default(),
+        boot_status: None,
     };
     let outcome = rt.block_on(Checks { stage: None }.run(&ctx));
     let report = match &outcome {

@@ -36,6 +36,9 @@ pub struct EngineConfig {
     /// Prometheus metrics: `textfile: /var/lib/node_exporter/textfile_collector/stoke.prom`
     /// is written at the end of each stage. Off by default.
     pub metrics: Option<MetricsConfig>,
+    /// Who this image layer is (docs/ready.md, "Image lineage"): each layer's own section is
+    /// kept, in layer order, instead of being merged with the others'.
+    pub image: Option<crate::lineage::ImageSection>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -87,6 +90,9 @@ pub struct Loaded {
     pub merged: Map<String, Value>,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<String>,
+    /// Each accepted document's `image:` section, in load order, with its source's name:
+    /// the image lineage (the merge would blend the layers' sections into one).
+    pub images: Vec<(String, Value)>,
 }
 
 impl Loaded {
@@ -175,7 +181,10 @@ pub fn load_into(loaded: &mut Loaded, groups: &[Vec<Source>], modules: &[Arc<dyn
             }
         }
         if errors.is_empty() {
-            for doc in docs {
+            for (src, doc) in group.iter().zip(docs) {
+                if let Some(image) = doc.get("image") {
+                    loaded.images.push((src.name.clone(), image.clone()));
+                }
                 merge(&mut loaded.merged, doc);
             }
         } else {

@@ -139,6 +139,10 @@ pub struct Context {
     /// How this boot's other modules went so far, every stage (from the status when the
     /// module starts): for a module that reports the boot's outcome (lifecycle).
     pub boot: Arc<BootSoFar>,
+    /// This boot's `stoke status --json` as this module starts, given only to the modules
+    /// of [`crate::Order::Report`] (they send it): stages, every module's outcome, checks,
+    /// image lineage. Its `status` is the word the boot ends with if the reports succeed.
+    pub boot_status: Option<Arc<serde_json::Value>>,
 }
 
 /// The modules of this boot, all stages, that failed or were blocked when a module started:

@@ -201,5 +201,6 @@ pub fn context(
         tools: Default::default(),
         self_exe: PathBuf::from("/usr/bin/stoke"),
         boot: Default::default(),
+        boot_status: None,
     }
 }

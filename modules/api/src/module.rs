@@ -107,6 +107,9 @@ pub enum Order {
     Late,
     /// After the user's scripts: the acceptance checks, which judge what the boot did.
     Checks,
+    /// After the checks: the boot reports (`phone_home`, `report:`), which tell the fleet
+    /// what the boot did, checks included.
+    Report,
     /// After every other module of the stage (the final message, the power-state change).
     Last,
 }
@@ -119,7 +122,8 @@ impl Order {
             Order::Normal => 1,
             Order::Late => 2,
             Order::Checks => 3,
-            Order::Last => 4,
+            Order::Report => 4,
+            Order::Last => 5,
         }
     }
 }

@@ -1,0 +1,323 @@
+//! Image lineage: which image layers built this machine, foundation first.
+//!
+//! Each image layer (`stoke.yaml`, `stoke.d/*.yaml`) may say who it is with `image:`. Maps
+//! merge deeply, so the merged configuration would keep only a mix of the layers' `image:`
+//! sections: the loader instead records each accepted image layer's section, in layer order,
+//! before merging (`Loaded::images`). The build facts a layer cannot know about itself (when
+//! it was baked, by which stoke, from which AMI) are recorded by `stoke clean` at the end of
+//! the bake in `lineage.json` next to the layers, keyed by layer file name: the user's YAML is
+//! never edited.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use stoke_api::{Root, RootDir};
+
+use crate::paths::Paths;
+
+/// `image:` in an image layer: who this layer is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSection {
+    /// The layer's image name (`app-web`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its version (`1.4.2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The image it was built on (`base-2.0`, an AMI id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ancestor: Option<String>,
+    /// When it was built, as the build pipeline says (free text, e.g. RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub built_at: Option<String>,
+    /// Who or what built it (a pipeline, a job URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    /// Free-form labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What `stoke clean` saw when it ended a layer's bake.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildFacts {
+    /// UTC, RFC 3339.
+    pub cleaned_at: String,
+    pub stoke_version: String,
+    /// The AMI the build instance was launched from (its IMDS `ami-id`): the layer's source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ami: Option<String>,
+}
+
+/// One layer of the lineage, as `stoke status` and `stoke query image` show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    /// The layer's file name (`50-app.yaml`).
+    pub layer: String,
+    #[serde(flatten)]
+    pub image: ImageSection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildFacts>,
+}
+
+/// `lineage.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Recorded {
+    #[serde(default)]
+    layers: BTreeMap<String, BuildFacts>,
+}
+
+const FILE: &str = "lineage.json";
+const MAX_FILE: u64 = 1024 * 1024;
+
+fn file_name(source: &str) -> String {
+    Path::new(source)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| source.to_string())
+}
+
+fn read_recorded(config_dir: &Path) -> Recorded {
+    let Ok(dir) = RootDir::open(&Root::new(config_dir)) else {
+        return Recorded::default();
+    };
+    match dir.read_regular(Path::new(FILE), MAX_FILE) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(
+                "{}: unreadable ({e}); ignored",
+                config_dir.join(FILE).display()
+            );
+            Recorded::default()
+        }),
+        Ok(None) => Recorded::default(),
+        Err(e) => {
+            tracing::warn!("{}: {e}", config_dir.join(FILE).display());
+            Recorded::default()
+        }
+    }
+}
+
+/// The lineage: every image layer with an `image:` section or recorded build facts, in layer
+/// order. `images` holds (source name, `image:` value) of the accepted image layers.
+pub fn of(config_dir: &Path, images: &[(String, serde_json::Value)]) -> Vec<Layer> {
+    let recorded = read_recorded(config_dir);
+    let layer_files = crate::config::image_sources(config_dir)
+        .map(|s| s.into_iter().map(|s| s.name).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for source in layer_files {
+        let name = file_name(&source);
+        let image = images
+            .iter()
+            .find(|(s, _)| *s == source)
+            .and_then(|(_, v)| serde_json::from_value::<ImageSection>(v.clone()).ok());
+        let build = recorded.layers.get(&name).cloned();
+        if image.is_none() && build.is_none() {
+            continue;
+        }
+        out.push(Layer {
+            layer: name,
+            image: image.unwrap_or_default(),
+            build,
+        });
+    }
+    out
+}
+
+/// `stoke clean`: records `facts` for every image layer that has none yet (the layers this
+/// bake added; earlier bakes recorded theirs). Returns the layers recorded.
+pub fn record(
+    config_dir: &Path,
+    facts: &BuildFacts,
+    system: &dyn stoke_api::System,
+) -> std::io::Result<Vec<String>> {
+    let layers = crate::config::image_sources(config_dir)?;
+    if layers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut recorded = read_recorded(config_dir);
+    let mut new = Vec::new();
+    for l in layers {
+        let name = file_name(&l.name);
+        if !recorded.layers.contains_key(&name) {
+            recorded.layers.insert(name.clone(), facts.clone());
+            new.push(name);
+        }
+    }
+    if new.is_empty() {
+        return Ok(new);
+    }
+    let json = serde_json::to_vec_pretty(&recorded).map_err(std::io::Error::other)?;
+    let dir = RootDir::open(&Root::new(config_dir))?;
+    dir.write_atomic(Path::new(FILE), &json, 0o644, None, system)?;
+    Ok(new)
+}
+
+/// The facts `stoke clean` can see now. The source AMI only on the host of an EC2 build
+/// instance (DMI), asked of IMDS within `budget`; never under `--root`.
+pub async fn build_facts(paths: &Paths, imds: &stoke_imds::ImdsConfig) -> BuildFacts {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let source_ami = if paths.root.is_host() && crate::datasource::read_dmi(paths).ec2 {
+        source_ami(imds).await
+    } else {
+        None
+    };
+    BuildFacts {
+        cleaned_at: rfc3339(now),
+        stoke_version: env!("CARGO_PKG_VERSION").to_string(),
+        source_ami,
+    }
+}
+
+/// How long `stoke clean` may spend asking IMDS for the AMI: it is a build step.
+const AMI_BUDGET: Duration = Duration::from_secs(5);
+
+async fn source_ami(imds: &stoke_imds::ImdsConfig) -> Option<String> {
+    let mut cfg = imds.clone();
+    cfg.budget = cfg.budget.min(AMI_BUDGET);
+    let session = stoke_imds::Session::new(&cfg).ok()?;
+    match session
+        .within_budget(session.value("meta-data/ami-id"))
+        .await
+    {
+        Ok(v) => v.filter(|v| v.starts_with("ami-")),
+        Err(e) => {
+            tracing::warn!("lineage: no source AMI: {e}");
+            None
+        }
+    }
+}
+
+/// `2026-12-02T10:16:26Z` from Unix seconds.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil: (year, month, day) of a day since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The lineage in lines for `stoke status`: `image: app-web 1.4 <- base 2.0 <- foundation 1`
+/// (newest first, as a reader asks "what is this"), then one line per layer.
+pub fn render(layers: &[Layer]) -> String {
+    if layers.is_empty() {
+        return String::new();
+    }
+    let label = |l: &Layer| match (&l.image.name, &l.image.version) {
+        (Some(n), Some(v)) => format!("{n} {v}"),
+        (Some(n), None) => n.clone(),
+        (None, _) => l.layer.clone(),
+    };
+    let chain: Vec<String> = layers.iter().rev().map(label).collect();
+    let mut out = format!("image: {}\n", chain.join(" <- "));
+    for l in layers {
+        let mut facts = Vec::new();
+        if let Some(a) = &l.image.ancestor {
+            facts.push(format!("ancestor {a}"));
+        }
+        if let Some(b) = &l.image.built_at {
+            facts.push(format!("built {b}"));
+        }
+        if let Some(b) = &l.image.builder {
+            facts.push(format!("by {b}"));
+        }
+        if let Some(b) = &l.build {
+            let mut s = format!("cleaned {} by stoke {}", b.cleaned_at, b.stoke_version);
+            if let Some(ami) = &b.source_ami {
+                s.push_str(&format!(" from {ami}"));
+            }
+            facts.push(s);
+        }
+        if !l.image.tags.is_empty() {
+            let tags: Vec<String> = l
+                .image
+                .tags
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            facts.push(format!("tags {}", tags.join(",")));
+        }
+        out.push_str(&format!("  {}: {}", l.layer, label(l)));
+        if !facts.is_empty() {
+            out.push_str(&format!(" ({})", facts.join("; ")));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_440_938_160), "2015-08-30T12:36:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn clean_records_only_the_layers_without_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = crate::system::Sandbox::new(
+            dir.path().join("actions"),
+            dir.path().join("console"),
+            false,
+        );
+        std::fs::create_dir_all(dir.path().join("stoke.d")).unwrap();
+        std::fs::write(dir.path().join("stoke.d/10-base.yaml"), "{}\n").unwrap();
+        let first = BuildFacts {
+            cleaned_at: "2026-01-01T00:00:00Z".into(),
+            stoke_version: "0.1.0".into(),
+            source_ami: Some("ami-1".into()),
+        };
+        assert_eq!(
+            record(dir.path(), &first, &sys).unwrap(),
+            vec!["10-base.yaml"]
+        );
+        std::fs::write(dir.path().join("stoke.d/50-app.yaml"), "{}\n").unwrap();
+        let second = BuildFacts {
+            cleaned_at: "2026-02-01T00:00:00Z".into(),
+            ..first.clone()
+        };
+        assert_eq!(
+            record(dir.path(), &second, &sys).unwrap(),
+            vec!["50-app.yaml"]
+        );
+        let layers = of(dir.path(), &[]);
+        assert_eq!(layers.len(), 2);
+        assert_eq!(
+            layers[0].build.as_ref(),
+            Some(&first),
+            "kept from its own bake"
+        );
+        assert_eq!(layers[1].build.as_ref(), Some(&second));
+        assert!(record(dir.path(), &second, &sys).unwrap().is_empty());
+    }
+}
