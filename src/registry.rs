@@ -23,5 +23,6 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
     all.extend(stoke_system::modules());
     all.extend(stoke_checks::modules());
     all.extend(stoke_lifecycle::modules());
+    all.extend(stoke_report::modules());
     all.into_iter().map(Arc::from).collect()
 }
