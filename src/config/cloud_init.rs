@@ -83,6 +83,10 @@ const DIFFERENT_MEANING: &[(&str, &str)] = &[
         "defaults to the short name on every distribution (cloud-init: the fqdn on the Red Hat family)",
     ),
     (
+        "phone_home",
+        "each try bounded (10 s) and all of them within 5 minutes; not delivered is a warning (the boot is degraded, still ready)",
+    ),
+    (
         "write_files",
         "a symlink at `path` is refused; an unknown encoding or owner fails that entry only",
     ),
