@@ -182,11 +182,19 @@ const AMI_BUDGET: Duration = Duration::from_secs(5);
 async fn source_ami(imds: &stoke_imds::ImdsConfig) -> Option<String> {
     let mut cfg = imds.clone();
     cfg.budget = cfg.budget.min(AMI_BUDGET);
-    let session = stoke_imds::Session::new(&cfg).ok()?;
-    match session
-        .within_budget(session.value("meta-data/ami-id"))
-        .await
-    {
+    // `connect` races the endpoint's candidates (auto: IPv4 and IPv6) within the budget.
+    let ami = async {
+        let session = stoke_imds::Session::connect(&cfg, None).await?;
+        session
+            .within_budget(session.value("meta-data/ami-id"))
+            .await
+    };
+    // Bounded here too, whatever the client does inside.
+    let Ok(answer) = tokio::time::timeout(AMI_BUDGET + Duration::from_secs(1), ami).await else {
+        tracing::warn!("lineage: no source AMI: IMDS did not answer within {AMI_BUDGET:?}");
+        return None;
+    };
+    match answer {
         Ok(v) => v.filter(|v| v.starts_with("ami-")),
         Err(e) => {
             tracing::warn!("lineage: no source AMI: {e}");
