@@ -280,8 +280,58 @@ pub fn render(layers: &[Layer]) -> String {
 }
 
 #[cfg(test)]
+#[path = "../tests/support/imds.rs"]
+mod imds_double;
+
+#[cfg(test)]
 mod tests {
+    use super::imds_double::{ImdsServer, Knobs};
     use super::*;
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn cfg(srv: &ImdsServer, budget: Duration) -> stoke_imds::ImdsConfig {
+        stoke_imds::ImdsConfig {
+            endpoint: srv.url().into(),
+            budget,
+            request_timeout: Duration::from_secs(1),
+            token_ttl_secs: 21600,
+        }
+    }
+
+    #[test]
+    fn the_source_ami_is_the_build_instances_ami_id() {
+        let mut tree = ImdsServer::default_tree();
+        tree.insert("meta-data/ami-id".into(), b"ami-0123abcd".to_vec());
+        let srv = ImdsServer::start(tree, Knobs::default());
+        let ami = run(source_ami(&cfg(&srv, Duration::from_secs(10))));
+        assert_eq!(ami.as_deref(), Some("ami-0123abcd"));
+    }
+
+    #[test]
+    fn a_silent_imds_costs_clean_its_budget_and_no_ami() {
+        let srv = ImdsServer::start(
+            ImdsServer::default_tree(),
+            Knobs {
+                hang: true,
+                ..Knobs::default()
+            },
+        );
+        let started = std::time::Instant::now();
+        let ami = run(source_ami(&cfg(&srv, Duration::from_secs(1))));
+        assert_eq!(ami, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn dates_are_utc_rfc3339() {

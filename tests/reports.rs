@@ -228,3 +228,35 @@ fn an_undelivered_report_is_a_warning_within_its_budget() {
     );
     assert!(seen.recv_timeout(Duration::from_secs(5)).is_ok());
 }
+
+#[test]
+fn a_boot_whose_check_failed_still_reports_and_says_error() {
+    let (url, seen) = serve(200);
+    let sb = Sandbox::nocloud("i-notready", "#cloud-config\n");
+    sb.write(
+        "/etc/stoke/stoke.d/50-app.yaml",
+        format!(
+            "checks:\n  app-config: {{file: /etc/app/app.conf}}\nreport: {{url: '{url}', timeout: 10}}\n"
+        ),
+    );
+    let run = sb.run_all();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let req = seen
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the report arrived");
+    let posted: serde_json::Value = serde_json::from_slice(&req.body).expect("json body");
+    assert_eq!(
+        posted["status"], "error",
+        "not ready, and the fleet is told"
+    );
+    assert_eq!(posted["modules"]["checks"]["state"], "failed");
+    assert!(
+        posted["modules"]["checks"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("app-config"),
+        "{}",
+        posted["modules"]["checks"]
+    );
+    assert_eq!(sb.status()["modules"]["report"]["state"], "ok");
+}
