@@ -280,13 +280,9 @@ pub fn render(layers: &[Layer]) -> String {
 }
 
 #[cfg(test)]
-#[path = "../tests/support/imds.rs"]
-mod imds_double;
-
-#[cfg(test)]
 mod tests {
-    use super::imds_double::{ImdsServer, Knobs};
     use super::*;
+    use crate::datasource::ec2::imds_double::{ImdsServer, Knobs};
 
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()

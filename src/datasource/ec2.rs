@@ -396,7 +396,7 @@ fn region_of_zone(az: &str) -> Option<String> {
 
 #[cfg(test)]
 #[path = "../../tests/support/imds.rs"]
-mod imds_double;
+pub(crate) mod imds_double;
 
 #[cfg(test)]
 mod tests {
