@@ -4,6 +4,7 @@
 //!
 //! Both are bounded: retries end with their time budget, and a report that was not
 //! delivered is a warning (the boot is degraded, still ready), never a hung boot.
+#![forbid(unsafe_code)]
 
 mod http;
 #[cfg(test)]
