@@ -367,7 +367,7 @@ pub fn groups_of(group_file: &str, user: &str, primary_gid: u32) -> Vec<String> 
 async fn package(ctx: &Context, name: &str, want: bool) -> Result<String, String> {
     let dir = root_dir(ctx)?;
     let dpkg = dir
-        .lstat(Path::new("/var/lib/dpkg/status"))
+        .lstat(Path::new("/etc/debian_version"))
         .ok()
         .flatten()
         .is_some();

@@ -52,7 +52,7 @@ fn machine() -> tempfile::TempDir {
         "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
          40 22 9:127 / /mnt/my\\040data rw,noatime shared:20 - xfs /dev/md127 rw,attr2,inode64\n",
     );
-    write(r, "/var/lib/dpkg/status", "Package: nginx\n");
+    write(r, "/etc/debian_version", "12.8\n");
     dir
 }
 
