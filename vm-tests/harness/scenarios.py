@@ -285,8 +285,8 @@ class T:
                 self.check(f"status: {freq} module {name} is {per_instance_state}",
                            state == per_instance_state or idle, f"{state}: {m.get('reason', '')}")
             elif freq in ("per-boot", "always"):
-                self.check(f"status: {freq} module {name} ran", state == "ok",
-                           f"{state}: {m.get('reason', '')}")
+                self.check(f"status: {freq} module {name} ran (or has nothing configured)",
+                           state == "ok" or idle, f"{state}: {m.get('reason', '')}")
 
     def check_hostname(self, f, expect=None, differs_from=None):
         if "hostname" not in self.mods:
