@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stoke_api::{InstanceData, Module, Stage, System, UserScript};
+use stoke_api::{InstanceId, Module, Stage, System, UserScript};
 
 use crate::config::{self, EngineConfig, Loaded, Source};
-use crate::datasource::{self, Discovery};
+use crate::datasource::{self, Discovery, KnownIds};
 use crate::paths::Paths;
-use crate::runner::Runner;
+use crate::runner::{Instance, Runner};
 use crate::state::{self, RunLock, State};
 use crate::status::{StageStatus, Status};
 
@@ -23,10 +23,7 @@ pub struct App {
 pub struct Prepared {
     pub loaded: Loaded,
     pub engine: EngineConfig,
-    pub instance: Option<Arc<InstanceData>>,
-    pub no_instance_reason: String,
-    /// The instance id known before its metadata (EC2 Nitro: DMI), when the metadata is not.
-    pub pending_instance_id: Option<String>,
+    pub instance: Instance,
     /// Problems with the datasource (the stage goes on without it).
     pub datasource_errors: Vec<String>,
     /// Scripts and boothooks from user-data.
@@ -36,16 +33,21 @@ pub struct Prepared {
 impl App {
     /// Loads config and finds the instance. `network` allows the network
     /// (EC2 refresh); without it only local sources and caches are used.
-    pub async fn prepare(&self, stage: Stage, this_boot_iid: Option<&str>) -> Prepared {
+    pub async fn prepare(&self, stage: Stage, this_boot_iid: Option<&InstanceId>) -> Prepared {
         self.prepare_with(stage, this_boot_iid, false).await
     }
 
     /// `run`: may create the instance's UUID when a user-data template asks for it.
-    async fn prepare_for_run(&self, stage: Stage, this_boot_iid: Option<&str>) -> Prepared {
+    async fn prepare_for_run(&self, stage: Stage, this_boot_iid: Option<&InstanceId>) -> Prepared {
         self.prepare_with(stage, this_boot_iid, true).await
     }
 
-    async fn prepare_with(&self, stage: Stage, this_boot_iid: Option<&str>, run: bool) -> Prepared {
+    async fn prepare_with(
+        &self,
+        stage: Stage,
+        this_boot_iid: Option<&InstanceId>,
+        run: bool,
+    ) -> Prepared {
         let started = Instant::now();
         let mut loaded = Loaded::default();
         // Kept for what the metadata service must be asked beyond the base (`fetch_extras`).
@@ -66,28 +68,35 @@ impl App {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let mut datasource_errors = Vec::new();
-        let mut pending_instance_id = None;
-        let (found, no_instance_reason) = match datasource::discover(
-            &self.paths,
-            &engine,
-            self.system.as_ref(),
-            stage,
-            this_boot_iid,
-        )
-        .await
-        {
-            Discovery::Found(f) => (Some(*f), String::new()),
-            Discovery::Pending { why, instance_id } => {
-                pending_instance_id = instance_id;
-                (None, why)
-            }
-            Discovery::Nothing(why) => (None, why),
-            Discovery::Failed(why) => {
-                tracing::error!("datasource: {why}");
-                datasource_errors.push(format!("datasource: {why}"));
-                (None, why)
-            }
+        let last_iid = State::new(&self.paths).current_instance_id();
+        let known = KnownIds {
+            this_boot: this_boot_iid,
+            last: last_iid.as_ref(),
         };
+        let mut instance = Instance::Unknown { why: String::new() };
+        let found =
+            match datasource::discover(&self.paths, &engine, self.system.as_ref(), stage, known)
+                .await
+            {
+                Discovery::Found(f) => Some(*f),
+                Discovery::Pending {
+                    why,
+                    instance_id: Some(id),
+                } => {
+                    instance = Instance::IdOnly { id, why };
+                    None
+                }
+                Discovery::Pending { why, .. } | Discovery::Nothing(why) => {
+                    instance = Instance::Unknown { why };
+                    None
+                }
+                Discovery::Failed(why) => {
+                    tracing::error!("datasource: {why}");
+                    datasource_errors.push(format!("datasource: {why}"));
+                    instance = Instance::Unknown { why };
+                    None
+                }
+            };
         tracing::debug!(
             "datasource: {} after {:.1} ms",
             found
@@ -95,7 +104,6 @@ impl App {
                 .map_or("none", |f| f.instance.datasource.as_str()),
             started.elapsed().as_secs_f64() * 1000.0
         );
-        let mut instance = None;
         let mut user_scripts = Vec::new();
         if let Some(mut found) = found {
             if found.imds.is_some() {
@@ -179,15 +187,13 @@ impl App {
                     "{name}: `image:` describes an image layer (stoke.d/*.yaml); ignored here"
                 ));
             }
-            instance = Some(Arc::new(found.instance));
+            instance = Instance::Described(Arc::new(found.instance));
         }
         let engine = loaded.engine();
         Prepared {
             loaded,
             engine,
             instance,
-            no_instance_reason,
-            pending_instance_id,
             datasource_errors,
             user_scripts: Arc::new(user_scripts),
         }
@@ -201,8 +207,6 @@ impl App {
             loaded: &prep.loaded,
             engine: &prep.engine,
             instance: prep.instance.clone(),
-            no_instance_reason: prep.no_instance_reason.clone(),
-            pending_instance_id: prep.pending_instance_id.clone(),
             boot_id,
             self_exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/stoke".into()),
             user_scripts: prep.user_scripts.clone(),
@@ -231,13 +235,13 @@ impl App {
             },
         );
         let prep = self
-            .prepare_for_run(stage, status.instance_id.clone().as_deref())
+            .prepare_for_run(stage, status.instance_id.clone().as_ref())
             .await;
         if let Some(s) = status.stages.get_mut(&stage) {
             s.prepare_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         }
-        status.instance_id = prep.instance.as_ref().map(|i| i.instance_id.clone());
-        status.datasource = prep.instance.as_ref().map(|i| i.datasource.clone());
+        status.instance_id = prep.instance.described().map(|i| i.instance_id.clone());
+        status.datasource = prep.instance.described().map(|i| i.datasource.clone());
         status.lineage = crate::lineage::of(&self.paths.config_dir, &prep.loaded.images);
         let errors = prep
             .loaded
@@ -289,13 +293,12 @@ impl App {
         let boot_id = state::boot_id(&self.paths);
         let status = Status::load(&self.paths, boot_id.as_deref());
         let prep = self
-            .prepare(Stage::Local, status.instance_id.as_deref())
+            .prepare(Stage::Local, status.instance_id.as_ref())
             .await;
-        let instance = prep
-            .instance
-            .as_ref()
-            .map(|i| format!("{} ({})", i.instance_id, i.datasource))
-            .unwrap_or_else(|| format!("unknown: {}", prep.no_instance_reason));
+        let instance = prep.instance.described().map_or_else(
+            || format!("unknown: {}", prep.instance.why_not_described()),
+            |i| format!("{} ({})", i.instance_id, i.datasource),
+        );
         let runner = self.runner(&prep, boot_id);
         let lines = Stage::ALL
             .into_iter()
@@ -324,7 +327,7 @@ impl App {
             .instance_id
             .clone()
             .or_else(|| State::new(&self.paths).current_instance_id());
-        let prep = self.prepare(Stage::Final, iid.as_deref()).await;
+        let prep = self.prepare(Stage::Final, iid.as_ref()).await;
         let runner = self.runner(&prep, boot_id);
         let mut ok = true;
         for module in &self.modules {
@@ -423,7 +426,7 @@ fn summary_line(stage: Stage, ms: f64, status: &Status) -> String {
 
 /// The instance's UUID as the hostname module keeps it (`instances/<id>/data/hostname/uuid`):
 /// read, or made and kept when `create` (a run, not `plan`) and there is none yet.
-fn instance_uuid(paths: &Paths, iid: &str, create: bool) -> Option<String> {
+fn instance_uuid(paths: &Paths, iid: &InstanceId, create: bool) -> Option<String> {
     let path = paths
         .instance_dir(iid)
         .join("data")

@@ -504,7 +504,7 @@ fn schema(
         // this machine does not have) may still render at boot.
         let instance = stoke_api::InstanceData {
             datasource: "ec2".into(),
-            instance_id: "i-0123456789abcdef0".into(),
+            instance_id: "i-0123456789abcdef0".parse()?,
             ..Default::default()
         };
         let mut vars = std::collections::BTreeMap::new();

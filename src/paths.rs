@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use stoke_api::Root;
+use stoke_api::{InstanceId, Root};
 
 #[derive(Clone, Debug)]
 pub struct Paths {
@@ -47,8 +47,8 @@ impl Paths {
         self.state_dir.join("instance-id")
     }
 
-    pub fn instance_dir(&self, iid: &str) -> PathBuf {
-        self.state_dir.join("instances").join(iid)
+    pub fn instance_dir(&self, iid: &InstanceId) -> PathBuf {
+        iid.dir_in(&self.state_dir.join("instances"))
     }
 
     pub fn boot_id_file(&self) -> PathBuf {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stoke_api::{
-    Context, Frequency, InstanceData, Module, ModuleError, Order, Report, Stage, System,
-    UserScript, tools,
+    Context, Frequency, InstanceData, InstanceId, Module, ModuleError, Order, Report, Stage,
+    System, UserScript, tools,
 };
 use tokio::task::JoinSet;
 
@@ -23,18 +23,68 @@ use crate::status::{ModState, ModuleStatus, Status};
 /// Fields of the hostname module's report that later modules see as template variables.
 const HOSTNAME_VARS: &[&str] = &["hostname", "fqdn", "domain", "uuid", "uuid8"];
 
+/// What stoke knows about this instance in this stage.
+#[derive(Clone, Debug)]
+pub enum Instance {
+    /// A datasource described it.
+    Described(Arc<InstanceData>),
+    /// Only its id, from DMI (a new EC2 Nitro instance before the network stage): the modules
+    /// with `modules.<name>.before_metadata` may run; the others wait for the metadata.
+    IdOnly { id: InstanceId, why: String },
+    /// Nothing yet: no datasource applies, or it failed.
+    Unknown { why: String },
+}
+
+impl Instance {
+    pub fn id(&self) -> Option<&InstanceId> {
+        match self {
+            Instance::Described(i) => Some(&i.instance_id),
+            Instance::IdOnly { id, .. } => Some(id),
+            Instance::Unknown { .. } => None,
+        }
+    }
+
+    pub fn described(&self) -> Option<&Arc<InstanceData>> {
+        match self {
+            Instance::Described(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Why there is no metadata (empty when there is).
+    pub fn why_not_described(&self) -> &str {
+        match self {
+            Instance::Described(_) => "",
+            Instance::IdOnly { why, .. } | Instance::Unknown { why } => why,
+        }
+    }
+
+    /// What a module sees. An id alone comes from EC2's DMI: the EC2 instance, no metadata yet.
+    /// Nothing known: cloud-init's `iid-datasource-none` (only `once` modules that need no
+    /// metadata run then).
+    fn for_modules(&self) -> Arc<InstanceData> {
+        match self {
+            Instance::Described(i) => i.clone(),
+            Instance::IdOnly { id, .. } => Arc::new(InstanceData {
+                datasource: "ec2".into(),
+                instance_id: id.clone(),
+                ..InstanceData::default()
+            }),
+            Instance::Unknown { .. } => Arc::new(InstanceData {
+                datasource: "none".into(),
+                ..InstanceData::default()
+            }),
+        }
+    }
+}
+
 pub struct Runner<'a> {
     pub paths: &'a Paths,
     pub modules: &'a [Arc<dyn Module>],
     pub system: Arc<dyn System>,
     pub loaded: &'a Loaded,
     pub engine: &'a EngineConfig,
-    pub instance: Option<Arc<InstanceData>>,
-    /// Why there is no instance data, when there is none.
-    pub no_instance_reason: String,
-    /// The instance id known before its metadata (EC2 Nitro: DMI): lets the modules with
-    /// `modules.<name>.before_metadata` run in the local stage of a new instance.
-    pub pending_instance_id: Option<String>,
+    pub instance: Instance,
     pub boot_id: Option<String>,
     pub self_exe: PathBuf,
     /// Scripts and boothooks from user-data, for the modules that run them.
@@ -73,11 +123,8 @@ impl PlanLine {
 }
 
 impl<'a> Runner<'a> {
-    fn iid(&self) -> Option<&str> {
-        self.instance
-            .as_deref()
-            .map(|i| i.instance_id.as_str())
-            .or(self.pending_instance_id.as_deref())
+    fn iid(&self) -> Option<&InstanceId> {
+        self.instance.id()
     }
 
     /// Sorts this stage's modules into: to run, and already settled (with a status).
@@ -129,12 +176,16 @@ impl<'a> Runner<'a> {
                 settled.push((spec.name, ms));
                 continue;
             }
-            if self.instance.is_none() && (spec.needs_metadata || frequency != Frequency::Once) {
+            if self.instance.described().is_none()
+                && (spec.needs_metadata || frequency != Frequency::Once)
+            {
                 let wanted = over.before_metadata == Some(true);
-                if !wanted || spec.needs_metadata || self.pending_instance_id.is_none() {
+                if !wanted || spec.needs_metadata || self.instance.id().is_none() {
                     ms.state = ModState::Deferred;
-                    ms.reason =
-                        format!("waiting for instance metadata: {}", self.no_instance_reason);
+                    ms.reason = format!(
+                        "waiting for instance metadata: {}",
+                        self.instance.why_not_described()
+                    );
                     if wanted && spec.needs_metadata {
                         ms.reason.push_str(&format!(
                             " (modules.{}.before_metadata does not apply: it needs the metadata)",
@@ -288,20 +339,7 @@ impl<'a> Runner<'a> {
         section: serde_json::Value,
         this_run: &BTreeMap<String, serde_json::Value>,
     ) -> Context {
-        let instance = self
-            .instance
-            .clone()
-            .or_else(|| {
-                // Before the metadata: only the id is known (a `before_metadata` module).
-                self.pending_instance_id.as_ref().map(|iid| {
-                    Arc::new(InstanceData {
-                        datasource: "ec2".into(),
-                        instance_id: iid.clone(),
-                        ..InstanceData::default()
-                    })
-                })
-            })
-            .unwrap_or_default();
+        let instance = self.instance.for_modules();
         let mut vars = instance.vars();
         vars.extend(self.engine.vars.clone());
         let mut prior = BTreeMap::new();
@@ -485,7 +523,7 @@ impl<'a> Runner<'a> {
     /// A module that ran before the metadata did not see the user-data: say so once the
     /// metadata is here, when the configuration it would get now differs from the one it ran with.
     fn note_config_not_applied(&self, status: &mut Status) {
-        if self.instance.is_none() {
+        if self.instance.described().is_none() {
             return;
         }
         let state = State::new(self.paths);
@@ -580,7 +618,7 @@ impl<'a> Runner<'a> {
             frequency: p.frequency,
             when_unix: now_unix(),
             boot_id: self.boot_id.clone(),
-            instance_id: self.iid().map(str::to_string),
+            instance_id: self.iid().cloned(),
             config_sha256: sha256_json(&p.section),
             ok,
             summary: summary.clone(),
@@ -690,12 +728,10 @@ mod tests {
             system: stoke_api::fake::FakeSystem::new(),
             loaded: &loaded,
             engine: &engine,
-            instance: Some(Arc::new(InstanceData {
-                instance_id: "i-1".into(),
+            instance: Instance::Described(Arc::new(InstanceData {
+                instance_id: InstanceId::new("i-1").unwrap(),
                 ..InstanceData::default()
             })),
-            no_instance_reason: String::new(),
-            pending_instance_id: None,
             boot_id: Some("b1".into()),
             self_exe: PathBuf::from("/usr/bin/stoke"),
             user_scripts: Default::default(),
@@ -779,12 +815,10 @@ mod tests {
             system: stoke_api::fake::FakeSystem::new(),
             loaded: &loaded,
             engine: &engine,
-            instance: Some(Arc::new(InstanceData {
-                instance_id: "i-1".into(),
+            instance: Instance::Described(Arc::new(InstanceData {
+                instance_id: InstanceId::new("i-1").unwrap(),
                 ..InstanceData::default()
             })),
-            no_instance_reason: String::new(),
-            pending_instance_id: None,
             boot_id: Some("b1".into()),
             self_exe: PathBuf::from("/usr/bin/stoke"),
             user_scripts: Default::default(),
@@ -804,7 +838,7 @@ mod tests {
         assert_eq!(state("needs-buggy"), ModState::Blocked);
         // The failure is recorded, so the next run retries it.
         let sem = State::new(&paths)
-            .read_sem("buggy", Frequency::PerBoot, Some("i-1"))
+            .read_sem("buggy", Frequency::PerBoot, Some(&"i-1".parse().unwrap()))
             .unwrap();
         assert!(!sem.ok);
     }

@@ -100,7 +100,7 @@ pub struct Rerun {
 pub struct Status {
     pub boot_id: Option<String>,
     #[serde(default)]
-    pub instance_id: Option<String>,
+    pub instance_id: Option<stoke_api::InstanceId>,
     #[serde(default)]
     pub datasource: Option<String>,
     #[serde(default)]

@@ -614,7 +614,7 @@ mod tests {
     fn boot() -> Status {
         let mut s = Status::default();
         s.done = true;
-        s.instance_id = Some("i-0abc".into());
+        s.instance_id = Some("i-0abc".parse().unwrap());
         s.kernel_started_unix = Some(1000.0);
         s.stages.insert(
             Stage::Local,
@@ -748,7 +748,7 @@ mod tests {
             "<odd&>".into(),
             module(Stage::Local, ModState::Ok, Some(1005.1), 1.0),
         );
-        s.instance_id = Some("i-<x>&".into());
+        s.datasource = Some("ds-<x>&".into());
         let svg = Timeline::of(&s, None).svg();
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
         let texts: Vec<&str> = doc
@@ -756,7 +756,7 @@ mod tests {
             .filter(|n| n.has_tag_name("text"))
             .filter_map(|n| n.text())
             .collect();
-        assert!(texts.iter().any(|t| t.contains("i-<x>&")), "{texts:?}");
+        assert!(texts.iter().any(|t| t.contains("ds-<x>&")), "{texts:?}");
         assert!(
             texts.iter().any(|t| t.starts_with("<odd&> ok")),
             "{texts:?}"

@@ -264,7 +264,10 @@ fn path_like_instance_id_is_refused_and_nothing_is_written_outside_the_root() {
     let r = s.run_all();
     assert_eq!(r.code, 2, "{}", r.stderr);
     let errors = s.status()["errors"].to_string();
-    assert!(errors.contains("invalid instance-id"), "{errors}");
+    assert!(
+        errors.contains("instance-id: invalid instance id"),
+        "{errors}"
+    );
     assert_eq!(s.module_state("hostname"), "deferred");
     assert!(!s.path("/var/lib/stoke/instances").exists());
     for f in s.files() {
@@ -630,7 +633,10 @@ fn hostile_seed_files_are_refused_quickly_and_said_briefly() {
     );
     s.run_all();
     let errors = s.status()["errors"].to_string();
-    assert!(errors.contains("invalid instance-id"), "{errors}");
+    assert!(
+        errors.contains("instance-id: invalid instance id"),
+        "{errors}"
+    );
     assert!(errors.len() < 1000, "echoed whole: {} bytes", errors.len());
 }
 

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use stoke_api::{Cmd, InstanceData, MountRequest, Root, System, read_capped, tools, yaml_options};
-use stoke_imds::{LEAF_CAP, USER_DATA_CAP, cut};
+use stoke_api::{
+    Cmd, InstanceData, InstanceId, MountRequest, Root, System, read_capped, tools, yaml_options,
+};
+use stoke_imds::{LEAF_CAP, USER_DATA_CAP};
 
 use super::{Found, is_dir_with};
 use crate::paths::Paths;
-use crate::state::valid_instance_id;
 
 pub async fn read(
     paths: &Paths,
@@ -170,12 +171,7 @@ pub fn parse_meta_data(text: &str) -> Result<InstanceData, String> {
             })
     };
     let iid = get("instance-id").ok_or("no instance-id")?;
-    if !valid_instance_id(&iid) {
-        return Err(format!(
-            "invalid instance-id {:?}: want 1-128 of [A-Za-z0-9._-], not . or ..",
-            cut(&iid)
-        ));
-    }
+    let iid = InstanceId::new(&iid).map_err(|e| format!("instance-id: {e}"))?;
     let public_keys = match m.get("public-keys").or_else(|| m.get("public_keys")) {
         Some(Value::String(s)) => s.lines().map(str::to_string).collect(),
         Some(Value::Array(a)) => a
@@ -290,7 +286,7 @@ mod tests {
     #[test]
     fn meta_data_rejects_path_like_instance_ids() {
         let err = parse_meta_data("instance-id: ../../etc\n").unwrap_err();
-        assert!(err.contains("invalid instance-id"), "{err}");
+        assert!(err.contains("instance-id: invalid instance id"), "{err}");
         assert!(parse_meta_data("local-hostname: x\n").is_err());
         assert!(parse_meta_data("- a\n").is_err());
     }

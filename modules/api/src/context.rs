@@ -55,7 +55,7 @@ pub const TAG_PREFIX: &str = "tags.";
 pub struct InstanceData {
     /// "ec2", "nocloud" or "none".
     pub datasource: String,
-    pub instance_id: String,
+    pub instance_id: crate::InstanceId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +90,7 @@ impl InstanceData {
     /// Template variables derived from metadata.
     pub fn vars(&self) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
-        v.insert("instance_id".into(), self.instance_id.clone());
+        v.insert("instance_id".into(), self.instance_id.to_string());
         v.insert("datasource".into(), self.datasource.clone());
         let opt = [
             ("instance_type", &self.instance_type),

@@ -8,6 +8,7 @@ mod config;
 pub mod config_words;
 mod context;
 mod fsutil;
+mod instance_id;
 mod module;
 pub mod outputs;
 mod rootfs;
@@ -34,6 +35,7 @@ pub use fsutil::{
     lookup_user, managed_block, read_capped, read_to_string_opt, remove_stale_temp_files,
     temp_file_pid, unescape_octal,
 };
+pub use instance_id::{InstanceId, InvalidInstanceId};
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
 pub use rootfs::{FileKind, FileStat, RootDir};
 pub use system::{

@@ -15,7 +15,7 @@ use super::*;
 fn instance() -> InstanceData {
     InstanceData {
         datasource: "ec2".into(),
-        instance_id: "i-0ABC".into(),
+        instance_id: "i-0ABC".parse().unwrap(),
         ..Default::default()
     }
 }

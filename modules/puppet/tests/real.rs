@@ -20,7 +20,7 @@ use stoke_api::{
 fn ctx(root: &Path, puppet: Value, system: Arc<FakeSystem>) -> Context {
     let instance = InstanceData {
         datasource: "none".into(),
-        instance_id: "i-1".into(),
+        instance_id: "i-1".parse().unwrap(),
         ..Default::default()
     };
     context(root, json!({ "puppet": puppet }), instance, system)
