@@ -1,7 +1,7 @@
 //! One stoke invocation: paths, the system, the modules, and the steps that
 //! every command shares (load config, find the instance).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use stoke_api::{InstanceId, Module, Stage, System, UserScript};
@@ -17,6 +17,8 @@ pub struct App {
     pub paths: Paths,
     pub system: Arc<dyn System>,
     pub modules: Vec<Arc<dyn Module>>,
+    /// Read once per process (see [`App::boot_id`]).
+    boot_id: OnceLock<Option<String>>,
 }
 
 /// Configuration and instance, as far as this stage can know them.
@@ -31,6 +33,29 @@ pub struct Prepared {
 }
 
 impl App {
+    pub fn new(paths: Paths, system: Arc<dyn System>, modules: Vec<Arc<dyn Module>>) -> Self {
+        App {
+            paths,
+            system,
+            modules,
+            boot_id: OnceLock::new(),
+        }
+    }
+
+    /// This boot's id, read once. A `run` in a root without a kernel one makes one up and
+    /// keeps it for the later stages (`state::boot_id_or_make`); other commands only read.
+    pub fn boot_id(&self) -> Option<&str> {
+        self.boot_id
+            .get_or_init(|| state::boot_id(&self.paths))
+            .as_deref()
+    }
+
+    fn boot_id_for_run(&self) -> Option<&str> {
+        self.boot_id
+            .get_or_init(|| state::boot_id_or_make(&self.paths))
+            .as_deref()
+    }
+
     /// Loads config and finds the instance. `network` allows the network
     /// (EC2 refresh); without it only local sources and caches are used.
     pub async fn prepare(&self, stage: Stage, this_boot_iid: Option<&InstanceId>) -> Prepared {
@@ -200,16 +225,28 @@ impl App {
     }
 
     fn runner<'a>(&'a self, prep: &'a Prepared, boot_id: Option<String>) -> Runner<'a> {
+        self.runner_with(&prep.loaded, &prep.engine, prep.instance.clone(), boot_id)
+            .user_scripts(prep.user_scripts.clone())
+    }
+
+    /// A runner over given configuration (`stoke verify`: the image's layers, no instance).
+    pub fn runner_with<'a>(
+        &'a self,
+        loaded: &'a Loaded,
+        engine: &'a EngineConfig,
+        instance: Instance,
+        boot_id: Option<String>,
+    ) -> Runner<'a> {
         Runner {
             paths: &self.paths,
             modules: &self.modules,
             system: self.system.clone(),
-            loaded: &prep.loaded,
-            engine: &prep.engine,
-            instance: prep.instance.clone(),
+            loaded,
+            engine,
+            instance,
             boot_id,
             self_exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/stoke".into()),
-            user_scripts: prep.user_scripts.clone(),
+            user_scripts: Arc::default(),
         }
     }
 
@@ -218,7 +255,7 @@ impl App {
         let _lock = RunLock::acquire(&self.paths, Duration::from_secs(120))?;
         let started = Instant::now();
         State::new(&self.paths).remove_stale_temp_files();
-        let boot_id = state::boot_id(&self.paths);
+        let boot_id = self.boot_id_for_run().map(str::to_string);
         let mut status = Status::load(&self.paths, boot_id.as_deref());
         if status.kernel_started_unix.is_none() && self.paths.root.is_host() {
             status.kernel_started_unix = state::kernel_started_unix();
@@ -290,7 +327,7 @@ impl App {
 
     /// `stoke plan`: every stage, from local knowledge only.
     pub async fn plan(&self) -> Plan {
-        let boot_id = state::boot_id(&self.paths);
+        let boot_id = self.boot_id().map(str::to_string);
         let status = Status::load(&self.paths, boot_id.as_deref());
         let prep = self
             .prepare(Stage::Local, status.instance_id.as_ref())
@@ -320,7 +357,7 @@ impl App {
     /// `stoke shutdown`: modules' shutdown work (e.g. DNS deregistration).
     pub async fn shutdown(&self) -> anyhow::Result<bool> {
         let _lock = RunLock::acquire(&self.paths, Duration::from_secs(30))?;
-        let boot_id = state::boot_id(&self.paths);
+        let boot_id = self.boot_id().map(str::to_string);
         let status = Status::load(&self.paths, boot_id.as_deref());
         // At shutdown the instance is the one this boot ran as (or the last one recorded).
         let iid = status

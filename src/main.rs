@@ -139,11 +139,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             cli.execute,
         ))
     };
-    let app = App {
-        paths,
-        system,
-        modules: registry::modules(),
-    };
+    let app = App::new(paths, system, registry::modules());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -216,7 +212,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(code.map_or(exit(Overall::NotFinished), ExitCode::from));
             };
-            attach_background(&app.paths, &mut status);
+            attach_background(&app.paths, app.boot_id(), &mut status);
             if json {
                 let mut v = serde_json::to_value(&status)?;
                 if let Some(o) = v.as_object_mut() {
@@ -447,33 +443,21 @@ fn image_engine(app: &App) -> config::EngineConfig {
 
 /// Results of work modules left running (e.g. non-blocking puppet), from their state dirs.
 /// A record still saying "running" whose process is gone (or from another boot) was interrupted.
-fn attach_background(paths: &Paths, status: &mut Status) {
+fn attach_background(paths: &Paths, boot_id: Option<&str>, status: &mut Status) {
     let Some(iid) = status.instance_id.clone() else {
         return;
     };
-    let boot_id = state::boot_id(paths);
     for (name, m) in status.modules.iter_mut() {
         let file = paths
             .instance_dir(&iid)
             .join("data")
             .join(name)
-            .join("background.json");
-        let Some(mut v) = std::fs::read_to_string(&file)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        else {
-            continue;
-        };
-        if v["state"] == "running" {
-            let same_boot = v["boot_id"].as_str() == boot_id.as_deref();
-            let alive = v["pid"]
-                .as_u64()
-                .is_some_and(|pid| paths.root.path(format!("/proc/{pid}")).exists());
-            if !(same_boot && alive) {
-                v["state"] = "interrupted".into();
-            }
-        }
-        m.background = Some(v);
+            .join(stoke_api::BACKGROUND_FILE);
+        m.background = stoke_api::RunRecord::read(&file).map(|r| {
+            r.as_of_now(boot_id, |pid| {
+                paths.root.path(format!("/proc/{pid}")).exists()
+            })
+        });
     }
 }
 

@@ -55,6 +55,11 @@ impl Paths {
         self.root.path("/proc/sys/kernel/random/boot_id")
     }
 
+    /// A made-up boot id where the root has no kernel one (see `state::boot_id_or_make`).
+    pub fn fallback_boot_id_file(&self) -> PathBuf {
+        self.run_dir.join("boot-id")
+    }
+
     pub fn dmi(&self, field: &str) -> PathBuf {
         self.root.path("/sys/class/dmi/id").join(field)
     }

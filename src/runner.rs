@@ -332,7 +332,9 @@ impl<'a> Runner<'a> {
         self.context_for(spec.name, spec.after, section, &BTreeMap::new())
     }
 
-    fn context_for(
+    /// The context module `name` gets: its section, its dependencies' details, the instance as
+    /// far as known, this boot. Also for `stoke verify` (the image's checks, no instance).
+    pub fn context_for(
         &self,
         name: &str,
         after: &[&str],
@@ -369,7 +371,13 @@ impl<'a> Runner<'a> {
             self_exe: self.self_exe.clone(),
             boot: Default::default(),
             boot_status: None,
+            boot_id: self.boot_id.clone(),
         }
+    }
+
+    pub fn user_scripts(mut self, scripts: Arc<Vec<UserScript>>) -> Self {
+        self.user_scripts = scripts;
+        self
     }
 
     /// Runs the stage's due modules; updates `status` (and saves it) as they start and end.

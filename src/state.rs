@@ -39,11 +39,42 @@ pub fn kernel_started_unix() -> Option<f64> {
 /// The kernel's boot id, read under the root. `None` if absent (a demo root
 /// without /proc): then per-boot modules run every time.
 pub fn boot_id(paths: &Paths) -> Option<String> {
-    read_to_string_opt(&paths.boot_id_file())
-        .ok()
-        .flatten()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    let read = |path: &std::path::Path| {
+        read_to_string_opt(path)
+            .ok()
+            .flatten()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && s.len() <= 64)
+    };
+    read(&paths.boot_id_file()).or_else(|| read(&paths.fallback_boot_id_file()))
+}
+
+/// The boot id, made up when the root has no kernel one (a chroot build without `/proc`):
+/// a random id kept in `/run/stoke`, which a real boot starts empty. Without it, every stage
+/// would start a new boot's status and an earlier stage's failure would be forgotten.
+pub fn boot_id_or_make(paths: &Paths) -> Option<String> {
+    if let Some(id) = boot_id(paths) {
+        return Some(id);
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    match atomic_write(
+        &paths.fallback_boot_id_file(),
+        format!("{id}\n").as_bytes(),
+        0o644,
+    ) {
+        Ok(()) => {
+            tracing::warn!(
+                "no kernel boot id in {}: using {id}, kept in {} until /run is emptied",
+                paths.boot_id_file().display(),
+                paths.fallback_boot_id_file().display()
+            );
+            Some(id)
+        }
+        Err(e) => {
+            tracing::warn!("no boot id, and cannot keep one: {e}");
+            None
+        }
+    }
 }
 
 /// What a module's last run left behind.

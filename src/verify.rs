@@ -6,15 +6,15 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use stoke_api::{Context, InstanceData, Module as _, ModuleError};
+use stoke_api::{Module as _, ModuleError};
 use stoke_checks::{CheckResult, Checks, ChecksReport, Severity};
 
 use crate::app::App;
 use crate::config;
+use crate::runner::Instance;
 
 pub fn run(
     app: &App,
@@ -45,21 +45,11 @@ pub fn run(
         checks.retain(|name, _| only.contains(name));
     }
     let engine = loaded.engine();
-    let ctx = Context {
-        root: app.paths.root.clone(),
-        instance: Arc::new(InstanceData::default()),
-        config: section,
-        system: app.system.clone(),
-        state_dir: app.paths.run_dir.join("verify"),
-        shared_state_dir: app.paths.run_dir.join("verify"),
-        user_scripts: Arc::default(),
-        vars: engine.vars.clone(),
-        prior: Default::default(),
-        tools: engine.tools.clone(),
-        self_exe: std::env::current_exe().unwrap_or_else(|_| "stoke".into()),
-        boot: Arc::default(),
-        boot_status: None,
+    let image = Instance::Unknown {
+        why: "stoke verify checks the image, not an instance".into(),
     };
+    let runner = app.runner_with(&loaded, &engine, image, app.boot_id().map(str::to_string));
+    let ctx = runner.context_for("checks", &[], section, &Default::default());
     let outcome = rt.block_on(Checks { stage: None }.run(&ctx));
     let report = match &outcome {
         Ok(r) => r,

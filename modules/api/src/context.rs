@@ -117,6 +117,9 @@ impl InstanceData {
 pub struct Context {
     pub root: Root,
     pub instance: Arc<InstanceData>,
+    /// This boot's id (the kernel's, or the one stoke made up for a root without it): tells
+    /// work recorded this boot from work of a boot before.
+    pub boot_id: Option<String>,
     /// This module's configuration keys only (already validated at load).
     pub config: serde_json::Value,
     pub system: Arc<dyn System>,

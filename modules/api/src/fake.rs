@@ -202,5 +202,6 @@ pub fn context(
         self_exe: PathBuf::from("/usr/bin/stoke"),
         boot: Default::default(),
         boot_status: None,
+        boot_id: Some("fake-boot".into()),
     }
 }

@@ -12,6 +12,7 @@ mod instance_id;
 mod module;
 pub mod outputs;
 mod rootfs;
+mod run_record;
 mod system;
 mod template;
 pub mod tools;
@@ -38,6 +39,7 @@ pub use fsutil::{
 pub use instance_id::{InstanceId, InvalidInstanceId};
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
 pub use rootfs::{FileKind, FileStat, RootDir};
+pub use run_record::{BACKGROUND_FILE, RunRecord, RunState};
 pub use system::{
     Action, Cmd, CmdOutput, MountRequest, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX, SysError, System,
     shell_quote,
