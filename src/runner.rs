@@ -20,8 +20,13 @@ use crate::paths::Paths;
 use crate::state::{Semaphore, State, now_unix};
 use crate::status::{ModState, ModuleStatus, Status};
 
-/// Fields of the hostname module's report that later modules see as template variables.
-const HOSTNAME_VARS: &[&str] = &["hostname", "fqdn", "domain", "uuid", "uuid8"];
+/// What a module that succeeded hands to the modules that run after it: its report's details
+/// and the template variables it publishes.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    details: serde_json::Value,
+    vars: BTreeMap<String, String>,
+}
 
 /// What stoke knows about this instance in this stage.
 #[derive(Clone, Debug)]
@@ -298,12 +303,8 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// The details a dependency reported: from this run, else from its last run.
-    fn prior_details(
-        &self,
-        dep: &str,
-        this_run: &BTreeMap<String, serde_json::Value>,
-    ) -> Option<serde_json::Value> {
+    /// What a dependency published: in this run, else in its last run.
+    fn published_by(&self, dep: &str, this_run: &BTreeMap<String, Published>) -> Option<Published> {
         if let Some(d) = this_run.get(dep) {
             return Some(d.clone());
         }
@@ -318,10 +319,13 @@ impl<'a> Runner<'a> {
         State::new(self.paths)
             .read_sem(dep, freq, self.iid())
             .filter(|s| s.ok)
-            .map(|s| s.details)
+            .map(|s| Published {
+                details: s.details,
+                vars: s.vars,
+            })
     }
 
-    fn context(&self, p: &Planned, this_run: &BTreeMap<String, serde_json::Value>) -> Context {
+    fn context(&self, p: &Planned, this_run: &BTreeMap<String, Published>) -> Context {
         self.context_for(p.name, p.after, p.section.clone(), this_run)
     }
 
@@ -339,22 +343,16 @@ impl<'a> Runner<'a> {
         name: &str,
         after: &[&str],
         section: serde_json::Value,
-        this_run: &BTreeMap<String, serde_json::Value>,
+        this_run: &BTreeMap<String, Published>,
     ) -> Context {
         let instance = self.instance.for_modules();
         let mut vars = instance.vars();
         vars.extend(self.engine.vars.clone());
         let mut prior = BTreeMap::new();
         for dep in after {
-            if let Some(d) = self.prior_details(dep, this_run) {
-                if *dep == "hostname" {
-                    for k in HOSTNAME_VARS {
-                        if let Some(v) = d.get(*k).and_then(|v| v.as_str()) {
-                            vars.insert((*k).to_string(), v.to_string());
-                        }
-                    }
-                }
-                prior.insert((*dep).to_string(), d);
+            if let Some(p) = self.published_by(dep, this_run) {
+                vars.extend(p.vars);
+                prior.insert((*dep).to_string(), p.details);
             }
         }
         Context {
@@ -401,7 +399,7 @@ impl<'a> Runner<'a> {
 
         let in_run: BTreeSet<&str> = planned.iter().map(|p| p.name).collect();
         let mut waiting: Vec<Planned> = planned;
-        let mut results: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut results: BTreeMap<String, Published> = BTreeMap::new();
         let mut finished: BTreeMap<&str, bool> = BTreeMap::new();
         let mut tasks: JoinSet<(Result<Report, ModuleError>, Duration)> = JoinSet::new();
         let mut running: BTreeMap<tokio::task::Id, (Planned, Instant)> = BTreeMap::new();
@@ -583,15 +581,17 @@ impl<'a> Runner<'a> {
         result: Result<Report, ModuleError>,
         took: Duration,
         status: &mut Status,
-        results: &mut BTreeMap<String, serde_json::Value>,
+        results: &mut BTreeMap<String, Published>,
     ) {
         let ms_took = took.as_secs_f64() * 1000.0;
+        let mut vars = BTreeMap::new();
         let (ok, summary, details, warnings, error) = match result {
             Ok(r) => {
                 tracing::info!("{}: ok in {ms_took:.1} ms: {}", p.name, r.summary);
                 for w in &r.warnings {
                     tracing::warn!("{}: {w}", p.name);
                 }
+                vars = r.vars;
                 (true, r.summary, r.details, r.warnings, None)
             }
             Err(ModuleError::Partial { message, report }) => {
@@ -619,7 +619,11 @@ impl<'a> Runner<'a> {
             }
         };
         if ok {
-            results.insert(p.name.to_string(), details.clone());
+            let published = Published {
+                details: details.clone(),
+                vars: vars.clone(),
+            };
+            results.insert(p.name.to_string(), published);
         }
         let sem = Semaphore {
             module: p.name.to_string(),
@@ -631,6 +635,7 @@ impl<'a> Runner<'a> {
             ok,
             summary: summary.clone(),
             details: details.clone(),
+            vars,
             duration_ms: took.as_millis() as u64,
         };
         if let Err(e) = State::new(self.paths).write_sem(&sem) {

@@ -90,6 +90,9 @@ pub struct Semaphore {
     pub summary: String,
     #[serde(default)]
     pub details: serde_json::Value,
+    /// Template variables the module published (see `Report::vars`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vars: std::collections::BTreeMap<String, String>,
     pub duration_ms: u64,
 }
 
@@ -332,6 +335,7 @@ mod tests {
             ok,
             summary: String::new(),
             details: serde_json::Value::Null,
+            vars: Default::default(),
             duration_ms: 1,
         }
     }

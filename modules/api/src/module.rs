@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -139,6 +140,10 @@ pub struct Report {
     /// Warnings that did not stop the module (status becomes degraded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Template variables for the modules that run after this one (`hostname` publishes
+    /// `hostname`, `fqdn`, ...): they see them in `Context::vars`, this boot and later ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 impl Report {
@@ -151,6 +156,11 @@ impl Report {
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
+        self
+    }
+
+    pub fn with_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.vars.insert(name.into(), value.into());
         self
     }
 
