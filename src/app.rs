@@ -252,7 +252,7 @@ impl App {
 
     /// `stoke run --stage S`.
     pub async fn run_stage(&self, stage: Stage) -> anyhow::Result<Status> {
-        let _lock = RunLock::acquire(&self.paths, Duration::from_secs(120))?;
+        let _lock = RunLock::acquire_off_runtime(&self.paths, Duration::from_secs(120)).await?;
         let started = Instant::now();
         State::new(&self.paths).remove_stale_temp_files();
         let boot_id = self.boot_id_for_run().map(str::to_string);
@@ -356,7 +356,7 @@ impl App {
 
     /// `stoke shutdown`: modules' shutdown work (e.g. DNS deregistration).
     pub async fn shutdown(&self) -> anyhow::Result<bool> {
-        let _lock = RunLock::acquire(&self.paths, Duration::from_secs(30))?;
+        let _lock = RunLock::acquire_off_runtime(&self.paths, Duration::from_secs(30)).await?;
         let boot_id = self.boot_id().map(str::to_string);
         let status = Status::load(&self.paths, boot_id.as_deref());
         // At shutdown the instance is the one this boot ran as (or the last one recorded).

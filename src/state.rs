@@ -276,7 +276,13 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Waits up to `wait` for another stoke to finish.
+    /// [`RunLock::acquire`] from async code: the wait happens off the runtime.
+    pub async fn acquire_off_runtime(paths: &Paths, wait: Duration) -> std::io::Result<RunLock> {
+        let paths = paths.clone();
+        stoke_api::off_runtime("run-lock", move || RunLock::acquire(&paths, wait)).await?
+    }
+
+    /// Waits up to `wait` for another stoke to finish (blocking: see `acquire_off_runtime`).
     pub fn acquire(paths: &Paths, wait: Duration) -> std::io::Result<RunLock> {
         fs::create_dir_all(&paths.run_dir)?;
         let file = OpenOptions::new()

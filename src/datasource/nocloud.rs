@@ -35,7 +35,9 @@ pub async fn read(
                 "vfat"
             };
             let device = device.display().to_string();
-            return read_volume(paths, system, &device, Some(fstype)).map(Some);
+            return read_volume(paths, system, &device, Some(fstype))
+                .await
+                .map(Some);
         }
     }
     // Else one blkid for every device (a process start costs ~0.1 s in a slow VM at boot);
@@ -49,7 +51,9 @@ pub async fn read(
         }
     };
     match cidata_volumes(&out.stdout).into_iter().next() {
-        Some((device, fstype)) => read_volume(paths, system, &device, fstype.as_deref()).map(Some),
+        Some((device, fstype)) => read_volume(paths, system, &device, fstype.as_deref())
+            .await
+            .map(Some),
         None => Ok(None),
     }
 }
@@ -101,7 +105,7 @@ fn cidata_volumes(export: &str) -> Vec<(String, Option<String>)> {
     found
 }
 
-fn read_volume(
+async fn read_volume(
     paths: &Paths,
     system: &dyn System,
     device: &str,
@@ -121,10 +125,10 @@ fn read_volume(
             fstype: fstype.to_string(),
             options: "ro".to_string(),
         };
-        match system.mount(&req) {
+        match system.mount(&req).await {
             Ok(()) => {
                 let result = read_dir(&mnt);
-                if let Err(e) = system.umount(&mnt) {
+                if let Err(e) = system.umount(&mnt).await {
                     tracing::warn!("unmounting the cidata volume: {e}");
                 }
                 return result;

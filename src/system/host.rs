@@ -304,7 +304,7 @@ impl System for Host {
         nix::unistd::sethostname(name).map_err(|e| call_err("sethostname", name, e))
     }
 
-    fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
+    async fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
         let (flags, data) = mount_flags(&req.options);
         tracing::info!(
             "mount {} on {} type {} ({})",
@@ -313,20 +313,33 @@ impl System for Host {
             req.fstype,
             req.options
         );
-        nix::mount::mount(
-            Some(req.source.as_str()),
-            &req.target,
-            Some(req.fstype.as_str()),
-            flags,
-            (!data.is_empty()).then_some(data.as_str()),
-        )
-        .map_err(|e| call_err("mount", req.target.display().to_string(), e))
+        let req = req.clone();
+        let what = req.target.display().to_string();
+        stoke_api::off_runtime("mount", move || {
+            nix::mount::mount(
+                Some(req.source.as_str()),
+                &req.target,
+                Some(req.fstype.as_str()),
+                flags,
+                (!data.is_empty()).then_some(data.as_str()),
+            )
+            .map_err(std::io::Error::from)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| call_err("mount", what, e))
     }
 
-    fn umount(&self, target: &Path) -> Result<(), SysError> {
+    async fn umount(&self, target: &Path) -> Result<(), SysError> {
         tracing::info!("umount {}", target.display());
-        nix::mount::umount2(target, MntFlags::empty())
-            .map_err(|e| call_err("umount", target.display().to_string(), e))
+        let what = target.display().to_string();
+        let target = target.to_path_buf();
+        stoke_api::off_runtime("umount", move || {
+            nix::mount::umount2(&target, MntFlags::empty()).map_err(std::io::Error::from)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| call_err("umount", what, e))
     }
 
     fn fchown(&self, file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError> {
@@ -351,24 +364,25 @@ impl System for Host {
 /// Splits fstab-style options into kernel flags and the filesystem's data
 /// string, dropping options only fstab/systemd understand.
 pub fn mount_flags(options: &str) -> (MsFlags, String) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for opt in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        match opt {
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" | "defaults" | "auto" | "noauto" | "nofail" | "user" | "nouser" | "_netdev" => {}
-            "noatime" => flags |= MsFlags::MS_NOATIME,
-            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
-            "relatime" => flags |= MsFlags::MS_RELATIME,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
-            o if o.starts_with("x-") || o.starts_with("comment=") => {}
-            o => data.push(o),
+    use stoke_api::mount_options::{MountFlag, kernel_mount};
+    let k = kernel_mount(options);
+    let flags = k.flags.iter().fold(MsFlags::empty(), |acc, f| {
+        acc | match f {
+            MountFlag::ReadOnly => MsFlags::MS_RDONLY,
+            MountFlag::NoAtime => MsFlags::MS_NOATIME,
+            MountFlag::NoDirAtime => MsFlags::MS_NODIRATIME,
+            MountFlag::RelAtime => MsFlags::MS_RELATIME,
+            MountFlag::StrictAtime => MsFlags::MS_STRICTATIME,
+            MountFlag::LazyTime => MsFlags::MS_LAZYTIME,
+            MountFlag::NoDev => MsFlags::MS_NODEV,
+            MountFlag::NoSuid => MsFlags::MS_NOSUID,
+            MountFlag::NoExec => MsFlags::MS_NOEXEC,
+            MountFlag::Synchronous => MsFlags::MS_SYNCHRONOUS,
+            MountFlag::DirSync => MsFlags::MS_DIRSYNC,
+            MountFlag::Silent => MsFlags::MS_SILENT,
         }
-    }
-    (flags, data.join(","))
+    });
+    (flags, k.data)
 }
 
 #[cfg(test)]

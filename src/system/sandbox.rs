@@ -90,21 +90,21 @@ impl System for Sandbox {
         })
     }
 
-    fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
+    async fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
         self.record(Action::Mount(req.clone()))?;
         if self.execute {
-            Host.mount(req)
+            Host.mount(req).await
         } else {
             Ok(())
         }
     }
 
-    fn umount(&self, target: &Path) -> Result<(), SysError> {
+    async fn umount(&self, target: &Path) -> Result<(), SysError> {
         self.record(Action::Umount {
             target: target.to_path_buf(),
         })?;
         if self.execute {
-            Host.umount(target)
+            Host.umount(target).await
         } else {
             Ok(())
         }

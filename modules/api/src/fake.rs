@@ -122,7 +122,7 @@ impl System for FakeSystem {
         Ok(())
     }
 
-    fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
+    async fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
         self.record(Action::Mount(req.clone()));
         if let Some(hook) = self.mount_hook.lock().unwrap().as_ref() {
             return hook(req);
@@ -137,7 +137,7 @@ impl System for FakeSystem {
         Ok(())
     }
 
-    fn umount(&self, target: &Path) -> Result<(), SysError> {
+    async fn umount(&self, target: &Path) -> Result<(), SysError> {
         self.record(Action::Umount {
             target: target.to_path_buf(),
         });

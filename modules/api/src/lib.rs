@@ -10,6 +10,8 @@ mod context;
 mod fsutil;
 mod instance_id;
 mod module;
+pub mod mount_options;
+mod off_runtime;
 pub mod outputs;
 mod rootfs;
 mod run_record;
@@ -38,6 +40,7 @@ pub use fsutil::{
 };
 pub use instance_id::{InstanceId, InvalidInstanceId};
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
+pub use off_runtime::off_runtime;
 pub use rootfs::{FileKind, FileStat, RootDir};
 pub use run_record::{BACKGROUND_FILE, RunRecord, RunState};
 pub use system::{

@@ -229,9 +229,11 @@ pub trait System: Send + Sync {
 
     fn sethostname(&self, name: &str) -> Result<(), SysError>;
 
-    fn mount(&self, req: &MountRequest) -> Result<(), SysError>;
+    /// Mounts; a slow mount (a device that hangs) holds up only its caller, never the
+    /// other modules nor their timeouts.
+    async fn mount(&self, req: &MountRequest) -> Result<(), SysError>;
 
-    fn umount(&self, target: &Path) -> Result<(), SysError>;
+    async fn umount(&self, target: &Path) -> Result<(), SysError>;
 
     /// Changes the owner of an open file (`path` names it for logs and records).
     fn fchown(&self, file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError>;

@@ -163,23 +163,6 @@ fn with_stoke_options(base: &str, timeout: &str, marker: &str) -> String {
     opts.join(",")
 }
 
-/// The options the mount call understands: fstab/userspace-only ones removed.
-fn kernel_options(opts: &str) -> String {
-    opts.split(',')
-        .filter(|o| {
-            !o.is_empty()
-                && !o.starts_with("x-")
-                && !o.starts_with("comment=")
-                && ![
-                    "defaults", "nofail", "auto", "noauto", "user", "users", "nouser", "owner",
-                    "group", "_netdev", "sw",
-                ]
-                .contains(o)
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn dev_number(meta: &fs::Metadata) -> Option<(u32, u32)> {
     if !meta.file_type().is_block_device() {
         return None;
@@ -668,9 +651,9 @@ async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, Stri
         source: host_source.to_string(),
         target: target.clone(),
         fstype,
-        options: kernel_options(&w.entry.mntops),
+        options: stoke_api::mount_options::for_mount_call(&w.entry.mntops),
     };
-    match ctx.system.mount(&req) {
+    match ctx.system.mount(&req).await {
         Ok(()) => Ok("mounted".into()),
         // systemd mounts the same fstab line when the device appears: if it
         // got there first, the mount we wanted is in place.

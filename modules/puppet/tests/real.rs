@@ -255,10 +255,10 @@ impl System for Killing {
     fn sethostname(&self, _: &str) -> Result<(), SysError> {
         unreachable!()
     }
-    fn mount(&self, _: &MountRequest) -> Result<(), SysError> {
+    async fn mount(&self, _: &MountRequest) -> Result<(), SysError> {
         unreachable!()
     }
-    fn umount(&self, _: &Path) -> Result<(), SysError> {
+    async fn umount(&self, _: &Path) -> Result<(), SysError> {
         unreachable!()
     }
     fn fchown(&self, _: &fs::File, _: &Path, _: u32, _: u32) -> Result<(), SysError> {
