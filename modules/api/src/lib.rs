@@ -10,6 +10,7 @@ mod context;
 mod fsutil;
 mod module;
 pub mod outputs;
+pub mod probe;
 mod rootfs;
 mod system;
 mod template;
@@ -37,8 +38,8 @@ pub use fsutil::{
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
 pub use rootfs::{FileKind, FileStat, RootDir};
 pub use system::{
-    Action, Cmd, CmdOutput, MountRequest, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX, SysError, System,
-    shell_quote,
+    Action, Cmd, CmdOutput, MountRequest, NVME_IDENTIFY_LEN, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX,
+    SysError, System, shell_quote,
 };
 pub use template::{TemplateError, render};
 pub use usercode::{ScriptKind, ScriptOutcome, ScriptRun, ScriptsReport, UserScript};
