@@ -18,7 +18,7 @@ pub mod identify;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use stoke_api::outputs::DiskVolume;
@@ -85,7 +85,8 @@ async fn wait_for_volumes(
     entries: &[Entry],
     warnings: &mut BTreeSet<String>,
 ) -> Vec<Option<(Found, u64)>> {
-    let started = Instant::now();
+    // tokio's clock: the wait is bounded in the runtime's time (tests pause it).
+    let started = tokio::time::Instant::now();
     let mut found: Vec<Option<(Found, u64)>> = vec![None; entries.len()];
     let mut cache = IdentifyCache::default();
     loop {
