@@ -703,6 +703,12 @@ impl Module for MountsModule {
         }
     }
 
+    /// A refused EBS volume fails `volumes`; the instance store and the `mounts:` entries
+    /// are still mounted (the volumes lines are then kept as they are: no report).
+    fn runs_despite(&self) -> &'static [&'static str] {
+        &["volumes"]
+    }
+
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
         let cfg: Config = ctx.config()?;
         let timeout = device_timeout(&cfg)?;
