@@ -105,7 +105,7 @@ volumes:
 """
 
 
-def mime_user_data(parts):
+def mime_of(parts):
     """A multipart/mixed user-data of (content type, text) parts, as launch templates send."""
     out = ['Content-Type: multipart/mixed; boundary="==stoke-vm=="', "MIME-Version: 1.0", ""]
     for ctype, text in parts:
@@ -442,7 +442,7 @@ def first_boot_and_reboot(t):
         if vols:
             b.nvme_disk(EBS_SERIAL, ebs)
             parts.append(("text/cloud-config", VOLUMES_CONFIG))
-        b.imds = ec2_metadata(iid, mime_user_data(parts) if parts else "#cloud-config\n")
+        b.imds = ec2_metadata(iid, mime_of(parts) if parts else "#cloud-config\n")
         b.smbios = ec2_smbios(iid)
         b.extra = SCRIPT_LOG + ("; ls -l /dev/disk/by-ebs/ 2>&1" if vols else "")
         return t.boot(b)

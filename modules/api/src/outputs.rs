@@ -23,6 +23,11 @@ pub struct DisksOutput {
 pub struct VolumesOutput {
     #[serde(default)]
     pub volumes: Vec<DiskVolume>,
+    /// Mount points of configured volumes that were not attached this boot: `mounts` keeps
+    /// their fstab lines from an earlier boot (`nofail`), so the volume is mounted at the
+    /// next boot's start when it is there again.
+    #[serde(default)]
+    pub awaited: Vec<String>,
 }
 
 /// One filesystem `disks` (or `volumes`) made or kept.

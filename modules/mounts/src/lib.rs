@@ -815,9 +815,15 @@ impl Module for MountsModule {
         // Lines left as they are: the swap file's (the `swap` module's, per-instance) and,
         // without a disks report, the disks lines, except where a mounts: entry now wants
         // the path (the same rule as with a report).
+        // A volume not attached this boot keeps its line (nofail) for when it is back.
+        let awaited: BTreeSet<String> = volumes
+            .iter()
+            .flat_map(|v| v.awaited.iter().map(|m| norm(m)))
+            .collect();
         let kept = |e: &Entry| {
             e.is_swap()
-                || (((keep_disks && e.is_disks()) || (keep_volumes && e.is_volumes()))
+                || (((keep_disks && e.is_disks())
+                    || (e.is_volumes() && (keep_volumes || awaited.contains(&norm(&e.file)))))
                     && !config_paths.contains(&norm(&e.file)))
         };
         if keep_disks {

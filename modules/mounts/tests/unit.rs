@@ -489,6 +489,18 @@ async fn volumes_results_are_mounted_by_uuid_and_their_lines_follow_the_report()
     MountsModule.run(&ctx).await.unwrap();
     assert!(fstab(d).contains(line), "{}", fstab(d));
 
+    // The volume is not attached this boot: its line stays for the next one.
+    let fake = FakeSystem::new();
+    let mut ctx = context(d, json!({}), InstanceData::default(), fake.clone());
+    ctx.prior.insert("disks".into(), raid0_report());
+    ctx.prior.insert(
+        "volumes".into(),
+        json!({"volumes": [], "awaited": ["/data/"], "entries": []}),
+    );
+    MountsModule.run(&ctx).await.unwrap();
+    assert!(fstab(d).contains(line), "{}", fstab(d));
+    assert_eq!(mounts(&fake).len(), 1, "only the array");
+
     // It reported no volumes (the entry was removed from the config): the line goes.
     let fake = FakeSystem::new();
     let mut ctx = context(d, json!({}), InstanceData::default(), fake.clone());

@@ -64,6 +64,8 @@ pub struct EntryReport {
 #[derive(Debug, Default, Serialize)]
 pub struct Outcome {
     pub volumes: Vec<DiskVolume>,
+    /// Mount points of the entries whose volume is not attached: their fstab lines stay.
+    pub awaited: Vec<String>,
     pub entries: Vec<EntryReport>,
 }
 
@@ -233,10 +235,12 @@ impl Module for VolumesModule {
             let Some((f, waited)) = f else {
                 warnings.push(format!(
                     "{}: not attached after {} s; nothing formatted or mounted for it this \
-                     boot (stoke looks again at the next boot)",
+                     boot (its fstab line, if an earlier boot made one, is kept; stoke looks \
+                     again at the next boot)",
                     entry.label(),
                     entry.volume.wait_seconds
                 ));
+                out.awaited.extend(entry.volume.mount_point.clone());
                 out.entries.push(EntryReport {
                     entry: entry.origin.clone(),
                     want: entry.want.describe(),

@@ -269,6 +269,7 @@ async fn a_late_volume_is_waited_for_then_a_warning_not_a_failure() {
     );
     assert_eq!(r.details["volumes"].as_array().unwrap().len(), 1);
     assert_eq!(r.details["entries"][1]["action"], "not attached");
+    assert_eq!(r.details["awaited"], json!(["/late"]));
     assert_eq!(
         r.summary,
         "volumes: 1 found (1 created, 0 kept), 1 not attached"
