@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use stoke_api::probe::natural_key;
 use stoke_api::{Context, FileKind, RootDir};
 
 use crate::config::{Entry, Want};
@@ -61,7 +62,7 @@ pub fn controllers(root: &RootDir) -> Vec<Controller> {
                 .into_iter()
                 .filter_map(|(e, _)| namespace_block(&e))
                 .collect();
-            blocks.sort_by_key(|b| natural(b));
+            blocks.sort_by_key(|b| natural_key(b));
             Controller {
                 model: read_attr(root, &format!("{dir}/model")).unwrap_or_default(),
                 serial: read_attr(root, &format!("{dir}/serial")).unwrap_or_default(),
@@ -70,27 +71,7 @@ pub fn controllers(root: &RootDir) -> Vec<Controller> {
             }
         })
         .collect();
-    out.sort_by_key(|c| natural(&c.name));
-    out
-}
-
-/// `nvme10n1` after `nvme2n1`.
-fn natural(s: &str) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut text = String::new();
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-        } else {
-            if !num.is_empty() {
-                out.push((std::mem::take(&mut text), num.parse().unwrap_or(u64::MAX)));
-                num.clear();
-            }
-            text.push(c);
-        }
-    }
-    out.push((text, num.parse().unwrap_or(0)));
+    out.sort_by_key(|c| natural_key(&c.name));
     out
 }
 
@@ -217,7 +198,7 @@ mod tests {
             assert_eq!(namespace_block(no), None, "{no}");
         }
         let mut v = vec!["nvme10", "nvme2", "nvme1"];
-        v.sort_by_key(|s| natural(s));
+        v.sort_by_key(|s| natural_key(s));
         assert_eq!(v, ["nvme1", "nvme2", "nvme10"]);
     }
 }
