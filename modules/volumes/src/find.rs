@@ -98,7 +98,9 @@ pub struct IdentifyCache {
 
 impl IdentifyCache {
     async fn requested(&mut self, ctx: &Context, c: &Controller) -> Option<String> {
-        if let Some(n) = self.names.get(&c.name) {
+        // By name and serial: a controller number may be reused by another attachment.
+        let key = format!("{} {}", c.name, c.serial);
+        if let Some(n) = self.names.get(&key) {
             return n.clone();
         }
         let dev = ctx.path(format!("/dev/{}", c.name));
@@ -111,14 +113,15 @@ impl IdentifyCache {
                 }
             },
             Err(e) => {
+                // Not remembered: a controller that just appeared may answer at the next look.
                 self.warnings.push(format!(
                     "cannot read the requested device name of /dev/{} ({}): {e}",
                     c.name, c.serial
                 ));
-                None
+                return None;
             }
         };
-        self.names.insert(c.name.clone(), name.clone());
+        self.names.insert(key, name.clone());
         name
     }
 }

@@ -158,6 +158,15 @@ fn decide(
     }
 }
 
+/// A failure while working on an entry's volume, naming the entry.
+fn in_entry(entry: &Entry, e: ModuleError) -> ModuleError {
+    ModuleError::Other(format!("{}: {e}", entry.label()))
+}
+
+async fn run_checked(ctx: &Context, cmd: &Cmd) -> Result<(), ModuleError> {
+    ctx.system.run(cmd).await?.check(cmd).map(|_| ())
+}
+
 /// `/dev/disk/by-ebs/<name>` → the device, unless it already leads there. Returns the
 /// links made or found right.
 fn link(root: &RootDir, found: &Found) -> Result<Vec<String>, String> {
@@ -252,7 +261,9 @@ impl Module for VolumesModule {
                 });
                 continue;
             };
-            let content = probe(ctx, &f.device).await?;
+            let content = probe(ctx, &f.device)
+                .await
+                .map_err(|e| in_entry(entry, e))?;
             match decide(entry, &f.device, &content) {
                 Ok((plan, warning)) => {
                     warnings.extend(warning);
@@ -277,14 +288,18 @@ impl Module for VolumesModule {
                     if wipe {
                         let cmd = Cmd::new(ctx.tool(tools::WIPEFS), ["-a", host.as_str()])
                             .timeout(Duration::from_secs(60));
-                        ctx.system.run(&cmd).await?.check(&cmd)?;
+                        run_checked(ctx, &cmd)
+                            .await
+                            .map_err(|e| in_entry(entry, e))?;
                     }
                     let uuid = uuid::Uuid::new_v4().to_string();
                     // A blank EBS volume reads as zeros already: no discard pass.
                     let cmd = v
                         .filesystem
                         .mkfs(ctx, &host, v.label.as_deref(), &uuid, true, &[]);
-                    ctx.system.run(&cmd).await?.check(&cmd)?;
+                    run_checked(ctx, &cmd)
+                        .await
+                        .map_err(|e| in_entry(entry, e))?;
                     (Some(uuid), v.label.clone(), "created")
                 }
             };

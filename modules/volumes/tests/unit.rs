@@ -343,6 +343,23 @@ async fn no_entries_reports_an_empty_list_and_bad_entries_name_entry_and_key() {
     assert!(fake.commands().is_empty());
 }
 
+#[tokio::test]
+async fn a_failed_mkfs_names_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let fake = FakeSystem::new();
+    machine(root, &fake);
+    fake.on("mkfs.xfs", CmdOutput::failed(1, "mkfs.xfs: no space"));
+    let err = run(root, json!({"volumes": [{"device": "sdg"}]}), &fake)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("volumes[0] (device sdg): `mkfs.xfs ") && err.contains("no space"),
+        "{err}"
+    );
+}
+
 #[test]
 fn plan_says_what_it_would_look_for() {
     let dir = tempfile::tempdir().unwrap();
