@@ -427,7 +427,11 @@ impl<'a> Runner<'a> {
                     .copied()
                     .filter(|d| in_run.contains(d))
                     .collect();
-                if let Some(bad) = deps.iter().find(|d| finished.get(*d) == Some(&false)) {
+                let despite = p.module.runs_despite();
+                if let Some(bad) = deps
+                    .iter()
+                    .find(|d| finished.get(*d) == Some(&false) && !despite.contains(*d))
+                {
                     let p = waiting.remove(i);
                     finished.insert(p.name, false);
                     if let Some(ms) = status.modules.get_mut(p.name) {
@@ -671,6 +675,7 @@ mod tests {
         name: &'static str,
         after: &'static [&'static str],
         panics: bool,
+        despite: &'static [&'static str],
     }
 
     /// Records when it starts and ends in a shared log; may fail.
@@ -791,11 +796,18 @@ mod tests {
             }
         }
 
-        async fn run(&self, _ctx: &Context) -> Result<Report, ModuleError> {
+        async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
             if self.panics {
                 panic!("a bug in a module");
             }
-            Ok(Report::new("fine"))
+            // What it was given of the modules it runs after.
+            let mut prior: Vec<&String> = ctx.prior.keys().collect();
+            prior.sort();
+            Ok(Report::new(format!("fine, after {prior:?}")).with_details(serde_json::json!(1)))
+        }
+
+        fn runs_despite(&self) -> &'static [&'static str] {
+            self.despite
         }
     }
 
@@ -808,16 +820,25 @@ mod tests {
                 name: "buggy",
                 after: &[],
                 panics: true,
+                despite: &[],
             }),
             Arc::new(Test {
                 name: "fine",
                 after: &[],
                 panics: false,
+                despite: &[],
             }),
             Arc::new(Test {
                 name: "needs-buggy",
                 after: &["buggy"],
                 panics: false,
+                despite: &[],
+            }),
+            Arc::new(Test {
+                name: "despite-buggy",
+                after: &["buggy", "fine"],
+                panics: false,
+                despite: &["buggy"],
             }),
         ];
         let loaded = Loaded::default();
@@ -849,6 +870,12 @@ mod tests {
         );
         assert_eq!(state("fine"), ModState::Ok);
         assert_eq!(state("needs-buggy"), ModState::Blocked);
+        // One that runs despite it runs, without its output.
+        assert_eq!(state("despite-buggy"), ModState::Ok);
+        assert_eq!(
+            status.modules["despite-buggy"].summary,
+            r#"fine, after ["fine"]"#
+        );
         // The failure is recorded, so the next run retries it.
         let sem = State::new(&paths)
             .read_sem("buggy", Frequency::PerBoot, Some(&"i-1".parse().unwrap()))

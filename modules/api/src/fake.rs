@@ -19,6 +19,8 @@ pub struct FakeSystem {
     mount_hook: Mutex<Option<MountHook>>,
     recording_only: std::sync::atomic::AtomicBool,
     real_fchown: std::sync::atomic::AtomicBool,
+    nvme_identify: Mutex<std::collections::BTreeMap<PathBuf, Vec<u8>>>,
+    nvme_identify_calls: Mutex<Vec<PathBuf>>,
 }
 
 impl FakeSystem {
@@ -68,6 +70,17 @@ impl FakeSystem {
     pub fn set_real_fchown(&self, yes: bool) {
         self.real_fchown
             .store(yes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes `nvme_identify_controller(dev)` answer `data` (host path); unknown
+    /// controllers answer "no such device".
+    pub fn set_nvme_identify(&self, dev: impl Into<PathBuf>, data: Vec<u8>) {
+        self.nvme_identify.lock().unwrap().insert(dev.into(), data);
+    }
+
+    /// The controllers asked for their identify data, in order.
+    pub fn nvme_identify_calls(&self) -> Vec<PathBuf> {
+        self.nvme_identify_calls.lock().unwrap().clone()
     }
 
     pub fn actions(&self) -> Vec<Action> {
@@ -173,6 +186,23 @@ impl System for FakeSystem {
         !self
             .recording_only
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn nvme_identify_controller(&self, dev: &Path) -> Result<Vec<u8>, SysError> {
+        self.nvme_identify_calls
+            .lock()
+            .unwrap()
+            .push(dev.to_path_buf());
+        self.nvme_identify
+            .lock()
+            .unwrap()
+            .get(dev)
+            .cloned()
+            .ok_or_else(|| SysError::Call {
+                call: "nvme identify",
+                what: dev.display().to_string(),
+                source: std::io::Error::from_raw_os_error(19),
+            })
     }
 }
 

@@ -13,6 +13,7 @@ mod module;
 pub mod mount_options;
 mod off_runtime;
 pub mod outputs;
+pub mod probe;
 mod rootfs;
 mod run_record;
 mod system;
@@ -44,8 +45,8 @@ pub use off_runtime::off_runtime;
 pub use rootfs::{FileKind, FileStat, RootDir};
 pub use run_record::{BACKGROUND_FILE, RunRecord, RunState};
 pub use system::{
-    Action, Cmd, CmdOutput, MountRequest, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX, SysError, System,
-    shell_quote,
+    Action, Cmd, CmdOutput, MountRequest, NVME_IDENTIFY_LEN, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX,
+    SysError, System, shell_quote,
 };
 pub use template::{TemplateError, render};
 pub use usercode::{ScriptKind, ScriptOutcome, ScriptRun, ScriptsReport, UserScript};

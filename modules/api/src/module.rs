@@ -242,6 +242,14 @@ pub trait Module: Send + Sync {
         self.spec().timeout
     }
 
+    /// Modules of `after` whose failure does not hold this one back: it still waits for
+    /// them, and runs without their output when they failed (`mounts` after `volumes`: a
+    /// refused EBS volume must not leave the instance store unmounted). Default: none,
+    /// a failed dependency blocks.
+    fn runs_despite(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Does the work. Must be idempotent: it may run again after a failure.
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError>;
 

@@ -296,24 +296,8 @@ fn candidate(name: &str, bd: &BlockDev, origin: &str, usage: &Usage) -> Candidat
     }
 }
 
-/// `nvme10n1` after `nvme2n1`: digits compare as numbers.
-pub fn natural_key(s: &str) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut text = String::new();
-    let mut num: Option<u64> = None;
-    for c in s.chars() {
-        if let Some(d) = c.to_digit(10) {
-            num = Some(num.unwrap_or(0).saturating_mul(10).saturating_add(d as u64));
-        } else {
-            if let Some(n) = num.take() {
-                out.push((std::mem::take(&mut text), n));
-            }
-            text.push(c);
-        }
-    }
-    out.push((text, num.unwrap_or(0)));
-    out
-}
+/// Device names in natural order (shared with `volumes`).
+pub use stoke_api::probe::natural_key;
 
 /// Kernel names an IMDS device name may have: `sdb` → sdb, xvdb, vdb.
 fn imds_names(dev: &str) -> Vec<String> {
