@@ -13,16 +13,13 @@ pub mod userdata;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use stoke_api::{
     Frequency, InstanceData, InstanceId, ScriptKind, Stage, System, UserScript, atomic_write,
-    read_to_string_opt,
+    read_to_string_opt, sha256_hex,
 };
 
 use crate::config::{DatasourceKind, EngineConfig};
 use crate::paths::Paths;
-
-pub use ec2::ImdsConfig as ImdsSettings;
 
 /// Metadata and raw user-data of this instance.
 #[derive(Clone, Debug, PartialEq)]
@@ -319,11 +316,6 @@ struct CacheEntry {
     instance: InstanceData,
     user_data_sha256: Option<String>,
     vendor_data_sha256: Option<String>,
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    let digest = Sha256::digest(data);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes (atomically, with fsync) only when the content differs: the cache

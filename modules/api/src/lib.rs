@@ -37,7 +37,7 @@ pub use context::{BootSoFar, Context, InstanceData, Root, TAG_PREFIX};
 pub use fsutil::{
     Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group,
     lookup_user, managed_block, read_capped, read_to_string_opt, remove_stale_temp_files,
-    temp_file_pid, unescape_octal,
+    sha256_hex, temp_file_pid, unescape_octal,
 };
 pub use instance_id::{InstanceId, InvalidInstanceId};
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};

@@ -1,6 +1,10 @@
 //! Run-frequency state: semaphores under `/var/lib/stoke`, the boot id, the
 //! current instance id, and the one-stoke-at-a-time lock.
 
+pub mod lineage;
+pub mod metrics;
+pub mod status;
+
 use std::fs::{self, File, OpenOptions};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

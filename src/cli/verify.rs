@@ -14,7 +14,6 @@ use stoke_checks::{CheckResult, Checks, ChecksReport, Severity};
 
 use crate::app::App;
 use crate::config;
-use crate::runner::Instance;
 
 pub fn run(
     app: &App,
@@ -45,11 +44,7 @@ pub fn run(
         checks.retain(|name, _| only.contains(name));
     }
     let engine = loaded.engine();
-    let image = Instance::Unknown {
-        why: "stoke verify checks the image, not an instance".into(),
-    };
-    let runner = app.runner_with(&loaded, &engine, image, app.boot_id().map(str::to_string));
-    let ctx = runner.context_for("checks", &[], section, &Default::default());
+    let ctx = app.image_context(&loaded, &engine, "checks", section);
     let outcome = rt.block_on(Checks { stage: None }.run(&ctx));
     let report = match &outcome {
         Ok(r) => r,

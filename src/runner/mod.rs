@@ -3,6 +3,8 @@
 //! `after` dependencies allow. A failure is recorded; only the modules that
 //! run after the failed one are held back.
 
+pub mod logins;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,10 +17,9 @@ use stoke_api::{
 use tokio::task::JoinSet;
 
 use crate::config::{EngineConfig, Loaded};
-use crate::logins;
 use crate::paths::Paths;
+use crate::state::status::{ModState, ModuleStatus, Status};
 use crate::state::{Semaphore, State, now_unix};
-use crate::status::{ModState, ModuleStatus, Status};
 
 /// What a module that succeeded hands to the modules that run after it: its report's details
 /// and the template variables it publishes.
@@ -658,7 +659,7 @@ impl<'a> Runner<'a> {
 }
 
 pub fn sha256_json(v: &serde_json::Value) -> String {
-    crate::datasource::sha256_hex(&serde_json::to_vec(v).unwrap_or_default())
+    stoke_api::sha256_hex(&serde_json::to_vec(v).unwrap_or_default())
 }
 
 #[cfg(test)]

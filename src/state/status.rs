@@ -122,7 +122,7 @@ pub struct Status {
     /// The image's layers that say who they are (`image:`), foundation first, with the
     /// build facts `stoke clean` recorded for each (docs/ready.md, "Image lineage").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lineage: Vec<crate::lineage::Layer>,
+    pub lineage: Vec<crate::state::lineage::Layer>,
     /// The boot's record of a stage being run again, until the rerun ends.
     #[serde(skip)]
     earlier: BTreeMap<Stage, StageStatus>,
@@ -371,7 +371,7 @@ impl Status {
             self.instance_id.as_deref().unwrap_or("unknown"),
             self.datasource.as_deref().unwrap_or("none"),
         ));
-        out.push_str(&crate::lineage::render(&self.lineage));
+        out.push_str(&crate::state::lineage::render(&self.lineage));
         for (stage, s) in &self.stages {
             match s.duration_ms {
                 Some(ms) => out.push_str(&format!("stage {stage}: done in {ms:.1} ms")),

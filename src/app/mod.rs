@@ -1,17 +1,22 @@
 //! One stoke invocation: paths, the system, the modules, and the steps that
 //! every command shares (load config, find the instance).
 
+pub mod lineage;
+pub mod registry;
+
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use stoke_api::{InstanceId, Module, Stage, System, UserScript};
+use anyhow::Context as _;
+use stoke_api::{InstanceId, Module, Root, Stage, System, UserScript};
 
 use crate::config::{self, EngineConfig, Loaded, Source};
 use crate::datasource::{self, Discovery, KnownIds};
 use crate::paths::Paths;
 use crate::runner::{Instance, Runner};
+use crate::state::status::{StageStatus, Status};
 use crate::state::{self, RunLock, State};
-use crate::status::{StageStatus, Status};
 
 pub struct App {
     pub paths: Paths,
@@ -33,6 +38,114 @@ pub struct Prepared {
 }
 
 impl App {
+    /// The app for a root: the real system on `/`, the recording sandbox anywhere else.
+    pub fn for_root(
+        root: PathBuf,
+        config: Option<PathBuf>,
+        seed: Option<PathBuf>,
+        execute: bool,
+    ) -> Self {
+        let root = Root::new(root);
+        let paths = Paths::new(root.clone(), config, seed);
+        let system: Arc<dyn System> = if root.is_host() {
+            Arc::new(crate::system::Host)
+        } else {
+            Arc::new(crate::system::Sandbox::new(
+                paths.actions_file(),
+                paths.run_dir.join("console.log"),
+                execute,
+            ))
+        };
+        App::new(paths, system, registry::modules())
+    }
+
+    /// The engine's keys from the image's own configuration layers (no datasource).
+    pub fn image_engine(&self) -> EngineConfig {
+        let mut loaded = Loaded::default();
+        if let Ok(sources) = config::image_sources(&self.paths.config_dir) {
+            let groups: Vec<Vec<Source>> = sources.into_iter().map(|s| vec![s]).collect();
+            config::load_into(&mut loaded, &groups, &self.modules);
+        }
+        loaded.engine()
+    }
+
+    /// `stoke clean`: instance state removed (under the run lock); the removed paths.
+    pub fn clean(&self, logs: bool, seed: bool) -> anyhow::Result<Vec<PathBuf>> {
+        let _lock = RunLock::acquire(&self.paths, Duration::from_secs(30))?;
+        Ok(State::new(&self.paths).clean(logs, seed)?)
+    }
+
+    /// The end of a bake: the image's layers get the build facts (docs/ready.md); the facts
+    /// and the layers that got them.
+    pub async fn record_build(
+        &self,
+    ) -> (
+        crate::state::lineage::BuildFacts,
+        std::io::Result<Vec<String>>,
+    ) {
+        let imds = self.image_engine().imds.unwrap_or_default();
+        let facts = lineage::build_facts(&self.paths, &imds).await;
+        let recorded = lineage::record(&self.paths.config_dir, &facts, self.system.as_ref());
+        (facts, recorded)
+    }
+
+    /// The current instance's cached metadata (`stoke query`).
+    pub fn cached_instance(&self) -> anyhow::Result<datasource::Found> {
+        let iid = State::new(&self.paths)
+            .current_instance_id()
+            .context("no instance known yet (stoke has not found its datasource)")?;
+        datasource::load_cache(&self.paths, &iid)
+            .with_context(|| format!("no cached metadata for {iid}"))
+    }
+
+    /// A user-data read as `run` reads it (rendered with example instance data: a template
+    /// that needs a metadata key this machine lacks may still render at boot), for `stoke schema`.
+    pub fn check_user_data(&self, name: &str, bytes: &[u8]) -> (Loaded, Vec<UserScript>) {
+        let instance = stoke_api::InstanceData {
+            datasource: "ec2".into(),
+            instance_id: InstanceId::new("i-0123456789abcdef0").unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("uuid".into(), "00000000-0000-4000-8000-000000000000".into());
+        vars.insert("uuid8".into(), "00000000".into());
+        let template = datasource::jinja::template_context(&instance, &vars);
+        let layer = datasource::decode_layer(name, bytes, &template);
+        let mut loaded = Loaded::default();
+        loaded.errors.extend(layer.errors);
+        loaded.warnings.extend(layer.warnings);
+        config::load_into(&mut loaded, &layer.documents, &self.modules);
+        (loaded, layer.scripts)
+    }
+
+    /// The context module `name` gets to check the image (`stoke verify`): the image's
+    /// configuration, no instance.
+    pub fn image_context(
+        &self,
+        loaded: &Loaded,
+        engine: &EngineConfig,
+        name: &str,
+        section: serde_json::Value,
+    ) -> stoke_api::Context {
+        let image = Instance::Unknown {
+            why: format!("stoke {name} checks the image, not an instance"),
+        };
+        self.runner_with(loaded, engine, image, self.boot_id().map(str::to_string))
+            .context_for(name, &[], section, &Default::default())
+    }
+
+    /// The image's lineage (`stoke query image`): no instance needed.
+    pub fn image_lineage(&self) -> anyhow::Result<(Vec<crate::state::lineage::Layer>, Loaded)> {
+        let mut loaded = Loaded::default();
+        let groups: Vec<Vec<Source>> = config::image_sources(&self.paths.config_dir)
+            .with_context(|| format!("reading {}", self.paths.config_dir.display()))?
+            .into_iter()
+            .map(|s| vec![s])
+            .collect();
+        config::load_into(&mut loaded, &groups, &self.modules);
+        Ok((lineage::of(&self.paths.config_dir, &loaded.images), loaded))
+    }
+
     pub fn new(paths: Paths, system: Arc<dyn System>, modules: Vec<Arc<dyn Module>>) -> Self {
         App {
             paths,
@@ -279,7 +392,7 @@ impl App {
         }
         status.instance_id = prep.instance.described().map(|i| i.instance_id.clone());
         status.datasource = prep.instance.described().map(|i| i.datasource.clone());
-        status.lineage = crate::lineage::of(&self.paths.config_dir, &prep.loaded.images);
+        status.lineage = lineage::of(&self.paths.config_dir, &prep.loaded.images);
         let errors = prep
             .loaded
             .errors
@@ -313,7 +426,7 @@ impl App {
         {
             let path = self.paths.root.path(file);
             // Metrics are an observer's: a failure to write them is logged, never a failed boot.
-            if let Err(e) = crate::metrics::write(&path, &status) {
+            if let Err(e) = crate::state::metrics::write(&path, &status) {
                 tracing::warn!("metrics: cannot write {}: {e}", path.display());
             }
         }
@@ -443,7 +556,7 @@ impl Plan {
 }
 
 fn summary_line(stage: Stage, ms: f64, status: &Status) -> String {
-    use crate::status::ModState;
+    use crate::state::status::ModState;
     let count = |s: ModState| {
         status
             .modules
