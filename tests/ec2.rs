@@ -354,7 +354,11 @@ fn an_ipv6_only_instance_finds_imds_on_ipv6_and_keeps_it() {
     let r = s.run_all();
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(v4.requests("/latest/user-data"), 0, "{:?}", v4.counts());
-    assert!(v6.requests("/latest/user-data") > first, "{:?}", v6.counts());
+    assert!(
+        v6.requests("/latest/user-data") > first,
+        "{:?}",
+        v6.counts()
+    );
     assert_eq!(s.stoke(&["query", "imds-endpoint"]).stdout.trim(), v6.url());
 }
 
