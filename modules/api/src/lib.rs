@@ -11,6 +11,7 @@ mod fsutil;
 mod instance_id;
 mod module;
 pub mod mount_options;
+pub mod mountinfo;
 mod off_runtime;
 pub mod outputs;
 pub mod probe;

@@ -114,33 +114,6 @@ impl Sys {
     }
 }
 
-/// One line of /proc/self/mountinfo.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MountEntry {
-    pub dev: Option<(u32, u32)>,
-    pub mount_point: String,
-    pub fstype: String,
-    pub source: String,
-}
-
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            if sep < 6 || fields.len() < sep + 3 {
-                return None;
-            }
-            Some(MountEntry {
-                dev: parse_dev(fields[2]),
-                mount_point: unescape_octal(fields[4]),
-                fstype: fields[sep + 1].to_string(),
-                source: unescape_octal(fields[sep + 2]),
-            })
-        })
-        .collect()
-}
-
 /// Which disks the running system uses: the root filesystem, other mounts, swap.
 #[derive(Debug, Default)]
 pub struct Usage {
@@ -170,7 +143,7 @@ impl Usage {
                 .unwrap_or_else(|| src.rsplit('/').next().unwrap_or(src).to_string());
             (sys.disks.contains_key(&name) || sys.parent.contains_key(&name)).then_some(name)
         };
-        for m in parse_mountinfo(&text) {
+        for m in stoke_api::mountinfo::parse(&text) {
             let Some(name) = name_of(m.dev, &m.source) else {
                 continue;
             };
@@ -481,17 +454,6 @@ mod tests {
         assert!(!glob_match("xvd[!a]", "xvda"));
         assert!(glob_match("vd?", "vdb"));
         assert!(!glob_match("vd?", "vdb1"));
-    }
-
-    #[test]
-    fn mountinfo_with_escapes() {
-        let t = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
-                 40 27 259:3 / /mnt/my\\040data rw shared:1 - xfs /dev/nvme1n1 rw\n";
-        let m = parse_mountinfo(t);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[1].mount_point, "/mnt/my data");
-        assert_eq!(m[1].dev, Some((259, 3)));
-        assert_eq!(m[1].source, "/dev/nvme1n1");
     }
 
     #[test]

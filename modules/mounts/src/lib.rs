@@ -579,20 +579,10 @@ fn mounted_at(ctx: &Context, target: &Path) -> Result<Option<Mounted>, ModuleErr
         .display()
         .to_string();
     // The last mount on a path is the visible one.
-    let mut found = None;
-    for line in text.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else {
-            continue;
-        };
-        if sep < 6 || f.len() < sep + 3 || stoke_api::unescape_octal(f[4]) != want {
-            continue;
-        }
-        let dev = f[2]
-            .split_once(':')
-            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
-        found = Some((dev, stoke_api::unescape_octal(f[sep + 2])));
-    }
+    let found = stoke_api::mountinfo::parse(&text)
+        .into_iter()
+        .rfind(|m| m.mount_point == want)
+        .map(|m| (m.dev, m.source));
     Ok(found)
 }
 
