@@ -165,21 +165,25 @@ impl<'a> Runner<'a> {
         out.check(&cmd)
     }
 
-    /// `udevadm settle`, recorded as a step; a failure is a warning.
-    pub async fn settle(&mut self) -> Result<(), ModuleError> {
+    /// Waits for udev's events of `devices` (`udevadm wait`, bounded by `settle_timeout`),
+    /// recorded as a step; a failure is a warning.
+    pub async fn wait_udev(&mut self, devices: &[String]) -> Result<(), ModuleError> {
         let secs = self.cfg.settle_secs()?;
+        if devices.is_empty() {
+            return Ok(());
+        }
         let t = Instant::now();
-        let r = udev::settle(self.ctx, secs).await;
+        let r = udev::wait(self.ctx, devices, secs).await;
         self.steps.push(Step {
-            step: "udevadm settle".into(),
-            target: "udev".into(),
+            step: "udevadm wait".into(),
+            target: devices.join(" "),
             ms: t.elapsed().as_millis() as u64,
         });
         if let Err(e) = r {
-            // Settling makes links appear and udev's own assembly finish sooner; what is
-            // still missing or half-assembled is refused by the steps that follow, so a
-            // failure here is worth a warning, not a failed boot.
-            self.warnings.push(format!("udevadm settle: {e}"));
+            // What is still missing or half-assembled is refused by the steps that follow
+            // (discovery names a missing device), so a failure here is worth a warning, not
+            // a failed boot.
+            self.warnings.push(format!("waiting for udev: {e}"));
         }
         Ok(())
     }
@@ -501,7 +505,10 @@ impl<'a> Runner<'a> {
                 contents.push(probe(self.ctx, &c.device).await?);
             }
             let action = self.assemble_or_create(disks, &contents, chunk).await?;
-            self.settle().await?;
+            // The array's event: udev makes /dev/md/<name> (what fstab and mounts name).
+            if udev::present(self.ctx) {
+                self.wait_udev(std::slice::from_ref(&md_link)).await?;
+            }
             (md_link.clone(), action, members)
         };
 

@@ -163,7 +163,8 @@ async fn nitro_instance_store_becomes_raid0_with_xfs_and_root_is_never_used() {
             m.dev("nvme2n1")
         )]
     );
-    assert_eq!(ran(&fake, "udevadm settle").len(), 1);
+    // No udev in this root: nothing to wait for, before or after making the array.
+    assert!(ran(&fake, "udevadm").is_empty(), "{:?}", fake.commands());
     let mkfs = ran(&fake, "mkfs.xfs");
     assert_eq!(mkfs.len(), 1);
     assert!(
@@ -184,8 +185,35 @@ async fn nitro_instance_store_becomes_raid0_with_xfs_and_root_is_never_used() {
     assert!(mkfs[0].contains(&format!("uuid={uuid}")));
     assert_eq!(d["array"]["action"], "created");
     assert_eq!(d["array"]["chunk_kib"], 256);
-    assert!(d["steps"].as_array().unwrap().len() >= 3);
+    assert!(d["steps"].as_array().unwrap().len() >= 2);
     assert!(r.summary.contains("raid0"), "{}", r.summary);
+
+    // Where udev runs: first the two disks' events, then the new array's (its link).
+    m.write("run/udev/control", "");
+    let fake = FakeSystem::new();
+    for d in ["nvme1n1", "nvme2n1"] {
+        blkid(&fake, &m.dev(d), nothing_found());
+    }
+    run(&m, json!({}), InstanceData::default(), &fake)
+        .await
+        .unwrap();
+    let cmds = fake.commands();
+    let create = cmds.iter().position(|c| c.starts_with("mdadm --create"));
+    assert_eq!(
+        ran(&fake, "udevadm"),
+        [
+            format!(
+                "udevadm wait --timeout=10 {} {}",
+                m.dev("nvme1n1"),
+                m.dev("nvme2n1")
+            ),
+            format!("udevadm wait --timeout=10 {md}")
+        ]
+    );
+    assert!(
+        cmds[create.unwrap() + 1].starts_with("udevadm wait"),
+        "{cmds:?}"
+    );
 }
 
 #[tokio::test]
@@ -551,14 +579,15 @@ async fn active_array_of_ours_is_used_as_is() {
 #[tokio::test]
 async fn an_array_udev_is_still_assembling_is_waited_for() {
     // A reboot: udev has added one member of our array when the module starts
-    // (stoke-local does not wait for udevd) and adds the other while we settle.
+    // (stoke-local does not wait for udevd) and adds the other while we wait for the events
+    // of the disks we may use: only theirs, not udev's whole queue.
     let m = Machine::nitro();
     m.held("nvme1n1", "md127");
     m.write("run/udev/control", "");
     let fake = FakeSystem::new();
     let root = m.root().to_path_buf();
     fake.respond(move |cmd| {
-        (cmd.args.first().map(String::as_str) == Some("settle")).then(|| {
+        (cmd.args.first().map(String::as_str) == Some("wait")).then(|| {
             for (p, text) in [
                 ("sys/block/nvme2n1/holders/md127", ""),
                 ("sys/block/md127/slaves/nvme2n1", ""),
@@ -575,9 +604,17 @@ async fn an_array_udev_is_still_assembling_is_waited_for() {
     let r = run(&m, json!({}), InstanceData::default(), &fake)
         .await
         .unwrap();
-    assert_eq!(fake.commands()[0], "udevadm settle --timeout=10");
     assert_eq!(
-        r.details["steps"][0]["step"], "udevadm settle",
+        fake.commands()[0],
+        format!(
+            "udevadm wait --timeout=10 {} {}",
+            m.dev("nvme1n1"),
+            m.dev("nvme2n1")
+        ),
+        "the instance-store disks only (not the root disk)"
+    );
+    assert_eq!(
+        r.details["steps"][0]["step"], "udevadm wait",
         "timed in status"
     );
     assert!(writes(&fake).is_empty(), "{:?}", fake.commands());
@@ -602,6 +639,46 @@ async fn an_array_udev_is_still_assembling_is_waited_for() {
             .iter()
             .any(|c| c.starts_with("udevadm")),
         "{cmds:?}"
+    );
+}
+
+#[tokio::test]
+async fn what_is_waited_for_is_the_devices_the_module_may_use() {
+    let m = Machine::nitro();
+    m.write("run/udev/control", "");
+    m.disk("vdb", "252:16", None)
+        .partition("vdb", "vdb1", "252:17")
+        .disk("loop0", "7:0", None);
+    fs::create_dir_all(m.p("dev/disk/by-id")).unwrap();
+    std::os::unix::fs::symlink(m.p("dev/vdb"), m.p("dev/disk/by-id/virtio-eph0")).unwrap();
+    async fn first_wait(m: &Machine, cfg: Value) -> String {
+        let fake = FakeSystem::new();
+        let _ = run(m, cfg, InstanceData::default(), &fake).await;
+        ran(&fake, "udevadm")[0].clone()
+    }
+    let wait = |devs: &[&str]| {
+        let mut v = vec!["udevadm wait --timeout=10".to_string()];
+        v.extend(devs.iter().map(|d| m.dev(d)));
+        v.join(" ")
+    };
+    // A listed link, and the partitions of its disk (an array or volume group on one
+    // makes the disk unusable).
+    assert_eq!(
+        first_wait(
+            &m,
+            json!({"disks": {"devices": ["/dev/disk/by-id/virtio-eph0"]}})
+        )
+        .await,
+        wait(&["disk/by-id/virtio-eph0", "vdb1"])
+    );
+    // A glob matches links udev makes: every disk and partition but loop devices.
+    assert_eq!(
+        first_wait(
+            &m,
+            json!({"disks": {"devices": ["/dev/disk/by-id/virtio-*"]}})
+        )
+        .await,
+        wait(&["nvme0n1", "nvme0n1p1", "nvme1n1", "nvme2n1", "vdb", "vdb1"])
     );
 }
 

@@ -245,6 +245,20 @@ async fn a_link_udev_makes_while_settling_is_mounted() {
     assert_eq!(mounts(&fake)[0].source, link.display().to_string());
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
 
+    // Once the link is there, only its own event is waited for, not udev's whole queue
+    // (a tag is its /dev/disk/by-* link).
+    let fake = FakeSystem::new();
+    let cfg2 = json!({"mounts": [["/dev/disk/by-label/logs", "/logs", "xfs"], ["LABEL=logs", "/l2", "xfs"]]});
+    run(d, cfg2, None, &fake).await.unwrap();
+    assert_eq!(
+        fake.commands()[0],
+        format!(
+            "udevadm wait --timeout=10 {} {}",
+            link.display(),
+            link.display()
+        )
+    );
+
     // Without udev (a sandbox root) nothing waits, and the missing link is reported.
     let dir = root();
     let fake = FakeSystem::new();
