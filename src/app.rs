@@ -51,31 +51,60 @@ impl App {
         // Kept for what the metadata service must be asked beyond the base (`fetch_extras`).
         let mut image_layers: Vec<Vec<Source>> = Vec::new();
         match config::image_sources(&self.paths.config_dir) {
-            Ok(sources) => {
-                image_layers = sources.into_iter().map(|s| vec![s]).collect();
-                config::load_into(&mut loaded, &image_layers, &self.modules);
-            }
+            Ok(sources) => image_layers = sources.into_iter().map(|s| vec![s]).collect(),
             Err(e) => loaded.errors.push(stoke_api::ConfigError::new(format!(
                 "reading {}: {e}",
                 self.paths.config_dir.display()
             ))),
         }
+        // The local stage's datasource reads only what the engine's `datasource:` and
+        // `nocloud:` keys choose. When no image layer names them, their defaults hold
+        // whatever the layers say, so the seed is read while the layers are parsed and checked
+        // (on the blocking pool: the NoCloud volume's mount blocks too, in its own thread).
+        let layers = image_layers.clone();
+        let modules = self.modules.clone();
+        let parse = tokio::task::spawn_blocking(move || {
+            let mut loaded = Loaded::default();
+            config::load_into(&mut loaded, &layers, &modules);
+            loaded
+        });
+        let early = stage == Stage::Local
+            && !image_layers
+                .iter()
+                .flatten()
+                .any(|s| s.text.contains("datasource") || s.text.contains("nocloud"));
+        let discover =
+            |engine| datasource::discover(&self.paths, engine, &self.system, stage, this_boot_iid);
+        let defaults = EngineConfig::default();
+        let (parsed, early_discovery) = tokio::join!(parse, async {
+            match early {
+                true => Some(discover(&defaults).await),
+                false => None,
+            }
+        });
+        match parsed {
+            Ok(parsed) => {
+                loaded.merged = parsed.merged;
+                loaded.errors.extend(parsed.errors);
+                loaded.warnings.extend(parsed.warnings);
+                loaded.images = parsed.images;
+            }
+            Err(e) => loaded
+                .errors
+                .push(stoke_api::ConfigError::new(format!("image layers: {e}"))),
+        }
         let engine = loaded.engine();
         tracing::debug!(
-            "config: image layers loaded in {:.1} ms",
+            "config: image layers loaded after {:.1} ms",
             started.elapsed().as_secs_f64() * 1000.0
         );
         let mut datasource_errors = Vec::new();
         let mut pending_instance_id = None;
-        let (found, no_instance_reason) = match datasource::discover(
-            &self.paths,
-            &engine,
-            self.system.as_ref(),
-            stage,
-            this_boot_iid,
-        )
-        .await
-        {
+        let discovery = match early_discovery {
+            Some(d) => d,
+            None => discover(&engine).await,
+        };
+        let (found, no_instance_reason) = match discovery {
             Discovery::Found(f) => (Some(*f), String::new()),
             Discovery::Pending { why, instance_id } => {
                 pending_instance_id = instance_id;

@@ -11,6 +11,7 @@ mod nocloud;
 pub mod userdata;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -100,7 +101,7 @@ pub fn read_dmi(paths: &Paths) -> Dmi {
 pub async fn discover(
     paths: &Paths,
     cfg: &EngineConfig,
-    system: &dyn System,
+    system: &Arc<dyn System>,
     stage: Stage,
     this_boot_iid: Option<&str>,
 ) -> Discovery {

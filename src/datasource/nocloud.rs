@@ -3,6 +3,7 @@
 //! read-only for the read, then unmounted).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,7 +16,7 @@ use crate::state::valid_instance_id;
 
 pub async fn read(
     paths: &Paths,
-    system: &dyn System,
+    system: &Arc<dyn System>,
     use_volume: bool,
 ) -> Result<Option<Found>, String> {
     if is_dir_with(&paths.seed_dir, "meta-data") {
@@ -34,7 +35,9 @@ pub async fn read(
                 "vfat"
             };
             let device = device.display().to_string();
-            return read_volume(paths, system, &device, Some(fstype)).map(Some);
+            return read_volume(paths, system, &device, Some(fstype))
+                .await
+                .map(Some);
         }
     }
     // Else one blkid for every device (a process start costs ~0.1 s in a slow VM at boot);
@@ -48,7 +51,9 @@ pub async fn read(
         }
     };
     match cidata_volumes(&out.stdout).into_iter().next() {
-        Some((device, fstype)) => read_volume(paths, system, &device, fstype.as_deref()).map(Some),
+        Some((device, fstype)) => read_volume(paths, system, &device, fstype.as_deref())
+            .await
+            .map(Some),
         None => Ok(None),
     }
 }
@@ -100,7 +105,24 @@ fn cidata_volumes(export: &str) -> Vec<(String, Option<String>)> {
     found
 }
 
-fn read_volume(
+/// The mount (which may first load the filesystem's kernel modules: seconds in a slow VM) and
+/// the reads run on the blocking pool, so the runtime goes on with what does not wait for them.
+async fn read_volume(
+    paths: &Paths,
+    system: &Arc<dyn System>,
+    device: &str,
+    fstype: Option<&str>,
+) -> Result<Found, String> {
+    let (paths, system) = (paths.clone(), system.clone());
+    let (device, fstype) = (device.to_string(), fstype.map(str::to_string));
+    tokio::task::spawn_blocking(move || {
+        mount_and_read(&paths, system.as_ref(), &device, fstype.as_deref())
+    })
+    .await
+    .map_err(|e| format!("reading the cidata volume: {e}"))?
+}
+
+fn mount_and_read(
     paths: &Paths,
     system: &dyn System,
     device: &str,

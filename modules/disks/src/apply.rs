@@ -165,18 +165,32 @@ impl<'a> Runner<'a> {
         out.check(&cmd)
     }
 
-    /// Waits for udev's events of `devices` (`udevadm wait`, bounded by `settle_timeout`),
-    /// recorded as a step; a failure is a warning.
-    pub async fn wait_udev(&mut self, devices: &[String]) -> Result<(), ModuleError> {
+    /// Waits for udev's events of the disks the module may use (`devwait`), or of
+    /// `devices`, bounded by `settle_timeout`; recorded as a step naming what was watched
+    /// (nothing waited for without udev and with nothing missing). A failure is a warning.
+    pub async fn wait_udev(&mut self, devices: Option<&[String]>) -> Result<(), ModuleError> {
         let secs = self.cfg.settle_secs()?;
-        if devices.is_empty() {
+        let (all, first): (Vec<String>, Vec<String>) = match devices {
+            Some(d) => (
+                d.to_vec(),
+                d.iter()
+                    .filter(|d| !udev::ready(self.ctx, d))
+                    .cloned()
+                    .collect(),
+            ),
+            None => crate::devwait::watched(self.ctx, self.cfg),
+        };
+        if first.is_empty() && !udev::present(self.ctx) {
             return Ok(());
         }
         let t = Instant::now();
-        let r = udev::wait(self.ctx, devices, secs).await;
+        let r = match devices {
+            Some(d) => udev::wait(self.ctx, d, secs).await,
+            None => crate::devwait::wait(self.ctx, self.cfg, secs).await,
+        };
         self.steps.push(Step {
-            step: "udevadm wait".into(),
-            target: devices.join(" "),
+            step: "wait for udev".into(),
+            target: all.join(" "),
             ms: t.elapsed().as_millis() as u64,
         });
         if let Err(e) = r {
@@ -507,7 +521,7 @@ impl<'a> Runner<'a> {
             let action = self.assemble_or_create(disks, &contents, chunk).await?;
             // The array's event: udev makes /dev/md/<name> (what fstab and mounts name).
             if udev::present(self.ctx) {
-                self.wait_udev(std::slice::from_ref(&md_link)).await?;
+                self.wait_udev(Some(std::slice::from_ref(&md_link))).await?;
             }
             (md_link.clone(), action, members)
         };

@@ -61,7 +61,7 @@ impl Module for DisksModule {
         // stoke-local does not wait for udevd: on a reboot udev may still be assembling
         // our array one member at a time (`mdadm --incremental`), and a link may be
         // missing. Seen half-done, the array would be refused. (devwait says what is waited for.)
-        runner.wait_udev(&devwait::devices(ctx, &cfg)).await?;
+        runner.wait_udev(None).await?;
         let mut disc = discover(&ctx.root, &ctx.instance, &cfg).inspect_err(|_| {
             // A failed run reports no warnings: these say why a device is still missing.
             for w in &runner.warnings {
