@@ -30,7 +30,7 @@ pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
     let name = std::fs::canonicalize(&host).ok()?.file_name()?.to_owned();
     let name = name.to_string_lossy();
     ["/sys/class/block", "/sys/block"].iter().find_map(|dir| {
-        let text = std::fs::read_to_string(ctx.path(&format!("{dir}/{name}/dev"))).ok()?;
+        let text = std::fs::read_to_string(ctx.path(format!("{dir}/{name}/dev"))).ok()?;
         let (a, b) = text.trim().split_once(':')?;
         Some((a.parse().ok()?, b.parse().ok()?))
     })
@@ -41,7 +41,7 @@ pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
 /// have run — `IMPORT{program}` ones included, such as `mdadm --incremental` for an array
 /// member — and its links are made; libudev calls a device with an entry initialized.
 pub fn initialized(ctx: &Context, dev: (u32, u32)) -> bool {
-    ctx.path(&format!("/run/udev/data/b{}:{}", dev.0, dev.1))
+    ctx.path(format!("/run/udev/data/b{}:{}", dev.0, dev.1))
         .exists()
 }
 
