@@ -5,7 +5,8 @@
 # doing the work concurrently (the physical limit). Prints a markdown table (the one in
 # docs/performance.md, "Boot time against cloud-init").
 #
-#   sudo bench/boot-vs-cloud-init.sh [--rounds 3] [--jobs 1] [--out FILE.md]
+#   sudo bench/boot-vs-cloud-init.sh [--rounds 3] [--jobs 1] [--variants CBL] [--no-rsa] [--out FILE.md]
+# (--no-rsa: host keys ed25519+ecdsa only, the headline race of docs/performance.md)
 #
 # Tests STOKE_BIN, else target/release/stoke (built here if missing; a debug binary is not what
 # ships). Needs the VM test host tools (vm-tests/install-deps.sh) and root.

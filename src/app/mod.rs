@@ -191,50 +191,84 @@ impl App {
         // Kept for what the metadata service must be asked beyond the base (`fetch_extras`).
         let mut image_layers: Vec<Vec<Source>> = Vec::new();
         match config::image_sources(&self.paths.config_dir) {
-            Ok(sources) => {
-                image_layers = sources.into_iter().map(|s| vec![s]).collect();
-                config::load_into(&mut loaded, &image_layers, &self.modules);
-            }
+            Ok(sources) => image_layers = sources.into_iter().map(|s| vec![s]).collect(),
             Err(e) => loaded.errors.push(stoke_api::ConfigError::new(format!(
                 "reading {}: {e}",
                 self.paths.config_dir.display()
             ))),
         }
-        let engine = loaded.engine();
-        tracing::debug!(
-            "config: image layers loaded in {:.1} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        );
-        let mut datasource_errors = Vec::new();
+        // The local stage's datasource reads only what the engine's `datasource:` and
+        // `nocloud:` keys choose. When no image layer names them, their defaults hold
+        // whatever the layers say, so the seed is read while the layers are parsed and checked
+        // (on the blocking pool: the NoCloud volume's mount blocks too, in its own thread).
+        let layers = image_layers.clone();
+        let modules = self.modules.clone();
+        let parse = tokio::task::spawn_blocking(move || {
+            let mut loaded = Loaded::default();
+            config::load_into(&mut loaded, &layers, &modules);
+            loaded
+        });
+        let early = stage == Stage::Local
+            && !image_layers
+                .iter()
+                .flatten()
+                .any(|s| s.text.contains("datasource") || s.text.contains("nocloud"));
         let last_iid = State::new(&self.paths).current_instance_id();
         let known = KnownIds {
             this_boot: this_boot_iid,
             last: last_iid.as_ref(),
         };
+        let discover =
+            |engine| datasource::discover(&self.paths, engine, self.system.as_ref(), stage, known);
+        let defaults = EngineConfig::default();
+        let (parsed, early_discovery) = tokio::join!(parse, async {
+            match early {
+                true => Some(discover(&defaults).await),
+                false => None,
+            }
+        });
+        match parsed {
+            Ok(parsed) => {
+                loaded.merged = parsed.merged;
+                loaded.errors.extend(parsed.errors);
+                loaded.warnings.extend(parsed.warnings);
+                loaded.images = parsed.images;
+            }
+            Err(e) => loaded
+                .errors
+                .push(stoke_api::ConfigError::new(format!("image layers: {e}"))),
+        }
+        let engine = loaded.engine();
+        tracing::debug!(
+            "config: image layers loaded after {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        let mut datasource_errors = Vec::new();
+        let discovery = match early_discovery {
+            Some(d) => d,
+            None => discover(&engine).await,
+        };
         let mut instance = Instance::Unknown { why: String::new() };
-        let found =
-            match datasource::discover(&self.paths, &engine, self.system.as_ref(), stage, known)
-                .await
-            {
-                Discovery::Found(f) => Some(*f),
-                Discovery::Pending {
-                    why,
-                    instance_id: Some(id),
-                } => {
-                    instance = Instance::IdOnly { id, why };
-                    None
-                }
-                Discovery::Pending { why, .. } | Discovery::Nothing(why) => {
-                    instance = Instance::Unknown { why };
-                    None
-                }
-                Discovery::Failed(why) => {
-                    tracing::error!("datasource: {why}");
-                    datasource_errors.push(format!("datasource: {why}"));
-                    instance = Instance::Unknown { why };
-                    None
-                }
-            };
+        let found = match discovery {
+            Discovery::Found(f) => Some(*f),
+            Discovery::Pending {
+                why,
+                instance_id: Some(id),
+            } => {
+                instance = Instance::IdOnly { id, why };
+                None
+            }
+            Discovery::Pending { why, .. } | Discovery::Nothing(why) => {
+                instance = Instance::Unknown { why };
+                None
+            }
+            Discovery::Failed(why) => {
+                tracing::error!("datasource: {why}");
+                datasource_errors.push(format!("datasource: {why}"));
+                instance = Instance::Unknown { why };
+                None
+            }
+        };
         tracing::debug!(
             "datasource: {} after {:.1} ms",
             found

@@ -379,6 +379,25 @@ class T:
                        f"{uuid_} (was {same_fs})")
         return uuid_
 
+    def check_array_waited_for(self, st):
+        """A reboot: udev reassembles the array one member at a time (`mdadm --incremental` in
+        each member's event) while stoke-local runs. The disks module must have waited for
+        every member's event (its first step, "wait for udev") and found the array whole."""
+        if "disks" not in self.mods:
+            return
+        d = (st or {}).get("modules", {}).get("disks", {})
+        det = d.get("details") or {}
+        steps = det.get("steps") or []
+        members = (det.get("array") or {}).get("members") or []
+        first = steps[0] if steps else {}
+        self.check("disks waited for each array member's udev event first",
+                   first.get("step") == "wait for udev" and len(members) == 2
+                   and all(m in first.get("target", "").split() for m in members),
+                   json.dumps(steps)[:400])
+        self.check("the array was found whole: active, both members, no warning",
+                   (det.get("array") or {}).get("action") == "active" and not d.get("warnings"),
+                   json.dumps({k: d.get(k) for k in ("summary", "warnings")})[:400])
+
     def check_hostkeys(self, f, expect=None, differs_from=None, held=None):
         """held: True when logins must have waited for the network stage (EC2: the local stage
         cannot know the instance), False when the local stage had the keys and released sshd."""
@@ -472,6 +491,7 @@ def first_boot_and_reboot(t):
     t.check_disks(f2, same_fs=fs1)
     if vols:
         t.check_volume(f2, st2, same_fs=v1)
+    t.check_array_waited_for(st2)
     t.check_hostkeys(f2, expect=k1)
     if scripts:
         t.check("reboot: the user-data script did not run again", script_runs(f2) == script_runs(f1),

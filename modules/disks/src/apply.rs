@@ -178,21 +178,39 @@ impl<'a> Runner<'a> {
         out.check(&cmd)
     }
 
-    /// `udevadm settle`, recorded as a step; a failure is a warning.
-    pub async fn settle(&mut self) -> Result<(), ModuleError> {
+    /// Waits for udev's events of the disks the module may use (`devwait`), or of
+    /// `devices`, bounded by `settle_timeout`; recorded as a step naming what was watched
+    /// (nothing waited for without udev and with nothing missing). A failure is a warning.
+    pub async fn wait_udev(&mut self, devices: Option<&[String]>) -> Result<(), ModuleError> {
         let secs = self.cfg.settle_secs()?;
+        let (all, first): (Vec<String>, Vec<String>) = match devices {
+            Some(d) => (
+                d.to_vec(),
+                d.iter()
+                    .filter(|d| !udev::ready(self.ctx, d))
+                    .cloned()
+                    .collect(),
+            ),
+            None => crate::devwait::watched(self.ctx, self.cfg),
+        };
+        if first.is_empty() && !udev::present(self.ctx) {
+            return Ok(());
+        }
         let t = Instant::now();
-        let r = udev::settle(self.ctx, secs).await;
+        let r = match devices {
+            Some(d) => udev::wait(self.ctx, d, secs).await,
+            None => crate::devwait::wait(self.ctx, self.cfg, secs).await,
+        };
         self.steps.push(Step {
-            step: "udevadm settle".into(),
-            target: "udev".into(),
+            step: "wait for udev".into(),
+            target: all.join(" "),
             ms: t.elapsed().as_millis() as u64,
         });
         if let Err(e) = r {
-            // Settling makes links appear and udev's own assembly finish sooner; what is
-            // still missing or half-assembled is refused by the steps that follow, so a
-            // failure here is worth a warning, not a failed boot.
-            self.warnings.push(format!("udevadm settle: {e}"));
+            // What is still missing or half-assembled is refused by the steps that follow
+            // (discovery names a missing device), so a failure here is worth a warning, not
+            // a failed boot.
+            self.warnings.push(format!("waiting for udev: {e}"));
         }
         Ok(())
     }
@@ -498,7 +516,10 @@ impl<'a> Runner<'a> {
                 contents.push(probe(self.ctx, &c.device).await?);
             }
             let action = self.assemble_or_create(disks, &contents, chunk).await?;
-            self.settle().await?;
+            // The array's event: udev makes /dev/md/<name> (what fstab and mounts name).
+            if udev::present(self.ctx) {
+                self.wait_udev(Some(std::slice::from_ref(&md_link))).await?;
+            }
             (md_link.clone(), action, members)
         };
 

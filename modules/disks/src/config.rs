@@ -85,7 +85,8 @@ pub struct Disks {
     pub mount_options: String,
     /// If set, the ARRAY line for the array is kept in this file (e.g. /etc/mdadm/mdadm.conf).
     pub mdadm_conf: Option<String>,
-    /// Upper bound for `udevadm settle` after creating or assembling the array.
+    /// Upper bound for waiting for udev's events (`udevadm wait`) of the disks, and of the
+    /// array after creating or assembling it.
     pub settle_timeout: Seconds,
 }
 

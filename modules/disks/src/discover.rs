@@ -286,6 +286,27 @@ fn imds_names(dev: &str) -> Vec<String> {
     v
 }
 
+/// The disk an IMDS device name (`sdb`) is on this machine, if any.
+pub fn imds_disk(sys: &Sys, dev: &str) -> Option<String> {
+    imds_names(dev)
+        .into_iter()
+        .find(|n| sys.disks.contains_key(n))
+}
+
+/// The NVMe instance-store disks (by the kernel's model string), in natural order.
+pub fn instance_store(sys: &Sys) -> Vec<String> {
+    let mut v: Vec<String> = sys
+        .disks
+        .iter()
+        .filter(|(n, bd)| {
+            n.starts_with("nvme") && bd.model.as_deref() == Some(EC2_INSTANCE_STORE_MODEL)
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    v.sort_by_key(|n| natural_key(n));
+    v
+}
+
 /// Whether a string has glob metacharacters.
 pub fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
@@ -324,7 +345,7 @@ fn expand_glob(root: &Root, pattern: &str) -> Vec<String> {
 }
 
 /// The kernel name behind an instance path (following /dev/disk/by-id links).
-fn kernel_name(root: &Root, path: &str) -> Option<String> {
+pub fn kernel_name(root: &Root, path: &str) -> Option<String> {
     let host: PathBuf = root.path(path);
     let canon = fs::canonicalize(&host).ok()?;
     canon.file_name().map(|n| n.to_string_lossy().into_owned())
@@ -348,10 +369,7 @@ pub fn discover(
     imds.sort_by_key(|(k, _)| natural_key(k));
     let mut imds_found = Vec::new();
     for (key, dev) in imds {
-        match imds_names(dev)
-            .into_iter()
-            .find(|n| sys.disks.contains_key(n))
-        {
+        match imds_disk(&sys, dev) {
             Some(name) => {
                 out.ephemeral.insert(key.clone(), format!("/dev/{name}"));
                 imds_found.push((key.clone(), name));
@@ -399,15 +417,10 @@ pub fn discover(
         return Ok(out);
     }
 
-    let mut auto: Vec<(String, String)> = sys
-        .disks
-        .iter()
-        .filter(|(n, bd)| {
-            n.starts_with("nvme") && bd.model.as_deref() == Some(EC2_INSTANCE_STORE_MODEL)
-        })
-        .map(|(n, _)| (n.clone(), "nvme instance store".to_string()))
+    let mut auto: Vec<(String, String)> = instance_store(&sys)
+        .into_iter()
+        .map(|n| (n, "nvme instance store".to_string()))
         .collect();
-    auto.sort_by_key(|(n, _)| natural_key(n));
     auto.extend(
         imds_found
             .into_iter()

@@ -15,9 +15,7 @@ pub mod discover;
 
 use std::time::Duration;
 
-use stoke_api::{
-    Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, config_spec, udev,
-};
+use stoke_api::{Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, config_spec};
 
 use crate::apply::{Layout, Outcome, Runner, layout};
 use crate::config::{Config, Disks, Mode};
@@ -61,17 +59,8 @@ impl Module for DisksModule {
         let mut runner = Runner::new(ctx, &cfg);
         // stoke-local does not wait for udevd: on a reboot udev may still be assembling
         // our array one member at a time (`mdadm --incremental`), and a link may be
-        // missing. Seen half-done, the array would be refused.
-        if udev::present(ctx) {
-            runner.settle().await?;
-        }
-        let missing = devwait::missing(ctx, &cfg);
-        if !missing.is_empty()
-            && let Some(w) = devwait::wait_for(ctx, &missing, cfg.settle_secs()?).await
-        {
-            // Discovery says what is still missing; this says why waiting did not help.
-            runner.warnings.push(w);
-        }
+        // missing. Seen half-done, the array would be refused. (devwait says what is waited for.)
+        runner.wait_udev(None).await?;
         let mut disc = discover(&ctx.root, &ctx.instance, &cfg).inspect_err(|_| {
             // A failed run reports no warnings: these say why a device is still missing.
             for w in &runner.warnings {

@@ -75,6 +75,14 @@ impl Machine {
         self
     }
 
+    /// udevd has handled these devices: their database entries exist.
+    fn udev_done(&self, devs: &[&str]) -> &Self {
+        for d in devs {
+            self.write(&format!("run/udev/data/b{d}"), "");
+        }
+        self
+    }
+
     fn mountinfo(&self, text: &str) -> &Self {
         self.write("proc/self/mountinfo", text);
         self
@@ -163,7 +171,8 @@ async fn nitro_instance_store_becomes_raid0_with_xfs_and_root_is_never_used() {
             m.dev("nvme2n1")
         )]
     );
-    assert_eq!(ran(&fake, "udevadm settle").len(), 1);
+    // No udev in this root: nothing to wait for, before or after making the array.
+    assert!(ran(&fake, "udevadm").is_empty(), "{:?}", fake.commands());
     let mkfs = ran(&fake, "mkfs.xfs");
     assert_eq!(mkfs.len(), 1);
     assert!(
@@ -184,8 +193,49 @@ async fn nitro_instance_store_becomes_raid0_with_xfs_and_root_is_never_used() {
     assert!(mkfs[0].contains(&format!("uuid={uuid}")));
     assert_eq!(d["array"]["action"], "created");
     assert_eq!(d["array"]["chunk_kib"], 256);
-    assert!(d["steps"].as_array().unwrap().len() >= 3);
+    assert!(d["steps"].as_array().unwrap().len() >= 2);
     assert!(r.summary.contains("raid0"), "{}", r.summary);
+
+    // Where udev runs: first the two disks' events (handled already), then the new array's,
+    // which makes its link.
+    m.write("run/udev/control", "");
+    m.udev_done(&["259:2", "259:3", "9:127"]);
+    let fake = FakeSystem::new();
+    for d in ["nvme1n1", "nvme2n1"] {
+        blkid(&fake, &m.dev(d), nothing_found());
+    }
+    let (root, link) = (m.root().to_path_buf(), m.p("dev/md/ephemeral"));
+    fake.respond(move |cmd| {
+        (cmd.args.first().map(String::as_str) == Some("--create")).then(|| {
+            fs::write(root.join("dev/md127"), "").unwrap();
+            fs::create_dir_all(root.join("sys/block/md127")).unwrap();
+            fs::write(root.join("sys/block/md127/dev"), "9:127\n").unwrap();
+            fs::create_dir_all(link.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(root.join("dev/md127"), &link).unwrap();
+            CmdOutput::ok("")
+        })
+    });
+    let r = run(&m, json!({}), InstanceData::default(), &fake)
+        .await
+        .unwrap();
+    let steps: Vec<(&str, &str)> = r.details["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps[0], ("wait for udev", "/dev/nvme1n1 /dev/nvme2n1"));
+    assert_eq!(
+        steps[2],
+        ("wait for udev", "/dev/md/ephemeral"),
+        "{steps:?}"
+    );
+    assert!(
+        ran(&fake, "udevadm").is_empty(),
+        "no process: {:?}",
+        fake.commands()
+    );
+    assert_eq!(r.warnings, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -320,55 +370,35 @@ async fn explicit_list_and_glob_win_over_discovery() {
 async fn a_configured_link_udev_has_not_made_yet_is_waited_for() {
     let m = Machine::new();
     m.disk("vdb", "252:16", None);
+    m.write("run/udev/control", "");
     let link = m.p("dev/disk/by-id/virtio-eph0");
     let cfg = json!({"disks": {"devices": ["/dev/disk/by-id/virtio-eph0"], "settle_timeout": 7}});
 
-    // udev makes the link while `udevadm wait` waits for it.
+    // udev handles the disk (its database entry, its link) while the module waits.
     let fake = FakeSystem::new();
-    let (target, made) = (m.p("dev/vdb"), link.clone());
-    fake.respond(move |cmd| {
-        (cmd.args.first().map(String::as_str) == Some("wait")).then(|| {
-            fs::create_dir_all(made.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(&target, &made).unwrap();
-            CmdOutput::ok("")
-        })
-    });
     blkid(&fake, &m.dev("vdb"), nothing_found());
+    let (root, target, made) = (m.root().to_path_buf(), m.p("dev/vdb"), link.clone());
+    tokio::spawn(async move {
+        fs::create_dir_all(root.join("run/udev/data")).unwrap();
+        fs::write(root.join("run/udev/data/b252:16"), "").unwrap();
+        fs::create_dir_all(made.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, &made).unwrap();
+    });
     let r = run(&m, cfg.clone(), InstanceData::default(), &fake)
         .await
         .unwrap();
-    assert_eq!(
-        ran(&fake, "udevadm"),
-        [format!("udevadm wait --timeout=7 {}", link.display())]
-    );
     assert_eq!(r.details["disks"][0]["device"], "/dev/vdb");
+    assert_eq!(r.details["steps"][0]["step"], "wait for udev");
+    assert!(ran(&fake, "udevadm").is_empty(), "{:?}", fake.commands());
 
-    // Present from the start: no waiting at all.
-    let fake = FakeSystem::new();
-    blkid(&fake, &m.dev("vdb"), nothing_found());
-    run(&m, cfg.clone(), InstanceData::default(), &fake)
-        .await
-        .unwrap();
-    assert!(
-        ran(&fake, "udevadm wait").is_empty(),
-        "{:?}",
-        fake.commands()
-    );
-
-    // Without `udevadm wait` (systemd before 251) udev's queue is settled instead: once,
-    // before discovery, where udev runs.
+    // A link that never comes: bounded by settle_timeout, then discovery says so.
     fs::remove_file(&link).unwrap();
-    m.write("run/udev/control", "");
     let fake = FakeSystem::new();
-    fake.on(
-        "udevadm wait",
-        CmdOutput::failed(1, "Unknown command verb 'wait'."),
-    );
+    let cfg = json!({"disks": {"devices": ["/dev/disk/by-id/virtio-eph0"], "settle_timeout": 1}});
     let err = run(&m, cfg, InstanceData::default(), &fake)
         .await
         .unwrap_err()
         .to_string();
-    assert_eq!(ran(&fake, "udevadm settle"), ["udevadm settle --timeout=7"]);
     assert!(err.contains("virtio-eph0 does not exist"), "{err}");
 }
 
@@ -377,7 +407,7 @@ async fn bad_input_is_a_clear_error_and_touches_nothing() {
     let m = Machine::nitro();
     let cases = [
         (
-            json!({"disks": {"devices": ["/dev/nvme9n1"]}}),
+            json!({"disks": {"devices": ["/dev/nvme9n1"], "settle_timeout": 1}}),
             "/dev/nvme9n1 does not exist",
         ),
         (
@@ -403,12 +433,8 @@ async fn bad_input_is_a_clear_error_and_touches_nothing() {
             .unwrap_err()
             .to_string();
         assert!(err.contains(want), "{cfg}: {err}");
-        // Only waiting for a missing device, never a command that touches a disk.
-        assert!(
-            fake.commands().iter().all(|c| c.starts_with("udevadm ")),
-            "{cfg}: {:?}",
-            fake.commands()
-        );
+        // Not a command that touches a disk (waiting for a missing device starts none).
+        assert!(fake.commands().is_empty(), "{cfg}: {:?}", fake.commands());
     }
 }
 
@@ -551,34 +577,39 @@ async fn active_array_of_ours_is_used_as_is() {
 #[tokio::test]
 async fn an_array_udev_is_still_assembling_is_waited_for() {
     // A reboot: udev has added one member of our array when the module starts
-    // (stoke-local does not wait for udevd) and adds the other while we settle.
+    // (stoke-local does not wait for udevd) and adds the other while we wait for the events
+    // of the disks we may use: only theirs, not udev's whole queue.
     let m = Machine::nitro();
     m.held("nvme1n1", "md127");
     m.write("run/udev/control", "");
+    m.udev_done(&["259:0", "259:1", "259:2"]);
     let fake = FakeSystem::new();
     let root = m.root().to_path_buf();
-    fake.respond(move |cmd| {
-        (cmd.args.first().map(String::as_str) == Some("settle")).then(|| {
-            for (p, text) in [
-                ("sys/block/nvme2n1/holders/md127", ""),
-                ("sys/block/md127/slaves/nvme2n1", ""),
-                ("dev/md/ephemeral", ""),
-            ] {
-                let p = root.join(p);
-                fs::create_dir_all(p.parent().unwrap()).unwrap();
-                fs::write(p, text).unwrap();
-            }
-            CmdOutput::ok("")
-        })
+    // udev's event for nvme2n1: `mdadm --incremental` adds it to the array, then the
+    // database entry is written.
+    tokio::spawn(async move {
+        for (p, text) in [
+            ("sys/block/nvme2n1/holders/md127", ""),
+            ("sys/block/md127/slaves/nvme2n1", ""),
+            ("dev/md/ephemeral", ""),
+            ("run/udev/data/b259:3", ""),
+        ] {
+            let p = root.join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+        }
     });
     md127_is_our_array_with_xfs(&m, &fake);
     let r = run(&m, json!({}), InstanceData::default(), &fake)
         .await
         .unwrap();
-    assert_eq!(fake.commands()[0], "udevadm settle --timeout=10");
     assert_eq!(
-        r.details["steps"][0]["step"], "udevadm settle",
+        r.details["steps"][0]["step"], "wait for udev",
         "timed in status"
+    );
+    assert_eq!(
+        r.details["steps"][0]["target"], "/dev/nvme1n1 /dev/nvme2n1",
+        "the instance-store disks only (not the root disk)"
     );
     assert!(writes(&fake).is_empty(), "{:?}", fake.commands());
     assert_eq!(r.details["array"]["action"], "active");
@@ -602,6 +633,51 @@ async fn an_array_udev_is_still_assembling_is_waited_for() {
             .iter()
             .any(|c| c.starts_with("udevadm")),
         "{cmds:?}"
+    );
+}
+
+#[tokio::test]
+async fn what_is_waited_for_is_the_devices_the_module_may_use() {
+    let m = Machine::nitro();
+    m.write("run/udev/control", "");
+    m.disk("vdb", "252:16", None)
+        .partition("vdb", "vdb1", "252:17")
+        .disk("loop0", "7:0", None);
+    fs::create_dir_all(m.p("dev/disk/by-id")).unwrap();
+    std::os::unix::fs::symlink(m.p("dev/vdb"), m.p("dev/disk/by-id/virtio-eph0")).unwrap();
+    m.udev_done(&[
+        "259:0", "259:1", "259:2", "259:3", "252:16", "252:17", "7:0",
+    ]);
+    async fn watched(m: &Machine, cfg: Value) -> String {
+        let fake = FakeSystem::new();
+        let r = run(m, cfg, InstanceData::default(), &fake).await;
+        assert!(ran(&fake, "udevadm").is_empty(), "{:?}", fake.commands());
+        r.map(|r| {
+            r.details["steps"][0]["target"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap_or_default()
+    }
+    // A listed link, and the partitions of its disk (an array or volume group on one
+    // makes the disk unusable).
+    assert_eq!(
+        watched(
+            &m,
+            json!({"disks": {"devices": ["/dev/disk/by-id/virtio-eph0"], "force": true}})
+        )
+        .await,
+        "/dev/disk/by-id/virtio-eph0 /dev/vdb /dev/vdb1"
+    );
+    // A glob matches links udev makes: every disk and partition but loop devices.
+    assert_eq!(
+        watched(
+            &m,
+            json!({"disks": {"devices": ["/dev/disk/by-id/virtio-*"], "force": true}})
+        )
+        .await,
+        "/dev/nvme0n1 /dev/nvme0n1p1 /dev/nvme1n1 /dev/nvme2n1 /dev/vdb /dev/vdb1"
     );
 }
 

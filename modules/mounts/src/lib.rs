@@ -271,6 +271,47 @@ fn used_by_disks<'a>(
     })
 }
 
+/// The devices the `mounts:` entries name (tags as their `/dev/disk/by-*` links), when all
+/// are there now: then only their udev events are waited for. `None` when one is missing: a
+/// link udev has not made yet and a device that is not coming look alike until udev's whole
+/// queue is handled, so then that is waited for.
+fn named_devices(
+    ctx: &Context,
+    cfg: &Config,
+    details: Option<&DisksDetails>,
+) -> Option<Vec<String>> {
+    let aliases = cfg.device_aliases.clone().unwrap_or_default();
+    let no_ephemeral = BTreeMap::new();
+    let ephemeral = details.map_or(&no_ephemeral, |d| &d.ephemeral);
+    let mut out = Vec::new();
+    for raw in cfg.mounts.iter().flatten() {
+        let text = |n: usize| raw.get(n).cloned().flatten().map(|f| f.text());
+        let spec = text(0)?;
+        let tag = ["LABEL", "UUID", "PARTUUID", "PARTLABEL"]
+            .into_iter()
+            .find_map(|t| Some((t, spec.strip_prefix(t)?.strip_prefix('=')?)));
+        let device = match tag {
+            Some((t, v)) => Some(format!("/dev/disk/by-{}/{v}", t.to_ascii_lowercase())),
+            None if spec == "swap" => None,
+            None => {
+                let fstype = text(2).unwrap_or_else(|| "auto".into());
+                match spec::resolve(ctx, &spec, &fstype, &aliases, ephemeral) {
+                    spec::Named::Kernel(d) | spec::Named::Stable(d) => Some(d),
+                    spec::Named::Missing(_) => return None,
+                    spec::Named::Other => None,
+                }
+            }
+        };
+        if let Some(d) = device {
+            if !ctx.path(&d).exists() {
+                return None;
+            }
+            out.push(d);
+        }
+    }
+    Some(out)
+}
+
 /// The entries from `mounts:` (cloud-init list form), in config order, each mount point
 /// once. Entries that cannot be used are dropped with a warning (and listed in `dropped`);
 /// malformed ones are errors.
@@ -728,12 +769,15 @@ impl Module for MountsModule {
                 .unwrap_or_default(),
         );
         // stoke-local does not wait for udevd: a configured /dev/disk/by-* link may not
-        // be there yet. (The disks module settles udev too; its volumes need nothing.)
-        if cfg.mounts.as_ref().is_some_and(|m| !m.is_empty())
-            && udev::present(ctx)
-            && let Err(e) = udev::settle(ctx, UDEV_SETTLE_SECS).await
-        {
-            warnings.push(format!("waiting for udev: {e}"));
+        // be there yet. (The disks module waits for its own devices; its volumes need nothing.)
+        if cfg.mounts.as_ref().is_some_and(|m| !m.is_empty()) && udev::present(ctx) {
+            let waited = match named_devices(ctx, &cfg, details.as_ref()) {
+                Some(devices) => udev::wait(ctx, &devices, UDEV_SETTLE_SECS).await,
+                None => udev::settle(ctx, UDEV_SETTLE_SECS).await,
+            };
+            if let Err(e) = waited {
+                warnings.push(format!("waiting for udev: {e}"));
+            }
         }
         let mut dropped = Vec::new();
         let configured = config_wants(

@@ -222,6 +222,13 @@ async fn cloud_config_mounts_are_resolved_and_mounted_in_path_order() {
     assert_eq!(r.details["fstab_removed"].as_array().unwrap().len(), 4);
 }
 
+fn ran_udevadm(fake: &FakeSystem) -> Vec<String> {
+    fake.commands()
+        .into_iter()
+        .filter(|c| c.starts_with("udevadm"))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_link_udev_makes_while_settling_is_mounted() {
     // stoke-local does not wait for udevd: the by-label link appears while we settle.
@@ -243,6 +250,21 @@ async fn a_link_udev_makes_while_settling_is_mounted() {
     let r = run(d, cfg.clone(), None, &fake).await.unwrap();
     assert_eq!(fake.commands()[0], "udevadm settle --timeout=10");
     assert_eq!(mounts(&fake)[0].source, link.display().to_string());
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+    // Once the link is there, only its own event is waited for (udev's database entry of
+    // the device it leads to), not udev's whole queue; a tag is its /dev/disk/by-* link.
+    fs::remove_file(&link).unwrap();
+    fs::write(d.join("dev/vdb"), "").unwrap();
+    std::os::unix::fs::symlink(d.join("dev/vdb"), &link).unwrap();
+    fs::create_dir_all(d.join("sys/block/vdb")).unwrap();
+    fs::write(d.join("sys/block/vdb/dev"), "252:16\n").unwrap();
+    fs::create_dir_all(d.join("run/udev/data")).unwrap();
+    fs::write(d.join("run/udev/data/b252:16"), "").unwrap();
+    let fake = FakeSystem::new();
+    let cfg2 = json!({"mounts": [["/dev/disk/by-label/logs", "/logs", "xfs"], ["LABEL=logs", "/l2", "xfs"]]});
+    let r = run(d, cfg2, None, &fake).await.unwrap();
+    assert!(ran_udevadm(&fake).is_empty(), "{:?}", fake.commands());
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
 
     // Without udev (a sandbox root) nothing waits, and the missing link is reported.
