@@ -24,6 +24,8 @@ pub struct App {
     pub modules: Vec<Arc<dyn Module>>,
     /// Read once per process (see [`App::boot_id`]).
     boot_id: OnceLock<Option<String>>,
+    /// The process environment, read once: modules get it through their Context.
+    env: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// Configuration and instance, as far as this stage can know them.
@@ -152,6 +154,7 @@ impl App {
             system,
             modules,
             boot_id: OnceLock::new(),
+            env: Arc::new(std::env::vars().collect()),
         }
     }
 
@@ -393,6 +396,7 @@ impl App {
             instance,
             boot_id,
             self_exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/stoke".into()),
+            env: self.env.clone(),
             user_scripts: Arc::default(),
         }
     }

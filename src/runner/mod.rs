@@ -92,6 +92,8 @@ pub struct Runner<'a> {
     pub engine: &'a EngineConfig,
     pub instance: Instance,
     pub boot_id: Option<String>,
+    /// The process environment, read once (modules get it in their Context).
+    pub env: Arc<BTreeMap<String, String>>,
     pub self_exe: PathBuf,
     /// Scripts and boothooks from user-data, for the modules that run them.
     pub user_scripts: Arc<Vec<UserScript>>,
@@ -371,6 +373,7 @@ impl<'a> Runner<'a> {
             boot: Default::default(),
             boot_status: None,
             boot_id: self.boot_id.clone(),
+            env: self.env.clone(),
         }
     }
 
@@ -752,6 +755,7 @@ mod tests {
                 ..InstanceData::default()
             })),
             boot_id: Some("b1".into()),
+            env: Arc::default(),
             self_exe: PathBuf::from("/usr/bin/stoke"),
             user_scripts: Default::default(),
         };
@@ -855,6 +859,7 @@ mod tests {
                 ..InstanceData::default()
             })),
             boot_id: Some("b1".into()),
+            env: Arc::default(),
             self_exe: PathBuf::from("/usr/bin/stoke"),
             user_scripts: Default::default(),
         };

@@ -117,6 +117,9 @@ impl InstanceData {
 pub struct Context {
     pub root: Root,
     pub instance: Arc<InstanceData>,
+    /// stoke's environment variables, read once by the engine: a module reads them here,
+    /// never from the process (tests give their own).
+    pub env: Arc<BTreeMap<String, String>>,
     /// This boot's id (the kernel's, or the one stoke made up for a root without it): tells
     /// work recorded this boot from work of a boot before.
     pub boot_id: Option<String>,

@@ -233,5 +233,6 @@ pub fn context(
         boot: Default::default(),
         boot_status: None,
         boot_id: Some("fake-boot".into()),
+        env: Arc::default(),
     }
 }

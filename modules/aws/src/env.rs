@@ -25,10 +25,12 @@ const NAMES: &[&str] = &[
 pub struct Env(BTreeMap<String, String>);
 
 impl Env {
-    pub fn from_process() -> Env {
+    /// The variables this client reads, from an environment the engine read once
+    /// (`Context::env`).
+    pub fn from_vars(vars: &BTreeMap<String, String>) -> Env {
         Env(NAMES
             .iter()
-            .filter_map(|n| Some((n.to_string(), std::env::var(n).ok()?)))
+            .filter_map(|n| Some((n.to_string(), vars.get(*n)?.clone())))
             .collect())
     }
 

@@ -17,7 +17,7 @@ pub fn client(
     t: &Target,
     ctx: &stoke_api::Context,
 ) -> Result<stoke_aws::Client, String> {
-    let env = Env::from_process();
+    let env = Env::from_vars(&ctx.env);
     let default = default_endpoint(&t.region);
     let endpoint = stoke_aws::endpoint::resolve(
         sec.endpoint_url.as_deref(),

@@ -11,8 +11,8 @@ use stoke_aws::{Class, Env, Failure, GaveUp, Retrier};
 
 /// Builds the client: call it only when there is work to do. `Err` is a
 /// configuration error (an unusable endpoint URL).
-pub fn client(ep: Endpoint<'_>) -> Result<Client, String> {
-    Client::new(ep, Env::from_process())
+pub fn client(ep: Endpoint<'_>, env: Env) -> Result<Client, String> {
+    Client::new(ep, env)
 }
 
 /// A zone's id and name.

@@ -136,7 +136,8 @@ impl Module for Route53 {
             sec.record_sets(&ctx.instance, &vars, known_zone.as_deref())?;
         }
 
-        let client = aws::client(endpoint(&sec, ctx)).map_err(invalid)?;
+        let client = aws::client(endpoint(&sec, ctx), stoke_aws::Env::from_vars(&ctx.env))
+            .map_err(invalid)?;
         let mut retrier = Retrier::new(
             Duration::from_secs(sec.budget_seconds),
             Duration::from_secs_f64(sec.max_backoff_seconds),
@@ -237,7 +238,8 @@ impl Module for Route53 {
             ))
         })?;
 
-        let client = aws::client(endpoint(&sec, ctx)).map_err(invalid)?;
+        let client = aws::client(endpoint(&sec, ctx), stoke_aws::Env::from_vars(&ctx.env))
+            .map_err(invalid)?;
         let mut retrier = Retrier::new(
             Duration::from_secs(sec.shutdown_budget_seconds),
             Duration::from_secs_f64(sec.max_backoff_seconds),
