@@ -15,6 +15,7 @@ pub mod mountinfo;
 mod off_runtime;
 pub mod outputs;
 pub mod probe;
+mod retry_budget;
 mod rootfs;
 mod run_record;
 mod system;
@@ -43,6 +44,7 @@ pub use fsutil::{
 pub use instance_id::{InstanceId, InvalidInstanceId};
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
 pub use off_runtime::off_runtime;
+pub use retry_budget::RetryBudget;
 pub use rootfs::{FileKind, FileStat, RootDir};
 pub use run_record::{BACKGROUND_FILE, RunRecord, RunState};
 pub use system::{

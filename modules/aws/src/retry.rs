@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use stoke_api::RetryBudget;
 
 /// First backoff bound; doubles per failed attempt of one operation up to the cap.
 const BASE_DELAY: Duration = Duration::from_millis(200);
@@ -113,8 +113,7 @@ pub enum GaveUp {
 
 /// The budget and the counts of one run (all operations share it).
 pub struct Retrier {
-    start: Instant,
-    deadline: Instant,
+    budget: RetryBudget,
     max_delay: Duration,
     /// Requests sent, all operations.
     pub attempts: u32,
@@ -124,10 +123,8 @@ pub struct Retrier {
 
 impl Retrier {
     pub fn new(budget: Duration, max_delay: Duration) -> Self {
-        let start = Instant::now();
         Retrier {
-            start,
-            deadline: start + budget,
+            budget: RetryBudget::new(budget),
             max_delay,
             attempts: 0,
             retried: BTreeMap::new(),
@@ -135,11 +132,11 @@ impl Retrier {
     }
 
     pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
+        self.budget.elapsed()
     }
 
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.budget.remaining()
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the next try would
@@ -152,24 +149,20 @@ impl Retrier {
     {
         let mut failures = 0u32;
         loop {
-            let remaining = self.remaining();
-            if remaining.is_zero() {
+            let Some(timeout) = self.budget.attempt_timeout(ATTEMPT_TIMEOUT) else {
                 return Err(GaveUp::Budget(Failure::transient(
                     "budget",
                     "no time left in the budget for this request",
                 )));
-            }
+            };
             self.attempts += 1;
-            let last = match tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT), op()).await {
+            let last = match tokio::time::timeout(timeout, op()).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(f)) if f.class == Class::Permanent => return Err(GaveUp::Rejected(f)),
                 Ok(Err(f)) => f,
                 Err(_) => Failure::transient(
                     "timeout",
-                    format!(
-                        "no answer within {:.1} s",
-                        remaining.min(ATTEMPT_TIMEOUT).as_secs_f64()
-                    ),
+                    format!("no answer within {:.1} s", timeout.as_secs_f64()),
                 ),
             };
             failures += 1;
@@ -179,17 +172,13 @@ impl Retrier {
             }
             tracing::debug!(code = %last.code, delay_ms = delay.as_millis() as u64, "aws: retrying");
             *self.retried.entry(last.code.clone()).or_default() += 1;
-            tokio::time::sleep(delay).await;
+            self.budget.pause(delay).await;
         }
     }
 
     /// Sleeps `d` if that ends within the budget; false (no sleep) otherwise.
     pub async fn pause(&self, d: Duration) -> bool {
-        if d >= self.remaining() {
-            return false;
-        }
-        tokio::time::sleep(d).await;
-        true
+        self.budget.pause(d).await
     }
 }
 

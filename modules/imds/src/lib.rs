@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use stoke_api::RetryBudget;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -240,8 +241,8 @@ pub struct Session {
     ttl: String,
     request_timeout: Duration,
     budget: Duration,
-    started: Instant,
-    deadline: Instant,
+    /// Every attempt of this session shares it.
+    retry: RetryBudget,
     /// The current token; held across a PUT so concurrent 401s refresh it once.
     token: Mutex<Option<String>>,
     last_error: std::sync::Mutex<String>,
@@ -367,8 +368,7 @@ impl Session {
             ttl: cfg.token_ttl_secs.clamp(1, 21600).to_string(),
             request_timeout: cfg.request_timeout,
             budget,
-            started,
-            deadline: started + budget,
+            retry: RetryBudget::starting_at(started, budget),
             token: Mutex::new(None),
             last_error: std::sync::Mutex::new(String::new()),
         })
@@ -384,7 +384,7 @@ impl Session {
         &self,
         work: impl std::future::Future<Output = Result<T, ImdsError>>,
     ) -> Result<T, ImdsError> {
-        match tokio::time::timeout_at(self.deadline, work).await {
+        match tokio::time::timeout_at(self.retry.deadline(), work).await {
             Ok(result) => result,
             Err(_) => Err(self.out_of_time()),
         }
@@ -578,11 +578,9 @@ impl Session {
 
     /// The timeout for the next attempt, or BudgetExceeded when nothing is left.
     fn attempt_timeout(&self) -> Result<Duration, ImdsError> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(self.out_of_time());
-        }
-        Ok(left.min(self.request_timeout))
+        self.retry
+            .attempt_timeout(self.request_timeout)
+            .ok_or_else(|| self.out_of_time())
     }
 
     /// Sleeps before attempt `attempt + 1`: 50 ms doubling to 1 s, jittered to 50–100 %;
@@ -590,11 +588,10 @@ impl Session {
     async fn backoff(&self, attempt: u32) -> Result<(), ImdsError> {
         let exp = BACKOFF_START.saturating_mul(1 << attempt.saturating_sub(1).min(10));
         let wait = jitter(exp.min(BACKOFF_MAX));
-        if Instant::now() + wait >= self.deadline {
-            return Err(self.out_of_time());
+        match self.retry.pause(wait).await {
+            true => Ok(()),
+            false => Err(self.out_of_time()),
         }
-        tokio::time::sleep(wait).await;
-        Ok(())
     }
 
     fn note(&self, error: String) {
@@ -613,7 +610,7 @@ impl Session {
         let last = self.last_error();
         ImdsError::BudgetExceeded {
             endpoint: self.base.clone(),
-            after: self.started.elapsed(),
+            after: self.retry.elapsed(),
             budget: self.budget,
             last_error: if last.is_empty() {
                 "no answer yet (a request was still waiting when the budget ran out)".into()
