@@ -30,12 +30,12 @@ pub use config::{
 };
 pub use context::{BootSoFar, Context, InstanceData, Root, TAG_PREFIX};
 pub use fsutil::{
-    Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group,
-    lookup_user, managed_block, read_capped, read_to_string_opt, remove_stale_temp_files,
-    temp_file_pid, unescape_octal,
+    Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, lookup_group, lookup_user,
+    managed_block, read_capped, read_to_string_opt, remove_stale_temp_files, temp_file_pid,
+    unescape_octal,
 };
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
-pub use rootfs::{FileKind, FileStat, RootDir};
+pub use rootfs::{FileKind, FileStat, RootDir, create_dir_complete, replace_in_dir};
 pub use system::{
     Action, Cmd, CmdOutput, MountRequest, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX, SysError, System,
     shell_quote,
