@@ -639,6 +639,7 @@ pub fn replace_in_dir(
         fchmod(file.as_fd(), Mode::from_bits_truncate(mode & 0o7777)).map_err(errno)?;
         if durable { file.sync_all() } else { Ok(()) }
     };
+    remove_stale_temps_of(dir, name);
     if is_secret(mode) && unnamed_temps_allowed() {
         let flags = OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
         match openat(dir.as_fd(), ".", flags, Mode::from_bits_truncate(0o600)) {
@@ -664,6 +665,36 @@ pub fn replace_in_dir(
         let _ = unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
     }
     result
+}
+
+/// Removes the temp files of `name` in `dir` that another (killed) stoke left on its way to
+/// replacing it: the sweep at start only knows stoke's own directories, and a `write_files`
+/// path may be anywhere. Best effort: what cannot be listed or removed stays.
+fn remove_stale_temps_of(dir: &File, name: &OsStr) {
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(&name.as_bytes()[..name.len().min(200)]);
+    prefix.extend_from_slice(b".stoke-");
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        if !file.as_bytes().starts_with(&prefix)
+            || crate::temp_file_pid(&file.to_string_lossy())
+                .is_none_or(|pid| pid == std::process::id())
+        {
+            continue;
+        }
+        if let Ok(st) = fstatat(dir.as_fd(), file.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            && kind(st.st_mode) == SFlag::S_IFREG
+        {
+            tracing::warn!(
+                "removing {}: left by an interrupted stoke",
+                file.to_string_lossy()
+            );
+            let _ = unlinkat(dir.as_fd(), file.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
 }
 
 /// Makes the directory `name` in the open directory `parent`, all or nothing: made under a
@@ -1084,6 +1115,36 @@ mod tests {
             fs::create_dir(&public).unwrap();
             assert_eq!(names_while_written(&public, false)[0].len(), 1);
         }
+    }
+
+    #[test]
+    fn replacing_a_file_removes_the_temps_a_killed_stoke_left_for_it() {
+        let f = fixture();
+        let rd = rootdir(&f);
+        rd.create_dir_all(Path::new("/opt/app"), 0o755).unwrap();
+        let dir = f.root.join("opt/app");
+        let ours = format!(".app.conf.stoke-tmp-{}-7", std::process::id());
+        for n in [
+            ".app.conf.stoke-tmp-999999-8",
+            ".app.conf.stoke-999998-1",
+            ".other.stoke-tmp-999999-9",
+            ours.as_str(),
+        ] {
+            fs::write(dir.join(n), "half").unwrap();
+        }
+        rd.write_atomic(Path::new("/opt/app/app.conf"), b"x", 0o644, None, &NoSystem)
+            .unwrap();
+        let mut want = vec![
+            ".other.stoke-tmp-999999-9".to_string(),
+            ours,
+            "app.conf".into(),
+        ];
+        want.sort();
+        assert_eq!(
+            names(&dir),
+            want,
+            "only this file's, and only another run's"
+        );
     }
 
     #[test]
