@@ -25,8 +25,8 @@ pub mod testing;
 
 pub use async_trait::async_trait;
 pub use config::{
-    ConfigError, ConfigSpec, PathStep, ValueError, config_spec, nearest, scalar_text, yaml_message,
-    yaml_options,
+    ConfigError, ConfigSpec, PathStep, ValueError, config_spec, merge_config, nearest, scalar_text,
+    yaml_message, yaml_options,
 };
 pub use context::{BootSoFar, Context, InstanceData, Root, TAG_PREFIX};
 pub use fsutil::{
