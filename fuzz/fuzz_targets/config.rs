@@ -8,25 +8,17 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use stoke_api::{ConfigSpec, Positions};
 
+/// stoke's own list of modules.
+#[path = "../../src/registry.rs"]
+mod registry;
+
 fn specs() -> &'static [ConfigSpec] {
     static SPECS: OnceLock<Vec<ConfigSpec>> = OnceLock::new();
     SPECS.get_or_init(|| {
-        let mut all: Vec<Box<dyn stoke_api::Module>> = Vec::new();
-        all.extend(stoke_scripts::modules());
-        all.extend(stoke_users::modules());
-        all.extend(stoke_ssh::modules());
-        all.extend(stoke_hostname::modules());
-        all.extend(stoke_rootfs::modules());
-        all.extend(stoke_disks::modules());
-        all.extend(stoke_mounts::modules());
-        all.extend(stoke_route53::modules());
-        all.extend(stoke_puppet::modules());
-        all.extend(stoke_files::modules());
-        all.extend(stoke_system::modules());
-        all.extend(stoke_checks::modules());
-        all.extend(stoke_lifecycle::modules());
-        all.extend(stoke_report::modules());
-        all.iter().map(|m| m.spec().config).collect()
+        registry::modules()
+            .iter()
+            .map(|m| m.spec().config)
+            .collect()
     })
 }
 
