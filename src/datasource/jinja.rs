@@ -115,7 +115,11 @@ mod tests {
         assert!(err.contains("fuel"), "{err}");
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
         let many = "{% for a in range(100) %}{{ a }}{% endfor %}";
-        assert_eq!(render(many, &ctx()).unwrap().len(), 190, "ordinary loops still run");
+        assert_eq!(
+            render(many, &ctx()).unwrap().len(),
+            190,
+            "ordinary loops still run"
+        );
     }
 
     #[test]
