@@ -1,8 +1,8 @@
 //! Writes stoke(1) and the bash and zsh completions into packaging/ from the CLI definition
-//! (`src/cli.rs`): `cargo run --example gen-cli-docs`. The .deb installs them from there;
+//! (`src/cli/args.rs`): `cargo run --example gen-cli-docs`. The .deb installs them from there;
 //! `tests/cli_docs.rs` fails when they are out of date. Kept out of the binary (size).
 
-#[path = "../src/cli.rs"]
+#[path = "../src/cli/args.rs"]
 #[allow(dead_code)]
 mod cli;
 #[path = "../tests/support/cli_docs.rs"]

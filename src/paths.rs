@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use stoke_api::Root;
+use stoke_api::{InstanceId, Root};
 
 #[derive(Clone, Debug)]
 pub struct Paths {
@@ -47,12 +47,17 @@ impl Paths {
         self.state_dir.join("instance-id")
     }
 
-    pub fn instance_dir(&self, iid: &str) -> PathBuf {
-        self.state_dir.join("instances").join(iid)
+    pub fn instance_dir(&self, iid: &InstanceId) -> PathBuf {
+        iid.dir_in(&self.state_dir.join("instances"))
     }
 
     pub fn boot_id_file(&self) -> PathBuf {
         self.root.path("/proc/sys/kernel/random/boot_id")
+    }
+
+    /// A made-up boot id where the root has no kernel one (see `state::boot_id_or_make`).
+    pub fn fallback_boot_id_file(&self) -> PathBuf {
+        self.run_dir.join("boot-id")
     }
 
     pub fn dmi(&self, field: &str) -> PathBuf {

@@ -1,7 +1,7 @@
 //! The man page and completions in packaging/ are what the CLI definition renders, and they
 //! document what a newcomer looks for (every command, exit codes, files).
 
-#[path = "../src/cli.rs"]
+#[path = "../src/cli/args.rs"]
 #[allow(dead_code)]
 mod cli;
 #[path = "support/cli_docs.rs"]
@@ -14,7 +14,7 @@ fn committed_man_page_and_completions_are_up_to_date() {
         let have = std::fs::read(repo.join(rel)).unwrap_or_default();
         assert!(
             have == want,
-            "{rel} is out of date with src/cli.rs: run `cargo run --example gen-cli-docs` and commit it"
+            "{rel} is out of date with src/cli/args.rs: run `cargo run --example gen-cli-docs` and commit it"
         );
     }
 }

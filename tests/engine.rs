@@ -264,7 +264,10 @@ fn path_like_instance_id_is_refused_and_nothing_is_written_outside_the_root() {
     let r = s.run_all();
     assert_eq!(r.code, 2, "{}", r.stderr);
     let errors = s.status()["errors"].to_string();
-    assert!(errors.contains("invalid instance-id"), "{errors}");
+    assert!(
+        errors.contains("instance-id: invalid instance id"),
+        "{errors}"
+    );
     assert_eq!(s.module_state("hostname"), "deferred");
     assert!(!s.path("/var/lib/stoke/instances").exists());
     for f in s.files() {
@@ -630,7 +633,10 @@ fn hostile_seed_files_are_refused_quickly_and_said_briefly() {
     );
     s.run_all();
     let errors = s.status()["errors"].to_string();
-    assert!(errors.contains("invalid instance-id"), "{errors}");
+    assert!(
+        errors.contains("instance-id: invalid instance id"),
+        "{errors}"
+    );
     assert!(errors.len() < 1000, "echoed whole: {} bytes", errors.len());
 }
 
@@ -683,4 +689,29 @@ fn an_absolute_etc_link_does_not_lead_hostname_out_of_the_root() {
         hosts_before,
         "hosts changed outside the root"
     );
+}
+
+/// A chroot build has no /proc: without a kernel boot id, every stage used to start a new
+/// boot's status, and a local-stage failure was gone by the end (exit 0, `done`).
+#[test]
+fn a_root_without_a_boot_id_keeps_earlier_stages_failures() {
+    let s = Sandbox::nocloud(
+        "i-noproc",
+        "#cloud-config\nwrite_files:\n  - path: /etc/x\n    content: \"a\"\n    encoding: b64\n",
+    );
+    std::fs::remove_file(s.path("/proc/sys/kernel/random/boot_id")).unwrap();
+    let r = s.run_all();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(s.module_state("write-files"), "failed");
+    let made_up = s.read("/run/stoke/boot-id");
+    assert_eq!(
+        s.status()["boot_id"],
+        made_up.trim(),
+        "the stages shared one boot id"
+    );
+    // A later stage run alone belongs to the same boot: the failure is still there.
+    s.stoke(&["run", "--stage", "final"]);
+    assert_eq!(s.module_state("write-files"), "failed");
+    let status = s.stoke(&["status"]);
+    assert_eq!(status.code, 1, "{}", status.stdout);
 }

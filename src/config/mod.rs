@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use stoke_api::{ConfigError, ConfigSpec, Frequency, Module, config_spec};
 
@@ -24,7 +24,7 @@ pub struct EngineConfig {
     /// Datasources to consider, in order of preference. Default: detect (nocloud, then ec2).
     pub datasource: Option<Vec<DatasourceKind>>,
     /// EC2 instance metadata service client.
-    pub imds: Option<crate::datasource::ImdsSettings>,
+    pub imds: Option<stoke_imds::ImdsConfig>,
     /// NoCloud datasource.
     pub nocloud: Option<NoCloudConfig>,
     /// Per-module overrides: `modules: {ssh-authorized-keys: {frequency: per-boot}}`.
@@ -38,7 +38,7 @@ pub struct EngineConfig {
     pub metrics: Option<MetricsConfig>,
     /// Who this image layer is (docs/ready.md, "Image lineage"): each layer's own section is
     /// kept, in layer order, instead of being merged with the others'.
-    pub image: Option<crate::lineage::ImageSection>,
+    pub image: Option<ImageSection>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -530,4 +530,28 @@ fn top_level_keys(text: &str) -> Vec<serde_saphyr::Spanned<String>> {
     serde_saphyr::from_str_with_options::<TopKeys>(text, stoke_api::yaml_options_raw_binary())
         .map(|k| k.0)
         .unwrap_or_default()
+}
+
+/// `image:` in an image layer: who this layer is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSection {
+    /// The layer's image name (`app-web`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its version (`1.4.2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The image it was built on (`base-2.0`, an AMI id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ancestor: Option<String>,
+    /// When it was built, as the build pipeline says (free text, e.g. RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub built_at: Option<String>,
+    /// Who or what built it (a pipeline, a job URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    /// Free-form labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }

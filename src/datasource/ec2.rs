@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use stoke_api::InstanceData;
+use stoke_api::{InstanceData, InstanceId};
 
 /// What EC2 told us: instance data (datasource `"ec2"`) and the raw user-data, if any.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +25,6 @@ pub struct Ec2Metadata {
     pub user_data: Option<Vec<u8>>,
 }
 
-pub use crate::state::valid_instance_id;
 pub use stoke_imds::{ImdsConfig, ImdsError};
 use stoke_imds::{LEAF_CAP, Session, USER_DATA_CAP, bad, cut, text};
 
@@ -70,12 +69,8 @@ async fn collect(s: &Arc<Session>) -> Result<Ec2Metadata, ImdsError> {
             "missing (HTTP 404); every EC2 instance has one",
         ));
     };
-    let id = text(id_path, &id)?.trim().to_string();
-    if !valid_instance_id(&id) {
-        return Err(ImdsError::InvalidInstanceId {
-            id: id.chars().take(80).collect(),
-        });
-    }
+    let id = InstanceId::new(text(id_path, &id)?.trim())
+        .map_err(|e| ImdsError::InvalidInstanceId { id: e.shown })?;
     if let Some(ip) = &ipv4 {
         ip.parse::<Ipv4Addr>().map_err(|_| {
             bad(
@@ -145,6 +140,16 @@ async fn public_keys(s: &Arc<Session>) -> Result<Vec<String>, ImdsError> {
     Ok(keys)
 }
 
+/// A listing entry used in a metadata path: `[A-Za-z0-9._-]`, not `.` or `..`.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// `block-device-mapping/` lists names (`ami`, `root`, `ephemeral0`, ...); each
 /// entry's value is the device.
 async fn block_devices(s: &Arc<Session>) -> Result<BTreeMap<String, String>, ImdsError> {
@@ -152,7 +157,7 @@ async fn block_devices(s: &Arc<Session>) -> Result<BTreeMap<String, String>, Imd
     let mut names = Vec::new();
     for line in s.listing(list).await? {
         let name = line.trim_end_matches('/');
-        if !valid_instance_id(name) {
+        if !is_plain_name(name) {
             return Err(bad(list, format!("unexpected entry {:?}", cut(&line))));
         }
         names.push(name.to_string());

@@ -81,7 +81,7 @@ mod tests {
     fn ctx() -> Value {
         let inst = InstanceData {
             datasource: "ec2".into(),
-            instance_id: "i-0abc".into(),
+            instance_id: "i-0abc".parse().unwrap(),
             region: Some("eu-west-1".into()),
             local_hostname: Some("ip-10-0-0-1".into()),
             ..InstanceData::default()
@@ -126,7 +126,7 @@ mod tests {
     fn tags_are_one_object() {
         let inst = InstanceData {
             datasource: "ec2".into(),
-            instance_id: "i-0abc".into(),
+            instance_id: "i-0abc".parse().unwrap(),
             local_ipv6: Some("2600::1".into()),
             tags: [
                 ("role".to_string(), "api".to_string()),

@@ -13,17 +13,13 @@ pub mod userdata;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use stoke_api::{
-    Frequency, InstanceData, ScriptKind, Stage, System, UserScript, atomic_write,
-    read_to_string_opt,
+    Frequency, InstanceData, InstanceId, ScriptKind, Stage, System, UserScript, atomic_write,
+    read_to_string_opt, sha256_hex,
 };
 
 use crate::config::{DatasourceKind, EngineConfig};
 use crate::paths::Paths;
-use crate::state::valid_instance_id;
-
-pub use ec2::ImdsConfig as ImdsSettings;
 
 /// Metadata and raw user-data of this instance.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +56,7 @@ pub enum Discovery {
     /// The instance id, when DMI gives it (Nitro).
     Pending {
         why: String,
-        instance_id: Option<String>,
+        instance_id: Option<InstanceId>,
     },
     /// No datasource applies (a bare machine, a demo root without seed).
     Nothing(String),
@@ -73,7 +69,7 @@ pub enum Discovery {
 pub struct Dmi {
     pub ec2: bool,
     /// On Nitro, the instance id.
-    pub asset_tag: Option<String>,
+    pub asset_tag: Option<InstanceId>,
 }
 
 pub fn read_dmi(paths: &Paths) -> Dmi {
@@ -91,23 +87,34 @@ pub fn read_dmi(paths: &Paths) -> Dmi {
     let tag = field("board_asset_tag");
     Dmi {
         ec2,
-        asset_tag: (ec2 && tag.starts_with("i-") && valid_instance_id(&tag)).then_some(tag),
+        asset_tag: (ec2 && tag.starts_with("i-"))
+            .then(|| InstanceId::new(&tag).ok())
+            .flatten(),
     }
 }
 
-/// `this_boot_iid`: the instance id an earlier stage of this boot found (so
-/// the final stage reuses the network stage's metadata instead of asking again).
+/// The instance ids stoke knew before this stage asked: the caller reads them from state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KnownIds<'a> {
+    /// Found by an earlier stage of this boot: the final stage reuses the network stage's
+    /// metadata instead of asking again.
+    pub this_boot: Option<&'a InstanceId>,
+    /// The last instance's (`/var/lib/stoke/instance-id`): its cache names the metadata
+    /// endpoint that answered last time.
+    pub last: Option<&'a InstanceId>,
+}
+
 pub async fn discover(
     paths: &Paths,
     cfg: &EngineConfig,
     system: &dyn System,
     stage: Stage,
-    this_boot_iid: Option<&str>,
+    known: KnownIds<'_>,
 ) -> Discovery {
     // A NoCloud volume is probed (blkid, mount) once per boot: the later
     // stages reuse what the local stage cached.
     if stage != Stage::Local
-        && let Some(found) = this_boot_iid.and_then(|iid| load_cache(paths, iid))
+        && let Some(found) = known.this_boot.and_then(|iid| load_cache(paths, iid))
         && found.instance.datasource == "nocloud"
     {
         return Discovery::Found(Box::new(found));
@@ -131,7 +138,7 @@ pub async fn discover(
                 Err(e) => return Discovery::Failed(format!("nocloud: {e}")),
             },
             DatasourceKind::Ec2 if dmi.ec2 || explicit => {
-                return ec2(paths, cfg, &dmi, stage, this_boot_iid).await;
+                return ec2(paths, cfg, &dmi, stage, known).await;
             }
             DatasourceKind::Ec2 => {}
         }
@@ -144,10 +151,13 @@ async fn ec2(
     cfg: &EngineConfig,
     dmi: &Dmi,
     stage: Stage,
-    this_boot_iid: Option<&str>,
+    known: KnownIds<'_>,
 ) -> Discovery {
-    let known = dmi.asset_tag.as_deref().or(this_boot_iid);
-    let cached = known.and_then(|iid| load_cache(paths, iid));
+    let cached = dmi
+        .asset_tag
+        .as_ref()
+        .or(known.this_boot)
+        .and_then(|iid| load_cache(paths, iid));
     // Only the network stage asks IMDS; the others use what it (or a previous boot) cached.
     if stage != Stage::Network {
         return match cached {
@@ -162,7 +172,7 @@ async fn ec2(
     // this instance's cache, else the last instance's (a Xen reboot knows no id before asking).
     let preferred = match &cached {
         Some(c) => c.instance.imds_endpoint.clone(),
-        None => last_endpoint(paths),
+        None => known.last.and_then(|iid| last_endpoint(paths, iid)),
     };
     match fetch_ec2(paths, cfg, preferred.as_deref()).await {
         Ok(found) => Discovery::Found(Box::new(found)),
@@ -178,12 +188,8 @@ async fn ec2(
 
 /// The IMDS endpoint the last instance's cache names (only `metadata.json` is read: a
 /// preference needs no user-data, nor its checksum).
-fn last_endpoint(paths: &Paths) -> Option<String> {
-    let iid = crate::state::State::new(paths).current_instance_id()?;
-    if !valid_instance_id(&iid) {
-        return None;
-    }
-    let path = paths.instance_dir(&iid).join("data").join("metadata.json");
+fn last_endpoint(paths: &Paths, iid: &InstanceId) -> Option<String> {
+    let path = paths.instance_dir(iid).join("data").join("metadata.json");
     let text = read_to_string_opt(&path).ok()??;
     let entry: CacheEntry = serde_json::from_str(&text).ok()?;
     entry.instance.imds_endpoint
@@ -312,11 +318,6 @@ struct CacheEntry {
     vendor_data_sha256: Option<String>,
 }
 
-pub fn sha256_hex(data: &[u8]) -> String {
-    let digest = Sha256::digest(data);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Writes (atomically, with fsync) only when the content differs: the cache
 /// is rewritten on every stage of every boot, and an fsync is the costliest
 /// thing a no-op boot would otherwise do.
@@ -352,17 +353,14 @@ pub fn store_cache(paths: &Paths, found: &Found) -> std::io::Result<()> {
     write_if_changed(&dir.join("metadata.json"), &json)
 }
 
-pub fn load_cache(paths: &Paths, iid: &str) -> Option<Found> {
-    if !valid_instance_id(iid) {
-        return None;
-    }
+pub fn load_cache(paths: &Paths, iid: &InstanceId) -> Option<Found> {
     let dir = paths.instance_dir(iid).join("data");
     let text = read_to_string_opt(&dir.join("metadata.json")).ok()??;
     let entry: CacheEntry = serde_json::from_str(&text).ok()?;
     // State read back is input like any other: a cache whose instance id is not the one it is
     // filed under (a tampered image, a hostile --root tree) is not used — its id would name
     // paths for semaphores and state.
-    if entry.instance.instance_id != iid {
+    if entry.instance.instance_id != *iid {
         tracing::warn!("metadata cache for {iid} names another instance id; ignored");
         return None;
     }
@@ -534,7 +532,7 @@ mod boundary_tests {
         let found = |iid: &str| Found {
             instance: InstanceData {
                 datasource: "ec2".into(),
-                instance_id: iid.into(),
+                instance_id: iid.parse().unwrap(),
                 ..InstanceData::default()
             },
             user_data: None,
@@ -543,12 +541,14 @@ mod boundary_tests {
             imds: None,
         };
         store_cache(&paths, &found("i-good")).unwrap();
-        assert!(load_cache(&paths, "i-good").is_some());
+        assert!(load_cache(&paths, &"i-good".parse().unwrap()).is_some());
         // Tampered: the cache filed under i-good says its instance is "../../../tmp/x".
-        let meta = paths.instance_dir("i-good").join("data/metadata.json");
+        let meta = paths
+            .instance_dir(&"i-good".parse().unwrap())
+            .join("data/metadata.json");
         let text = std::fs::read_to_string(&meta).unwrap();
         std::fs::write(&meta, text.replace("\"i-good\"", "\"../../../tmp/x\"")).unwrap();
-        assert!(load_cache(&paths, "i-good").is_none());
+        assert!(load_cache(&paths, &"i-good".parse().unwrap()).is_none());
     }
 
     #[test]

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use stoke_api::{Cmd, InstanceData, MountRequest, Root, System, read_capped, tools, yaml_options};
-use stoke_imds::{LEAF_CAP, USER_DATA_CAP, cut};
+use stoke_api::{
+    Cmd, InstanceData, InstanceId, MountRequest, Root, System, read_capped, tools, yaml_options,
+};
+use stoke_imds::{LEAF_CAP, USER_DATA_CAP};
 
 use super::{Found, is_dir_with};
 use crate::paths::Paths;
-use crate::state::valid_instance_id;
 
 pub async fn read(
     paths: &Paths,
@@ -34,7 +35,9 @@ pub async fn read(
                 "vfat"
             };
             let device = device.display().to_string();
-            return read_volume(paths, system, &device, Some(fstype)).map(Some);
+            return read_volume(paths, system, &device, Some(fstype))
+                .await
+                .map(Some);
         }
     }
     // Else one blkid for every device (a process start costs ~0.1 s in a slow VM at boot);
@@ -48,7 +51,9 @@ pub async fn read(
         }
     };
     match cidata_volumes(&out.stdout).into_iter().next() {
-        Some((device, fstype)) => read_volume(paths, system, &device, fstype.as_deref()).map(Some),
+        Some((device, fstype)) => read_volume(paths, system, &device, fstype.as_deref())
+            .await
+            .map(Some),
         None => Ok(None),
     }
 }
@@ -100,7 +105,7 @@ fn cidata_volumes(export: &str) -> Vec<(String, Option<String>)> {
     found
 }
 
-fn read_volume(
+async fn read_volume(
     paths: &Paths,
     system: &dyn System,
     device: &str,
@@ -120,10 +125,10 @@ fn read_volume(
             fstype: fstype.to_string(),
             options: "ro".to_string(),
         };
-        match system.mount(&req) {
+        match system.mount(&req).await {
             Ok(()) => {
                 let result = read_dir(&mnt);
-                if let Err(e) = system.umount(&mnt) {
+                if let Err(e) = system.umount(&mnt).await {
                     tracing::warn!("unmounting the cidata volume: {e}");
                 }
                 return result;
@@ -170,12 +175,7 @@ pub fn parse_meta_data(text: &str) -> Result<InstanceData, String> {
             })
     };
     let iid = get("instance-id").ok_or("no instance-id")?;
-    if !valid_instance_id(&iid) {
-        return Err(format!(
-            "invalid instance-id {:?}: want 1-128 of [A-Za-z0-9._-], not . or ..",
-            cut(&iid)
-        ));
-    }
+    let iid = InstanceId::new(&iid).map_err(|e| format!("instance-id: {e}"))?;
     let public_keys = match m.get("public-keys").or_else(|| m.get("public_keys")) {
         Some(Value::String(s)) => s.lines().map(str::to_string).collect(),
         Some(Value::Array(a)) => a
@@ -290,7 +290,7 @@ mod tests {
     #[test]
     fn meta_data_rejects_path_like_instance_ids() {
         let err = parse_meta_data("instance-id: ../../etc\n").unwrap_err();
-        assert!(err.contains("invalid instance-id"), "{err}");
+        assert!(err.contains("instance-id: invalid instance id"), "{err}");
         assert!(parse_meta_data("local-hostname: x\n").is_err());
         assert!(parse_meta_data("- a\n").is_err());
     }

@@ -13,6 +13,83 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 /// Runs commands and syscalls for real, on the machine stoke boots.
 pub struct Host;
 
+/// Linux's `struct nvme_passthru_cmd` (`include/uapi/linux/nvme_ioctl.h`), which
+/// `NVME_IOCTL_ADMIN_CMD` takes.
+#[repr(C)]
+#[derive(Default)]
+struct NvmeAdminCmd {
+    opcode: u8,
+    flags: u8,
+    rsvd1: u16,
+    nsid: u32,
+    cdw2: u32,
+    cdw3: u32,
+    metadata: u64,
+    addr: u64,
+    metadata_len: u32,
+    data_len: u32,
+    cdw10: u32,
+    cdw11: u32,
+    cdw12: u32,
+    cdw13: u32,
+    cdw14: u32,
+    cdw15: u32,
+    timeout_ms: u32,
+    result: u32,
+}
+
+// The kernel's size: the ioctl number below encodes it (0xC0484E41).
+const _: () = assert!(std::mem::size_of::<NvmeAdminCmd>() == 72);
+
+nix::ioctl_readwrite!(nvme_ioctl_admin_cmd, b'N', 0x41, NvmeAdminCmd);
+
+/// NVMe admin opcode Identify; CNS 1 = the controller's data structure.
+const NVME_ADMIN_IDENTIFY: u8 = 0x06;
+const NVME_CNS_CONTROLLER: u32 = 1;
+/// The controller's own bound on the command; the caller's is a little longer.
+const NVME_IDENTIFY_TIMEOUT_MS: u32 = 5000;
+
+/// Identify Controller through the admin ioctl, on a character device only.
+fn nvme_identify(dev: &Path) -> Result<Vec<u8>, SysError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let what = || dev.display().to_string();
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(dev)
+        .map_err(|e| call_err("open", what(), e))?;
+    let meta = file.metadata().map_err(|e| call_err("fstat", what(), e))?;
+    if !meta.file_type().is_char_device() {
+        return Err(call_err(
+            "nvme identify",
+            what(),
+            std::io::Error::other("not an NVMe controller (character device)"),
+        ));
+    }
+    let mut buf = vec![0u8; stoke_api::NVME_IDENTIFY_LEN];
+    let mut cmd = NvmeAdminCmd {
+        opcode: NVME_ADMIN_IDENTIFY,
+        addr: buf.as_mut_ptr() as u64,
+        data_len: stoke_api::NVME_IDENTIFY_LEN as u32,
+        cdw10: NVME_CNS_CONTROLLER,
+        timeout_ms: NVME_IDENTIFY_TIMEOUT_MS,
+        ..NvmeAdminCmd::default()
+    };
+    // SAFETY: `cmd` is the kernel's struct layout (size checked above) and `addr` points
+    // at `buf`, `data_len` bytes long, which lives until the call returns.
+    let status = unsafe { nvme_ioctl_admin_cmd(std::os::fd::AsRawFd::as_raw_fd(&file), &mut cmd) }
+        .map_err(|e| call_err("nvme identify", what(), e))?;
+    if status != 0 {
+        // A positive value is the NVMe status of a command the controller refused.
+        return Err(call_err(
+            "nvme identify",
+            what(),
+            std::io::Error::other(format!("NVMe status {status:#x}")),
+        ));
+    }
+    Ok(buf)
+}
+
 /// How long output is still read after a command exited.
 const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -304,7 +381,7 @@ impl System for Host {
         nix::unistd::sethostname(name).map_err(|e| call_err("sethostname", name, e))
     }
 
-    fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
+    async fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
         let (flags, data) = mount_flags(&req.options);
         tracing::info!(
             "mount {} on {} type {} ({})",
@@ -313,20 +390,33 @@ impl System for Host {
             req.fstype,
             req.options
         );
-        nix::mount::mount(
-            Some(req.source.as_str()),
-            &req.target,
-            Some(req.fstype.as_str()),
-            flags,
-            (!data.is_empty()).then_some(data.as_str()),
-        )
-        .map_err(|e| call_err("mount", req.target.display().to_string(), e))
+        let req = req.clone();
+        let what = req.target.display().to_string();
+        stoke_api::off_runtime("mount", move || {
+            nix::mount::mount(
+                Some(req.source.as_str()),
+                &req.target,
+                Some(req.fstype.as_str()),
+                flags,
+                (!data.is_empty()).then_some(data.as_str()),
+            )
+            .map_err(std::io::Error::from)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| call_err("mount", what, e))
     }
 
-    fn umount(&self, target: &Path) -> Result<(), SysError> {
+    async fn umount(&self, target: &Path) -> Result<(), SysError> {
         tracing::info!("umount {}", target.display());
-        nix::mount::umount2(target, MntFlags::empty())
-            .map_err(|e| call_err("umount", target.display().to_string(), e))
+        let what = target.display().to_string();
+        let target = target.to_path_buf();
+        stoke_api::off_runtime("umount", move || {
+            nix::mount::umount2(&target, MntFlags::empty()).map_err(std::io::Error::from)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| call_err("umount", what, e))
     }
 
     fn fchown(&self, file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError> {
@@ -346,35 +436,75 @@ impl System for Host {
     fn executes(&self) -> bool {
         true
     }
+
+    async fn nvme_identify_controller(&self, dev: &Path) -> Result<Vec<u8>, SysError> {
+        tracing::debug!("nvme identify {}", dev.display());
+        let path = dev.to_path_buf();
+        // An admin command may block for as long as the controller takes: off the runtime,
+        // bounded by the controller's timeout and this one.
+        let bound = std::time::Duration::from_millis(u64::from(NVME_IDENTIFY_TIMEOUT_MS) + 1000);
+        match tokio::time::timeout(
+            bound,
+            tokio::task::spawn_blocking(move || nvme_identify(&path)),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(call_err(
+                "nvme identify",
+                dev.display().to_string(),
+                std::io::Error::other(e),
+            )),
+            Err(_) => Err(SysError::Timeout {
+                argv: format!("nvme identify {}", dev.display()),
+                after: bound,
+            }),
+        }
+    }
 }
 
 /// Splits fstab-style options into kernel flags and the filesystem's data
 /// string, dropping options only fstab/systemd understand.
 pub fn mount_flags(options: &str) -> (MsFlags, String) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for opt in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        match opt {
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" | "defaults" | "auto" | "noauto" | "nofail" | "user" | "nouser" | "_netdev" => {}
-            "noatime" => flags |= MsFlags::MS_NOATIME,
-            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
-            "relatime" => flags |= MsFlags::MS_RELATIME,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
-            o if o.starts_with("x-") || o.starts_with("comment=") => {}
-            o => data.push(o),
+    use stoke_api::mount_options::{MountFlag, kernel_mount};
+    let k = kernel_mount(options);
+    let flags = k.flags.iter().fold(MsFlags::empty(), |acc, f| {
+        acc | match f {
+            MountFlag::ReadOnly => MsFlags::MS_RDONLY,
+            MountFlag::NoAtime => MsFlags::MS_NOATIME,
+            MountFlag::NoDirAtime => MsFlags::MS_NODIRATIME,
+            MountFlag::RelAtime => MsFlags::MS_RELATIME,
+            MountFlag::StrictAtime => MsFlags::MS_STRICTATIME,
+            MountFlag::LazyTime => MsFlags::MS_LAZYTIME,
+            MountFlag::NoDev => MsFlags::MS_NODEV,
+            MountFlag::NoSuid => MsFlags::MS_NOSUID,
+            MountFlag::NoExec => MsFlags::MS_NOEXEC,
+            MountFlag::Synchronous => MsFlags::MS_SYNCHRONOUS,
+            MountFlag::DirSync => MsFlags::MS_DIRSYNC,
+            MountFlag::Silent => MsFlags::MS_SILENT,
         }
-    }
-    (flags, data.join(","))
+    });
+    (flags, k.data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn nvme_identify_refuses_what_is_not_a_controller() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("nvme0");
+        std::fs::write(&f, [0u8; 4096]).unwrap();
+        let err = Host.nvme_identify_controller(&f).await.unwrap_err();
+        assert!(err.to_string().contains("not an NVMe controller"), "{err}");
+        let err = Host
+            .nvme_identify_controller(&dir.path().join("absent"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+    }
 
     #[test]
     fn fstab_only_options_never_reach_the_kernel() {

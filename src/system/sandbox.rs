@@ -90,21 +90,21 @@ impl System for Sandbox {
         })
     }
 
-    fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
+    async fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
         self.record(Action::Mount(req.clone()))?;
         if self.execute {
-            Host.mount(req)
+            Host.mount(req).await
         } else {
             Ok(())
         }
     }
 
-    fn umount(&self, target: &Path) -> Result<(), SysError> {
+    async fn umount(&self, target: &Path) -> Result<(), SysError> {
         self.record(Action::Umount {
             target: target.to_path_buf(),
         })?;
         if self.execute {
-            Host.umount(target)
+            Host.umount(target).await
         } else {
             Ok(())
         }
@@ -146,6 +146,33 @@ impl System for Sandbox {
 
     fn executes(&self) -> bool {
         self.execute
+    }
+
+    /// A regular file at `dev` stands in for the controller: its bytes are the identify
+    /// data (how a sandbox root describes EBS volumes); else the host's answer when
+    /// executing, else "not available".
+    async fn nvme_identify_controller(&self, dev: &Path) -> Result<Vec<u8>, SysError> {
+        let err = |e: std::io::Error| SysError::Call {
+            call: "nvme identify",
+            what: dev.display().to_string(),
+            source: e,
+        };
+        match std::fs::symlink_metadata(dev) {
+            Ok(m) if m.is_file() => {
+                let data = std::fs::read(dev).map_err(err)?;
+                if data.len() == stoke_api::NVME_IDENTIFY_LEN {
+                    Ok(data)
+                } else {
+                    Err(err(std::io::Error::other(format!(
+                        "{} bytes, not {}",
+                        data.len(),
+                        stoke_api::NVME_IDENTIFY_LEN
+                    ))))
+                }
+            }
+            _ if self.execute => Host.nvme_identify_controller(dev).await,
+            _ => Err(err(std::io::Error::from(std::io::ErrorKind::Unsupported))),
+        }
     }
 }
 

@@ -95,6 +95,25 @@ echo "$INSTANCE_ID $(cat /proc/sys/kernel/random/boot_id)" >> /var/lib/vmtest/us
 SCRIPT_LOG = "cat /var/lib/vmtest/user-script.log 2>/dev/null || true"
 
 
+EBS_SERIAL = "vol0123456789abcdef0"
+EBS_MOUNT = "/data"
+VOLUMES_CONFIG = f"""#cloud-config
+volumes:
+  - volume_id: vol-0123456789abcdef0
+    filesystem: ext4
+    mount_point: {EBS_MOUNT}
+"""
+
+
+def mime_of(parts):
+    """A multipart/mixed user-data of (content type, text) parts, as launch templates send."""
+    out = ['Content-Type: multipart/mixed; boundary="==stoke-vm=="', "MIME-Version: 1.0", ""]
+    for ctype, text in parts:
+        out += ["--==stoke-vm==", f'Content-Type: {ctype}; charset="us-ascii"', "", text]
+    out.append("--==stoke-vm==--")
+    return "\n".join(out) + "\n"
+
+
 def script_runs(f):
     """The lines the user-data script appended, as the guest's extra output has them."""
     return [l for l in f.get("extra", "").splitlines() if l.startswith("i-")]
@@ -332,6 +351,34 @@ class T:
                        f"{uuid_} (was {new_fs})")
         return uuid_
 
+    def check_volume(self, f, st, same_fs=None):
+        """The EBS volume (found by volume id) has ext4 mounted at /data, one fstab line by
+        UUID with nofail, and a /dev/disk/by-ebs link; same_fs: the filesystem kept."""
+        m = self.mounts(f).get(EBS_MOUNT)
+        self.check(f"EBS volume mounted at {EBS_MOUNT}", m is not None, f.get("findmnt", "")[-500:])
+        if m:
+            self.check("the mount is the NVMe volume, ext4",
+                       m["source"].startswith("/dev/nvme") and m["fstype"] == "ext4",
+                       f"{m['source']} {m['fstype']}")
+        fstab = [l for l in f.get("fstab", "").splitlines()
+                 if not l.strip().startswith("#") and EBS_MOUNT in l.split()[1:2]]
+        self.check("fstab has one line for the volume, by UUID, nofail, owned by volumes",
+                   len(fstab) == 1 and fstab[0].startswith("UUID=") and "nofail" in fstab[0]
+                   and "x-stoke=volumes" in fstab[0], "\n".join(fstab) or f.get("fstab", ""))
+        self.check("/dev/disk/by-ebs link by volume id",
+                   "vol-0123456789abcdef0 -> ../../nvme" in f.get("extra", ""),
+                   f.get("extra", "")[-400:])
+        v = (st or {}).get("modules", {}).get("volumes", {})
+        acts = [e.get("action") for e in (v.get("details") or {}).get("entries", [])]
+        want = "kept" if same_fs else "created"
+        self.check(f"status: volumes ok, the volume {want}",
+                   v.get("state") == "ok" and acts == [want], json.dumps(v)[:500])
+        uuid_ = self.fs_uuid(f, EBS_MOUNT)
+        if same_fs is not None:
+            self.check("same filesystem on the volume as before", uuid_ == same_fs,
+                       f"{uuid_} (was {same_fs})")
+        return uuid_
+
     def check_hostkeys(self, f, expect=None, differs_from=None, held=None):
         """held: True when logins must have waited for the network stage (EC2: the local stage
         cannot know the instance), False when the local stage had the keys and released sshd."""
@@ -378,19 +425,26 @@ class T:
 
 def first_boot_and_reboot(t):
     """1. First boot (EC2 IMDSv2) and 2. reboot of the same instance."""
-    t.case("1 first boot (EC2 IMDSv2, 2 ephemeral disks)")
+    t.case("1 first boot (EC2 IMDSv2, 2 ephemeral disks, an EBS data volume)")
     iid = "i-0f1a2b3c4d5e6f701"
     root = t.overlay()
     e0, e1 = t.disk("eph0"), t.disk("eph1")
 
     scripts = "scripts" in t.mods
+    vols = "volumes" in t.mods
+    # An EBS data volume as Nitro shows it: an NVMe controller whose serial is the volume id.
+    ebs = t.disk("ebs-data", "512M") if vols else None
 
     def boot(label):
         b = t.new_boot(label, root)
         b.disk("eph0", e0).disk("eph1", e1)
-        b.imds = ec2_metadata(iid, USER_SCRIPT if scripts else "#cloud-config\n")
+        parts = [("text/x-shellscript", USER_SCRIPT)] if scripts else []
+        if vols:
+            b.nvme_disk(EBS_SERIAL, ebs)
+            parts.append(("text/cloud-config", VOLUMES_CONFIG))
+        b.imds = ec2_metadata(iid, mime_of(parts) if parts else "#cloud-config\n")
         b.smbios = ec2_smbios(iid)
-        b.extra = SCRIPT_LOG
+        b.extra = SCRIPT_LOG + ("; ls -l /dev/disk/by-ebs/ 2>&1" if vols else "")
         return t.boot(b)
 
     f1 = boot("first")
@@ -401,6 +455,7 @@ def first_boot_and_reboot(t):
     t.check_frequencies(st, "ok")
     h1 = t.check_hostname(f1)
     fs1 = t.check_disks(f1)
+    v1 = t.check_volume(f1, st) if vols else None
     k1 = t.check_hostkeys(f1, held=True)
     t.check_authorized_keys(f1)
     if scripts:
@@ -415,6 +470,8 @@ def first_boot_and_reboot(t):
     t.check_frequencies(st2, "skipped")
     t.check_hostname(f2, expect=h1)
     t.check_disks(f2, same_fs=fs1)
+    if vols:
+        t.check_volume(f2, st2, same_fs=v1)
     t.check_hostkeys(f2, expect=k1)
     if scripts:
         t.check("reboot: the user-data script did not run again", script_runs(f2) == script_runs(f1),

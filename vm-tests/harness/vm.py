@@ -63,6 +63,7 @@ class Boot:
         self.kernel = kernel
         self.initrd = initrd
         self.disks = []           # (serial, path, readonly)
+        self.nvme = []            # (serial, path): NVMe controllers, as EBS volumes on Nitro
         self.imds = None          # metadata dict for imds.py
         self.smbios = []          # -smbios arguments
         self.action = None        # shell run in the guest after the checks (e.g. stoke clean)
@@ -79,6 +80,12 @@ class Boot:
         self.disks.append((serial, path, readonly))
         return self
 
+    def nvme_disk(self, serial, path):
+        """An NVMe controller with one namespace: an EBS volume, whose serial is its volume id
+        (QEMU's model string is its own, and it has no Amazon vendor data)."""
+        self.nvme.append((serial, path))
+        return self
+
     def qemu_cmd(self):
         cmdline = ("console=ttyS0 rw quiet loglevel=3 panic=-1 systemd.show_status=error "
                    + self.append).strip()
@@ -93,6 +100,9 @@ class Boot:
             ro_opt = ",readonly=on" if ro else ",cache=unsafe"
             cmd += ["-drive", f"if=none,id=d{i},file={path},format={fmt}{ro_opt}",
                     "-device", f"virtio-blk-pci,drive=d{i},serial={serial}"]
+        for i, (serial, path) in enumerate(self.nvme):
+            cmd += ["-drive", f"if=none,id=nv{i},file={path},format=raw,cache=unsafe",
+                    "-device", f"nvme,drive=nv{i},serial={serial}"]
         net = ("user,id=n0,restrict=on,net=169.254.0.0/16,host=169.254.0.2,"
                "dhcpstart=169.254.0.15")
         if self.imds is not None:

@@ -55,7 +55,7 @@ pub const TAG_PREFIX: &str = "tags.";
 pub struct InstanceData {
     /// "ec2", "nocloud" or "none".
     pub datasource: String,
-    pub instance_id: String,
+    pub instance_id: crate::InstanceId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +90,7 @@ impl InstanceData {
     /// Template variables derived from metadata.
     pub fn vars(&self) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
-        v.insert("instance_id".into(), self.instance_id.clone());
+        v.insert("instance_id".into(), self.instance_id.to_string());
         v.insert("datasource".into(), self.datasource.clone());
         let opt = [
             ("instance_type", &self.instance_type),
@@ -117,6 +117,9 @@ impl InstanceData {
 pub struct Context {
     pub root: Root,
     pub instance: Arc<InstanceData>,
+    /// This boot's id (the kernel's, or the one stoke made up for a root without it): tells
+    /// work recorded this boot from work of a boot before.
+    pub boot_id: Option<String>,
     /// This module's configuration keys only (already validated at load).
     pub config: serde_json::Value,
     pub system: Arc<dyn System>,

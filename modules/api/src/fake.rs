@@ -20,6 +20,8 @@ pub struct FakeSystem {
     mount_hook: Mutex<Option<MountHook>>,
     recording_only: std::sync::atomic::AtomicBool,
     real_fchown: std::sync::atomic::AtomicBool,
+    nvme_identify: Mutex<std::collections::BTreeMap<PathBuf, Vec<u8>>>,
+    nvme_identify_calls: Mutex<Vec<PathBuf>>,
 }
 
 impl FakeSystem {
@@ -77,6 +79,17 @@ impl FakeSystem {
             .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Makes `nvme_identify_controller(dev)` answer `data` (host path); unknown
+    /// controllers answer "no such device".
+    pub fn set_nvme_identify(&self, dev: impl Into<PathBuf>, data: Vec<u8>) {
+        self.nvme_identify.lock().unwrap().insert(dev.into(), data);
+    }
+
+    /// The controllers asked for their identify data, in order.
+    pub fn nvme_identify_calls(&self) -> Vec<PathBuf> {
+        self.nvme_identify_calls.lock().unwrap().clone()
+    }
+
     pub fn actions(&self) -> Vec<Action> {
         self.actions.lock().unwrap().clone()
     }
@@ -129,7 +142,7 @@ impl System for FakeSystem {
         Ok(())
     }
 
-    fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
+    async fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
         self.record(Action::Mount(req.clone()));
         if let Some(hook) = self.mount_hook.lock().unwrap().as_ref() {
             return hook(req);
@@ -144,7 +157,7 @@ impl System for FakeSystem {
         Ok(())
     }
 
-    fn umount(&self, target: &Path) -> Result<(), SysError> {
+    async fn umount(&self, target: &Path) -> Result<(), SysError> {
         self.record(Action::Umount {
             target: target.to_path_buf(),
         });
@@ -188,6 +201,23 @@ impl System for FakeSystem {
             .recording_only
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    async fn nvme_identify_controller(&self, dev: &Path) -> Result<Vec<u8>, SysError> {
+        self.nvme_identify_calls
+            .lock()
+            .unwrap()
+            .push(dev.to_path_buf());
+        self.nvme_identify
+            .lock()
+            .unwrap()
+            .get(dev)
+            .cloned()
+            .ok_or_else(|| SysError::Call {
+                call: "nvme identify",
+                what: dev.display().to_string(),
+                source: std::io::Error::from_raw_os_error(19),
+            })
+    }
 }
 
 /// A context for a module unit test: `root` as the filesystem, `config` as the
@@ -216,5 +246,6 @@ pub fn context(
         self_exe: PathBuf::from("/usr/bin/stoke"),
         boot: Default::default(),
         boot_status: None,
+        boot_id: Some("fake-boot".into()),
     }
 }

@@ -212,6 +212,15 @@ pub fn lookup_group(root: &Root, name: &str) -> io::Result<Option<Group>> {
     Ok(None)
 }
 
+/// Lowercase hex SHA-256 of `data` (cache and configuration checksums).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,15 @@ mod config;
 pub mod config_words;
 mod context;
 mod fsutil;
+mod instance_id;
 mod module;
+pub mod mount_options;
+pub mod mountinfo;
+mod off_runtime;
 pub mod outputs;
+pub mod probe;
 mod rootfs;
+mod run_record;
 mod system;
 mod template;
 pub mod tools;
@@ -31,14 +37,17 @@ pub use config::{
 pub use context::{BootSoFar, Context, InstanceData, Root, TAG_PREFIX};
 pub use fsutil::{
     Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, lookup_group, lookup_user,
-    managed_block, read_capped, read_to_string_opt, remove_stale_temp_files, temp_file_pid,
-    unescape_octal,
+    managed_block, read_capped, read_to_string_opt, remove_stale_temp_files, sha256_hex,
+    temp_file_pid, unescape_octal,
 };
+pub use instance_id::{InstanceId, InvalidInstanceId};
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
+pub use off_runtime::off_runtime;
 pub use rootfs::{FileKind, FileStat, RootDir, create_dir_complete, replace_in_dir};
+pub use run_record::{BACKGROUND_FILE, RunRecord, RunState};
 pub use system::{
-    Action, Cmd, CmdOutput, MountRequest, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX, SysError, System,
-    shell_quote,
+    Action, Cmd, CmdOutput, MountRequest, NVME_IDENTIFY_LEN, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX,
+    SysError, System, shell_quote,
 };
 pub use template::{TemplateError, render};
 pub use usercode::{ScriptKind, ScriptOutcome, ScriptRun, ScriptsReport, UserScript};

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -139,6 +140,10 @@ pub struct Report {
     /// Warnings that did not stop the module (status becomes degraded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Template variables for the modules that run after this one (`hostname` publishes
+    /// `hostname`, `fqdn`, ...): they see them in `Context::vars`, this boot and later ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 impl Report {
@@ -151,6 +156,11 @@ impl Report {
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
+        self
+    }
+
+    pub fn with_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.vars.insert(name.into(), value.into());
         self
     }
 
@@ -230,6 +240,14 @@ pub trait Module: Send + Sync {
     /// engine's `modules: {name: {timeout_seconds}}` override still wins.
     fn timeout_for(&self, _config: &serde_json::Value) -> std::time::Duration {
         self.spec().timeout
+    }
+
+    /// Modules of `after` whose failure does not hold this one back: it still waits for
+    /// them, and runs without their output when they failed (`mounts` after `volumes`: a
+    /// refused EBS volume must not leave the instance store unmounted). Default: none,
+    /// a failed dependency blocks.
+    fn runs_despite(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// Does the work. Must be idempotent: it may run again after a failure.

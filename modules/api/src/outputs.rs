@@ -17,17 +17,31 @@ pub struct DisksOutput {
     pub ephemeral: BTreeMap<String, String>,
 }
 
-/// One filesystem `disks` made or kept.
+/// What `volumes` made or kept on EBS volumes, for `mounts` (a part of its report's
+/// details). `mounts` mounts them as it mounts the `disks` volumes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VolumesOutput {
+    #[serde(default)]
+    pub volumes: Vec<DiskVolume>,
+    /// Mount points of configured volumes that were not attached this boot: `mounts` keeps
+    /// their fstab lines from an earlier boot (`nofail`), so the volume is mounted at the
+    /// next boot's start when it is there again.
+    #[serde(default)]
+    pub awaited: Vec<String>,
+}
+
+/// One filesystem `disks` (or `volumes`) made or kept.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DiskVolume {
-    /// Block device holding the filesystem (`/dev/md/ephemeral` or a disk).
+    /// Block device holding the filesystem (`/dev/md/ephemeral`, a disk, an EBS volume).
     pub device: String,
     /// Filesystem UUID (None only when it could not be read).
     pub uuid: Option<String>,
     pub fstype: String,
     #[serde(default)]
     pub label: Option<String>,
-    /// Where `mounts` should mount it; None when `disks.mount` is false.
+    /// Where `mounts` should mount it; None when `disks.mount` is false (or a `volumes`
+    /// entry has no `mount_point`).
     pub mountpoint: Option<String>,
     #[serde(default = "default_mount_options")]
     pub mount_options: String,

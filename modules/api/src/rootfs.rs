@@ -818,10 +818,10 @@ mod tests {
         fn sethostname(&self, _: &str) -> Result<(), crate::SysError> {
             Ok(())
         }
-        fn mount(&self, _: &crate::MountRequest) -> Result<(), crate::SysError> {
+        async fn mount(&self, _: &crate::MountRequest) -> Result<(), crate::SysError> {
             Ok(())
         }
-        fn umount(&self, _: &Path) -> Result<(), crate::SysError> {
+        async fn umount(&self, _: &Path) -> Result<(), crate::SysError> {
             Ok(())
         }
         fn fchown(&self, _: &File, _: &Path, _: u32, _: u32) -> Result<(), crate::SysError> {

@@ -229,9 +229,11 @@ pub trait System: Send + Sync {
 
     fn sethostname(&self, name: &str) -> Result<(), SysError>;
 
-    fn mount(&self, req: &MountRequest) -> Result<(), SysError>;
+    /// Mounts; a slow mount (a device that hangs) holds up only its caller, never the
+    /// other modules nor their timeouts.
+    async fn mount(&self, req: &MountRequest) -> Result<(), SysError>;
 
-    fn umount(&self, target: &Path) -> Result<(), SysError>;
+    async fn umount(&self, target: &Path) -> Result<(), SysError>;
 
     /// Changes the owner of an open file (`path` names it for logs and records).
     fn fchown(&self, file: &File, path: &Path, uid: u32, gid: u32) -> Result<(), SysError>;
@@ -241,7 +243,22 @@ pub trait System: Send + Sync {
 
     /// False when commands are only recorded: their output is then empty.
     fn executes(&self) -> bool;
+
+    /// The [`NVME_IDENTIFY_LEN`]-byte Identify Controller data of the NVMe controller
+    /// `dev` (a host path such as `/dev/nvme1`), read with the admin-command ioctl: where
+    /// EBS keeps the block-device name a volume was attached as. Read-only; bounded.
+    /// Default: not available (a `System` that cannot send admin commands).
+    async fn nvme_identify_controller(&self, dev: &Path) -> Result<Vec<u8>, SysError> {
+        Err(SysError::Call {
+            call: "nvme identify",
+            what: dev.display().to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+        })
+    }
 }
+
+/// Size of NVMe Identify Controller data (CNS 01h).
+pub const NVME_IDENTIFY_LEN: usize = 4096;
 
 mod duration_secs {
     use serde::{Deserialize, Deserializer, Serializer};

@@ -30,12 +30,13 @@ pub fn error(body: &str) -> Option<(String, Option<String>)> {
     }
 }
 
-fn child<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+/// The first child element named `name`.
+pub fn child<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
     n.children().find(|c| c.has_tag_name(name))
 }
 
 /// All the text inside an element (entities and CDATA resolved).
-fn text(n: Node) -> String {
+pub fn text(n: Node) -> String {
     n.descendants()
         .filter(|d| d.is_text())
         .filter_map(|d| d.text())
@@ -43,7 +44,7 @@ fn text(n: Node) -> String {
 }
 
 /// The trimmed text of child `name`, if present and not empty.
-fn field(n: Node, name: &str) -> Option<String> {
+pub fn field(n: Node, name: &str) -> Option<String> {
     child(n, name)
         .map(|c| text(c).trim().to_string())
         .filter(|t| !t.is_empty())

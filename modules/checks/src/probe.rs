@@ -253,8 +253,8 @@ fn mount(ctx: &Context, point: &str, check: &Check) -> Result<String, String> {
     let found = text
         .lines()
         .rev()
-        .filter_map(parse_mountinfo)
-        .find(|m| m.point == want_point);
+        .filter_map(stoke_api::mountinfo::parse_line)
+        .find(|m| m.mount_point == want_point);
     let want = check.exists.unwrap_or(true);
     let Some(m) = found else {
         return presence(want, None).map_err(|_| "not mounted".into());
@@ -283,37 +283,6 @@ fn mount(ctx: &Context, point: &str, check: &Check) -> Result<String, String> {
         }
     }
     Ok(format!("{} from {}", m.fstype, m.source))
-}
-
-#[derive(Debug, PartialEq)]
-pub struct MountEntry {
-    pub point: String,
-    pub fstype: String,
-    pub source: String,
-    /// Per-mount and superblock options together.
-    pub options: Vec<String>,
-}
-
-/// One line of `/proc/self/mountinfo` (proc(5)): fields, optional fields up to `-`, then
-/// type, source and superblock options. Paths have spaces and such as octal escapes.
-pub fn parse_mountinfo(line: &str) -> Option<MountEntry> {
-    let (left, right) = line.split_once(" - ")?;
-    let left: Vec<&str> = left.split(' ').collect();
-    let right: Vec<&str> = right.split(' ').collect();
-    let point = stoke_api::unescape_octal(left.get(4)?);
-    let mut options: Vec<String> = left.get(5)?.split(',').map(str::to_string).collect();
-    options.extend(
-        right
-            .get(2)
-            .into_iter()
-            .flat_map(|o| o.split(',').map(str::to_string)),
-    );
-    Some(MountEntry {
-        point,
-        fstype: right.first()?.to_string(),
-        source: stoke_api::unescape_octal(right.get(1)?),
-        options,
-    })
 }
 
 fn user(ctx: &Context, name: &str, check: &Check) -> Result<String, String> {

@@ -5,7 +5,7 @@ use stoke_api::fake::{FakeSystem, context};
 use stoke_api::{CmdOutput, InstanceData, Module, ModuleError};
 
 use super::*;
-use crate::probe::{groups_of, listening_ports, parse_mountinfo};
+use crate::probe::{groups_of, listening_ports};
 
 fn write(root: &Path, p: &str, text: &str) {
     let path = root.join(p.trim_start_matches('/'));
@@ -306,15 +306,6 @@ fn proc_tables_parse() {
     let tcp = "  sl  local_address rem_address   st\n   0: 00000000:0050 00000000:0000 0A\n   \
                1: 0100007F:0051 0100007F:0000 06\n";
     assert_eq!(listening_ports(tcp), vec![80]);
-    let m = parse_mountinfo(
-        "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - xfs /dev/x\\040y rw,errors=continue",
-    )
-    .unwrap();
-    assert_eq!(m.point, "/mnt/a b");
-    assert_eq!(m.source, "/dev/x y");
-    assert_eq!(m.fstype, "xfs");
-    assert_eq!(m.options, ["rw", "noatime", "rw", "errors=continue"]);
-    assert!(parse_mountinfo("garbage").is_none());
     let groups = "wheel:x:10:alice,bob\nalice:x:1000:\nstaff:x:50:bob\n";
     assert_eq!(groups_of(groups, "alice", 1000), ["wheel", "alice"]);
     assert_eq!(groups_of(groups, "bob", 7), ["wheel", "staff"]);

@@ -8,9 +8,9 @@ use stoke_api::{
     Cmd, CmdOutput, Context, ModuleError, atomic_write, managed_block, render, tools, udev,
 };
 
-use crate::config::{Disks, Filesystem, Mode};
+use crate::config::{Disks, Mode};
 use crate::discover::{Candidate, Discovery, Excluded, Sys};
-use crate::probe::{Content, parse_export, probe};
+use stoke_api::probe::{Content, parse_export, probe};
 
 /// What the configuration asks of the disks found.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,7 +153,20 @@ impl<'a> Runner<'a> {
         args: Vec<String>,
         timeout: Duration,
     ) -> Result<CmdOutput, ModuleError> {
-        let cmd = Cmd::new(self.ctx.tool(tool), args).timeout(timeout);
+        self.run_cmd(
+            step,
+            target,
+            Cmd::new(self.ctx.tool(tool), args).timeout(timeout),
+        )
+        .await
+    }
+
+    async fn run_cmd(
+        &mut self,
+        step: &str,
+        target: &str,
+        cmd: Cmd,
+    ) -> Result<CmdOutput, ModuleError> {
         let t = Instant::now();
         tracing::info!(command = %cmd.display(), "disks: {step} {target}");
         let out = self.ctx.system.run(&cmd).await?;
@@ -200,34 +213,18 @@ impl<'a> Runner<'a> {
     /// Makes the configured filesystem; returns the UUID it was given.
     async fn mkfs(&mut self, dev: &str, label: &str, nvme: bool) -> Result<String, ModuleError> {
         let uuid = uuid::Uuid::new_v4().to_string();
-        let mut args: Vec<String> = Vec::new();
-        let tool = match self.cfg.filesystem {
-            Filesystem::Xfs => {
-                args.extend([
-                    "-L".into(),
-                    label.into(),
-                    "-m".into(),
-                    format!("uuid={uuid}"),
-                ]);
-                if nvme {
-                    // Instance store comes trimmed; discarding at mkfs can take minutes.
-                    args.push("-K".into());
-                }
-                tools::MKFS_XFS
-            }
-            Filesystem::Ext4 => {
-                args.extend(["-L".into(), label.into(), "-U".into(), uuid.clone()]);
-                if nvme {
-                    args.extend(["-E".into(), "nodiscard".into()]);
-                }
-                tools::MKFS_EXT4
-            }
-        };
-        args.extend(self.cfg.mkfs_options.iter().cloned());
-        args.push(self.host(dev));
+        let host = self.host(dev);
+        // Instance store comes trimmed: no discard at mkfs on NVMe.
+        let cmd = self.cfg.filesystem.mkfs(
+            self.ctx,
+            &host,
+            Some(label),
+            &uuid,
+            nvme,
+            &self.cfg.mkfs_options,
+        );
         let step = format!("mkfs.{}", self.cfg.filesystem.as_str());
-        self.run(&step, dev, tool, args, Duration::from_secs(900))
-            .await?;
+        self.run_cmd(&step, dev, cmd).await?;
         Ok(uuid)
     }
 

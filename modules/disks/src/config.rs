@@ -37,30 +37,8 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Filesystem {
-    #[default]
-    Xfs,
-    Ext4,
-}
-
-impl Filesystem {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Filesystem::Xfs => "xfs",
-            Filesystem::Ext4 => "ext4",
-        }
-    }
-
-    /// Longest label the filesystem stores.
-    pub fn max_label(self) -> usize {
-        match self {
-            Filesystem::Xfs => 12,
-            Filesystem::Ext4 => 16,
-        }
-    }
-}
+/// xfs | ext4, made as `volumes` makes them.
+pub use stoke_api::probe::Filesystem;
 
 /// A size: an integer number of KiB, or a string such as `256K`, `512k`, `1M`.
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]

@@ -114,33 +114,6 @@ impl Sys {
     }
 }
 
-/// One line of /proc/self/mountinfo.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MountEntry {
-    pub dev: Option<(u32, u32)>,
-    pub mount_point: String,
-    pub fstype: String,
-    pub source: String,
-}
-
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            if sep < 6 || fields.len() < sep + 3 {
-                return None;
-            }
-            Some(MountEntry {
-                dev: parse_dev(fields[2]),
-                mount_point: unescape_octal(fields[4]),
-                fstype: fields[sep + 1].to_string(),
-                source: unescape_octal(fields[sep + 2]),
-            })
-        })
-        .collect()
-}
-
 /// Which disks the running system uses: the root filesystem, other mounts, swap.
 #[derive(Debug, Default)]
 pub struct Usage {
@@ -170,7 +143,7 @@ impl Usage {
                 .unwrap_or_else(|| src.rsplit('/').next().unwrap_or(src).to_string());
             (sys.disks.contains_key(&name) || sys.parent.contains_key(&name)).then_some(name)
         };
-        for m in parse_mountinfo(&text) {
+        for m in stoke_api::mountinfo::parse(&text) {
             let Some(name) = name_of(m.dev, &m.source) else {
                 continue;
             };
@@ -296,24 +269,8 @@ fn candidate(name: &str, bd: &BlockDev, origin: &str, usage: &Usage) -> Candidat
     }
 }
 
-/// `nvme10n1` after `nvme2n1`: digits compare as numbers.
-pub fn natural_key(s: &str) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut text = String::new();
-    let mut num: Option<u64> = None;
-    for c in s.chars() {
-        if let Some(d) = c.to_digit(10) {
-            num = Some(num.unwrap_or(0).saturating_mul(10).saturating_add(d as u64));
-        } else {
-            if let Some(n) = num.take() {
-                out.push((std::mem::take(&mut text), n));
-            }
-            text.push(c);
-        }
-    }
-    out.push((text, num.unwrap_or(0)));
-    out
-}
+/// Device names in natural order (shared with `volumes`).
+pub use stoke_api::probe::natural_key;
 
 /// Kernel names an IMDS device name may have: `sdb` → sdb, xvdb, vdb.
 fn imds_names(dev: &str) -> Vec<String> {
@@ -497,17 +454,6 @@ mod tests {
         assert!(!glob_match("xvd[!a]", "xvda"));
         assert!(glob_match("vd?", "vdb"));
         assert!(!glob_match("vd?", "vdb1"));
-    }
-
-    #[test]
-    fn mountinfo_with_escapes() {
-        let t = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
-                 40 27 259:3 / /mnt/my\\040data rw shared:1 - xfs /dev/nvme1n1 rw\n";
-        let m = parse_mountinfo(t);
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[1].mount_point, "/mnt/my data");
-        assert_eq!(m[1].dev, Some((259, 3)));
-        assert_eq!(m[1].source, "/dev/nvme1n1");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! wiping data it did not make. `mounts` (which runs after it) mounts the results.
 //!
 //! Read top to bottom: [`config`] (the `disks:` section), [`discover`] (which disks),
-//! [`probe`] (what is on them), [`apply`] (the decision table and the commands).
+//! `stoke_api::probe` (what is on them, shared with `volumes`), [`apply`] (the decision table and the commands).
 //! docs/storage.md has the rules in prose.
 
 #![forbid(unsafe_code)]
@@ -12,7 +12,6 @@ pub mod apply;
 pub mod config;
 pub mod devwait;
 pub mod discover;
-pub mod probe;
 
 use std::time::Duration;
 

@@ -671,14 +671,23 @@ fn shown(name: &str) -> &str {
     if name.is_empty() { "unknown" } else { name }
 }
 
+/// The names are also the template variables of the modules that run after this one.
 fn report(summary: String, names: &Names, uuid: Uuid, warnings: Vec<String>) -> Report {
-    let mut r = Report::new(summary).with_details(serde_json::json!({
-        "hostname": names.hostname,
-        "fqdn": names.fqdn,
-        "domain": names.domain,
-        "uuid": uuid.hyphenated().to_string(),
-        "uuid8": uuid8(uuid),
-    }));
+    let vars = [
+        ("hostname", names.hostname.clone()),
+        ("fqdn", names.fqdn.clone()),
+        ("domain", names.domain.clone()),
+        ("uuid", uuid.hyphenated().to_string()),
+        ("uuid8", uuid8(uuid)),
+    ];
+    let details = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.as_str())))
+        .collect::<serde_json::Map<_, _>>();
+    let mut r = Report::new(summary).with_details(details.into());
+    for (k, v) in vars {
+        r = r.with_var(k, v);
+    }
     r.warnings = warnings;
     r
 }

@@ -12,7 +12,7 @@ use super::*;
 fn instance() -> InstanceData {
     InstanceData {
         datasource: "nocloud".into(),
-        instance_id: "i-0abc".into(),
+        instance_id: "i-0abc".parse().unwrap(),
         region: Some("us-east-1".into()),
         ..InstanceData::default()
     }
@@ -907,7 +907,7 @@ async fn resource_name_hostnames_of_ipv6_only_instances() {
     // hostname-type resource-name: local-hostname is the instance id, no local-ipv4.
     let md = InstanceData {
         datasource: "ec2".into(),
-        instance_id: "i-0123456789abcdef0".into(),
+        instance_id: "i-0123456789abcdef0".parse().unwrap(),
         local_hostname: Some("i-0123456789abcdef0.ec2.internal".into()),
         local_ipv6: Some("2600:1f18::10".into()),
         ..instance()

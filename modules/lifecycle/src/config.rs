@@ -130,7 +130,7 @@ impl Section {
         Ok(Target {
             hook_name: self.hook_name.trim().to_string(),
             group_name: group_name.trim().to_string(),
-            instance_id: instance.instance_id.clone(),
+            instance_id: instance.instance_id.to_string(),
             region,
         })
     }

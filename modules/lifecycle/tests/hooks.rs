@@ -44,7 +44,7 @@ fn section(d: &Double, extra: Value) -> Value {
 fn ctx(root: &Path, name: &str, config: Value) -> Context {
     let instance = InstanceData {
         datasource: "ec2".into(),
-        instance_id: INSTANCE.into(),
+        instance_id: INSTANCE.parse().unwrap(),
         region: Some(REGION.into()),
         ..Default::default()
     };

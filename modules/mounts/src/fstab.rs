@@ -4,9 +4,12 @@
 
 use stoke_api::unescape_octal;
 /// The option that marks a line as stoke's (`x-*` options are ignored by mount(8),
-/// the kernel and systemd). Lines for the `disks` results carry `x-stoke=disks`.
+/// the kernel and systemd). Lines for the `disks` results carry `x-stoke=disks`, for the
+/// `volumes` results `x-stoke=volumes`.
 pub const MARKER: &str = "x-stoke";
 pub const MARKER_DISKS: &str = "x-stoke=disks";
+/// Lines for the `volumes` results (EBS data volumes).
+pub const MARKER_VOLUMES: &str = "x-stoke=volumes";
 /// The swap file line of the `swap` module: `mounts` leaves it alone.
 pub const MARKER_SWAP: &str = "x-stoke=swap";
 
@@ -48,6 +51,10 @@ impl Entry {
 
     pub fn is_disks(&self) -> bool {
         self.options().any(|o| o == MARKER_DISKS)
+    }
+
+    pub fn is_volumes(&self) -> bool {
+        self.options().any(|o| o == MARKER_VOLUMES)
     }
 
     pub fn is_swap(&self) -> bool {

@@ -1,4 +1,4 @@
-//! `mounts`: mounts what `disks` made and the `mounts:` entries of the config
+//! `mounts`: mounts what `disks` and `volumes` made and the `mounts:` entries of the config
 //! (cloud-init's list form), in path order, and keeps stoke's lines of /etc/fstab
 //! (marked with the `x-stoke` option) in step, leaving every other line as it was.
 //! docs/storage.md has the policy in prose.
@@ -22,7 +22,7 @@ use stoke_api::{
     atomic_write, config_spec, read_to_string_opt, tools, udev,
 };
 
-use crate::fstab::{Entry, MARKER, MARKER_DISKS, norm};
+use crate::fstab::{Entry, MARKER, MARKER_DISKS, MARKER_VOLUMES, norm};
 
 /// Upper bound for waiting on udev's queue before resolving configured devices.
 const UDEV_SETTLE_SECS: u64 = 10;
@@ -67,8 +67,8 @@ pub struct Config {
     pub device_aliases: Option<BTreeMap<String, String>>,
 }
 
-/// What `mounts` reads from the `disks` report: the typed contract in stoke-api.
-use stoke_api::outputs::{DiskVolume, DisksOutput as DisksDetails};
+/// What `mounts` reads from the `disks` and `volumes` reports: the typed contracts in stoke-api.
+use stoke_api::outputs::{DiskVolume, DisksOutput as DisksDetails, VolumesOutput};
 
 const NETWORK_FS: &[&str] = &[
     "nfs",
@@ -163,23 +163,6 @@ fn with_stoke_options(base: &str, timeout: &str, marker: &str) -> String {
     opts.join(",")
 }
 
-/// The options the mount call understands: fstab/userspace-only ones removed.
-fn kernel_options(opts: &str) -> String {
-    opts.split(',')
-        .filter(|o| {
-            !o.is_empty()
-                && !o.starts_with("x-")
-                && !o.starts_with("comment=")
-                && ![
-                    "defaults", "nofail", "auto", "noauto", "user", "users", "nouser", "owner",
-                    "group", "_netdev", "sw",
-                ]
-                .contains(o)
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn dev_number(meta: &fs::Metadata) -> Option<(u32, u32)> {
     if !meta.file_type().is_block_device() {
         return None;
@@ -227,15 +210,18 @@ async fn resolve_tag(ctx: &Context, spec: &str) -> Result<How, ModuleError> {
     })
 }
 
-/// The entries for the `disks` results.
-fn disks_wants(
+/// The entries for the results of `disks` or `volumes` (`origin`), whose fstab lines
+/// carry `marker`.
+fn made_wants(
     ctx: &Context,
-    details: &DisksDetails,
+    volumes: &[DiskVolume],
+    origin: &str,
+    marker: &str,
     timeout: &str,
     warnings: &mut Vec<String>,
 ) -> Vec<Want> {
     let mut v = Vec::new();
-    for vol in &details.volumes {
+    for vol in volumes {
         let Some(mp) = &vol.mountpoint else { continue };
         let (spec, in_fstab) = match (&vol.uuid, vol.device.starts_with("/dev/md/")) {
             (Some(u), _) => (format!("UUID={u}"), true),
@@ -254,7 +240,7 @@ fn disks_wants(
                 spec,
                 file: mp.clone(),
                 vfstype: vol.fstype.clone(),
-                mntops: with_stoke_options(&vol.mount_options, timeout, MARKER_DISKS),
+                mntops: with_stoke_options(&vol.mount_options, timeout, marker),
                 freq: "0".into(),
                 passno: "2".into(),
             },
@@ -262,8 +248,8 @@ fn disks_wants(
             how: How::Now {
                 source: ctx.path(&vol.device).display().to_string(),
             },
-            origin: "disks".into(),
-            label: format!("the disks module's {}", vol.device),
+            origin: origin.into(),
+            label: format!("the {origin} module's {}", vol.device),
         });
     }
     v
@@ -593,20 +579,10 @@ fn mounted_at(ctx: &Context, target: &Path) -> Result<Option<Mounted>, ModuleErr
         .display()
         .to_string();
     // The last mount on a path is the visible one.
-    let mut found = None;
-    for line in text.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else {
-            continue;
-        };
-        if sep < 6 || f.len() < sep + 3 || stoke_api::unescape_octal(f[4]) != want {
-            continue;
-        }
-        let dev = f[2]
-            .split_once(':')
-            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
-        found = Some((dev, stoke_api::unescape_octal(f[sep + 2])));
-    }
+    let found = stoke_api::mountinfo::parse(&text)
+        .into_iter()
+        .rfind(|m| m.mount_point == want)
+        .map(|m| (m.dev, m.source));
     Ok(found)
 }
 
@@ -668,9 +644,9 @@ async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, Stri
         source: host_source.to_string(),
         target: target.clone(),
         fstype,
-        options: kernel_options(&w.entry.mntops),
+        options: stoke_api::mount_options::for_mount_call(&w.entry.mntops),
     };
-    match ctx.system.mount(&req) {
+    match ctx.system.mount(&req).await {
         Ok(()) => Ok("mounted".into()),
         // systemd mounts the same fstab line when the device appears: if it
         // got there first, the mount we wanted is in place.
@@ -691,13 +667,19 @@ impl Module for MountsModule {
             name: "mounts",
             stage: Stage::Local,
             frequency: Frequency::PerBoot,
-            after: &["disks"],
+            after: &["disks", "volumes"],
             needs_metadata: false,
             before_logins: false,
             timeout: Duration::from_secs(5 * 60),
             config: config_spec::<Config>(),
             order: stoke_api::Order::Normal,
         }
+    }
+
+    /// A refused EBS volume fails `volumes`; the instance store and the `mounts:` entries
+    /// are still mounted (the volumes lines are then kept as they are: no report).
+    fn runs_despite(&self) -> &'static [&'static str] {
+        &["volumes"]
     }
 
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
@@ -712,8 +694,39 @@ impl Module for MountsModule {
         let keep_disks = details.is_none();
         let mut wants = details
             .as_ref()
-            .map(|d| disks_wants(ctx, d, &timeout, &mut warnings))
+            .map(|d| {
+                made_wants(
+                    ctx,
+                    &d.volumes,
+                    "disks",
+                    MARKER_DISKS,
+                    &timeout,
+                    &mut warnings,
+                )
+            })
             .unwrap_or_default();
+        // The EBS volumes `volumes` found or made: mounted as the disks results are, and
+        // their lines kept as they are without a report, as the disks lines are.
+        let volumes: Option<VolumesOutput> =
+            stoke_api::outputs::prior_output(&ctx.prior, "volumes")
+                .transpose()
+                .map_err(ModuleError::Other)?;
+        let keep_volumes = volumes.is_none();
+        wants.extend(
+            volumes
+                .as_ref()
+                .map(|d| {
+                    made_wants(
+                        ctx,
+                        &d.volumes,
+                        "volumes",
+                        MARKER_VOLUMES,
+                        &timeout,
+                        &mut warnings,
+                    )
+                })
+                .unwrap_or_default(),
+        );
         // stoke-local does not wait for udevd: a configured /dev/disk/by-* link may not
         // be there yet. (The disks module settles udev too; its volumes need nothing.)
         if cfg.mounts.as_ref().is_some_and(|m| !m.is_empty())
@@ -744,9 +757,16 @@ impl Module for MountsModule {
             };
             let why = format!(
                 "{} and {} both want {}: the mounts: entry wins; {} is not mounted and \
-                 has no /etc/fstab line (set disks.mount_point, or jbod_mount_point, to mount it \
-                 elsewhere)",
-                w.label, theirs.label, w.entry.file, w.label
+                 has no /etc/fstab line ({} to mount it elsewhere)",
+                w.label,
+                theirs.label,
+                w.entry.file,
+                w.label,
+                if w.origin == "volumes" {
+                    "set the volumes entry's mount_point"
+                } else {
+                    "set disks.mount_point, or jbod_mount_point,"
+                }
             );
             warnings.push(why.clone());
             dropped.push(Done {
@@ -768,8 +788,16 @@ impl Module for MountsModule {
         // Lines left as they are: the swap file's (the `swap` module's, per-instance) and,
         // without a disks report, the disks lines, except where a mounts: entry now wants
         // the path (the same rule as with a report).
+        // A volume not attached this boot keeps its line (nofail) for when it is back.
+        let awaited: BTreeSet<String> = volumes
+            .iter()
+            .flat_map(|v| v.awaited.iter().map(|m| norm(m)))
+            .collect();
         let kept = |e: &Entry| {
-            e.is_swap() || (keep_disks && e.is_disks() && !config_paths.contains(&norm(&e.file)))
+            e.is_swap()
+                || (((keep_disks && e.is_disks())
+                    || (e.is_volumes() && (keep_volumes || awaited.contains(&norm(&e.file)))))
+                    && !config_paths.contains(&norm(&e.file)))
         };
         if keep_disks {
             for (line, e) in fstab::entries(&existing) {
@@ -871,7 +899,7 @@ impl Module for MountsModule {
         };
         let n = cfg.mounts.as_ref().map_or(0, Vec::len);
         Some(format!(
-            "mounts the disks results and {n} mounts: entries in path order; \
+            "mounts the disks and volumes results and {n} mounts: entries in path order; \
              keeps stoke's /etc/fstab lines (option {MARKER}) in step, nofail, device timeout {}",
             device_timeout(&cfg).unwrap_or_else(|e| e.to_string())
         ))

@@ -451,10 +451,71 @@ async fn no_fstab_yet_and_jbod_volumes() {
     assert_eq!(mounts(&fake).len(), 3);
 }
 
+/// The EBS volumes `volumes` reports are mounted as the disks volumes are, with their own
+/// marker; without a volumes report their lines are kept, with one they follow it.
+#[tokio::test]
+async fn volumes_results_are_mounted_by_uuid_and_their_lines_follow_the_report() {
+    let dir = root();
+    let d = dir.path();
+    let volumes = json!({
+        "volumes": [{"device": "/dev/nvme2n1", "uuid": "vol-fs-1", "fstype": "xfs",
+                     "mountpoint": "/data", "mount_options": "noatime", "action": "created",
+                     "members": ["/dev/nvme2n1"]},
+                    {"device": "/dev/nvme3n1", "uuid": "vol-fs-2", "fstype": "ext4",
+                     "mountpoint": null, "mount_options": "defaults", "action": "kept",
+                     "members": ["/dev/nvme3n1"]}],
+        "entries": []
+    });
+    let fake = FakeSystem::new();
+    let mut ctx = context(d, json!({}), InstanceData::default(), fake.clone());
+    ctx.prior.insert("disks".into(), raid0_report());
+    ctx.prior.insert("volumes".into(), volumes);
+    MountsModule.run(&ctx).await.unwrap();
+    let line = "UUID=vol-fs-1\t/data\txfs\tnoatime,nofail,x-systemd.device-timeout=10s,x-stoke=volumes\t0\t2\n";
+    assert!(fstab(d).contains(line), "{}", fstab(d));
+    assert!(fstab(d).contains("x-stoke=disks"), "{}", fstab(d));
+    let m = mounts(&fake);
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert!(
+        m.iter()
+            .any(|r| r.source.ends_with("/dev/nvme2n1") && r.target == d.join("data")),
+        "{m:?}"
+    );
+
+    // volumes did not report this boot (disabled): its line stays.
+    let fake = FakeSystem::new();
+    let mut ctx = context(d, json!({}), InstanceData::default(), fake.clone());
+    ctx.prior.insert("disks".into(), raid0_report());
+    MountsModule.run(&ctx).await.unwrap();
+    assert!(fstab(d).contains(line), "{}", fstab(d));
+
+    // The volume is not attached this boot: its line stays for the next one.
+    let fake = FakeSystem::new();
+    let mut ctx = context(d, json!({}), InstanceData::default(), fake.clone());
+    ctx.prior.insert("disks".into(), raid0_report());
+    ctx.prior.insert(
+        "volumes".into(),
+        json!({"volumes": [], "awaited": ["/data/"], "entries": []}),
+    );
+    MountsModule.run(&ctx).await.unwrap();
+    assert!(fstab(d).contains(line), "{}", fstab(d));
+    assert_eq!(mounts(&fake).len(), 1, "only the array");
+
+    // It reported no volumes (the entry was removed from the config): the line goes.
+    let fake = FakeSystem::new();
+    let mut ctx = context(d, json!({}), InstanceData::default(), fake.clone());
+    ctx.prior.insert("disks".into(), raid0_report());
+    ctx.prior
+        .insert("volumes".into(), json!({"volumes": [], "entries": []}));
+    MountsModule.run(&ctx).await.unwrap();
+    assert!(!fstab(d).contains("x-stoke=volumes"), "{}", fstab(d));
+    assert!(fstab(d).contains("x-stoke=disks"), "{}", fstab(d));
+}
+
 #[test]
-fn spec_runs_after_disks() {
+fn spec_runs_after_disks_and_volumes() {
     let s = MountsModule.spec();
-    assert_eq!(s.after, ["disks"]);
+    assert_eq!(s.after, ["disks", "volumes"]);
     assert_eq!(s.stage, stoke_api::Stage::Local);
     let mut g = schemars::SchemaGenerator::default();
     let schema = (s.config.schema)(&mut g);

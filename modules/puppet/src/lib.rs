@@ -17,12 +17,12 @@ mod lock;
 mod puppet_conf;
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use stoke_api::{
-    Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, SysError,
-    atomic_write, config_spec, read_to_string_opt, render, tools,
+    Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, Report, RunRecord, RunState, Stage,
+    SysError, atomic_write, config_spec, read_to_string_opt, render, tools,
 };
 
 pub use config::{
@@ -35,7 +35,7 @@ pub const NAME: &str = "puppet";
 /// The transient unit of a non-blocking run (systemd).
 pub const UNIT: &str = "stoke-puppet-delta";
 /// In the module's state directory: the non-blocking run's record, written by `stoke exec-record`.
-pub const BACKGROUND_FILE: &str = "background.json";
+pub use stoke_api::BACKGROUND_FILE;
 /// In the module's state directory: the last blocking run's record (same shape).
 pub const LAST_RUN_FILE: &str = "last-run.json";
 /// Exit codes that mean success with `--detailed-exitcodes`.
@@ -354,23 +354,14 @@ fn write_files(ctx: &Context, p: &Puppet) -> Result<Vec<String>, ModuleError> {
     Ok(changed)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
 /// Writes a run record; a failure to write is a warning, not the run's failure.
-fn record(ctx: &Context, file: &str, value: &Value, warnings: &mut Vec<String>) {
+fn record(ctx: &Context, file: &str, rec: &RunRecord, warnings: &mut Vec<String>) {
     let path = ctx.state_dir.join(file);
-    let mut text = value.to_string();
-    text.push('\n');
-    if let Err(e) = atomic_write(&path, text.as_bytes(), 0o644) {
+    if let Err(e) = rec.write(&path) {
         warnings.push(format!("cannot write {}: {e}", path.display()));
     }
 }
@@ -387,23 +378,21 @@ async fn blocking(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
             secs(waited)
         ));
     }
-    let started_unix = unix_now();
+    let mut rec = RunRecord::running(run.argv.clone(), None, ctx.boot_id.clone());
     let start = Instant::now();
     let result = ctx.system.run(&cmd).await;
     let duration = start.elapsed();
-    let mut rec = json!({
-        "argv": run.argv,
-        "started_unix": started_unix,
-        "finished_unix": unix_now(),
-        "duration_ms": duration.as_millis() as u64,
-    });
+    let duration_ms = duration.as_millis() as u64;
     let out = match result {
         Ok(out) => out,
         Err(SysError::Timeout { after, .. }) => {
-            rec["state"] = json!("failed");
-            rec["code"] = Value::Null;
-            rec["meaning"] = json!("timed out and was killed");
-            rec["tail"] = json!([]);
+            rec.finish(
+                false,
+                None,
+                "timed out and was killed",
+                duration_ms,
+                Vec::new(),
+            );
             record(ctx, LAST_RUN_FILE, &rec, &mut warnings);
             return Err(ModuleError::Command {
                 argv: cmd.display(),
@@ -428,10 +417,7 @@ async fn blocking(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         None => (false, "killed by a signal"),
     };
     let lines = tail(&out.stdout, &out.stderr);
-    rec["state"] = json!(if ok { "succeeded" } else { "failed" });
-    rec["code"] = json!(out.code);
-    rec["meaning"] = json!(what);
-    rec["tail"] = json!(lines);
+    rec.finish(ok, out.code, what, duration_ms, lines.clone());
     record(ctx, LAST_RUN_FILE, &rec, &mut warnings);
     if !ok {
         return Err(ModuleError::Command {
@@ -440,7 +426,7 @@ async fn blocking(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
             stderr: lines.join("\n"),
         });
     }
-    let mut details = rec;
+    let mut details = serde_json::to_value(&rec).unwrap_or_default();
     details["mode"] = json!("blocking");
     let mut report = Report::new(format!(
         "{what} (exit {}) in {}",
@@ -452,34 +438,19 @@ async fn blocking(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
     Ok(report)
 }
 
-/// The current boot id, to tell a run of this boot from one of a boot before.
-fn boot_id(ctx: &Context) -> Option<String> {
-    std::fs::read_to_string(ctx.path("/proc/sys/kernel/random/boot_id"))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// The pid of a background run that `record` says is running and that still
-/// runs (same boot, process present).
-fn live_pid(ctx: &Context, record: &Value) -> Option<u64> {
-    if record["state"] != "running" {
-        return None;
-    }
-    let pid = record["pid"].as_u64()?;
-    if let (Some(then), Some(now)) = (record["boot_id"].as_str(), boot_id(ctx))
-        && then != now
-    {
-        return None;
-    }
-    ctx.path(format!("/proc/{pid}")).is_dir().then_some(pid)
+/// The previous background run's record, as it stands now (a "running" one of another boot,
+/// or whose process is gone, was interrupted).
+fn previous_run(ctx: &Context, path: &Path) -> Option<RunRecord> {
+    let rec = RunRecord::read(path)?;
+    Some(rec.as_of_now(ctx.boot_id.as_deref(), |pid| {
+        ctx.path(format!("/proc/{pid}")).is_dir()
+    }))
 }
 
 async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
     let systemd = ctx.path("/run/systemd/system").is_dir();
     let result = ctx.state_dir.join(BACKGROUND_FILE);
-    let previous: Option<Value> = read_to_string_opt(&result)
-        .map_err(|e| ModuleError::io("reading", &result, e))?
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let previous = previous_run(ctx, &result);
     let unit = format!("{UNIT}.service");
 
     // Never a second run while one is going.
@@ -495,8 +466,8 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
     } else {
         previous
             .as_ref()
-            .and_then(|r| live_pid(ctx, r))
-            .map(|pid| format!("pid {pid} is still running"))
+            .filter(|r| r.state == RunState::Running)
+            .map(|r| format!("pid {} is still running", r.pid.unwrap_or_default()))
     };
     if let Some(why) = still {
         return Ok(Report::new(format!(
@@ -509,10 +480,14 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         })));
     }
     let mut warnings = Vec::new();
-    if let Some(prev) = previous.as_ref().filter(|r| r["state"] == "running") {
+    if let Some(prev) = previous
+        .as_ref()
+        .filter(|r| r.state == RunState::Interrupted)
+    {
         warnings.push(format!(
             "the previous background run (pid {}, started {}) ended without recording a result",
-            prev["pid"], prev["started_unix"]
+            prev.pid.unwrap_or_default(),
+            prev.started_unix
         ));
     }
     // A stale record must not stand for the run about to start.
@@ -548,8 +523,8 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         "result_file": result,
     });
     // The last finished run's record stays visible in this run's details.
-    if let Some(prev) = previous.filter(|r| r["state"] != "running") {
-        details["previous"] = prev;
+    if let Some(prev) = previous.filter(|r| r.state != RunState::Running) {
+        details["previous"] = serde_json::to_value(prev).unwrap_or_default();
     }
     let summary = if systemd {
         let mut args = vec![
@@ -586,59 +561,6 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
     let mut report = Report::new(summary).with_details(details);
     report.warnings = warnings;
     Ok(report)
-}
-
-/// For tests and `stoke status`: reads a run record (`background.json`, `last-run.json`).
-pub fn read_record(path: &Path) -> Option<Value> {
-    read_to_string_opt(path)
-        .ok()
-        .flatten()
-        .and_then(|t| serde_json::from_str(&t).ok())
-}
-
-/// One line for `stoke status` from a run record (`background.json`, `last-run.json`).
-/// A record saying "running" is only believed for this boot (`boot_id`) while
-/// `pid_alive(pid)`; otherwise the run was interrupted.
-pub fn describe_record(
-    rec: &Value,
-    boot_id: Option<&str>,
-    pid_alive: impl Fn(u64) -> bool,
-) -> String {
-    let pid = rec["pid"].as_u64();
-    let took = rec["duration_ms"]
-        .as_u64()
-        .map(|ms| format!(" in {:.1} s", ms as f64 / 1000.0))
-        .unwrap_or_default();
-    let meaning = rec["meaning"].as_str().unwrap_or("");
-    let code = rec["code"]
-        .as_i64()
-        .map(|c| format!("exit {c}, "))
-        .unwrap_or_default();
-    match rec["state"].as_str() {
-        Some("running") => {
-            let same_boot = match (rec["boot_id"].as_str(), boot_id) {
-                (Some(then), Some(now)) => then == now,
-                _ => true,
-            };
-            let started = rec["started_unix"].as_u64().unwrap_or(0);
-            match pid {
-                Some(p) if same_boot && pid_alive(p) => {
-                    format!("running (pid {p}, started at unix time {started})")
-                }
-                _ => format!(
-                    "interrupted: started at unix time {started}, ended without recording a result"
-                ),
-            }
-        }
-        Some(state @ ("succeeded" | "failed")) => {
-            let mut line = format!("{state}: {code}{meaning}{took}");
-            if let Some(e) = rec["error"].as_str() {
-                line.push_str(&format!(" ({e})"));
-            }
-            line
-        }
-        _ => "unreadable record".to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::*;
 fn instance() -> InstanceData {
     InstanceData {
         datasource: "ec2".into(),
-        instance_id: "i-0ABC".into(),
+        instance_id: "i-0ABC".parse().unwrap(),
         ..Default::default()
     }
 }
@@ -136,7 +136,7 @@ async fn blocking_run_builds_the_command_and_reports_success() {
         "Notice: Applied catalog in 0.01 seconds"
     );
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
-    let rec = read_record(&c.state_dir.join(LAST_RUN_FILE)).unwrap();
+    let rec = read_json(&c.state_dir.join(LAST_RUN_FILE));
     assert_eq!(
         (rec["state"].as_str(), rec["code"].as_i64()),
         (Some("succeeded"), Some(2))
@@ -164,7 +164,7 @@ async fn blocking_failure_carries_code_meaning_and_last_lines() {
         err.contains("line 30") && !err.contains("line 11\n"),
         "{err}"
     );
-    let rec = read_record(&c.state_dir.join(LAST_RUN_FILE)).unwrap();
+    let rec = read_json(&c.state_dir.join(LAST_RUN_FILE));
     assert_eq!(rec["state"], "failed");
     assert_eq!(rec["tail"].as_array().unwrap().len(), TAIL_LINES);
 
@@ -511,7 +511,7 @@ async fn non_blocking_under_systemd_never_starts_twice() {
 async fn non_blocking_without_systemd_spawns_detached_once() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeSystem::new();
-    put(dir.path(), "/proc/sys/kernel/random/boot_id", "boot-2\n");
+    // The fake context's boot is "fake-boot".
     let c = ctx(dir.path(), json!({"mode": "non-blocking"}), &fake);
     let r = run(&c).await.unwrap();
     let log = dir.path().join("var/log/stoke/puppet-delta.log");
@@ -534,7 +534,7 @@ async fn non_blocking_without_systemd_spawns_detached_once() {
     let record = c.state_dir.join(BACKGROUND_FILE);
     fs::write(
         &record,
-        r#"{"state":"running","pid":4242,"boot_id":"boot-2","started_unix":5}"#,
+        r#"{"state":"running","pid":4242,"boot_id":"fake-boot","started_unix":5}"#,
     )
     .unwrap();
     fs::create_dir_all(dir.path().join("proc/4242")).unwrap();
@@ -560,7 +560,7 @@ async fn non_blocking_without_systemd_spawns_detached_once() {
     // A finished run does not block either.
     fs::write(
         &record,
-        r#"{"state":"succeeded","pid":4242,"boot_id":"boot-2","code":0}"#,
+        r#"{"state":"succeeded","pid":4242,"boot_id":"fake-boot","code":0}"#,
     )
     .unwrap();
     let r = run(&c).await.unwrap();
@@ -584,38 +584,6 @@ fn plan_says_what_would_run() {
 }
 
 #[test]
-fn records_read_as_one_line() {
-    let alive = |p: u64| p == 7;
-    let d = |v: Value| describe_record(&v, Some("b1"), alive);
-    assert_eq!(
-        d(
-            json!({"state": "succeeded", "code": 2, "meaning": "changes applied", "duration_ms": 41873})
-        ),
-        "succeeded: exit 2, changes applied in 41.9 s"
-    );
-    assert_eq!(
-        d(
-            json!({"state": "failed", "code": null, "signal": 9, "meaning": "killed by signal 9", "duration_ms": 100})
-        ),
-        "failed: killed by signal 9 in 0.1 s"
-    );
-    assert_eq!(
-        d(
-            json!({"state": "failed", "code": null, "meaning": "command not found", "error": "cannot start `x`"})
-        ),
-        "failed: command not found (cannot start `x`)"
-    );
-    let running = json!({"state": "running", "pid": 7, "boot_id": "b1", "started_unix": 5});
-    assert_eq!(
-        d(running.clone()),
-        "running (pid 7, started at unix time 5)"
-    );
-    assert!(describe_record(&running, Some("b2"), alive).starts_with("interrupted"));
-    assert!(describe_record(&running, Some("b1"), |_| false).starts_with("interrupted"));
-    assert_eq!(d(json!([])), "unreadable record");
-}
-
-#[test]
 fn runner_bound_follows_the_configured_timeout_and_lock_wait() {
     let m = PuppetModule;
     let cfg = serde_json::json!({"puppet": {"timeout": 10, "wait_for_lock": 5}});
@@ -625,4 +593,8 @@ fn runner_bound_follows_the_configured_timeout_and_lock_wait() {
         m.timeout_for(&default),
         std::time::Duration::from_secs(DEFAULT_TIMEOUT_SECS + DEFAULT_WAIT_FOR_LOCK_SECS + 60)
     );
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }

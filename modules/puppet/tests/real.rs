@@ -20,7 +20,7 @@ use stoke_api::{
 fn ctx(root: &Path, puppet: Value, system: Arc<FakeSystem>) -> Context {
     let instance = InstanceData {
         datasource: "none".into(),
-        instance_id: "i-1".into(),
+        instance_id: "i-1".parse().unwrap(),
         ..Default::default()
     };
     context(root, json!({ "puppet": puppet }), instance, system)
@@ -151,7 +151,10 @@ async fn real_puppet_failures_are_failures() {
         err.contains("exit 6: changes applied, with failures"),
         "{err}"
     );
-    let rec = stoke_puppet::read_record(&c.state_dir.join(stoke_puppet::LAST_RUN_FILE)).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(c.state_dir.join(stoke_puppet::LAST_RUN_FILE)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         (rec["state"].as_str(), rec["code"].as_i64()),
         (Some("failed"), Some(6))
@@ -252,10 +255,10 @@ impl System for Killing {
     fn sethostname(&self, _: &str) -> Result<(), SysError> {
         unreachable!()
     }
-    fn mount(&self, _: &MountRequest) -> Result<(), SysError> {
+    async fn mount(&self, _: &MountRequest) -> Result<(), SysError> {
         unreachable!()
     }
-    fn umount(&self, _: &Path) -> Result<(), SysError> {
+    async fn umount(&self, _: &Path) -> Result<(), SysError> {
         unreachable!()
     }
     fn fchown(&self, _: &fs::File, _: &Path, _: u32, _: u32) -> Result<(), SysError> {
@@ -289,7 +292,10 @@ async fn a_run_past_its_timeout_is_killed_and_reported() {
         err.contains("timed out after 1 s (puppet.timeout) and was killed"),
         "{err}"
     );
-    let rec = stoke_puppet::read_record(&c.state_dir.join(stoke_puppet::LAST_RUN_FILE)).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(c.state_dir.join(stoke_puppet::LAST_RUN_FILE)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(rec["state"], "failed");
     assert_eq!(rec["meaning"], "timed out and was killed");
     assert!(rec["code"].is_null());

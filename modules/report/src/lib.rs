@@ -208,7 +208,7 @@ impl Module for PhoneHome {
         };
         let dir = RootDir::open(&ctx.root)
             .map_err(|e| ModuleError::io("opening the root", ctx.root.dir(), e))?;
-        let iid = ctx.instance.instance_id.clone();
+        let iid = ctx.instance.instance_id.to_string();
         let hostname = ctx
             .vars
             .get("hostname")

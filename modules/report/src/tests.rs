@@ -127,7 +127,7 @@ async fn serve(b: Behaviour) -> (String, mpsc::UnboundedReceiver<Seen>) {
 fn instance() -> InstanceData {
     InstanceData {
         datasource: "nocloud".into(),
-        instance_id: "i-0abc".into(),
+        instance_id: "i-0abc".parse().unwrap(),
         ..InstanceData::default()
     }
 }

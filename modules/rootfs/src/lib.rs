@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 use stoke_api::{
     Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage, SysError,
-    config_spec, tools, unescape_octal,
+    config_spec, tools,
 };
 
 /// Less free space than this at the end of the disk is not worth a grow (GPT's
@@ -289,15 +289,16 @@ async fn grow_one(
     };
     let host_mp = ctx.path(mount_point);
     // The last mount at that point is the one in effect.
-    let Some(entry) = mountinfo
+    let Some((dev, entry)) = mountinfo
         .lines()
-        .filter_map(parse_mountinfo_line)
-        .rfind(|m| Path::new(&m.mount_point) == host_mp)
+        .filter_map(stoke_api::mountinfo::parse_line)
+        .filter_map(|m| Some((m.dev?, m)))
+        .rfind(|(_, m)| Path::new(&m.mount_point) == host_mp)
     else {
         out.note = "is not a mount point here; nothing to grow".into();
         return Ok(out);
     };
-    let Some(block) = block_of(ctx, entry.dev, &entry.source)? else {
+    let Some(block) = block_of(ctx, dev, &entry.source)? else {
         out.note = format!(
             "({}, {}) is not a block device; nothing to grow",
             entry.source, entry.fstype
@@ -482,26 +483,4 @@ async fn grow_partition(
     .timeout(CMD_TIMEOUT);
     ctx.system.run(&cmd).await?.check(&cmd)?;
     Ok(true)
-}
-
-struct MountLine {
-    dev: (u32, u32),
-    mount_point: String,
-    fstype: String,
-    source: String,
-}
-
-fn parse_mountinfo_line(line: &str) -> Option<MountLine> {
-    let f: Vec<&str> = line.split(' ').collect();
-    let sep = f.iter().position(|x| *x == "-")?;
-    if sep < 6 || f.len() < sep + 3 {
-        return None;
-    }
-    let (maj, min) = f[2].split_once(':')?;
-    Some(MountLine {
-        dev: (maj.parse().ok()?, min.parse().ok()?),
-        mount_point: unescape_octal(f[4]),
-        fstype: f[sep + 1].to_string(),
-        source: unescape_octal(f[sep + 2]),
-    })
 }

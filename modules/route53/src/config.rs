@@ -412,7 +412,7 @@ mod tests {
     fn instance() -> InstanceData {
         InstanceData {
             datasource: "ec2".into(),
-            instance_id: "i-0abc".into(),
+            instance_id: "i-0abc".parse().unwrap(),
             local_ipv4: Some("10.0.0.5".into()),
             ipv6: Some("2001:db8::5".into()),
             ..Default::default()

@@ -176,7 +176,7 @@ impl Module for Route53 {
             .map_err(|e| failed(&what, e, &retrier))?;
         // Recorded before waiting for sync: the records exist from here on.
         let reg = Registration {
-            instance_id: ctx.instance.instance_id.clone(),
+            instance_id: ctx.instance.instance_id.to_string(),
             zone_id: zone_id.clone(),
             records: sets.clone(),
             change_id: info.id.clone(),
@@ -477,7 +477,7 @@ mod tests {
     fn ctx(root: &std::path::Path, config: serde_json::Value) -> Context {
         let instance = InstanceData {
             datasource: "ec2".into(),
-            instance_id: "i-1".into(),
+            instance_id: "i-1".parse().unwrap(),
             local_ipv4: Some("10.0.0.1".into()),
             ..Default::default()
         };

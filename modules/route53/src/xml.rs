@@ -4,6 +4,8 @@
 
 use roxmltree::{Document, Node};
 
+use stoke_aws::xml::{child, field, text};
+
 use crate::config::RecordSet;
 
 const NAMESPACE: &str = "https://route53.amazonaws.com/doc/2013-04-01/";
@@ -162,25 +164,6 @@ fn zone(z: Node) -> Result<HostedZone, String> {
             .and_then(|c| field(c, "PrivateZone"))
             .is_some_and(|p| p == "true"),
     })
-}
-
-fn child<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
-    n.children().find(|c| c.has_tag_name(name))
-}
-
-/// All the text inside an element (entities and CDATA resolved).
-fn text(n: Node) -> String {
-    n.descendants()
-        .filter(|d| d.is_text())
-        .filter_map(|d| d.text())
-        .collect()
-}
-
-/// The trimmed text of child `name`, if present and not empty.
-fn field(n: Node, name: &str) -> Option<String> {
-    child(n, name)
-        .map(|c| text(c).trim().to_string())
-        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

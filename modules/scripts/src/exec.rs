@@ -234,7 +234,7 @@ impl Scripts<'_> {
             .env("PATH", PATH)
             .env("HOME", "/root")
             .env("LANG", "C.UTF-8")
-            .env("INSTANCE_ID", &self.ctx.instance.instance_id)
+            .env("INSTANCE_ID", self.ctx.instance.instance_id.as_str())
             .stream_output())
     }
 }

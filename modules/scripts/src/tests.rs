@@ -11,7 +11,7 @@ use super::*;
 fn instance() -> InstanceData {
     InstanceData {
         datasource: "nocloud".into(),
-        instance_id: "i-1".into(),
+        instance_id: "i-1".parse().unwrap(),
         ..InstanceData::default()
     }
 }

@@ -106,7 +106,7 @@ fn changed(before: &BTreeMap<PathBuf, String>, after: &BTreeMap<PathBuf, String>
 fn instance(id: &str, keys: Vec<String>) -> InstanceData {
     InstanceData {
         datasource: "ec2".into(),
-        instance_id: id.into(),
+        instance_id: id.parse().unwrap(),
         public_keys: keys,
         ..Default::default()
     }

@@ -15,7 +15,7 @@ use crate::testutil::{context, have_ssh_keygen, run_for_real};
 fn instance(id: &str) -> InstanceData {
     InstanceData {
         datasource: "none".into(),
-        instance_id: id.into(),
+        instance_id: id.parse().unwrap(),
         ..Default::default()
     }
 }

@@ -175,7 +175,7 @@ fn random_password() -> Result<String, ModuleError> {
     // every character is equally likely.
     let limit = 256 - 256 % RANDOM_SET.len();
     while out.len() < RANDOM_LEN {
-        getrandom::getrandom(&mut buf)
+        getrandom::fill(&mut buf)
             .map_err(|e| ModuleError::Other(format!("chpasswd: no random bytes: {e}")))?;
         for b in buf {
             if (b as usize) < limit && out.len() < RANDOM_LEN {

@@ -28,7 +28,7 @@ fn world() -> tempfile::TempDir {
 fn instance() -> InstanceData {
     InstanceData {
         datasource: "nocloud".into(),
-        instance_id: "i-1".into(),
+        instance_id: "i-1".parse().unwrap(),
         ..Default::default()
     }
 }

@@ -253,7 +253,7 @@ pub fn instance_ctx(
     sec.entry("secret_access_key").or_insert(json!("testing"));
     let instance = InstanceData {
         datasource: "ec2".into(),
-        instance_id: format!("i-{hostname}"),
+        instance_id: format!("i-{hostname}").parse().unwrap(),
         local_ipv4: Some(ip.into()),
         region: Some("eu-west-1".into()),
         ..Default::default()

@@ -17,7 +17,7 @@
 //!   {"state": "succeeded" | "failed",
 //!    "pid": 1234, "boot_id": "…", "started_unix": …, "argv": […],
 //!    "finished_unix": 1764100042, "duration_ms": 41873,
-//!    "code": 2,              // exit code; null when killed by a signal or not started
+//!    "code": 2,              // exit code; absent when killed by a signal or not started
 //!    "signal": 9,            // only when killed by a signal
 //!    "meaning": "changes applied",
 //!    "error": "…",           // only when the command could not be started
@@ -37,9 +37,9 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use stoke_api::RunRecord;
 
 /// Output lines kept in the record.
 const TAIL_LINES: usize = stoke_puppet::TAIL_LINES;
@@ -50,13 +50,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// Runs `argv`, recording it in `result`; returns the command's exit status.
 pub fn exec_record(result: &Path, success_codes: &[i32], argv: &[String]) -> i32 {
     let start = Instant::now();
-    let mut rec = json!({
-        "state": "running",
-        "pid": std::process::id(),
-        "boot_id": boot_id(),
-        "started_unix": unix_now(),
-        "argv": argv,
-    });
+    let mut rec = RunRecord::running(argv.to_vec(), Some(std::process::id()), boot_id());
     let Some((program, args)) = argv.split_first() else {
         finish(
             result,
@@ -81,7 +75,7 @@ pub fn exec_record(result: &Path, success_codes: &[i32], argv: &[String]) -> i32
         Err(e) => {
             let msg = format!("cannot start `{program}`: {e}");
             eprintln!("stoke exec-record: {msg}");
-            rec["error"] = json!(msg);
+            rec.error = Some(msg);
             finish(
                 result,
                 &mut rec,
@@ -122,16 +116,13 @@ pub fn exec_record(result: &Path, success_codes: &[i32], argv: &[String]) -> i32
                 (None, Some(s)) => format!("killed by signal {s}"),
                 (None, None) => "ended without an exit code".to_string(),
             };
-            if let Some(s) = signal_of(status) {
-                rec["signal"] = json!(s);
-            }
-            rec["code"] = json!(code);
-            rec["state"] = json!(if ok { "succeeded" } else { "failed" });
-            finish_with(result, &mut rec, start, &meaning, lines);
+            rec.signal = signal_of(status);
+            rec.finish(ok, code, &meaning, elapsed_ms(start), lines);
+            write(result, &rec);
             exit
         }
         Err(e) => {
-            rec["error"] = json!(format!("waiting for `{program}`: {e}"));
+            rec.error = Some(format!("waiting for `{program}`: {e}"));
             finish(
                 result,
                 &mut rec,
@@ -194,42 +185,29 @@ fn signal_of(status: ExitStatus) -> Option<i32> {
     std::os::unix::process::ExitStatusExt::signal(&status)
 }
 
+/// A run that failed before an exit code: recorded as failed with `meaning`.
 fn finish(
     result: &Path,
-    rec: &mut Value,
+    rec: &mut RunRecord,
     start: Instant,
     code: Option<i32>,
     meaning: &str,
     tail: Vec<String>,
 ) {
-    rec["code"] = json!(code);
-    rec["state"] = json!("failed");
-    finish_with(result, rec, start, meaning, tail);
+    rec.finish(false, code, meaning, elapsed_ms(start), tail);
+    write(result, rec);
 }
 
-fn finish_with(result: &Path, rec: &mut Value, start: Instant, meaning: &str, tail: Vec<String>) {
-    rec["finished_unix"] = json!(unix_now());
-    rec["duration_ms"] = json!(start.elapsed().as_millis() as u64);
-    rec["meaning"] = json!(meaning);
-    rec["tail"] = json!(tail);
-    write(result, rec);
+fn elapsed_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
 }
 
 /// Writes the record; a failure is reported on stderr (the journal) but does
 /// not change the command's outcome.
-fn write(result: &Path, rec: &Value) {
-    let mut text = rec.to_string();
-    text.push('\n');
-    if let Err(e) = stoke_api::atomic_write(result, text.as_bytes(), 0o644) {
+fn write(result: &Path, rec: &RunRecord) {
+    if let Err(e) = rec.write(result) {
         eprintln!("stoke exec-record: cannot write {}: {e}", result.display());
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// This boot's id (exec-record runs on the instance itself, never under --root).
@@ -242,6 +220,7 @@ fn boot_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn sh(script: &str) -> Vec<String> {
         ["/bin/sh", "-c", script]

@@ -1,9 +1,77 @@
-//! What is on a device, from `blkid -p` (low-level probe, no cache) and `wipefs -n`.
+//! What is on a block device, from `blkid -p` (low-level probe, no cache) and `wipefs -n`,
+//! and how stoke makes a filesystem on a blank one: shared by `disks` and `volumes`, which
+//! must refuse the same things (never format what holds a filesystem or partition table).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use stoke_api::{Cmd, Context, ModuleError, tools};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Cmd, Context, ModuleError, tools};
+
+/// The filesystems stoke makes on a blank device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    #[default]
+    Xfs,
+    Ext4,
+}
+
+impl Filesystem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Filesystem::Xfs => "xfs",
+            Filesystem::Ext4 => "ext4",
+        }
+    }
+
+    /// Longest label the filesystem stores.
+    pub fn max_label(self) -> usize {
+        match self {
+            Filesystem::Xfs => 12,
+            Filesystem::Ext4 => 16,
+        }
+    }
+
+    /// The mkfs command for `host_device` (a host path) with this label (if any) and UUID; `extra`
+    /// goes before the device. `nodiscard`: the device comes trimmed (instance store, a new
+    /// EBS volume), and discarding at mkfs can take minutes.
+    pub fn mkfs(
+        self,
+        ctx: &Context,
+        host_device: &str,
+        label: Option<&str>,
+        uuid: &str,
+        nodiscard: bool,
+        extra: &[String],
+    ) -> Cmd {
+        let mut args: Vec<String> = Vec::new();
+        if let Some(l) = label {
+            args.extend(["-L".into(), l.into()]);
+        }
+        let tool = match self {
+            Filesystem::Xfs => {
+                args.extend(["-m".into(), format!("uuid={uuid}")]);
+                if nodiscard {
+                    args.push("-K".into());
+                }
+                tools::MKFS_XFS
+            }
+            Filesystem::Ext4 => {
+                args.extend(["-U".into(), uuid.into()]);
+                if nodiscard {
+                    args.extend(["-E".into(), "nodiscard".into()]);
+                }
+                tools::MKFS_EXT4
+            }
+        };
+        args.extend(extra.iter().cloned());
+        args.push(host_device.into());
+        Cmd::new(ctx.tool(tool), args).timeout(Duration::from_secs(900))
+    }
+}
 
 /// What a device holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,6 +230,25 @@ pub async fn probe(ctx: &Context, device: &str) -> Result<Content, ModuleError> 
             sigs.join(", ")
         )))
     }
+}
+
+/// `nvme10n1` after `nvme2n1`: digits compare as numbers.
+pub fn natural_key(s: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut num: Option<u64> = None;
+    for c in s.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = Some(num.unwrap_or(0).saturating_mul(10).saturating_add(d as u64));
+        } else {
+            if let Some(n) = num.take() {
+                out.push((std::mem::take(&mut text), n));
+            }
+            text.push(c);
+        }
+    }
+    out.push((text, num.unwrap_or(0)));
+    out
 }
 
 #[cfg(test)]

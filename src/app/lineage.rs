@@ -12,57 +12,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use stoke_api::{Root, RootDir};
 
+use crate::config::ImageSection;
 use crate::paths::Paths;
-
-/// `image:` in an image layer: who this layer is.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct ImageSection {
-    /// The layer's image name (`app-web`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Its version (`1.4.2`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// The image it was built on (`base-2.0`, an AMI id).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ancestor: Option<String>,
-    /// When it was built, as the build pipeline says (free text, e.g. RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub built_at: Option<String>,
-    /// Who or what built it (a pipeline, a job URL).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub builder: Option<String>,
-    /// Free-form labels.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub tags: BTreeMap<String, String>,
-}
-
-/// What `stoke clean` saw when it ended a layer's bake.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BuildFacts {
-    /// UTC, RFC 3339.
-    pub cleaned_at: String,
-    pub stoke_version: String,
-    /// The AMI the build instance was launched from (its IMDS `ami-id`): the layer's source.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_ami: Option<String>,
-}
-
-/// One layer of the lineage, as `stoke status` and `stoke query image` show it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Layer {
-    /// The layer's file name (`50-app.yaml`).
-    pub layer: String,
-    #[serde(flatten)]
-    pub image: ImageSection,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build: Option<BuildFacts>,
-}
+use crate::state::lineage::{BuildFacts, Layer};
 
 /// `lineage.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -228,55 +183,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// The lineage in lines for `stoke status`: `image: app-web 1.4 <- base 2.0 <- foundation 1`
-/// (newest first, as a reader asks "what is this"), then one line per layer.
-pub fn render(layers: &[Layer]) -> String {
-    if layers.is_empty() {
-        return String::new();
-    }
-    let label = |l: &Layer| match (&l.image.name, &l.image.version) {
-        (Some(n), Some(v)) => format!("{n} {v}"),
-        (Some(n), None) => n.clone(),
-        (None, _) => l.layer.clone(),
-    };
-    let chain: Vec<String> = layers.iter().rev().map(label).collect();
-    let mut out = format!("image: {}\n", chain.join(" <- "));
-    for l in layers {
-        let mut facts = Vec::new();
-        if let Some(a) = &l.image.ancestor {
-            facts.push(format!("ancestor {a}"));
-        }
-        if let Some(b) = &l.image.built_at {
-            facts.push(format!("built {b}"));
-        }
-        if let Some(b) = &l.image.builder {
-            facts.push(format!("by {b}"));
-        }
-        if let Some(b) = &l.build {
-            let mut s = format!("cleaned {} by stoke {}", b.cleaned_at, b.stoke_version);
-            if let Some(ami) = &b.source_ami {
-                s.push_str(&format!(" from {ami}"));
-            }
-            facts.push(s);
-        }
-        if !l.image.tags.is_empty() {
-            let tags: Vec<String> = l
-                .image
-                .tags
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            facts.push(format!("tags {}", tags.join(",")));
-        }
-        out.push_str(&format!("  {}: {}", l.layer, label(l)));
-        if !facts.is_empty() {
-            out.push_str(&format!(" ({})", facts.join("; ")));
-        }
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

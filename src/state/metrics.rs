@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::status::{ModState, Overall, StageStatus, Status};
+use crate::state::status::{ModState, Overall, StageStatus, Status};
 
 const STATES: [ModState; 8] = [
     ModState::Pending,
@@ -156,7 +156,7 @@ const _: () = assert!(Overall::NotFinished as u8 == 3);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::ModuleStatus;
+    use crate::state::status::ModuleStatus;
     use stoke_api::{Frequency, Stage};
 
     #[test]

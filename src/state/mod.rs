@@ -1,25 +1,18 @@
 //! Run-frequency state: semaphores under `/var/lib/stoke`, the boot id, the
 //! current instance id, and the one-stoke-at-a-time lock.
 
+pub mod lineage;
+pub mod metrics;
+pub mod status;
+
 use std::fs::{self, File, OpenOptions};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use stoke_api::{Frequency, atomic_write, atomic_write_volatile, read_to_string_opt};
+use stoke_api::{Frequency, InstanceId, atomic_write, atomic_write_volatile, read_to_string_opt};
 
 use crate::paths::Paths;
-
-/// `[A-Za-z0-9._-]`, 1..=128 characters, not `.` or `..`: an instance id
-/// becomes a directory name, so anything else is refused, never used as a path.
-pub fn valid_instance_id(iid: &str) -> bool {
-    (1..=128).contains(&iid.len())
-        && iid != "."
-        && iid != ".."
-        && iid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
 
 pub fn now_unix() -> f64 {
     SystemTime::now()
@@ -50,11 +43,42 @@ pub fn kernel_started_unix() -> Option<f64> {
 /// The kernel's boot id, read under the root. `None` if absent (a demo root
 /// without /proc): then per-boot modules run every time.
 pub fn boot_id(paths: &Paths) -> Option<String> {
-    read_to_string_opt(&paths.boot_id_file())
-        .ok()
-        .flatten()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    let read = |path: &std::path::Path| {
+        read_to_string_opt(path)
+            .ok()
+            .flatten()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && s.len() <= 64)
+    };
+    read(&paths.boot_id_file()).or_else(|| read(&paths.fallback_boot_id_file()))
+}
+
+/// The boot id, made up when the root has no kernel one (a chroot build without `/proc`):
+/// a random id kept in `/run/stoke`, which a real boot starts empty. Without it, every stage
+/// would start a new boot's status and an earlier stage's failure would be forgotten.
+pub fn boot_id_or_make(paths: &Paths) -> Option<String> {
+    if let Some(id) = boot_id(paths) {
+        return Some(id);
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    match atomic_write(
+        &paths.fallback_boot_id_file(),
+        format!("{id}\n").as_bytes(),
+        0o644,
+    ) {
+        Ok(()) => {
+            tracing::warn!(
+                "no kernel boot id in {}: using {id}, kept in {} until /run is emptied",
+                paths.boot_id_file().display(),
+                paths.fallback_boot_id_file().display()
+            );
+            Some(id)
+        }
+        Err(e) => {
+            tracing::warn!("no boot id, and cannot keep one: {e}");
+            None
+        }
+    }
 }
 
 /// What a module's last run left behind.
@@ -64,12 +88,15 @@ pub struct Semaphore {
     pub frequency: Frequency,
     pub when_unix: f64,
     pub boot_id: Option<String>,
-    pub instance_id: Option<String>,
+    pub instance_id: Option<InstanceId>,
     pub config_sha256: String,
     pub ok: bool,
     pub summary: String,
     #[serde(default)]
     pub details: serde_json::Value,
+    /// Template variables the module published (see `Report::vars`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vars: std::collections::BTreeMap<String, String>,
     pub duration_ms: u64,
 }
 
@@ -89,7 +116,12 @@ impl<'a> State<'a> {
         State { paths }
     }
 
-    pub fn sem_path(&self, module: &str, freq: Frequency, iid: Option<&str>) -> Option<PathBuf> {
+    pub fn sem_path(
+        &self,
+        module: &str,
+        freq: Frequency,
+        iid: Option<&InstanceId>,
+    ) -> Option<PathBuf> {
         match (freq, iid) {
             (Frequency::Once, _) => Some(self.paths.state_dir.join("sem").join(module)),
             (_, Some(iid)) => Some(self.paths.instance_dir(iid).join("sem").join(module)),
@@ -97,7 +129,12 @@ impl<'a> State<'a> {
         }
     }
 
-    pub fn read_sem(&self, module: &str, freq: Frequency, iid: Option<&str>) -> Option<Semaphore> {
+    pub fn read_sem(
+        &self,
+        module: &str,
+        freq: Frequency,
+        iid: Option<&InstanceId>,
+    ) -> Option<Semaphore> {
         let path = self.sem_path(module, freq, iid)?;
         let text = read_to_string_opt(&path).ok().flatten()?;
         match serde_json::from_str(&text) {
@@ -111,7 +148,7 @@ impl<'a> State<'a> {
 
     pub fn write_sem(&self, sem: &Semaphore) -> std::io::Result<()> {
         let path = self
-            .sem_path(&sem.module, sem.frequency, sem.instance_id.as_deref())
+            .sem_path(&sem.module, sem.frequency, sem.instance_id.as_ref())
             .ok_or_else(|| std::io::Error::other("no instance id for a per-instance semaphore"))?;
         let json = serde_json::to_vec_pretty(sem).map_err(std::io::Error::other)?;
         if sem.frequency == Frequency::PerBoot {
@@ -126,7 +163,7 @@ impl<'a> State<'a> {
         &self,
         module: &str,
         freq: Frequency,
-        iid: Option<&str>,
+        iid: Option<&InstanceId>,
         boot_id: Option<&str>,
     ) -> Decision {
         let due = |reason: String| Decision { due: true, reason };
@@ -147,7 +184,7 @@ impl<'a> State<'a> {
             Frequency::Once => not_due("once, already ran".into()),
             Frequency::PerInstance => not_due(format!(
                 "per-instance, already ran for {}",
-                iid.unwrap_or("this instance")
+                iid.map_or("this instance", |i| i.as_str())
             )),
             Frequency::PerBoot => match (boot_id, sem.boot_id.as_deref()) {
                 (Some(now), Some(then)) if now == then => {
@@ -158,21 +195,21 @@ impl<'a> State<'a> {
         }
     }
 
-    /// The recorded instance id, if any (and valid).
-    pub fn current_instance_id(&self) -> Option<String> {
+    /// The recorded instance id, if any and valid: a tampered file is not used.
+    pub fn current_instance_id(&self) -> Option<InstanceId> {
         let text = read_to_string_opt(&self.paths.instance_id_file()).ok()??;
-        let iid = text.trim();
-        valid_instance_id(iid).then(|| iid.to_string())
+        match InstanceId::new(text.trim()) {
+            Ok(iid) => Some(iid),
+            Err(e) => {
+                tracing::warn!("{}: {e}; not used", self.paths.instance_id_file().display());
+                None
+            }
+        }
     }
 
-    pub fn set_instance_id(&self, iid: &str) -> std::io::Result<()> {
-        if !valid_instance_id(iid) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("invalid instance id {iid:?}"),
-            ));
-        }
-        if self.current_instance_id().as_deref() == Some(iid) {
+    /// Written only when it changes (`query` and `shutdown` read it; stages do not).
+    pub fn set_instance_id(&self, iid: &InstanceId) -> std::io::Result<()> {
+        if self.current_instance_id().as_ref() == Some(iid) {
             return Ok(());
         }
         atomic_write(
@@ -243,7 +280,13 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Waits up to `wait` for another stoke to finish.
+    /// [`RunLock::acquire`] from async code: the wait happens off the runtime.
+    pub async fn acquire_off_runtime(paths: &Paths, wait: Duration) -> std::io::Result<RunLock> {
+        let paths = paths.clone();
+        stoke_api::off_runtime("run-lock", move || RunLock::acquire(&paths, wait)).await?
+    }
+
+    /// Waits up to `wait` for another stoke to finish (blocking: see `acquire_off_runtime`).
     pub fn acquire(paths: &Paths, wait: Duration) -> std::io::Result<RunLock> {
         fs::create_dir_all(&paths.run_dir)?;
         let file = OpenOptions::new()
@@ -287,38 +330,23 @@ mod tests {
     }
     use stoke_api::Root;
 
+    fn iid(id: &str) -> InstanceId {
+        InstanceId::new(id).unwrap()
+    }
+
     fn sem(module: &str, freq: Frequency, iid: &str, boot: &str, ok: bool) -> Semaphore {
         Semaphore {
             module: module.into(),
             frequency: freq,
             when_unix: 1.0,
             boot_id: Some(boot.into()),
-            instance_id: Some(iid.into()),
+            instance_id: Some(InstanceId::new(iid).unwrap()),
             config_sha256: String::new(),
             ok,
             summary: String::new(),
             details: serde_json::Value::Null,
+            vars: Default::default(),
             duration_ms: 1,
-        }
-    }
-
-    #[test]
-    fn instance_ids_that_could_be_paths_are_refused() {
-        for good in ["i-0abc123", "iid-local01", "a.b_c-d", &"x".repeat(128)] {
-            assert!(valid_instance_id(good), "{good}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../../etc",
-            "a/b",
-            "i 1",
-            "i\n",
-            &"x".repeat(129),
-            "é",
-        ] {
-            assert!(!valid_instance_id(bad), "{bad:?}");
         }
     }
 
@@ -327,16 +355,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(Root::new(dir.path()), None, None);
         let st = State::new(&paths);
-        let d = st.decide("m", Frequency::PerInstance, Some("i-1"), Some("b1"));
+        let d = st.decide("m", Frequency::PerInstance, Some(&iid("i-1")), Some("b1"));
         assert!(d.due);
         assert_eq!(d.reason, "per-instance, not yet run for i-1");
 
         st.write_sem(&sem("m", Frequency::PerInstance, "i-1", "b1", true))
             .unwrap();
-        let d = st.decide("m", Frequency::PerInstance, Some("i-1"), Some("b2"));
+        let d = st.decide("m", Frequency::PerInstance, Some(&iid("i-1")), Some("b2"));
         assert!(!d.due, "same instance, new boot: not due");
         assert!(
-            st.decide("m", Frequency::PerInstance, Some("i-2"), Some("b2"))
+            st.decide("m", Frequency::PerInstance, Some(&iid("i-2")), Some("b2"))
                 .due,
             "new instance"
         );
@@ -344,35 +372,38 @@ mod tests {
         st.write_sem(&sem("p", Frequency::PerBoot, "i-1", "b1", true))
             .unwrap();
         assert!(
-            !st.decide("p", Frequency::PerBoot, Some("i-1"), Some("b1"))
+            !st.decide("p", Frequency::PerBoot, Some(&iid("i-1")), Some("b1"))
                 .due
         );
         assert!(
-            st.decide("p", Frequency::PerBoot, Some("i-1"), Some("b2"))
+            st.decide("p", Frequency::PerBoot, Some(&iid("i-1")), Some("b2"))
                 .due
         );
 
         st.write_sem(&sem("f", Frequency::PerInstance, "i-1", "b1", false))
             .unwrap();
-        let d = st.decide("f", Frequency::PerInstance, Some("i-1"), Some("b1"));
+        let d = st.decide("f", Frequency::PerInstance, Some(&iid("i-1")), Some("b1"));
         assert!(d.due && d.reason.contains("failed"), "{d:?}");
 
         st.write_sem(&sem("o", Frequency::Once, "i-1", "b1", true))
             .unwrap();
         assert!(
-            !st.decide("o", Frequency::Once, Some("i-9"), Some("b9")).due,
+            !st.decide("o", Frequency::Once, Some(&iid("i-9")), Some("b9"))
+                .due,
             "once survives new instances"
         );
     }
 
     #[test]
-    fn set_instance_id_refuses_traversal() {
+    fn a_tampered_instance_id_file_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(Root::new(dir.path()), None, None);
         let st = State::new(&paths);
-        assert!(st.set_instance_id("../../etc").is_err());
-        st.set_instance_id("i-1").unwrap();
+        st.set_instance_id(&InstanceId::new("i-1").unwrap())
+            .unwrap();
         assert_eq!(st.current_instance_id().as_deref(), Some("i-1"));
+        std::fs::write(paths.instance_id_file(), "../../etc\n").unwrap();
+        assert_eq!(st.current_instance_id(), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
     all.extend(stoke_hostname::modules());
     all.extend(stoke_rootfs::modules());
     all.extend(stoke_disks::modules());
+    all.extend(stoke_volumes::modules());
     all.extend(stoke_mounts::modules());
     all.extend(stoke_route53::modules());
     all.extend(stoke_puppet::modules());

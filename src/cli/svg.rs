@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use stoke_api::ScriptOutcome;
 
-use crate::status::{ModState, Status};
+use crate::state::status::{ModState, Status};
 
 /// The boot before stoke, as `systemd-analyze` tells it (seconds).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -178,7 +178,7 @@ impl Timeline {
             }
             // A module belongs to the stage run it ran in: a local-stage module can run in
             // the network stage's run, when only that one found the instance.
-            let ran_in = |m: &crate::status::ModuleStatus| {
+            let ran_in = |m: &crate::state::status::ModuleStatus| {
                 m.started_unix
                     .and_then(|t| {
                         status.stages.iter().find(|(_, s)| {
@@ -193,7 +193,8 @@ impl Timeline {
                 .filter(|(_, m)| ran_in(m) == *stage)
                 .collect();
             mods.sort_by(|a, b| {
-                let key = |m: &crate::status::ModuleStatus| m.started_unix.unwrap_or(f64::MAX);
+                let key =
+                    |m: &crate::state::status::ModuleStatus| m.started_unix.unwrap_or(f64::MAX);
                 key(a.1).total_cmp(&key(b.1)).then(a.0.cmp(b.0))
             });
             let first_module = bars.len();
@@ -591,7 +592,7 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{ModuleStatus, StageStatus};
+    use crate::state::status::{ModuleStatus, StageStatus};
     use stoke_api::{Frequency, Stage};
 
     fn module(stage: Stage, state: ModState, start: Option<f64>, ms: f64) -> ModuleStatus {
@@ -614,7 +615,7 @@ mod tests {
     fn boot() -> Status {
         let mut s = Status::default();
         s.done = true;
-        s.instance_id = Some("i-0abc".into());
+        s.instance_id = Some("i-0abc".parse().unwrap());
         s.kernel_started_unix = Some(1000.0);
         s.stages.insert(
             Stage::Local,
@@ -748,7 +749,7 @@ mod tests {
             "<odd&>".into(),
             module(Stage::Local, ModState::Ok, Some(1005.1), 1.0),
         );
-        s.instance_id = Some("i-<x>&".into());
+        s.datasource = Some("ds-<x>&".into());
         let svg = Timeline::of(&s, None).svg();
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
         let texts: Vec<&str> = doc
@@ -756,7 +757,7 @@ mod tests {
             .filter(|n| n.has_tag_name("text"))
             .filter_map(|n| n.text())
             .collect();
-        assert!(texts.iter().any(|t| t.contains("i-<x>&")), "{texts:?}");
+        assert!(texts.iter().any(|t| t.contains("ds-<x>&")), "{texts:?}");
         assert!(
             texts.iter().any(|t| t.starts_with("<odd&> ok")),
             "{texts:?}"

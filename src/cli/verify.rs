@@ -6,11 +6,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use stoke_api::{Context, InstanceData, Module as _, ModuleError};
+use stoke_api::{Module as _, ModuleError};
 use stoke_checks::{CheckResult, Checks, ChecksReport, Severity};
 
 use crate::app::App;
@@ -45,21 +44,7 @@ pub fn run(
         checks.retain(|name, _| only.contains(name));
     }
     let engine = loaded.engine();
-    let ctx = Context {
-        root: app.paths.root.clone(),
-        instance: Arc::new(InstanceData::default()),
-        config: section,
-        system: app.system.clone(),
-        state_dir: app.paths.run_dir.join("verify"),
-        shared_state_dir: app.paths.run_dir.join("verify"),
-        user_scripts: Arc::default(),
-        vars: engine.vars.clone(),
-        prior: Default::default(),
-        tools: engine.tools.clone(),
-        self_exe: std::env::current_exe().unwrap_or_else(|_| "stoke".into()),
-        boot: Arc::default(),
-        boot_status: None,
-    };
+    let ctx = app.image_context(&loaded, &engine, "checks", section);
     let outcome = rt.block_on(Checks { stage: None }.run(&ctx));
     let report = match &outcome {
         Ok(r) => r,

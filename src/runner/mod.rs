@@ -3,25 +3,86 @@
 //! `after` dependencies allow. A failure is recorded; only the modules that
 //! run after the failed one are held back.
 
+pub mod logins;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stoke_api::{
-    Context, Frequency, InstanceData, Module, ModuleError, Order, Report, Stage, System,
-    UserScript, tools,
+    Context, Frequency, InstanceData, InstanceId, Module, ModuleError, Order, Report, Stage,
+    System, UserScript, tools,
 };
 use tokio::task::JoinSet;
 
 use crate::config::{EngineConfig, Loaded};
-use crate::logins;
 use crate::paths::Paths;
+use crate::state::status::{ModState, ModuleStatus, Status};
 use crate::state::{Semaphore, State, now_unix};
-use crate::status::{ModState, ModuleStatus, Status};
 
-/// Fields of the hostname module's report that later modules see as template variables.
-const HOSTNAME_VARS: &[&str] = &["hostname", "fqdn", "domain", "uuid", "uuid8"];
+/// What a module that succeeded hands to the modules that run after it: its report's details
+/// and the template variables it publishes.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    details: serde_json::Value,
+    vars: BTreeMap<String, String>,
+}
+
+/// What stoke knows about this instance in this stage.
+#[derive(Clone, Debug)]
+pub enum Instance {
+    /// A datasource described it.
+    Described(Arc<InstanceData>),
+    /// Only its id, from DMI (a new EC2 Nitro instance before the network stage): the modules
+    /// with `modules.<name>.before_metadata` may run; the others wait for the metadata.
+    IdOnly { id: InstanceId, why: String },
+    /// Nothing yet: no datasource applies, or it failed.
+    Unknown { why: String },
+}
+
+impl Instance {
+    pub fn id(&self) -> Option<&InstanceId> {
+        match self {
+            Instance::Described(i) => Some(&i.instance_id),
+            Instance::IdOnly { id, .. } => Some(id),
+            Instance::Unknown { .. } => None,
+        }
+    }
+
+    pub fn described(&self) -> Option<&Arc<InstanceData>> {
+        match self {
+            Instance::Described(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Why there is no metadata (empty when there is).
+    pub fn why_not_described(&self) -> &str {
+        match self {
+            Instance::Described(_) => "",
+            Instance::IdOnly { why, .. } | Instance::Unknown { why } => why,
+        }
+    }
+
+    /// What a module sees. An id alone comes from EC2's DMI: the EC2 instance, no metadata yet.
+    /// Nothing known: cloud-init's `iid-datasource-none` (only `once` modules that need no
+    /// metadata run then).
+    fn for_modules(&self) -> Arc<InstanceData> {
+        match self {
+            Instance::Described(i) => i.clone(),
+            Instance::IdOnly { id, .. } => Arc::new(InstanceData {
+                datasource: "ec2".into(),
+                instance_id: id.clone(),
+                ..InstanceData::default()
+            }),
+            Instance::Unknown { .. } => Arc::new(InstanceData {
+                datasource: "none".into(),
+                ..InstanceData::default()
+            }),
+        }
+    }
+}
 
 pub struct Runner<'a> {
     pub paths: &'a Paths,
@@ -29,12 +90,7 @@ pub struct Runner<'a> {
     pub system: Arc<dyn System>,
     pub loaded: &'a Loaded,
     pub engine: &'a EngineConfig,
-    pub instance: Option<Arc<InstanceData>>,
-    /// Why there is no instance data, when there is none.
-    pub no_instance_reason: String,
-    /// The instance id known before its metadata (EC2 Nitro: DMI): lets the modules with
-    /// `modules.<name>.before_metadata` run in the local stage of a new instance.
-    pub pending_instance_id: Option<String>,
+    pub instance: Instance,
     pub boot_id: Option<String>,
     pub self_exe: PathBuf,
     /// Scripts and boothooks from user-data, for the modules that run them.
@@ -73,11 +129,8 @@ impl PlanLine {
 }
 
 impl<'a> Runner<'a> {
-    fn iid(&self) -> Option<&str> {
-        self.instance
-            .as_deref()
-            .map(|i| i.instance_id.as_str())
-            .or(self.pending_instance_id.as_deref())
+    fn iid(&self) -> Option<&InstanceId> {
+        self.instance.id()
     }
 
     /// Sorts this stage's modules into: to run, and already settled (with a status).
@@ -129,12 +182,16 @@ impl<'a> Runner<'a> {
                 settled.push((spec.name, ms));
                 continue;
             }
-            if self.instance.is_none() && (spec.needs_metadata || frequency != Frequency::Once) {
+            if self.instance.described().is_none()
+                && (spec.needs_metadata || frequency != Frequency::Once)
+            {
                 let wanted = over.before_metadata == Some(true);
-                if !wanted || spec.needs_metadata || self.pending_instance_id.is_none() {
+                if !wanted || spec.needs_metadata || self.instance.id().is_none() {
                     ms.state = ModState::Deferred;
-                    ms.reason =
-                        format!("waiting for instance metadata: {}", self.no_instance_reason);
+                    ms.reason = format!(
+                        "waiting for instance metadata: {}",
+                        self.instance.why_not_described()
+                    );
                     if wanted && spec.needs_metadata {
                         ms.reason.push_str(&format!(
                             " (modules.{}.before_metadata does not apply: it needs the metadata)",
@@ -247,12 +304,8 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// The details a dependency reported: from this run, else from its last run.
-    fn prior_details(
-        &self,
-        dep: &str,
-        this_run: &BTreeMap<String, serde_json::Value>,
-    ) -> Option<serde_json::Value> {
+    /// What a dependency published: in this run, else in its last run.
+    fn published_by(&self, dep: &str, this_run: &BTreeMap<String, Published>) -> Option<Published> {
         if let Some(d) = this_run.get(dep) {
             return Some(d.clone());
         }
@@ -267,10 +320,13 @@ impl<'a> Runner<'a> {
         State::new(self.paths)
             .read_sem(dep, freq, self.iid())
             .filter(|s| s.ok)
-            .map(|s| s.details)
+            .map(|s| Published {
+                details: s.details,
+                vars: s.vars,
+            })
     }
 
-    fn context(&self, p: &Planned, this_run: &BTreeMap<String, serde_json::Value>) -> Context {
+    fn context(&self, p: &Planned, this_run: &BTreeMap<String, Published>) -> Context {
         self.context_for(p.name, p.after, p.section.clone(), this_run)
     }
 
@@ -281,40 +337,23 @@ impl<'a> Runner<'a> {
         self.context_for(spec.name, spec.after, section, &BTreeMap::new())
     }
 
-    fn context_for(
+    /// The context module `name` gets: its section, its dependencies' details, the instance as
+    /// far as known, this boot. Also for `stoke verify` (the image's checks, no instance).
+    pub fn context_for(
         &self,
         name: &str,
         after: &[&str],
         section: serde_json::Value,
-        this_run: &BTreeMap<String, serde_json::Value>,
+        this_run: &BTreeMap<String, Published>,
     ) -> Context {
-        let instance = self
-            .instance
-            .clone()
-            .or_else(|| {
-                // Before the metadata: only the id is known (a `before_metadata` module).
-                self.pending_instance_id.as_ref().map(|iid| {
-                    Arc::new(InstanceData {
-                        datasource: "ec2".into(),
-                        instance_id: iid.clone(),
-                        ..InstanceData::default()
-                    })
-                })
-            })
-            .unwrap_or_default();
+        let instance = self.instance.for_modules();
         let mut vars = instance.vars();
         vars.extend(self.engine.vars.clone());
         let mut prior = BTreeMap::new();
         for dep in after {
-            if let Some(d) = self.prior_details(dep, this_run) {
-                if *dep == "hostname" {
-                    for k in HOSTNAME_VARS {
-                        if let Some(v) = d.get(*k).and_then(|v| v.as_str()) {
-                            vars.insert((*k).to_string(), v.to_string());
-                        }
-                    }
-                }
-                prior.insert((*dep).to_string(), d);
+            if let Some(p) = self.published_by(dep, this_run) {
+                vars.extend(p.vars);
+                prior.insert((*dep).to_string(), p.details);
             }
         }
         Context {
@@ -331,7 +370,13 @@ impl<'a> Runner<'a> {
             self_exe: self.self_exe.clone(),
             boot: Default::default(),
             boot_status: None,
+            boot_id: self.boot_id.clone(),
         }
+    }
+
+    pub fn user_scripts(mut self, scripts: Arc<Vec<UserScript>>) -> Self {
+        self.user_scripts = scripts;
+        self
     }
 
     /// Runs the stage's due modules; updates `status` (and saves it) as they start and end.
@@ -355,7 +400,7 @@ impl<'a> Runner<'a> {
 
         let in_run: BTreeSet<&str> = planned.iter().map(|p| p.name).collect();
         let mut waiting: Vec<Planned> = planned;
-        let mut results: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut results: BTreeMap<String, Published> = BTreeMap::new();
         let mut finished: BTreeMap<&str, bool> = BTreeMap::new();
         let mut tasks: JoinSet<(Result<Report, ModuleError>, Duration)> = JoinSet::new();
         let mut running: BTreeMap<tokio::task::Id, (Planned, Instant)> = BTreeMap::new();
@@ -383,7 +428,11 @@ impl<'a> Runner<'a> {
                     .copied()
                     .filter(|d| in_run.contains(d))
                     .collect();
-                if let Some(bad) = deps.iter().find(|d| finished.get(*d) == Some(&false)) {
+                let despite = p.module.runs_despite();
+                if let Some(bad) = deps
+                    .iter()
+                    .find(|d| finished.get(*d) == Some(&false) && !despite.contains(*d))
+                {
                     let p = waiting.remove(i);
                     finished.insert(p.name, false);
                     if let Some(ms) = status.modules.get_mut(p.name) {
@@ -485,7 +534,7 @@ impl<'a> Runner<'a> {
     /// A module that ran before the metadata did not see the user-data: say so once the
     /// metadata is here, when the configuration it would get now differs from the one it ran with.
     fn note_config_not_applied(&self, status: &mut Status) {
-        if self.instance.is_none() {
+        if self.instance.described().is_none() {
             return;
         }
         let state = State::new(self.paths);
@@ -537,15 +586,17 @@ impl<'a> Runner<'a> {
         result: Result<Report, ModuleError>,
         took: Duration,
         status: &mut Status,
-        results: &mut BTreeMap<String, serde_json::Value>,
+        results: &mut BTreeMap<String, Published>,
     ) {
         let ms_took = took.as_secs_f64() * 1000.0;
+        let mut vars = BTreeMap::new();
         let (ok, summary, details, warnings, error) = match result {
             Ok(r) => {
                 tracing::info!("{}: ok in {ms_took:.1} ms: {}", p.name, r.summary);
                 for w in &r.warnings {
                     tracing::warn!("{}: {w}", p.name);
                 }
+                vars = r.vars;
                 (true, r.summary, r.details, r.warnings, None)
             }
             Err(ModuleError::Partial { message, report }) => {
@@ -573,18 +624,23 @@ impl<'a> Runner<'a> {
             }
         };
         if ok {
-            results.insert(p.name.to_string(), details.clone());
+            let published = Published {
+                details: details.clone(),
+                vars: vars.clone(),
+            };
+            results.insert(p.name.to_string(), published);
         }
         let sem = Semaphore {
             module: p.name.to_string(),
             frequency: p.frequency,
             when_unix: now_unix(),
             boot_id: self.boot_id.clone(),
-            instance_id: self.iid().map(str::to_string),
+            instance_id: self.iid().cloned(),
             config_sha256: sha256_json(&p.section),
             ok,
             summary: summary.clone(),
             details: details.clone(),
+            vars,
             duration_ms: took.as_millis() as u64,
         };
         if let Err(e) = State::new(self.paths).write_sem(&sem) {
@@ -603,7 +659,7 @@ impl<'a> Runner<'a> {
 }
 
 pub fn sha256_json(v: &serde_json::Value) -> String {
-    crate::datasource::sha256_hex(&serde_json::to_vec(v).unwrap_or_default())
+    stoke_api::sha256_hex(&serde_json::to_vec(v).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -620,6 +676,7 @@ mod tests {
         name: &'static str,
         after: &'static [&'static str],
         panics: bool,
+        despite: &'static [&'static str],
     }
 
     /// Records when it starts and ends in a shared log; may fail.
@@ -690,12 +747,10 @@ mod tests {
             system: stoke_api::fake::FakeSystem::new(),
             loaded: &loaded,
             engine: &engine,
-            instance: Some(Arc::new(InstanceData {
-                instance_id: "i-1".into(),
+            instance: Instance::Described(Arc::new(InstanceData {
+                instance_id: InstanceId::new("i-1").unwrap(),
                 ..InstanceData::default()
             })),
-            no_instance_reason: String::new(),
-            pending_instance_id: None,
             boot_id: Some("b1".into()),
             self_exe: PathBuf::from("/usr/bin/stoke"),
             user_scripts: Default::default(),
@@ -742,11 +797,18 @@ mod tests {
             }
         }
 
-        async fn run(&self, _ctx: &Context) -> Result<Report, ModuleError> {
+        async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
             if self.panics {
                 panic!("a bug in a module");
             }
-            Ok(Report::new("fine"))
+            // What it was given of the modules it runs after.
+            let mut prior: Vec<&String> = ctx.prior.keys().collect();
+            prior.sort();
+            Ok(Report::new(format!("fine, after {prior:?}")).with_details(serde_json::json!(1)))
+        }
+
+        fn runs_despite(&self) -> &'static [&'static str] {
+            self.despite
         }
     }
 
@@ -759,16 +821,25 @@ mod tests {
                 name: "buggy",
                 after: &[],
                 panics: true,
+                despite: &[],
             }),
             Arc::new(Test {
                 name: "fine",
                 after: &[],
                 panics: false,
+                despite: &[],
             }),
             Arc::new(Test {
                 name: "needs-buggy",
                 after: &["buggy"],
                 panics: false,
+                despite: &[],
+            }),
+            Arc::new(Test {
+                name: "despite-buggy",
+                after: &["buggy", "fine"],
+                panics: false,
+                despite: &["buggy"],
             }),
         ];
         let loaded = Loaded::default();
@@ -779,12 +850,10 @@ mod tests {
             system: stoke_api::fake::FakeSystem::new(),
             loaded: &loaded,
             engine: &engine,
-            instance: Some(Arc::new(InstanceData {
-                instance_id: "i-1".into(),
+            instance: Instance::Described(Arc::new(InstanceData {
+                instance_id: InstanceId::new("i-1").unwrap(),
                 ..InstanceData::default()
             })),
-            no_instance_reason: String::new(),
-            pending_instance_id: None,
             boot_id: Some("b1".into()),
             self_exe: PathBuf::from("/usr/bin/stoke"),
             user_scripts: Default::default(),
@@ -802,9 +871,15 @@ mod tests {
         );
         assert_eq!(state("fine"), ModState::Ok);
         assert_eq!(state("needs-buggy"), ModState::Blocked);
+        // One that runs despite it runs, without its output.
+        assert_eq!(state("despite-buggy"), ModState::Ok);
+        assert_eq!(
+            status.modules["despite-buggy"].summary,
+            r#"fine, after ["fine"]"#
+        );
         // The failure is recorded, so the next run retries it.
         let sem = State::new(&paths)
-            .read_sem("buggy", Frequency::PerBoot, Some("i-1"))
+            .read_sem("buggy", Frequency::PerBoot, Some(&"i-1".parse().unwrap()))
             .unwrap();
         assert!(!sem.ok);
     }

@@ -61,7 +61,7 @@ pub struct ModuleStatus {
     pub details: serde_json::Value,
     /// Work the module left running (e.g. a non-blocking puppet run) and its result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub background: Option<serde_json::Value>,
+    pub background: Option<stoke_api::RunRecord>,
     /// Ran in the local stage of a new instance, before its metadata and user-data
     /// (`modules.<name>.before_metadata`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -100,7 +100,7 @@ pub struct Rerun {
 pub struct Status {
     pub boot_id: Option<String>,
     #[serde(default)]
-    pub instance_id: Option<String>,
+    pub instance_id: Option<stoke_api::InstanceId>,
     #[serde(default)]
     pub datasource: Option<String>,
     #[serde(default)]
@@ -122,7 +122,7 @@ pub struct Status {
     /// The image's layers that say who they are (`image:`), foundation first, with the
     /// build facts `stoke clean` recorded for each (docs/ready.md, "Image lineage").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lineage: Vec<crate::lineage::Layer>,
+    pub lineage: Vec<crate::state::lineage::Layer>,
     /// The boot's record of a stage being run again, until the rerun ends.
     #[serde(skip)]
     earlier: BTreeMap<Stage, StageStatus>,
@@ -371,7 +371,7 @@ impl Status {
             self.instance_id.as_deref().unwrap_or("unknown"),
             self.datasource.as_deref().unwrap_or("none"),
         ));
-        out.push_str(&crate::lineage::render(&self.lineage));
+        out.push_str(&crate::state::lineage::render(&self.lineage));
         for (stage, s) in &self.stages {
             match s.duration_ms {
                 Some(ms) => out.push_str(&format!("stage {stage}: done in {ms:.1} ms")),
@@ -411,7 +411,7 @@ impl Status {
                 out.push_str(&format!("      warning: {w}\n"));
             }
             if let Some(bg) = &m.background {
-                out.push_str(&format!("      background: {}\n", describe_background(bg)));
+                out.push_str(&format!("      background: {}\n", bg.describe()));
             }
             for run in stoke_api::ScriptsReport::from_details(&m.details)
                 .map(|r| r.scripts)
@@ -536,25 +536,6 @@ fn shorten(s: &str, max: usize) -> String {
         Some((i, _)) => format!("{}...", &line[..i]),
         None => line.to_string(),
     }
-}
-
-/// One line for a background record: state, exit code and its meaning, duration.
-fn describe_background(bg: &serde_json::Value) -> String {
-    let mut out = bg["state"].as_str().unwrap_or("unknown").to_string();
-    if let Some(code) = bg["code"].as_i64() {
-        out.push_str(&format!(" (exit {code}"));
-        if let Some(m) = bg["meaning"].as_str() {
-            out.push_str(&format!(": {m}"));
-        }
-        out.push(')');
-    }
-    if let Some(ms) = bg["duration_ms"].as_u64() {
-        out.push_str(&format!(" in {:.1} s", ms as f64 / 1000.0));
-    }
-    if let Some(pid) = bg["pid"].as_u64() {
-        out.push_str(&format!(", pid {pid}"));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,32 +1,36 @@
 //! One stoke invocation: paths, the system, the modules, and the steps that
 //! every command shares (load config, find the instance).
 
-use std::sync::Arc;
+pub mod lineage;
+pub mod registry;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use stoke_api::{InstanceData, Module, Stage, System, UserScript};
+use anyhow::Context as _;
+use stoke_api::{InstanceId, Module, Root, Stage, System, UserScript};
 
 use crate::config::{self, EngineConfig, Loaded, Source};
-use crate::datasource::{self, Discovery};
+use crate::datasource::{self, Discovery, KnownIds};
 use crate::paths::Paths;
-use crate::runner::Runner;
+use crate::runner::{Instance, Runner};
+use crate::state::status::{StageStatus, Status};
 use crate::state::{self, RunLock, State};
-use crate::status::{StageStatus, Status};
 
 pub struct App {
     pub paths: Paths,
     pub system: Arc<dyn System>,
     pub modules: Vec<Arc<dyn Module>>,
+    /// Read once per process (see [`App::boot_id`]).
+    boot_id: OnceLock<Option<String>>,
 }
 
 /// Configuration and instance, as far as this stage can know them.
 pub struct Prepared {
     pub loaded: Loaded,
     pub engine: EngineConfig,
-    pub instance: Option<Arc<InstanceData>>,
-    pub no_instance_reason: String,
-    /// The instance id known before its metadata (EC2 Nitro: DMI), when the metadata is not.
-    pub pending_instance_id: Option<String>,
+    pub instance: Instance,
     /// Problems with the datasource (the stage goes on without it).
     pub datasource_errors: Vec<String>,
     /// Scripts and boothooks from user-data.
@@ -34,18 +38,154 @@ pub struct Prepared {
 }
 
 impl App {
+    /// The app for a root: the real system on `/`, the recording sandbox anywhere else.
+    pub fn for_root(
+        root: PathBuf,
+        config: Option<PathBuf>,
+        seed: Option<PathBuf>,
+        execute: bool,
+    ) -> Self {
+        let root = Root::new(root);
+        let paths = Paths::new(root.clone(), config, seed);
+        let system: Arc<dyn System> = if root.is_host() {
+            Arc::new(crate::system::Host)
+        } else {
+            Arc::new(crate::system::Sandbox::new(
+                paths.actions_file(),
+                paths.run_dir.join("console.log"),
+                execute,
+            ))
+        };
+        App::new(paths, system, registry::modules())
+    }
+
+    /// The engine's keys from the image's own configuration layers (no datasource).
+    pub fn image_engine(&self) -> EngineConfig {
+        let mut loaded = Loaded::default();
+        if let Ok(sources) = config::image_sources(&self.paths.config_dir) {
+            let groups: Vec<Vec<Source>> = sources.into_iter().map(|s| vec![s]).collect();
+            config::load_into(&mut loaded, &groups, &self.modules);
+        }
+        loaded.engine()
+    }
+
+    /// `stoke clean`: instance state removed (under the run lock); the removed paths.
+    pub fn clean(&self, logs: bool, seed: bool) -> anyhow::Result<Vec<PathBuf>> {
+        let _lock = RunLock::acquire(&self.paths, Duration::from_secs(30))?;
+        Ok(State::new(&self.paths).clean(logs, seed)?)
+    }
+
+    /// The end of a bake: the image's layers get the build facts (docs/ready.md); the facts
+    /// and the layers that got them.
+    pub async fn record_build(
+        &self,
+    ) -> (
+        crate::state::lineage::BuildFacts,
+        std::io::Result<Vec<String>>,
+    ) {
+        let imds = self.image_engine().imds.unwrap_or_default();
+        let facts = lineage::build_facts(&self.paths, &imds).await;
+        let recorded = lineage::record(&self.paths.config_dir, &facts, self.system.as_ref());
+        (facts, recorded)
+    }
+
+    /// The current instance's cached metadata (`stoke query`).
+    pub fn cached_instance(&self) -> anyhow::Result<datasource::Found> {
+        let iid = State::new(&self.paths)
+            .current_instance_id()
+            .context("no instance known yet (stoke has not found its datasource)")?;
+        datasource::load_cache(&self.paths, &iid)
+            .with_context(|| format!("no cached metadata for {iid}"))
+    }
+
+    /// A user-data read as `run` reads it (rendered with example instance data: a template
+    /// that needs a metadata key this machine lacks may still render at boot), for `stoke schema`.
+    pub fn check_user_data(&self, name: &str, bytes: &[u8]) -> (Loaded, Vec<UserScript>) {
+        let instance = stoke_api::InstanceData {
+            datasource: "ec2".into(),
+            instance_id: InstanceId::new("i-0123456789abcdef0").unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("uuid".into(), "00000000-0000-4000-8000-000000000000".into());
+        vars.insert("uuid8".into(), "00000000".into());
+        let template = datasource::jinja::template_context(&instance, &vars);
+        let layer = datasource::decode_layer(name, bytes, &template);
+        let mut loaded = Loaded::default();
+        loaded.errors.extend(layer.errors);
+        loaded.warnings.extend(layer.warnings);
+        config::load_into(&mut loaded, &layer.documents, &self.modules);
+        (loaded, layer.scripts)
+    }
+
+    /// The context module `name` gets to check the image (`stoke verify`): the image's
+    /// configuration, no instance.
+    pub fn image_context(
+        &self,
+        loaded: &Loaded,
+        engine: &EngineConfig,
+        name: &str,
+        section: serde_json::Value,
+    ) -> stoke_api::Context {
+        let image = Instance::Unknown {
+            why: format!("stoke {name} checks the image, not an instance"),
+        };
+        self.runner_with(loaded, engine, image, self.boot_id().map(str::to_string))
+            .context_for(name, &[], section, &Default::default())
+    }
+
+    /// The image's lineage (`stoke query image`): no instance needed.
+    pub fn image_lineage(&self) -> anyhow::Result<(Vec<crate::state::lineage::Layer>, Loaded)> {
+        let mut loaded = Loaded::default();
+        let groups: Vec<Vec<Source>> = config::image_sources(&self.paths.config_dir)
+            .with_context(|| format!("reading {}", self.paths.config_dir.display()))?
+            .into_iter()
+            .map(|s| vec![s])
+            .collect();
+        config::load_into(&mut loaded, &groups, &self.modules);
+        Ok((lineage::of(&self.paths.config_dir, &loaded.images), loaded))
+    }
+
+    pub fn new(paths: Paths, system: Arc<dyn System>, modules: Vec<Arc<dyn Module>>) -> Self {
+        App {
+            paths,
+            system,
+            modules,
+            boot_id: OnceLock::new(),
+        }
+    }
+
+    /// This boot's id, read once. A `run` in a root without a kernel one makes one up and
+    /// keeps it for the later stages (`state::boot_id_or_make`); other commands only read.
+    pub fn boot_id(&self) -> Option<&str> {
+        self.boot_id
+            .get_or_init(|| state::boot_id(&self.paths))
+            .as_deref()
+    }
+
+    fn boot_id_for_run(&self) -> Option<&str> {
+        self.boot_id
+            .get_or_init(|| state::boot_id_or_make(&self.paths))
+            .as_deref()
+    }
+
     /// Loads config and finds the instance. `network` allows the network
     /// (EC2 refresh); without it only local sources and caches are used.
-    pub async fn prepare(&self, stage: Stage, this_boot_iid: Option<&str>) -> Prepared {
+    pub async fn prepare(&self, stage: Stage, this_boot_iid: Option<&InstanceId>) -> Prepared {
         self.prepare_with(stage, this_boot_iid, false).await
     }
 
     /// `run`: may create the instance's UUID when a user-data template asks for it.
-    async fn prepare_for_run(&self, stage: Stage, this_boot_iid: Option<&str>) -> Prepared {
+    async fn prepare_for_run(&self, stage: Stage, this_boot_iid: Option<&InstanceId>) -> Prepared {
         self.prepare_with(stage, this_boot_iid, true).await
     }
 
-    async fn prepare_with(&self, stage: Stage, this_boot_iid: Option<&str>, run: bool) -> Prepared {
+    async fn prepare_with(
+        &self,
+        stage: Stage,
+        this_boot_iid: Option<&InstanceId>,
+        run: bool,
+    ) -> Prepared {
         let started = Instant::now();
         let mut loaded = Loaded::default();
         // Kept for what the metadata service must be asked beyond the base (`fetch_extras`).
@@ -66,28 +206,35 @@ impl App {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let mut datasource_errors = Vec::new();
-        let mut pending_instance_id = None;
-        let (found, no_instance_reason) = match datasource::discover(
-            &self.paths,
-            &engine,
-            self.system.as_ref(),
-            stage,
-            this_boot_iid,
-        )
-        .await
-        {
-            Discovery::Found(f) => (Some(*f), String::new()),
-            Discovery::Pending { why, instance_id } => {
-                pending_instance_id = instance_id;
-                (None, why)
-            }
-            Discovery::Nothing(why) => (None, why),
-            Discovery::Failed(why) => {
-                tracing::error!("datasource: {why}");
-                datasource_errors.push(format!("datasource: {why}"));
-                (None, why)
-            }
+        let last_iid = State::new(&self.paths).current_instance_id();
+        let known = KnownIds {
+            this_boot: this_boot_iid,
+            last: last_iid.as_ref(),
         };
+        let mut instance = Instance::Unknown { why: String::new() };
+        let found =
+            match datasource::discover(&self.paths, &engine, self.system.as_ref(), stage, known)
+                .await
+            {
+                Discovery::Found(f) => Some(*f),
+                Discovery::Pending {
+                    why,
+                    instance_id: Some(id),
+                } => {
+                    instance = Instance::IdOnly { id, why };
+                    None
+                }
+                Discovery::Pending { why, .. } | Discovery::Nothing(why) => {
+                    instance = Instance::Unknown { why };
+                    None
+                }
+                Discovery::Failed(why) => {
+                    tracing::error!("datasource: {why}");
+                    datasource_errors.push(format!("datasource: {why}"));
+                    instance = Instance::Unknown { why };
+                    None
+                }
+            };
         tracing::debug!(
             "datasource: {} after {:.1} ms",
             found
@@ -95,7 +242,6 @@ impl App {
                 .map_or("none", |f| f.instance.datasource.as_str()),
             started.elapsed().as_secs_f64() * 1000.0
         );
-        let mut instance = None;
         let mut user_scripts = Vec::new();
         if let Some(mut found) = found {
             if found.imds.is_some() {
@@ -179,42 +325,50 @@ impl App {
                     "{name}: `image:` describes an image layer (stoke.d/*.yaml); ignored here"
                 ));
             }
-            instance = Some(Arc::new(found.instance));
+            instance = Instance::Described(Arc::new(found.instance));
         }
         let engine = loaded.engine();
         Prepared {
             loaded,
             engine,
             instance,
-            no_instance_reason,
-            pending_instance_id,
             datasource_errors,
             user_scripts: Arc::new(user_scripts),
         }
     }
 
     fn runner<'a>(&'a self, prep: &'a Prepared, boot_id: Option<String>) -> Runner<'a> {
+        self.runner_with(&prep.loaded, &prep.engine, prep.instance.clone(), boot_id)
+            .user_scripts(prep.user_scripts.clone())
+    }
+
+    /// A runner over given configuration (`stoke verify`: the image's layers, no instance).
+    pub fn runner_with<'a>(
+        &'a self,
+        loaded: &'a Loaded,
+        engine: &'a EngineConfig,
+        instance: Instance,
+        boot_id: Option<String>,
+    ) -> Runner<'a> {
         Runner {
             paths: &self.paths,
             modules: &self.modules,
             system: self.system.clone(),
-            loaded: &prep.loaded,
-            engine: &prep.engine,
-            instance: prep.instance.clone(),
-            no_instance_reason: prep.no_instance_reason.clone(),
-            pending_instance_id: prep.pending_instance_id.clone(),
+            loaded,
+            engine,
+            instance,
             boot_id,
             self_exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/stoke".into()),
-            user_scripts: prep.user_scripts.clone(),
+            user_scripts: Arc::default(),
         }
     }
 
     /// `stoke run --stage S`.
     pub async fn run_stage(&self, stage: Stage) -> anyhow::Result<Status> {
-        let _lock = RunLock::acquire(&self.paths, Duration::from_secs(120))?;
+        let _lock = RunLock::acquire_off_runtime(&self.paths, Duration::from_secs(120)).await?;
         let started = Instant::now();
         State::new(&self.paths).remove_stale_temp_files();
-        let boot_id = state::boot_id(&self.paths);
+        let boot_id = self.boot_id_for_run().map(str::to_string);
         let mut status = Status::load(&self.paths, boot_id.as_deref());
         if status.kernel_started_unix.is_none() && self.paths.root.is_host() {
             status.kernel_started_unix = state::kernel_started_unix();
@@ -231,14 +385,14 @@ impl App {
             },
         );
         let prep = self
-            .prepare_for_run(stage, status.instance_id.clone().as_deref())
+            .prepare_for_run(stage, status.instance_id.clone().as_ref())
             .await;
         if let Some(s) = status.stages.get_mut(&stage) {
             s.prepare_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         }
-        status.instance_id = prep.instance.as_ref().map(|i| i.instance_id.clone());
-        status.datasource = prep.instance.as_ref().map(|i| i.datasource.clone());
-        status.lineage = crate::lineage::of(&self.paths.config_dir, &prep.loaded.images);
+        status.instance_id = prep.instance.described().map(|i| i.instance_id.clone());
+        status.datasource = prep.instance.described().map(|i| i.datasource.clone());
+        status.lineage = lineage::of(&self.paths.config_dir, &prep.loaded.images);
         let errors = prep
             .loaded
             .errors
@@ -272,7 +426,7 @@ impl App {
         {
             let path = self.paths.root.path(file);
             // Metrics are an observer's: a failure to write them is logged, never a failed boot.
-            if let Err(e) = crate::metrics::write(&path, &status) {
+            if let Err(e) = crate::state::metrics::write(&path, &status) {
                 tracing::warn!("metrics: cannot write {}: {e}", path.display());
             }
         }
@@ -286,16 +440,15 @@ impl App {
 
     /// `stoke plan`: every stage, from local knowledge only.
     pub async fn plan(&self) -> Plan {
-        let boot_id = state::boot_id(&self.paths);
+        let boot_id = self.boot_id().map(str::to_string);
         let status = Status::load(&self.paths, boot_id.as_deref());
         let prep = self
-            .prepare(Stage::Local, status.instance_id.as_deref())
+            .prepare(Stage::Local, status.instance_id.as_ref())
             .await;
-        let instance = prep
-            .instance
-            .as_ref()
-            .map(|i| format!("{} ({})", i.instance_id, i.datasource))
-            .unwrap_or_else(|| format!("unknown: {}", prep.no_instance_reason));
+        let instance = prep.instance.described().map_or_else(
+            || format!("unknown: {}", prep.instance.why_not_described()),
+            |i| format!("{} ({})", i.instance_id, i.datasource),
+        );
         let runner = self.runner(&prep, boot_id);
         let lines = Stage::ALL
             .into_iter()
@@ -316,15 +469,15 @@ impl App {
 
     /// `stoke shutdown`: modules' shutdown work (e.g. DNS deregistration).
     pub async fn shutdown(&self) -> anyhow::Result<bool> {
-        let _lock = RunLock::acquire(&self.paths, Duration::from_secs(30))?;
-        let boot_id = state::boot_id(&self.paths);
+        let _lock = RunLock::acquire_off_runtime(&self.paths, Duration::from_secs(30)).await?;
+        let boot_id = self.boot_id().map(str::to_string);
         let status = Status::load(&self.paths, boot_id.as_deref());
         // At shutdown the instance is the one this boot ran as (or the last one recorded).
         let iid = status
             .instance_id
             .clone()
             .or_else(|| State::new(&self.paths).current_instance_id());
-        let prep = self.prepare(Stage::Final, iid.as_deref()).await;
+        let prep = self.prepare(Stage::Final, iid.as_ref()).await;
         let runner = self.runner(&prep, boot_id);
         let mut ok = true;
         for module in &self.modules {
@@ -403,7 +556,7 @@ impl Plan {
 }
 
 fn summary_line(stage: Stage, ms: f64, status: &Status) -> String {
-    use crate::status::ModState;
+    use crate::state::status::ModState;
     let count = |s: ModState| {
         status
             .modules
@@ -423,7 +576,7 @@ fn summary_line(stage: Stage, ms: f64, status: &Status) -> String {
 
 /// The instance's UUID as the hostname module keeps it (`instances/<id>/data/hostname/uuid`):
 /// read, or made and kept when `create` (a run, not `plan`) and there is none yet.
-fn instance_uuid(paths: &Paths, iid: &str, create: bool) -> Option<String> {
+fn instance_uuid(paths: &Paths, iid: &InstanceId, create: bool) -> Option<String> {
     let path = paths
         .instance_dir(iid)
         .join("data")
