@@ -9,7 +9,7 @@ use serde_json::Value;
 use stoke_api::{ConfigSpec, Positions};
 
 /// stoke's own list of modules.
-#[path = "../../src/registry.rs"]
+#[path = "../../src/app/registry.rs"]
 mod registry;
 
 fn specs() -> &'static [ConfigSpec] {

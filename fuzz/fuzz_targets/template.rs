@@ -17,7 +17,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     vars.insert("uuid8".to_string(), "0123abcd".to_string());
     let _ = stoke_api::render(text, &vars);
     let instance = stoke_api::InstanceData {
-        instance_id: "i-0123456789abcdef0".into(),
+        instance_id: stoke_api::InstanceId::new("i-0123456789abcdef0").unwrap_or_default(),
         ..Default::default()
     };
     let context = jinja::template_context(&instance, &vars);
