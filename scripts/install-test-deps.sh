@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what `cargo test --workspace` needs on a fresh Debian 12 machine:
-# real storage tools, ssh-keygen, Puppet, moto_server (the Route53 peer) and
+# real storage tools, ssh-keygen, strace (the crash test), g++ (libFuzzer, scripts/fuzz), Puppet, moto_server (the Route53 peer) and
 # prometheus_client (the metrics test's parser).
 # Idempotent; run as root (CI is root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # apt-utils: apt-ftparchive makes the local apt repository of the VM `system` scenario.
-pkgs=(mdadm xfsprogs e2fsprogs util-linux openssh-client puppet-agent hyperfine python3-venv passwd sudo cloud-guest-utils fdisk apt-utils)
+pkgs=(mdadm xfsprogs e2fsprogs util-linux openssh-client puppet-agent hyperfine python3-venv passwd sudo cloud-guest-utils fdisk apt-utils strace g++)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -649,7 +649,12 @@ fn temp_files_an_interrupted_stoke_left_are_removed() {
         "PRIVATE",
     );
     s.write("/etc/.hosts.stoke-999998-7", "x");
+    // A `~/.ssh` stoke was making when it died (made under a temp name, empty).
+    std::fs::create_dir_all(s.path("/root/..ssh.stoke-tmp-999999-3")).expect("mkdir");
+    std::fs::create_dir_all(s.path("/home/admin/..ssh.stoke-tmp-999999-4")).expect("mkdir");
     assert_eq!(s.run_all().code, 0);
+    assert!(!s.path("/root/..ssh.stoke-tmp-999999-3").exists());
+    assert!(!s.path("/home/admin/..ssh.stoke-tmp-999999-4").exists());
     assert!(
         !s.path("/etc/ssh/.ssh_host_ed25519_key.stoke-tmp-999999-1")
             .exists()

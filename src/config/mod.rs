@@ -185,7 +185,7 @@ pub fn load_into(loaded: &mut Loaded, groups: &[Vec<Source>], modules: &[Arc<dyn
                 if let Some(image) = doc.get("image") {
                     loaded.images.push((src.name.clone(), image.clone()));
                 }
-                merge(&mut loaded.merged, doc);
+                stoke_api::merge_config(&mut loaded.merged, doc);
             }
         } else {
             let names: Vec<_> = group.iter().map(|s| s.name.as_str()).collect();
@@ -195,18 +195,6 @@ pub fn load_into(loaded: &mut Loaded, groups: &[Vec<Source>], modules: &[Arc<dyn
                 "{} rejected as a whole: nothing in it was applied",
                 names.join(", ")
             )));
-        }
-    }
-}
-
-/// Deep merge: maps merge key by key, anything else is replaced.
-pub fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
-    for (k, v) in from {
-        match (into.get_mut(&k), v) {
-            (Some(Value::Object(a)), Value::Object(b)) => merge(a, b),
-            (_, v) => {
-                into.insert(k, v);
-            }
         }
     }
 }

@@ -10,6 +10,9 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value, json};
 use stoke_api::InstanceData;
 
+/// Instructions a template may execute: a real one takes hundreds; this is some milliseconds.
+const MAX_FUEL: u64 = 2_000_000;
+
 /// The variables a template sees.
 pub fn template_context(instance: &InstanceData, vars: &BTreeMap<String, String>) -> Value {
     let cloud_name = match instance.datasource.as_str() {
@@ -50,6 +53,9 @@ pub fn template_context(instance: &InstanceData, vars: &BTreeMap<String, String>
 pub fn render(body: &str, context: &Value) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // User-data is untrusted and rendered in the boot's path: nested loops (each `range` is
+    // capped at 10,000, not their product) must end in an error, not hold the boot for hours.
+    env.set_fuel(Some(MAX_FUEL));
     // As cloud-init: the trailing newline of the document is kept.
     env.set_keep_trailing_newline(true);
     let tmpl = env.template_from_str(body).map_err(describe)?;
@@ -94,6 +100,25 @@ mod tests {
         assert_eq!(
             out,
             "#cloud-config\nhostname: web-i-0abc\n# aws eu-west-1 ip-10-0-0-1\n"
+        );
+    }
+
+    /// Found by the template fuzz target: two nested loops of 10,000 ran for minutes.
+    #[test]
+    fn a_template_that_would_run_for_ever_is_an_error_at_once() {
+        let start = std::time::Instant::now();
+        let err = render(
+            "{% for a in range(10000) %}{% for b in range(10000) %}x{% endfor %}{% endfor %}",
+            &ctx(),
+        )
+        .unwrap_err();
+        assert!(err.contains("fuel"), "{err}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        let many = "{% for a in range(100) %}{{ a }}{% endfor %}";
+        assert_eq!(
+            render(many, &ctx()).unwrap().len(),
+            190,
+            "ordinary loops still run"
         );
     }
 

@@ -231,7 +231,7 @@ impl<'a> State<'a> {
             (self.paths.config_dir.clone(), 1),
             (self.paths.state_dir.clone(), 8),
             (self.paths.run_dir.clone(), 1),
-            (root.path("/root/.ssh"), 0),
+            (root.path("/root"), 1),
             (root.path("/home"), 2),
         ] {
             removed.extend(stoke_api::remove_stale_temp_files(&dir, depth));

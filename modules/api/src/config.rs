@@ -397,3 +397,20 @@ mod scalar_tests {
         assert!(serde_json::from_str::<H>(r#"{"hostname": [1]}"#).is_err());
     }
 }
+
+/// How layers combine (later over earlier): maps merge key by key, anything else is replaced.
+pub fn merge_config(
+    into: &mut serde_json::Map<String, serde_json::Value>,
+    from: serde_json::Map<String, serde_json::Value>,
+) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(serde_json::Value::Object(a)), serde_json::Value::Object(b)) => {
+                merge_config(a, b)
+            }
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ pub struct FakeSystem {
     actions: Mutex<Vec<Action>>,
     responders: Mutex<Vec<Responder>>,
     fail_mounts: Mutex<Vec<PathBuf>>,
+    fail_fchowns: Mutex<Vec<PathBuf>>,
     mount_hook: Mutex<Option<MountHook>>,
     recording_only: std::sync::atomic::AtomicBool,
     real_fchown: std::sync::atomic::AtomicBool,
@@ -48,6 +49,12 @@ impl FakeSystem {
     /// Makes a later `mount` of this target fail.
     pub fn fail_mount(&self, target: impl Into<PathBuf>) {
         self.fail_mounts.lock().unwrap().push(target.into());
+    }
+
+    /// Makes a later `fchown` of this path fail (after recording it): stands for a stoke
+    /// that dies there, to show what it leaves.
+    pub fn fail_fchown(&self, path: impl Into<PathBuf>) {
+        self.fail_fchowns.lock().unwrap().push(path.into());
     }
 
     /// Runs `f` on every later `mount` (after recording it); its result is the mount's.
@@ -163,6 +170,13 @@ impl System for FakeSystem {
             uid,
             gid,
         });
+        if self.fail_fchowns.lock().unwrap().iter().any(|p| p == path) {
+            return Err(SysError::Call {
+                call: "fchown",
+                what: path.display().to_string(),
+                source: std::io::Error::other("failed on purpose (test)"),
+            });
+        }
         if self.real_fchown.load(std::sync::atomic::Ordering::Relaxed) {
             std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|source| {
                 SysError::Call {

@@ -1,6 +1,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::{Root, RootDir};
@@ -18,35 +18,20 @@ pub fn read_to_string_opt(path: &Path) -> io::Result<Option<String>> {
 /// fsync, rename over the target, fsync the directory. A reader sees the old
 /// file or the new one, never a part. An existing target keeps its mode and
 /// owner; a new file gets `mode`. Parent directories are created (0755).
+/// A secret (0600 or stricter) is never under a temp name while it is written
+/// (`O_TMPFILE`, where the filesystem has it).
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    atomic_write_with(path, data, mode, |_| Ok(()))
-}
-
-/// Like [`atomic_write`], with a hook on the open temp file before it is
-/// renamed into place (e.g. to chown it through the [`crate::System`]).
-pub fn atomic_write_with(
-    path: &Path,
-    data: &[u8],
-    mode: u32,
-    before_rename: impl FnOnce(&File) -> io::Result<()>,
-) -> io::Result<()> {
-    write_replace(path, data, mode, before_rename, true)
+    write_replace(path, data, mode, true)
 }
 
 /// Atomic for readers (temp file, rename) but not durable: no fsync. For
 /// files that only matter until the next boot (`/run`, per-boot records),
 /// where an fsync would be the costliest step of a boot with nothing to do.
 pub fn atomic_write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    write_replace(path, data, mode, |_| Ok(()), false)
+    write_replace(path, data, mode, false)
 }
 
-fn write_replace(
-    path: &Path,
-    data: &[u8],
-    mode: u32,
-    before_rename: impl FnOnce(&File) -> io::Result<()>,
-    durable: bool,
-) -> io::Result<()> {
+fn write_replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -66,51 +51,15 @@ fn write_replace(
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let tmp = dir.join(format!(
-        ".{}{TEMP_MARK}{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        unique_suffix()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            // create_new is O_CREAT|O_EXCL: it never follows a symlink planted at `tmp`.
-            .mode(0o600)
-            .open(&tmp)?;
+    let final_mode = existing.as_ref().map_or(mode, |m| m.mode() & 0o7777);
+    let dir = File::open(dir)?;
+    crate::replace_in_dir(&dir, name, final_mode, durable, |mut f| {
         f.write_all(data)?;
         match &existing {
-            Some(m) => {
-                f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))?;
-                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
-            }
-            None => f.set_permissions(fs::Permissions::from_mode(mode))?,
+            Some(m) => std::os::unix::fs::fchown(f, Some(m.uid()), Some(m.gid())),
+            None => Ok(()),
         }
-        before_rename(&f)?;
-        if durable {
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        if durable {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn unique_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    (nanos << 16) ^ N.fetch_add(1, Ordering::Relaxed)
+    })
 }
 
 /// Replaces the lines between `begin` and `end` marker lines (markers included)
@@ -275,6 +224,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const B: &str = "# BEGIN stoke";
     const E: &str = "# END stoke";
@@ -492,8 +442,8 @@ pub fn temp_file_pid(file_name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Removes the stoke temp files in `dir` (and below, `depth` levels) that this process did
-/// not make: only one stoke runs at a time (the run lock), so any other one is what a killed
+/// Removes the stoke temp files (and empty temp directories) in `dir` (and below, `depth`
+/// levels) that this process did not make: only one stoke runs at a time (the run lock), so any other one is what a killed
 /// stoke left — possibly a private key. Returns what was removed.
 pub fn remove_stale_temp_files(dir: &Path, depth: usize) -> Vec<std::path::PathBuf> {
     let mut removed = Vec::new();
@@ -504,12 +454,16 @@ pub fn remove_stale_temp_files(dir: &Path, depth: usize) -> Vec<std::path::PathB
         let Ok(ft) = e.file_type() else { continue };
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if ft.is_dir() && depth > 0 {
+        let stale = temp_file_pid(&name).is_some_and(|pid| pid != std::process::id());
+        if ft.is_dir() && stale {
+            // A directory made under a temp name (`create_dir_complete`) is empty until
+            // renamed: anything in it is not stoke's, and rmdir leaves it then.
+            if fs::remove_dir(e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        } else if ft.is_dir() && depth > 0 {
             removed.extend(remove_stale_temp_files(&e.path(), depth - 1));
-        } else if ft.is_file()
-            && temp_file_pid(&name).is_some_and(|pid| pid != std::process::id())
-            && fs::remove_file(e.path()).is_ok()
-        {
+        } else if ft.is_file() && stale && fs::remove_file(e.path()).is_ok() {
             removed.push(e.path());
         }
     }
@@ -533,10 +487,22 @@ mod temp_tests {
         for f in [&stale, &older, &ours, &foreign, &lookalike] {
             fs::write(f, "k").unwrap();
         }
+        // A `~/.ssh` a killed stoke was making (empty), and a temp-named one with content.
+        let half_made = d.join("home/..ssh.stoke-tmp-999999-0");
+        let not_empty = d.join("home/..ssh.stoke-tmp-999999-1");
+        fs::create_dir_all(&half_made).unwrap();
+        fs::create_dir_all(not_empty.join("x")).unwrap();
         let mut removed = remove_stale_temp_files(d, 2);
         removed.sort();
-        assert_eq!(removed, vec![older.clone(), stale.clone()]);
+        assert_eq!(
+            removed,
+            vec![older.clone(), half_made.clone(), stale.clone()]
+        );
         assert!(ours.exists() && foreign.exists() && lookalike.exists());
+        assert!(
+            not_empty.join("x").exists(),
+            "a directory with content is left"
+        );
         // Every atomic write's temp name is recognised.
         atomic_write(&d.join("f"), b"x", 0o600).unwrap();
         assert_eq!(temp_file_pid(".f.stoke-tmp-12-3"), Some(12));

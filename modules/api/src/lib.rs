@@ -32,20 +32,20 @@ pub mod testing;
 
 pub use async_trait::async_trait;
 pub use config::{
-    ConfigError, ConfigSpec, PathStep, ValueError, config_spec, nearest, scalar_text, yaml_message,
-    yaml_options,
+    ConfigError, ConfigSpec, PathStep, ValueError, config_spec, merge_config, nearest, scalar_text,
+    yaml_message, yaml_options,
 };
 pub use context::{BootSoFar, Context, InstanceData, Root, TAG_PREFIX};
 pub use fsutil::{
-    Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, atomic_write_with, lookup_group,
-    lookup_user, managed_block, read_capped, read_to_string_opt, remove_stale_temp_files,
-    sha256_hex, temp_file_pid, unescape_octal,
+    Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, lookup_group, lookup_user,
+    managed_block, read_capped, read_to_string_opt, remove_stale_temp_files, sha256_hex,
+    temp_file_pid, unescape_octal,
 };
 pub use instance_id::{InstanceId, InvalidInstanceId};
 pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage};
 pub use off_runtime::off_runtime;
 pub use retry_budget::RetryBudget;
-pub use rootfs::{FileKind, FileStat, RootDir};
+pub use rootfs::{FileKind, FileStat, RootDir, create_dir_complete, replace_in_dir};
 pub use run_record::{BACKGROUND_FILE, RunRecord, RunState};
 pub use system::{
     Action, Cmd, CmdOutput, MountRequest, NVME_IDENTIFY_LEN, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX,

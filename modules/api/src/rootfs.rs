@@ -13,15 +13,18 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, renameat};
+use nix::fcntl::{
+    AT_FDCWD, AtFlags, OFlag, OpenHow, RenameFlags, ResolveFlag, openat, openat2, renameat,
+    renameat2,
+};
 use nix::sys::stat::{Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use crate::{Root, System};
 
@@ -330,7 +333,9 @@ impl RootDir {
     /// (resolved inside the root; it must exist), written, given `owner` (through
     /// `system`, so the sandbox records it) and then exactly `mode`, synced, and
     /// renamed over `<name>` within that directory, which is then synced. Readers
-    /// see the old file or the new one. A symlink or a directory at `<name>` is
+    /// see the old file or the new one. A secret (`mode` 0600 or stricter) is first an
+    /// unnamed `O_TMPFILE` in that directory instead, named only once complete (see
+    /// [`replace_in_dir`]). A symlink or a directory at `<name>` is
     /// refused: the rename would replace a symlink, never write through it, but the
     /// caller most likely meant something else.
     pub fn write_atomic(
@@ -344,18 +349,10 @@ impl RootDir {
         let (parent, name) = split(guest)?;
         let dir = self.open_dir(&parent)?;
         self.check_target(&dir, name, guest)?;
-        let (tmp, mut file) = create_temp(&dir, name)?;
-        let result = (|| {
+        replace_in_dir(&dir, name, mode, true, |mut file| {
             file.write_all(data)?;
-            self.set_owner_mode(&file, guest, mode, owner, system)?;
-            file.sync_all()?;
-            renameat(dir.as_fd(), tmp.as_os_str(), dir.as_fd(), name).map_err(errno)?;
-            dir.sync_all()
-        })();
-        if result.is_err() {
-            let _ = unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
-        }
-        result
+            self.set_owner(file, guest, owner, system)
+        })
     }
 
     /// Appends `data` to the regular file `guest` (created with `mode` if absent),
@@ -399,7 +396,9 @@ impl RootDir {
             )));
         }
         file.write_all(data)?;
-        self.set_owner_mode(&file, guest, mode, owner, system)?;
+        // Owner first: the kernel clears setuid/setgid bits on a chown.
+        self.set_owner(&file, guest, owner, system)?;
+        fchmod(file.as_fd(), Mode::from_bits_truncate(mode & 0o7777)).map_err(errno)?;
         file.sync_all()
     }
 
@@ -531,58 +530,270 @@ impl RootDir {
         }
     }
 
-    /// Owner first: the kernel clears setuid/setgid bits on a chown, so the
-    /// mode set afterwards is the one that stays.
-    fn set_owner_mode(
+    fn set_owner(
         &self,
         file: &File,
         guest: &Path,
-        mode: u32,
         owner: Option<(u32, u32)>,
         system: &dyn System,
     ) -> io::Result<()> {
-        if let Some((uid, gid)) = owner {
-            system
+        match owner {
+            Some((uid, gid)) => system
                 .fchown(file, &self.root.path(guest), uid, gid)
-                .map_err(io::Error::other)?;
+                .map_err(io::Error::other),
+            None => Ok(()),
         }
-        fchmod(file.as_fd(), Mode::from_bits_truncate(mode & 0o7777)).map_err(errno)
+    }
+}
+
+/// A name for a temp file next to `name`: `.<name>.stoke-tmp-<pid>-<n>` (the pattern the
+/// sweep of stale temps knows), within NAME_MAX whatever the target's length.
+fn temp_name(name: &OsStr) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let stem = &name.as_bytes()[..name.len().min(200)];
+    let mut tmp = b".".to_vec();
+    tmp.extend_from_slice(stem);
+    tmp.extend_from_slice(
+        format!(
+            "{}{}-{}",
+            crate::TEMP_MARK,
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+        .as_bytes(),
+    );
+    PathBuf::from(OsStr::from_bytes(&tmp))
+}
+
+/// Runs `make` on fresh temp names until one is free (a leftover of an interrupted run, or a
+/// name planted in advance, is skipped, never reused).
+fn with_free_temp_name<T>(
+    name: &OsStr,
+    mut make: impl FnMut(&Path) -> Result<T, Errno>,
+) -> io::Result<(PathBuf, T)> {
+    let mut attempts = 0;
+    loop {
+        let tmp = temp_name(name);
+        match make(&tmp) {
+            Ok(t) => return Ok((tmp, t)),
+            Err(Errno::EEXIST) if attempts < 16 => attempts += 1,
+            Err(e) => return Err(errno(e)),
+        }
     }
 }
 
 /// A new, empty temp file in `dir` named after `name`: `O_EXCL|O_NOFOLLOW`, so a
 /// name planted in advance (file or symlink) is skipped, never opened.
 fn create_temp(dir: &File, name: &OsStr) -> io::Result<(PathBuf, File)> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    // Keep the temp name within NAME_MAX (255) whatever the target's length.
-    let stem = &name.as_bytes()[..name.len().min(200)];
     let flags =
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut attempts = 0;
-    loop {
-        let mut tmp = b".".to_vec();
-        tmp.extend_from_slice(stem);
-        tmp.extend_from_slice(
-            format!(
-                "{}{}-{}",
-                crate::TEMP_MARK,
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            )
-            .as_bytes(),
-        );
-        let tmp = PathBuf::from(OsStr::from_bytes(&tmp));
-        match openat(
+    let (tmp, fd) = with_free_temp_name(name, |tmp| {
+        openat(
             dir.as_fd(),
             tmp.as_os_str(),
             flags,
             Mode::from_bits_truncate(0o600),
-        ) {
-            Ok(fd) => return Ok((tmp, File::from(fd))),
-            // A leftover of an interrupted run (or a planted name): the next number.
-            Err(Errno::EEXIST) if attempts < 16 => attempts += 1,
+        )
+    })?;
+    Ok((tmp, File::from(fd)))
+}
+
+/// A file that only its owner may read (0600 or stricter): a crash must not leave a copy.
+fn is_secret(mode: u32) -> bool {
+    mode & 0o077 == 0
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests force the named-temp path, as on a filesystem without `O_TMPFILE`.
+    static NAMED_TEMPS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn unnamed_temps_allowed() -> bool {
+    #[cfg(test)]
+    if NAMED_TEMPS_ONLY.get() {
+        return false;
+    }
+    true
+}
+
+/// Replaces (or creates) `name` in the open directory `dir` (opened through [`RootDir`], or
+/// relative to a descriptor that was) with a file that `fill` writes (data, owner), then
+/// given exactly `mode`, atomically; `durable` syncs the file and then the directory.
+///
+/// A secret (`mode` 0600 or stricter) is written into an unnamed `O_TMPFILE` in `dir` and
+/// linked in only once complete: a crash before that leaves nothing in any directory. Where
+/// the filesystem has no `O_TMPFILE` (or the file cannot be linked), and for every other
+/// file, it is a named temp (`.<name>.stoke-tmp-<pid>-<n>`, 0600 while written), which the
+/// next run's sweep removes if a crash left it.
+pub fn replace_in_dir(
+    dir: &File,
+    name: &OsStr,
+    mode: u32,
+    durable: bool,
+    mut fill: impl FnMut(&File) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut complete = |file: &File| -> io::Result<()> {
+        fill(file)?;
+        // After the owner: a chown clears setuid/setgid bits.
+        fchmod(file.as_fd(), Mode::from_bits_truncate(mode & 0o7777)).map_err(errno)?;
+        if durable { file.sync_all() } else { Ok(()) }
+    };
+    remove_stale_temps_of(dir, name);
+    if is_secret(mode) && unnamed_temps_allowed() {
+        let flags = OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+        match openat(dir.as_fd(), ".", flags, Mode::from_bits_truncate(0o600)) {
+            Ok(fd) => {
+                let file = File::from(fd);
+                complete(&file)?;
+                if link_unnamed(&file, dir, name)? {
+                    return if durable { dir.sync_all() } else { Ok(()) };
+                }
+            }
+            // Old kernels answer EISDIR, filesystems without it EOPNOTSUPP.
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {}
             Err(e) => return Err(errno(e)),
         }
+    }
+    let (tmp, file) = create_temp(dir, name)?;
+    let result = (|| {
+        complete(&file)?;
+        renameat(dir.as_fd(), tmp.as_os_str(), dir.as_fd(), name).map_err(errno)?;
+        if durable { dir.sync_all() } else { Ok(()) }
+    })();
+    if result.is_err() {
+        let _ = unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    result
+}
+
+/// Removes the temp files of `name` in `dir` that another (killed) stoke left on its way to
+/// replacing it: the sweep at start only knows stoke's own directories, and a `write_files`
+/// path may be anywhere. Best effort: what cannot be listed or removed stays.
+fn remove_stale_temps_of(dir: &File, name: &OsStr) {
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(&name.as_bytes()[..name.len().min(200)]);
+    prefix.extend_from_slice(b".stoke-");
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        if !file.as_bytes().starts_with(&prefix)
+            || crate::temp_file_pid(&file.to_string_lossy())
+                .is_none_or(|pid| pid == std::process::id())
+        {
+            continue;
+        }
+        if let Ok(st) = fstatat(dir.as_fd(), file.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            && kind(st.st_mode) == SFlag::S_IFREG
+        {
+            tracing::warn!(
+                "removing {}: left by an interrupted stoke",
+                file.to_string_lossy()
+            );
+            let _ = unlinkat(dir.as_fd(), file.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+/// Makes the directory `name` in the open directory `parent`, all or nothing: made under a
+/// temp name (`.<name>.stoke-tmp-…`), given `owner` (through `system`; `path` names it
+/// there) and exactly `mode`, then renamed to `name`, never over anything. A crash leaves
+/// no half-made `name` (say a root-owned `~/.ssh` that every later boot would refuse), at
+/// most an empty temp directory that the sweep removes. `Ok(None)`: `name` exists (made
+/// meanwhile by someone else), nothing was changed.
+pub fn create_dir_complete(
+    parent: &File,
+    name: &OsStr,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    path: &Path,
+    system: &dyn System,
+) -> io::Result<Option<File>> {
+    let (tmp, ()) = with_free_temp_name(name, |tmp| {
+        mkdirat(parent.as_fd(), tmp, Mode::from_bits_truncate(0o700))
+    })?;
+    let result = (|| {
+        let fd = openat(
+            parent.as_fd(),
+            tmp.as_os_str(),
+            DIR_FLAGS | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        let dir = File::from(fd);
+        if let Some((uid, gid)) = owner {
+            system
+                .fchown(&dir, path, uid, gid)
+                .map_err(io::Error::other)?;
+        }
+        fchmod(dir.as_fd(), Mode::from_bits_truncate(mode & 0o7777)).map_err(errno)?;
+        dir.sync_all()?;
+        let renamed = match renameat2(
+            parent.as_fd(),
+            tmp.as_os_str(),
+            parent.as_fd(),
+            name,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            // A filesystem without RENAME_NOREPLACE: a plain rename would replace an empty
+            // directory someone else made, so only when nothing is there.
+            Err(Errno::EINVAL) => match fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            {
+                Err(Errno::ENOENT) => {
+                    renameat(parent.as_fd(), tmp.as_os_str(), parent.as_fd(), name)
+                }
+                Ok(_) => Err(Errno::EEXIST),
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
+        match renamed {
+            Ok(()) => parent.sync_all().map(|()| Some(dir)),
+            Err(Errno::EEXIST | Errno::ENOTEMPTY) => Ok(None),
+            Err(e) => Err(errno(e)),
+        }
+    })();
+    if !matches!(result, Ok(Some(_))) {
+        let _ = unlinkat(parent.as_fd(), tmp.as_os_str(), UnlinkatFlags::RemoveDir);
+    }
+    result
+}
+
+/// Gives the complete unnamed file its name: straight as `name` when that is free (no other
+/// name ever exists), else under a temp name renamed over `name`. `false`: it cannot be
+/// linked here (no `/proc` and no CAP_DAC_READ_SEARCH), nothing was changed.
+fn link_unnamed(file: &File, dir: &File, name: &OsStr) -> io::Result<bool> {
+    match link_fd(file, dir, name) {
+        Ok(()) => return Ok(true),
+        Err(Errno::EEXIST) => {}
+        Err(Errno::ENOENT | Errno::EPERM | Errno::EACCES) => return Ok(false),
+        Err(e) => return Err(errno(e)),
+    }
+    let (tmp, ()) = with_free_temp_name(name, |tmp| link_fd(file, dir, tmp.as_os_str()))?;
+    renameat(dir.as_fd(), tmp.as_os_str(), dir.as_fd(), name).map_err(|e| {
+        let _ = unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        errno(e)
+    })?;
+    Ok(true)
+}
+
+/// `linkat` of an open file: by its descriptor (`AT_EMPTY_PATH`, which needs
+/// CAP_DAC_READ_SEARCH), else through `/proc/self/fd`.
+fn link_fd(file: &File, dir: &File, new: &OsStr) -> Result<(), Errno> {
+    match linkat(file.as_fd(), "", dir.as_fd(), new, AtFlags::AT_EMPTY_PATH) {
+        Err(Errno::ENOENT | Errno::EPERM) => {
+            let by_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+            linkat(
+                AT_FDCWD,
+                by_proc.as_str(),
+                dir.as_fd(),
+                new,
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        }
+        other => other,
     }
 }
 
@@ -836,6 +1047,104 @@ mod tests {
             101
         );
         assert!(rd.read_regular(Path::new("/"), 100).is_err(), "a directory");
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    /// What a crash while a file is written would leave: the directory's names as `fill`
+    /// sees them, for a new file and then for replacing it.
+    fn names_while_written(dir: &Path, secret: bool) -> Vec<Vec<String>> {
+        let open = File::open(dir).unwrap();
+        let mut seen = Vec::new();
+        for round in 0..2 {
+            let data = format!("secret {round}\n");
+            let mode = if secret { 0o600 } else { 0o644 };
+            replace_in_dir(&open, OsStr::new("key"), mode, true, |mut f| {
+                seen.push(names(dir));
+                f.write_all(data.as_bytes())
+            })
+            .unwrap();
+            assert_eq!(fs::read_to_string(dir.join("key")).unwrap(), data);
+            assert_eq!(fs::metadata(dir.join("key")).unwrap().mode() & 0o777, mode);
+            assert_eq!(names(dir), ["key"], "nothing else left");
+        }
+        seen
+    }
+
+    #[test]
+    fn a_secret_has_no_name_until_it_is_complete_and_falls_back_to_a_named_temp() {
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        // tmpfs (/run, /dev/shm) has O_TMPFILE too; ext4 or whatever holds the temp dir above.
+        match nix::sys::statfs::statfs("/dev/shm") {
+            Ok(st) if st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => {
+                dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
+            }
+            _ => println!(
+                "SKIPPED tmpfs case of a_secret_has_no_name_until_it_is_complete: no tmpfs at /dev/shm"
+            ),
+        }
+        for d in &dirs {
+            let unnamed = d.path().join("unnamed");
+            fs::create_dir(&unnamed).unwrap();
+            assert_eq!(
+                names_while_written(&unnamed, true),
+                [vec![], vec!["key".to_string()]],
+                "no temp name exists while the secret is written"
+            );
+            // A filesystem without O_TMPFILE: a named temp, which the sweep recognises.
+            let named = d.path().join("named");
+            fs::create_dir(&named).unwrap();
+            NAMED_TEMPS_ONLY.set(true);
+            let seen = names_while_written(&named, true);
+            NAMED_TEMPS_ONLY.set(false);
+            for (round, names) in seen.iter().enumerate() {
+                let temps: Vec<&String> = names.iter().filter(|n| *n != "key").collect();
+                assert_eq!(temps.len(), 1, "round {round}: {names:?}");
+                assert!(crate::temp_file_pid(temps[0]).is_some(), "{names:?}");
+            }
+            // Not a secret: a named temp, as always.
+            let public = d.path().join("public");
+            fs::create_dir(&public).unwrap();
+            assert_eq!(names_while_written(&public, false)[0].len(), 1);
+        }
+    }
+
+    #[test]
+    fn replacing_a_file_removes_the_temps_a_killed_stoke_left_for_it() {
+        let f = fixture();
+        let rd = rootdir(&f);
+        rd.create_dir_all(Path::new("/opt/app"), 0o755).unwrap();
+        let dir = f.root.join("opt/app");
+        let ours = format!(".app.conf.stoke-tmp-{}-7", std::process::id());
+        for n in [
+            ".app.conf.stoke-tmp-999999-8",
+            ".app.conf.stoke-999998-1",
+            ".other.stoke-tmp-999999-9",
+            ours.as_str(),
+        ] {
+            fs::write(dir.join(n), "half").unwrap();
+        }
+        rd.write_atomic(Path::new("/opt/app/app.conf"), b"x", 0o644, None, &NoSystem)
+            .unwrap();
+        let mut want = vec![
+            ".other.stoke-tmp-999999-9".to_string(),
+            ours,
+            "app.conf".into(),
+        ];
+        want.sort();
+        assert_eq!(
+            names(&dir),
+            want,
+            "only this file's, and only another run's"
+        );
     }
 
     #[test]

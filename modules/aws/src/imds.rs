@@ -85,7 +85,7 @@ pub async fn credentials(endpoint: &str, budget: Duration) -> Result<Credentials
     parse(body).map_err(|e| format!("credentials of role `{role}`: {e}"))
 }
 
-fn parse(body: &str) -> Result<Credentials, String> {
+pub(crate) fn parse(body: &str) -> Result<Credentials, String> {
     let doc: Document =
         serde_json::from_str(body).map_err(|e| format!("not the expected JSON ({e})"))?;
     if let Some(code) = doc.code.as_deref().filter(|c| *c != "Success") {

@@ -14,6 +14,13 @@ pub mod credentials;
 pub mod endpoint;
 pub mod env;
 mod imds;
+
+/// The parser of the instance profile's credentials (an IMDS JSON leaf), for the fuzz targets
+/// (`fuzz/`): any body gives credentials or an error, never a panic.
+#[cfg(feature = "fuzz")]
+pub fn fuzz_imds_credentials(body: &str) -> bool {
+    imds::parse(body).is_ok()
+}
 mod profile;
 pub mod retry;
 pub mod sigv4;

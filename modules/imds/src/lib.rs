@@ -392,40 +392,18 @@ impl Session {
 
     /// A single-token value (`m6id.large`, `10.1.2.3`, ...); absent when 404 or empty.
     pub async fn value(&self, path: &str) -> Result<Option<String>, ImdsError> {
-        let Some(body) = self.get(path, LEAF_CAP).await? else {
-            return Ok(None);
-        };
-        let v = text(path, &body)?.trim();
-        if v.is_empty() {
-            return Ok(None);
+        match self.get(path, LEAF_CAP).await? {
+            Some(body) => value_of(path, &body),
+            None => Ok(None),
         }
-        if !v.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(bad(
-                path,
-                format!("expected a single value, got {:?}", cut(v)),
-            ));
-        }
-        Ok(Some(v.to_string()))
     }
 
     /// Lines of a directory listing; empty when 404.
     pub async fn listing(&self, path: &str) -> Result<Vec<String>, ImdsError> {
-        let Some(body) = self.get(path, LEAF_CAP).await? else {
-            return Ok(Vec::new());
-        };
-        let lines: Vec<String> = text(path, &body)?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
-        if lines.len() > MAX_ENTRIES {
-            return Err(bad(
-                path,
-                format!("{} entries (at most {MAX_ENTRIES} expected)", lines.len()),
-            ));
+        match self.get(path, LEAF_CAP).await? {
+            Some(body) => listing_of(path, &body),
+            None => Ok(Vec::new()),
         }
-        Ok(lines)
     }
 
     /// GETs several leaves concurrently; results in the order of `paths`.
@@ -708,6 +686,38 @@ async fn read_capped(
             Err(e) => return Err(Body::Failed(chain(&e.without_url()))),
         }
     }
+}
+
+/// A leaf's answer as one value (`None` when blank): text, printable, no spaces.
+pub fn value_of(path: &str, body: &[u8]) -> Result<Option<String>, ImdsError> {
+    let v = text(path, body)?.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            path,
+            format!("expected a single value, got {:?}", cut(v)),
+        ));
+    }
+    Ok(Some(v.to_string()))
+}
+
+/// A directory listing's answer as its non-blank lines (at most `MAX_ENTRIES`).
+pub fn listing_of(path: &str, body: &[u8]) -> Result<Vec<String>, ImdsError> {
+    let lines: Vec<String> = text(path, body)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if lines.len() > MAX_ENTRIES {
+        return Err(bad(
+            path,
+            format!("{} entries (at most {MAX_ENTRIES} expected)", lines.len()),
+        ));
+    }
+    Ok(lines)
 }
 
 /// A response body as text: UTF-8, and not an HTML page.

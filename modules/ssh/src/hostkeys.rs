@@ -7,7 +7,6 @@
 //! print the fingerprints to the console where EC2's console output can show them.
 
 use std::fs::{self, OpenOptions};
-use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,8 +15,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use stoke_api::{
-    Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, atomic_write_with,
-    config_spec, managed_block, read_to_string_opt, tools,
+    Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, Report, RootDir, Stage, config_spec,
+    managed_block, read_to_string_opt, tools,
 };
 
 use crate::keyline;
@@ -227,7 +226,9 @@ impl Module for HostKeys {
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
         let cfg: HostKeysConfig = ctx.config()?;
         let etc_ssh = ctx.path("/etc/ssh");
-        fs::create_dir_all(&etc_ssh).map_err(|e| ModuleError::io("creating", &etc_ssh, e))?;
+        RootDir::open(&ctx.root)
+            .and_then(|rd| rd.create_dir_all(Path::new("/etc/ssh"), 0o755))
+            .map_err(|e| ModuleError::io("creating", &etc_ssh, e))?;
         let mut warnings = Vec::new();
 
         // Check provided keys before deleting anything, so bad config leaves the image's keys.
@@ -261,7 +262,7 @@ impl Module for HostKeys {
             install_provided(ctx, &p, private, &mut warnings).await?;
             if let Some(cert) = p.certificate {
                 let guest = format!("{}-cert.pub", p.key_type.private_path());
-                write_root_file(ctx, &ctx.path(&guest), &with_newline(cert), 0o644)?;
+                write_root_file(ctx, &guest, &with_newline(cert), 0o644)?;
                 certificates.push(guest);
             }
             installed.push(t);
@@ -446,14 +447,20 @@ fn delete_host_keys(etc_ssh: &Path) -> Result<Vec<String>, ModuleError> {
     Ok(deleted)
 }
 
-/// Writes a file under `/etc/ssh` atomically with `mode`, owned by root.
-fn write_root_file(ctx: &Context, path: &Path, data: &str, mode: u32) -> Result<(), ModuleError> {
-    atomic_write_with(path, data.as_bytes(), mode, |f| {
-        // An existing file keeps its mode in atomic_write: host keys get exactly theirs.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        ctx.system.fchown(f, path, 0, 0).map_err(io::Error::other)
-    })
-    .map_err(|e| ModuleError::io("writing", path, e))
+/// Writes a file under `/etc/ssh` (resolved inside the root) atomically with exactly `mode`,
+/// owned by root. A private key (0600) is never left readable under a temp name by a crash.
+fn write_root_file(ctx: &Context, guest: &str, data: &str, mode: u32) -> Result<(), ModuleError> {
+    RootDir::open(&ctx.root)
+        .and_then(|rd| {
+            rd.write_atomic(
+                Path::new(guest),
+                data.as_bytes(),
+                mode,
+                Some((0, 0)),
+                ctx.system.as_ref(),
+            )
+        })
+        .map_err(|e| ModuleError::io("writing", ctx.path(guest), e))
 }
 
 /// Sets mode and root ownership of a generated key file, without following a symlink.
@@ -476,8 +483,9 @@ async fn install_provided(
     warnings: &mut Vec<String>,
 ) -> Result<(), ModuleError> {
     let t = p.key_type.name();
-    let private_path = ctx.path(p.key_type.private_path());
-    write_root_file(ctx, &private_path, &with_newline(private), 0o600)?;
+    let private_guest = p.key_type.private_path();
+    write_root_file(ctx, &private_guest, &with_newline(private), 0o600)?;
+    let private_path = ctx.path(&private_guest);
     let public = match p.public {
         Some(line) => Some(with_newline(line)),
         None => {
@@ -499,7 +507,7 @@ async fn install_provided(
         }
     };
     if let Some(public) = public {
-        write_root_file(ctx, &pub_path(&private_path), &public, 0o644)?;
+        write_root_file(ctx, &format!("{private_guest}.pub"), &public, 0o644)?;
     }
     Ok(())
 }

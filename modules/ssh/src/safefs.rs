@@ -2,19 +2,20 @@
 //!
 //! The home directory is opened once (symlinks resolved *inside* the root), then
 //! `.ssh` and `authorized_keys` are opened relative to it with `O_NOFOLLOW`, their
-//! owner is checked on the open descriptor, and the new file is created, chowned,
-//! synced and renamed within the `.ssh` descriptor. A symlink swapped in at any
+//! owner is checked on the open descriptor; a new `.ssh` is made whole under a temp
+//! name and renamed, and the new file is created, chowned, synced and linked or
+//! renamed within the `.ssh` descriptor. A symlink swapped in at any
 //! point makes an open fail instead of sending a write elsewhere.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2, renameat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use stoke_api::{ModuleError, Root, System, User};
 
 /// An existing `authorized_keys` larger than this is refused rather than read into memory.
@@ -100,15 +101,30 @@ pub fn open_ssh_dir(
     system: &dyn System,
 ) -> Result<Option<File>, ModuleError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut created = false;
+    let mut attempts = 0;
     let fd = loop {
         match openat(home.as_fd(), ".ssh", flags, Mode::empty()) {
             Ok(fd) => break fd,
             Err(Errno::ENOENT) if !create => return Ok(None),
-            Err(Errno::ENOENT) if !created => {
-                match mkdirat(home.as_fd(), ".ssh", Mode::from_bits_truncate(0o700)) {
-                    Ok(()) | Err(Errno::EEXIST) => created = true,
-                    Err(e) => return Err(io_err("creating", path, e)),
+            Err(Errno::ENOENT) if attempts < 3 => {
+                attempts += 1;
+                // All or nothing (made under a temp name, handed to the user, renamed): a
+                // stoke killed on the way must not leave a root-owned `.ssh` that every
+                // later boot refuses as someone else's.
+                let euid = nix::unistd::geteuid().as_raw();
+                let user = (owner.user.uid != euid).then_some((owner.user.uid, owner.user.gid));
+                match stoke_api::create_dir_complete(
+                    home,
+                    OsStr::new(".ssh"),
+                    0o700,
+                    user,
+                    path,
+                    system,
+                ) {
+                    Ok(Some(dir)) => return Ok(Some(dir)),
+                    // Made meanwhile by someone else: opened and checked as theirs.
+                    Ok(None) => {}
+                    Err(e) => return Err(ModuleError::io("creating", path, e)),
                 }
             }
             Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(describe_not_dir(home, path)),
@@ -117,18 +133,8 @@ pub fn open_ssh_dir(
     };
     let dir = File::from(fd);
     let st = fstat(dir.as_fd()).map_err(|e| io_err("checking", path, e))?;
-    if created && st.st_uid == nix::unistd::geteuid().as_raw() && st.st_uid != owner.user.uid {
-        // Ours, just made: hand it to the user.
-        system
-            .fchown(&dir, path, owner.user.uid, owner.user.gid)
-            .map_err(ModuleError::System)?;
-    } else if !owner.accepts(st.st_uid) {
+    if !owner.accepts(st.st_uid) {
         return Err(owner.refuse(path, "directory", &st));
-    }
-    if created {
-        // mkdirat's mode is filtered by the umask; make it exactly 0700.
-        fchmod(dir.as_fd(), Mode::from_bits_truncate(0o700))
-            .map_err(|e| io_err("setting mode of", path, e))?;
     }
     Ok(Some(dir))
 }
@@ -202,9 +208,9 @@ pub fn read_keys_file(
     Ok(Some((text, st.st_mode & 0o7777)))
 }
 
-/// Replaces `authorized_keys` in the opened `.ssh` with `data`: a temp file made
-/// there (`O_EXCL|O_NOFOLLOW`), mode set, chowned to the user, synced, renamed
-/// over the old file, directory synced. Readers see the old file or the new one.
+/// Replaces `authorized_keys` in the opened `.ssh` with `data`, atomically (see
+/// [`stoke_api::replace_in_dir`]: chowned to the user and given `mode` before it has its name,
+/// synced, the directory synced). Readers see the old file or the new one.
 pub fn write_keys_file(
     ssh: &File,
     path: &Path,
@@ -213,54 +219,17 @@ pub fn write_keys_file(
     user: &User,
     system: &dyn System,
 ) -> Result<(), ModuleError> {
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut attempt = 0u32;
-    let (tmp_name, fd) = loop {
-        // Not guessable in advance, so the user cannot pre-plant every name.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let name = format!(
-            ".authorized_keys.stoke-{}-{nanos:09}-{attempt}",
-            std::process::id()
-        );
-        match openat(
-            ssh.as_fd(),
-            name.as_str(),
-            flags,
-            Mode::from_bits_truncate(0o600),
-        ) {
-            Ok(fd) => break (name, fd),
-            // A leftover from an interrupted run: try the next name.
-            Err(Errno::EEXIST) if attempt < 16 => attempt += 1,
-            Err(e) => return Err(io_err("creating a temp file in", path, e)),
-        }
-    };
-    let mut file = File::from(fd);
-    let result = (|| {
-        file.write_all(data)
-            .map_err(|e| ModuleError::io("writing", path, e))?;
-        fchmod(file.as_fd(), Mode::from_bits_truncate(mode))
-            .map_err(|e| io_err("setting mode of", path, e))?;
-        system
-            .fchown(&file, path, user.uid, user.gid)
-            .map_err(ModuleError::System)?;
-        file.sync_all()
-            .map_err(|e| ModuleError::io("syncing", path, e))?;
-        renameat(
-            ssh.as_fd(),
-            tmp_name.as_str(),
-            ssh.as_fd(),
-            "authorized_keys",
-        )
-        .map_err(|e| io_err("renaming into place", path, e))?;
-        ssh.sync_all()
-            .map_err(|e| ModuleError::io("syncing directory of", path, e))
-    })();
-    if result.is_err() {
-        let _ = unlinkat(ssh.as_fd(), tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-    }
-    result
+    stoke_api::replace_in_dir(
+        ssh,
+        OsStr::new("authorized_keys"),
+        mode,
+        true,
+        |mut file| {
+            file.write_all(data)?;
+            system
+                .fchown(file, path, user.uid, user.gid)
+                .map_err(io::Error::other)
+        },
+    )
+    .map_err(|e| ModuleError::io("writing", path, e))
 }

@@ -814,3 +814,64 @@ async fn allow_public_ssh_keys_false_leaves_out_the_metadata_keys() {
         block(&[&meta, &conf])
     );
 }
+
+/// A stoke that dies while making `~/.ssh` must not leave a `.ssh` that the next boot
+/// refuses (root-owned): it is made whole under a temp name, so any state a crash can leave
+/// (a temp directory owned by root or by the user, or a whole `.ssh` without keys) is
+/// finished by the next run; a `.ssh` made by someone else is still refused.
+#[tokio::test]
+async fn a_half_made_ssh_dir_is_finished_and_a_foreign_one_refused() {
+    let w = world();
+    let bob_ssh = w.root.join("home/bob/.ssh");
+    let config =
+        json!({"users": [{"name": "bob", "ssh_authorized_keys": [fake_key("ssh-ed25519", 1)]}]});
+    let bob_has_keys = |w: &World| {
+        let m = fs::metadata(&bob_ssh).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o700, 1001, 1001));
+        let k = fs::metadata(bob_ssh.join("authorized_keys")).unwrap();
+        assert_eq!((k.mode() & 0o7777, k.uid()), (0o600, 1001));
+        let names: Vec<_> = fs::read_dir(w.root.join("home/bob")).unwrap().collect();
+        names.len()
+    };
+
+    // Dies handing the new directory to bob: no `.ssh` at all, only an empty temp.
+    let fake = FakeSystem::new();
+    fake.fail_fchown(&bob_ssh);
+    let ctx = context(&w.root, config.clone(), instance("i-1", vec![]), fake, true);
+    let err = AuthorizedKeys.run(&ctx).await.unwrap_err().to_string();
+    assert!(err.contains("failed on purpose"), "{err}");
+    assert!(!bob_ssh.exists(), "nothing half-made under the real name");
+
+    // What a SIGKILL at each step leaves: the temp directory before and after the chown.
+    let crashed = w.root.join("home/bob/..ssh.stoke-tmp-999999-0");
+    mkdir_owned(&crashed, 0, 0o700);
+    mkdir_owned(
+        &w.root.join("home/bob/..ssh.stoke-tmp-999999-1"),
+        1001,
+        0o700,
+    );
+    let (res, _) = run(&w, config.clone(), instance("i-1", vec![])).await;
+    res.unwrap();
+    assert_eq!(bob_has_keys(&w), 3, ".ssh and the two leftovers");
+    // The next run's sweep recognises the leftovers (and only them).
+    let removed = stoke_api::remove_stale_temp_files(&w.root.join("home"), 1);
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert_eq!(bob_has_keys(&w), 1);
+
+    // Killed after the rename, before authorized_keys: a whole `.ssh`, finished next time.
+    fs::remove_file(bob_ssh.join("authorized_keys")).unwrap();
+    let (res, _) = run(&w, config.clone(), instance("i-1", vec![])).await;
+    res.unwrap();
+    bob_has_keys(&w);
+
+    // A root-owned `.ssh` is someone else's (stoke never leaves one): still refused.
+    fs::remove_dir_all(&bob_ssh).unwrap();
+    mkdir_owned(&bob_ssh, 0, 0o700);
+    let (res, _) = run(&w, config, instance("i-1", vec![])).await;
+    let err = res.unwrap_err();
+    assert!(
+        err.contains("owned by uid 0, not by bob (uid 1001)"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&bob_ssh).unwrap().count(), 0);
+}
