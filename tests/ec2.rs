@@ -297,6 +297,31 @@ fn before_metadata_modules_run_in_the_local_stage_of_a_new_nitro_instance() {
         q.status()["warnings"]
     );
 
+    // disks and mounts early, no `volumes:` in the image: mounts does not wait for volumes
+    // (it has nothing to wait for); with `volumes:` in the image it would.
+    let srv = ImdsServer::happy();
+    let v = ec2_root(&srv, 10.0);
+    v.write("/sys/class/dmi/id/board_asset_tag", format!("{IID}\n"));
+    v.write(
+        "/etc/stoke/stoke.d/20-early.yaml",
+        "modules:\n  disks: {before_metadata: true}\n  mounts: {before_metadata: true}\n",
+    );
+    let local = v.stoke(&["run", "--stage", "local"]);
+    assert_eq!(v.module_state("mounts"), "ok", "{}", local.stderr);
+    assert_eq!(
+        v.module_state("volumes"),
+        "deferred",
+        "it waits, but holds nothing back"
+    );
+    v.write(
+        "/etc/stoke/stoke.d/30-volumes.yaml",
+        "volumes: [{volume_id: vol-0123456789abcdef0, filesystem: ext4, mount_point: /data}]\n",
+    );
+    v.new_boot("boot-2");
+    v.stoke(&["run", "--stage", "local"]);
+    let reason = v.status()["modules"]["mounts"]["reason"].to_string();
+    assert!(reason.contains("runs after volumes"), "{reason}");
+
     // Without the switch the same instance waits for its metadata, as before.
     let srv = ImdsServer::happy();
     let d = ec2_root(&srv, 10.0);

@@ -144,6 +144,9 @@ impl<'a> Runner<'a> {
         let state = State::new(self.paths);
         let mut run = Vec::new();
         let mut settled = Vec::new();
+        // Deferred for the metadata, with nothing configured by the image: see
+        // `defer_early_dependents`.
+        let mut idle = Vec::new();
         for module in self.modules {
             let spec = module.spec();
             let section = self.loaded.section((spec.config.keys)());
@@ -194,6 +197,9 @@ impl<'a> Runner<'a> {
                         "waiting for instance metadata: {}",
                         self.instance.why_not_described()
                     );
+                    if module.nothing_configured(&section).is_some() {
+                        idle.push(spec.name);
+                    }
                     if wanted && spec.needs_metadata {
                         ms.reason.push_str(&format!(
                             " (modules.{}.before_metadata does not apply: it needs the metadata)",
@@ -238,20 +244,24 @@ impl<'a> Runner<'a> {
             });
             settled.push((spec.name, ms));
         }
-        Self::defer_early_dependents(&mut run, &mut settled);
+        Self::defer_early_dependents(&mut run, &mut settled, &idle);
         (run, settled)
     }
 
     /// A `before_metadata` module runs after its `after` modules, so it waits with them when
     /// they are deferred (e.g. `mounts` early without `disks`: it would miss the disks' volumes).
+    /// A deferred one that the image configures nothing for (`idle`: `volumes` without an image
+    /// `volumes:` section) does not hold it back: an early module sees the image's
+    /// configuration only, and there it has nothing to wait for.
     fn defer_early_dependents(
         run: &mut Vec<Planned>,
         settled: &mut [(&'static str, ModuleStatus)],
+        idle: &[&str],
     ) {
         loop {
             let deferred: Vec<&str> = settled
                 .iter()
-                .filter(|(_, ms)| ms.state == ModState::Deferred)
+                .filter(|(n, ms)| ms.state == ModState::Deferred && !idle.contains(n))
                 .map(|(n, _)| *n)
                 .collect();
             let Some(i) = run

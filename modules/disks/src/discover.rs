@@ -68,6 +68,11 @@ impl Sys {
         let mut sys = Sys::default();
         for name in dir_names(&base) {
             let d = base.join(&name);
+            // A hidden block device (an NVMe multipath controller path, `nvme0c0n1`) has no
+            // device node and no udev event: its visible head (`nvme0n1`) is the disk.
+            if read_trim(&d.join("hidden")).as_deref() == Some("1") {
+                continue;
+            }
             let mut bd = BlockDev {
                 dev: read_trim(&d.join("dev")).and_then(|s| parse_dev(&s)),
                 model: read_trim(&d.join("device/model")).filter(|m| !m.is_empty()),
@@ -467,6 +472,22 @@ mod tests {
         assert!(!glob_match("xvd[!a]", "xvda"));
         assert!(glob_match("vd?", "vdb"));
         assert!(!glob_match("vd?", "vdb1"));
+    }
+
+    #[test]
+    fn hidden_block_devices_are_not_disks() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |p: &str, text: &str| {
+            let path = dir.path().join(p);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        put("sys/block/nvme0n1/dev", "259:0\n");
+        put("sys/block/nvme0n1/hidden", "0\n");
+        put("sys/block/nvme0c0n1/dev", "259:1\n");
+        put("sys/block/nvme0c0n1/hidden", "1\n");
+        let sys = Sys::read(&Root::new(dir.path()));
+        assert_eq!(sys.disks.keys().collect::<Vec<_>>(), ["nvme0n1"]);
     }
 
     #[test]
