@@ -4,6 +4,7 @@
 //! [`Root`], commands and syscalls through [`System`], its own configuration
 //! section, the instance's metadata and the outputs of the modules it runs after.
 
+mod civil;
 mod config;
 pub mod config_words;
 mod context;
@@ -31,6 +32,7 @@ pub mod fake;
 pub mod testing;
 
 pub use async_trait::async_trait;
+pub use civil::civil_from_days;
 pub use config::{
     ConfigError, ConfigSpec, PathStep, ValueError, config_spec, merge_config, nearest, scalar_text,
     yaml_message, yaml_options,
