@@ -678,6 +678,30 @@ pub fn sha256_json(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A runner over `modules` for instance i-1 in boot b1, with a fake system.
+    fn test_runner<'a>(
+        paths: &'a Paths,
+        modules: &'a [Arc<dyn Module>],
+        loaded: &'a Loaded,
+        engine: &'a EngineConfig,
+    ) -> Runner<'a> {
+        Runner {
+            paths,
+            modules,
+            system: stoke_api::fake::FakeSystem::new(),
+            loaded,
+            engine,
+            instance: Instance::Described(Arc::new(InstanceData {
+                instance_id: InstanceId::new("i-1").unwrap(),
+                ..InstanceData::default()
+            })),
+            boot_id: Some("b1".into()),
+            env: Arc::default(),
+            self_exe: PathBuf::from("/usr/bin/stoke"),
+            user_scripts: Default::default(),
+        }
+    }
     use schemars::JsonSchema;
     use serde::Deserialize;
     use stoke_api::{ModuleSpec, Root, config_spec};
@@ -754,21 +778,7 @@ mod tests {
         ];
         let loaded = Loaded::default();
         let engine = EngineConfig::default();
-        let runner = Runner {
-            paths: &paths,
-            modules: &modules,
-            system: stoke_api::fake::FakeSystem::new(),
-            loaded: &loaded,
-            engine: &engine,
-            instance: Instance::Described(Arc::new(InstanceData {
-                instance_id: InstanceId::new("i-1").unwrap(),
-                ..InstanceData::default()
-            })),
-            boot_id: Some("b1".into()),
-            env: Arc::default(),
-            self_exe: PathBuf::from("/usr/bin/stoke"),
-            user_scripts: Default::default(),
-        };
+        let runner = test_runner(&paths, &modules, &loaded, &engine);
         let mut status = Status::default();
         runner.run(Stage::Local, &mut status).await;
         let log = log.lock().unwrap().clone();
@@ -858,21 +868,7 @@ mod tests {
         ];
         let loaded = Loaded::default();
         let engine = EngineConfig::default();
-        let runner = Runner {
-            paths: &paths,
-            modules: &modules,
-            system: stoke_api::fake::FakeSystem::new(),
-            loaded: &loaded,
-            engine: &engine,
-            instance: Instance::Described(Arc::new(InstanceData {
-                instance_id: InstanceId::new("i-1").unwrap(),
-                ..InstanceData::default()
-            })),
-            boot_id: Some("b1".into()),
-            env: Arc::default(),
-            self_exe: PathBuf::from("/usr/bin/stoke"),
-            user_scripts: Default::default(),
-        };
+        let runner = test_runner(&paths, &modules, &loaded, &engine);
         let mut status = Status::default();
         runner.run(Stage::Local, &mut status).await;
         let state = |n: &str| status.modules[n].state;
