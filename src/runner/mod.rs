@@ -381,7 +381,6 @@ impl<'a> Runner<'a> {
             tools: self.engine.tools.clone(),
             self_exe: self.self_exe.clone(),
             boot: Default::default(),
-            boot_status: None,
             boot_id: self.boot_id.clone(),
             env: self.env.clone(),
         }
@@ -458,7 +457,7 @@ impl<'a> Runner<'a> {
                 if deps.iter().all(|d| finished.contains_key(d)) {
                     let p = waiting.remove(i);
                     let mut ctx = self.context(&p, &results);
-                    ctx.boot = Arc::new(status.boot_so_far());
+                    let mut boot = status.boot_so_far();
                     if p.order == Order::Report {
                         let reporters: Vec<&str> = waiting
                             .iter()
@@ -471,8 +470,9 @@ impl<'a> Runner<'a> {
                                     .any(|m| m.spec().name == *n && m.spec().order == Order::Report)
                             })
                             .collect();
-                        ctx.boot_status = Some(Arc::new(status.report_json(&reporters)));
+                        boot.status = Some(status.report_json(&reporters));
                     }
+                    ctx.boot = Arc::new(boot);
                     let module = p.module.clone();
                     let timeout = p.timeout;
                     if let Some(ms) = status.modules.get_mut(p.name) {

@@ -234,6 +234,7 @@ impl Status {
                     )
                 })
                 .collect(),
+            status: None,
         }
     }
 

@@ -142,21 +142,22 @@ pub struct Context {
     /// The stoke executable as the instance sees it (for work that must call
     /// back into stoke, e.g. `stoke exec-record` around a detached run).
     pub self_exe: PathBuf,
-    /// How this boot's other modules went so far, every stage (from the status when the
-    /// module starts): for a module that reports the boot's outcome (lifecycle).
+    /// How this boot went so far, every stage, as the module starts: the one view a module
+    /// that judges or reports the boot (lifecycle, report) has of it.
     pub boot: Arc<BootSoFar>,
-    /// This boot's `stoke status --json` as this module starts, given only to the modules
-    /// of [`crate::Order::Report`] (they send it): stages, every module's outcome, checks,
-    /// image lineage. Its `status` is the word the boot ends with if the reports succeed.
-    pub boot_status: Option<Arc<serde_json::Value>>,
 }
 
-/// The modules of this boot, all stages, that failed or were blocked when a module started:
-/// what makes `stoke status` say `error`.
+/// This boot so far, all stages, when a module starts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BootSoFar {
-    /// Module name → its state (`failed`, `blocked`) and reason, as in the status.
+    /// The modules that failed or were blocked (what makes `stoke status` say `error`):
+    /// module name → its state (`failed`, `blocked`) and reason, as in the status.
     pub failed: BTreeMap<String, String>,
+    /// This boot's `stoke status --json`, given only to the modules of
+    /// [`crate::Order::Report`] (they send it; `None` for the others): stages, every
+    /// module's outcome, checks, image lineage. Its `status` is the word the boot ends with
+    /// if the reports succeed.
+    pub status: Option<serde_json::Value>,
 }
 
 impl BootSoFar {

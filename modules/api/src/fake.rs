@@ -245,7 +245,6 @@ pub fn context(
         tools: Default::default(),
         self_exe: PathBuf::from("/usr/bin/stoke"),
         boot: Default::default(),
-        boot_status: None,
         boot_id: Some("fake-boot".into()),
         env: Arc::default(),
     }

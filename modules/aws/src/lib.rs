@@ -2,13 +2,14 @@
 //! a hand-signed SigV4 request instead of the SDK (docs/dependencies.md: a
 //! fraction of the build time and binary size).
 //!
-//! Files: `client` one signed request; `sigv4` the signature; `credentials`
+//! Files: `access` the keys a module's section has for AWS; `client` one signed request; `sigv4` the signature; `credentials`
 //! where they come from (`env`, `profile`, `imds`); `endpoint` the URL and
 //! signing region; `retry` the budget, backoff and error classes; `xml` error
 //! answers; `time` UTC dates.
 
 #![forbid(unsafe_code)]
 
+mod access;
 pub mod client;
 pub mod credentials;
 pub mod endpoint;
@@ -27,6 +28,7 @@ pub mod sigv4;
 pub mod time;
 pub mod xml;
 
+pub use access::Access;
 pub use client::{Client, Service, unreadable};
 pub use credentials::StaticCredentials;
 pub use env::Env;

@@ -2,7 +2,7 @@
 //! inside the caller's budget.
 
 use reqwest::Method;
-use stoke_aws::{Env, Failure, GaveUp, Retrier, Service};
+use stoke_aws::{Env, Failure, GaveUp, Retrier};
 
 use crate::config::{HookResult, Section, Target};
 
@@ -17,26 +17,18 @@ pub fn client(
     t: &Target,
     ctx: &stoke_api::Context,
 ) -> Result<stoke_aws::Client, String> {
+    let access = sec.access();
     let env = Env::from_vars(&ctx.env);
     let default = default_endpoint(&t.region);
     let endpoint = stoke_aws::endpoint::resolve(
-        sec.endpoint_url.as_deref(),
+        access.endpoint_url,
         "AWS_ENDPOINT_URL_AUTO_SCALING",
         &t.region,
         (&default, &t.region),
         &env,
     )?;
-    stoke_aws::Client::new(
-        Service {
-            endpoint,
-            name: SERVICE,
-            user_agent: concat!("stoke-lifecycle/", env!("CARGO_PKG_VERSION")).into(),
-            credentials: sec.static_credentials(),
-            root: ctx.root.clone(),
-            imds_endpoint: ctx.instance.imds_endpoint.clone(),
-        },
-        env,
-    )
+    let user_agent = concat!("stoke-lifecycle/", env!("CARGO_PKG_VERSION")).into();
+    access.client(SERVICE, endpoint, user_agent, ctx)
 }
 
 /// The regional endpoint (China's regions are under `amazonaws.com.cn`).

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use stoke_api::ModuleError;
-use stoke_aws::StaticCredentials;
+use stoke_aws::Access;
 
 /// The tag Auto Scaling puts on the instances it launches; the datasource reads it
 /// when the configuration mentions `lifecycle` (src/datasource, `needs`).
@@ -107,14 +107,8 @@ impl Section {
                  metadata (turn instance metadata tags on, or set `group_name`)",
             );
         };
-        if self.budget_seconds == 0 {
-            return invalid("`budget_seconds` must be > 0");
-        }
-        if !(self.max_backoff_seconds.is_finite() && self.max_backoff_seconds > 0.0) {
-            return invalid("`max_backoff_seconds` must be a positive number");
-        }
-        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
-            return invalid("`access_key_id` and `secret_access_key` go together");
+        if let Err(e) = self.access().check() {
+            return invalid(&e);
         }
         if instance.instance_id.trim().is_empty() {
             return invalid("the datasource gave no instance id");
@@ -135,11 +129,16 @@ impl Section {
         })
     }
 
-    pub fn static_credentials(&self) -> Option<StaticCredentials> {
-        Some(StaticCredentials {
-            access_key_id: self.access_key_id.clone()?,
-            secret_access_key: self.secret_access_key.clone()?,
-            session_token: self.session_token.clone(),
-        })
+    /// The keys every AWS-calling section has.
+    pub fn access(&self) -> Access<'_> {
+        Access {
+            endpoint_url: self.endpoint_url.as_deref(),
+            region: self.region.as_deref(),
+            access_key_id: self.access_key_id.as_deref(),
+            secret_access_key: self.secret_access_key.as_deref(),
+            session_token: self.session_token.as_deref(),
+            budget_seconds: self.budget_seconds,
+            max_backoff_seconds: self.max_backoff_seconds,
+        }
     }
 }

@@ -206,10 +206,9 @@ impl Module for Lifecycle {
         };
         let client = api::client(&sec, &target, ctx)
             .map_err(|e| ModuleError::Invalid(format!("lifecycle: {e}")))?;
-        let mut retrier = Retrier::new(
-            Duration::from_secs(sec.budget_seconds),
-            Duration::from_secs_f64(sec.max_backoff_seconds),
-        );
+        let mut retrier = sec
+            .access()
+            .retrier(Duration::from_secs(sec.budget_seconds));
         let what = format!(
             "CompleteLifecycleAction {} for hook {} of group {} ({})",
             result.as_str(),

@@ -322,7 +322,7 @@ impl Module for BootReport {
         let Some(section) = cfg.report else {
             return Ok(Report::new("nothing configured"));
         };
-        let Some(status) = ctx.boot_status.as_deref() else {
+        let Some(status) = ctx.boot.status.as_ref() else {
             return Err(ModuleError::Other(
                 "the boot's status was not given to the report module (a bug in stoke)".into(),
             ));

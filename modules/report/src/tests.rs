@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stoke_api::fake::{FakeSystem, context};
-use stoke_api::{InstanceData, Module};
+use stoke_api::{BootSoFar, InstanceData, Module};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -249,13 +249,13 @@ async fn tries_bound_the_attempts_and_a_500_is_tried_again() {
     assert!(seen.try_recv().is_err(), "no fourth attempt");
 }
 
-fn status_json() -> Arc<serde_json::Value> {
-    Arc::new(serde_json::json!({
+fn status_json() -> serde_json::Value {
+    serde_json::json!({
         "status": "done",
         "instance_id": "i-0abc",
         "modules": {"checks": {"state": "ok"}},
         "lineage": [{"layer": "50-app.yaml", "name": "app", "version": "1.4"}],
-    }))
+    })
 }
 
 #[tokio::test]
@@ -266,7 +266,10 @@ async fn report_posts_the_status_with_headers_after_a_500() {
         "url": format!("{url}/boot"), "headers": {"Authorization": "Bearer s3cret"}, "timeout": 20
     }});
     let mut ctx = context(dir.path(), config, instance(), FakeSystem::new());
-    ctx.boot_status = Some(status_json());
+    ctx.boot = Arc::new(BootSoFar {
+        failed: Default::default(),
+        status: Some(status_json()),
+    });
     let report = BootReport.run(&ctx).await.unwrap();
     let first = seen.recv().await.unwrap();
     let second = seen.recv().await.unwrap();
@@ -274,7 +277,7 @@ async fn report_posts_the_status_with_headers_after_a_500() {
     assert_eq!(second.header("authorization"), Some("Bearer s3cret"));
     assert_eq!(second.header("content-type"), Some("application/json"));
     let body: serde_json::Value = serde_json::from_slice(&second.body).unwrap();
-    assert_eq!(body, *status_json());
+    assert_eq!(body, status_json());
     assert_eq!(first.body, second.body);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_eq!(report.details["delivery"]["attempts"], 2);
@@ -291,7 +294,10 @@ async fn a_closed_connection_is_retried_until_the_budget_ends_then_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let config = serde_json::json!({"report": {"url": url, "timeout": 2}});
     let mut ctx = context(dir.path(), config, instance(), FakeSystem::new());
-    ctx.boot_status = Some(status_json());
+    ctx.boot = Arc::new(BootSoFar {
+        failed: Default::default(),
+        status: Some(status_json()),
+    });
     let started = std::time::Instant::now();
     let report = BootReport.run(&ctx).await.unwrap();
     assert!(
@@ -317,7 +323,10 @@ async fn a_silent_server_costs_the_budget_and_no_more() {
     let dir = tempfile::tempdir().unwrap();
     let config = serde_json::json!({"report": {"url": url, "timeout": 1}});
     let mut ctx = context(dir.path(), config, instance(), FakeSystem::new());
-    ctx.boot_status = Some(status_json());
+    ctx.boot = Arc::new(BootSoFar {
+        failed: Default::default(),
+        status: Some(status_json()),
+    });
     let started = std::time::Instant::now();
     let report = BootReport.run(&ctx).await.unwrap();
     let took = started.elapsed();

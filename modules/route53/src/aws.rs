@@ -2,18 +2,12 @@
 
 use std::time::Duration;
 
+pub use crate::client::Client;
 use crate::client::unreadable;
-pub use crate::client::{Client, Endpoint};
 use crate::config::{RecordSet, bare_zone_id, normalize_zone};
 use crate::xml;
 pub use crate::xml::Action;
-use stoke_aws::{Class, Env, Failure, GaveUp, Retrier};
-
-/// Builds the client: call it only when there is work to do. `Err` is a
-/// configuration error (an unusable endpoint URL).
-pub fn client(ep: Endpoint<'_>, env: Env) -> Result<Client, String> {
-    Client::new(ep, env)
-}
+use stoke_aws::{Class, Failure, GaveUp, Retrier};
 
 /// A zone's id and name.
 #[derive(Clone, Debug, PartialEq)]

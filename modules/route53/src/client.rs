@@ -2,44 +2,25 @@
 //! (`stoke-aws`): Route53's REST paths under its API version.
 
 use reqwest::Method;
-use stoke_aws::{Env, Failure, Service, StaticCredentials};
+use stoke_aws::{Access, Env, Failure};
 
 use crate::endpoint;
 
 const API_VERSION: &str = "2013-04-01";
 const SERVICE: &str = "route53";
 
-/// Where and as whom to talk to Route53.
-pub struct Endpoint<'a> {
-    /// The module's region: config, else the instance's, else us-east-1.
-    pub region: String,
-    pub endpoint_url: Option<&'a str>,
-    pub credentials: Option<StaticCredentials>,
-    /// The instance's root, for the credentials file.
-    pub root: stoke_api::Root,
-    /// The metadata endpoint the boot found answering (instance-profile credentials ask it).
-    pub imds_endpoint: Option<String>,
-}
-
 pub struct Client(stoke_aws::Client);
 
 impl Client {
-    /// Builds the HTTP client (reading the CA store for https costs a few ms:
-    /// call it only when there is work). `Err` is a configuration error.
-    pub fn new(ep: Endpoint<'_>, env: Env) -> Result<Client, String> {
-        let endpoint = endpoint::resolve(ep.endpoint_url, &ep.region, &env)?;
-        stoke_aws::Client::new(
-            Service {
-                endpoint,
-                name: SERVICE,
-                user_agent: concat!("stoke-route53/", env!("CARGO_PKG_VERSION")).into(),
-                credentials: ep.credentials,
-                root: ep.root,
-                imds_endpoint: ep.imds_endpoint,
-            },
-            env,
-        )
-        .map(Client)
+    /// Builds the client for `access` signing for `region` (the module's: config, else the
+    /// instance's, else us-east-1): call it only when there is work. `Err` is a configuration
+    /// error.
+    pub fn new(access: &Access, region: &str, ctx: &stoke_api::Context) -> Result<Client, String> {
+        let endpoint = endpoint::resolve(access.endpoint_url, region, &Env::from_vars(&ctx.env))?;
+        let user_agent = concat!("stoke-route53/", env!("CARGO_PKG_VERSION")).into();
+        access
+            .client(SERVICE, endpoint, user_agent, ctx)
+            .map(Client)
     }
 
     /// `GET /2013-04-01/<segments…>?<query>`: the body of a 2xx answer.

@@ -150,9 +150,6 @@ pub enum ZoneRef {
     Name { name: String, private: Option<bool> },
 }
 
-/// Static credentials from the config, if given.
-pub use stoke_aws::StaticCredentials;
-
 impl Section {
     /// Everything that can be checked without a request.
     pub fn check(&self) -> Result<(), ModuleError> {
@@ -170,18 +167,12 @@ impl Section {
         {
             return invalid(format!("`ttl` must be at most {}", i32::MAX));
         }
-        if self.budget_seconds == 0 || self.shutdown_budget_seconds == 0 {
-            return invalid("`budget_seconds` and `shutdown_budget_seconds` must be > 0".into());
+        if self.shutdown_budget_seconds == 0 {
+            return invalid("`shutdown_budget_seconds` must be > 0".into());
         }
-        if !(self.max_backoff_seconds.is_finite() && self.max_backoff_seconds > 0.0) {
-            return invalid("`max_backoff_seconds` must be a positive number".into());
-        }
-        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
-            return invalid("`access_key_id` and `secret_access_key` go together".into());
-        }
-        if self.session_token.is_some() && self.access_key_id.is_none() {
-            return invalid("`session_token` needs `access_key_id` and `secret_access_key`".into());
-        }
+        self.access()
+            .check()
+            .map_err(|e| ModuleError::Invalid(format!("route53: {e}")))?;
         for r in &self.records {
             let n = r.value.to_vec().len();
             if n == 0 || (r.kind == ExtraType::Cname && n != 1) {
@@ -224,12 +215,17 @@ impl Section {
             .any(|t| t.contains("zone_name"))
     }
 
-    pub fn static_credentials(&self) -> Option<StaticCredentials> {
-        Some(StaticCredentials {
-            access_key_id: self.access_key_id.clone()?,
-            secret_access_key: self.secret_access_key.clone()?,
-            session_token: self.session_token.clone(),
-        })
+    /// The keys every AWS-calling section has.
+    pub fn access(&self) -> stoke_aws::Access<'_> {
+        stoke_aws::Access {
+            endpoint_url: self.endpoint_url.as_deref(),
+            region: self.region.as_deref(),
+            access_key_id: self.access_key_id.as_deref(),
+            secret_access_key: self.secret_access_key.as_deref(),
+            session_token: self.session_token.as_deref(),
+            budget_seconds: self.budget_seconds,
+            max_backoff_seconds: self.max_backoff_seconds,
+        }
     }
 
     /// The record sets this instance should own, for a zone named `zone_name`

@@ -147,12 +147,10 @@ impl Module for Route53 {
             sec.record_sets(&ctx.instance, &vars, known_zone.as_deref())?;
         }
 
-        let client = aws::client(endpoint(&sec, ctx), stoke_aws::Env::from_vars(&ctx.env))
-            .map_err(invalid)?;
-        let mut retrier = Retrier::new(
-            Duration::from_secs(sec.budget_seconds),
-            Duration::from_secs_f64(sec.max_backoff_seconds),
-        );
+        let client = aws::Client::new(&sec.access(), &region(&sec, ctx), ctx).map_err(invalid)?;
+        let mut retrier = sec
+            .access()
+            .retrier(Duration::from_secs(sec.budget_seconds));
         let (zone_id, zone_name) = match zref {
             ZoneRef::Id { id, name: Some(n) } => (id, Some(n)),
             ZoneRef::Id { id, name: None } if sec.uses_zone_name() => {
@@ -249,12 +247,10 @@ impl Module for Route53 {
             ))
         })?;
 
-        let client = aws::client(endpoint(&sec, ctx), stoke_aws::Env::from_vars(&ctx.env))
-            .map_err(invalid)?;
-        let mut retrier = Retrier::new(
-            Duration::from_secs(sec.shutdown_budget_seconds),
-            Duration::from_secs_f64(sec.max_backoff_seconds),
-        );
+        let client = aws::Client::new(&sec.access(), &region(&sec, ctx), ctx).map_err(invalid)?;
+        let mut retrier = sec
+            .access()
+            .retrier(Duration::from_secs(sec.shutdown_budget_seconds));
         let mut ours = Vec::new();
         let mut gone = Vec::new();
         let mut left = Vec::new();
@@ -353,20 +349,12 @@ fn state_path(ctx: &Context) -> PathBuf {
     ctx.state_dir.join(STATE_FILE)
 }
 
-fn endpoint<'a>(sec: &'a Section, ctx: &Context) -> aws::Endpoint<'a> {
-    aws::Endpoint {
-        // Route53 is a global service: any region of the partition signs right.
-        region: sec
-            .region
-            .clone()
-            .or_else(|| ctx.instance.region.clone())
-            .unwrap_or_else(|| "us-east-1".into()),
-        endpoint_url: sec.endpoint_url.as_deref(),
-        credentials: sec.static_credentials(),
-        root: ctx.root.clone(),
-        // The endpoint the datasource raced for and found (IPv4 or IPv6): the same one.
-        imds_endpoint: ctx.instance.imds_endpoint.clone(),
-    }
+/// Route53 is a global service: any region of the partition signs right.
+fn region(sec: &Section, ctx: &Context) -> String {
+    sec.region
+        .clone()
+        .or_else(|| ctx.instance.region.clone())
+        .unwrap_or_else(|| "us-east-1".into())
 }
 
 /// The engine's variables; the hostname module's outputs from `prior` fill
