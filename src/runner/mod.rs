@@ -4,6 +4,7 @@
 //! run after the failed one are held back.
 
 pub mod logins;
+mod module_thread;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -490,12 +491,7 @@ impl<'a> Runner<'a> {
                     );
                     let started = Instant::now();
                     let handle = tasks.spawn(async move {
-                        let result = match tokio::time::timeout(timeout, module.run(&ctx)).await {
-                            Ok(r) => r,
-                            Err(_) => {
-                                Err(ModuleError::Other(format!("timed out after {timeout:?}")))
-                            }
-                        };
+                        let result = module_thread::run(module, ctx, timeout).await;
                         (result, started.elapsed())
                     });
                     running.insert(handle.id(), (p, started));

@@ -205,7 +205,7 @@ impl Drop for GroupGuard {
 
 /// Spawns; a just-written script may be briefly held open for writing by a child another
 /// thread forked meanwhile (ETXTBSY until that child execs): try again a few times.
-fn spawn_retrying_busy(
+async fn spawn_retrying_busy(
     command: &mut tokio::process::Command,
 ) -> std::io::Result<tokio::process::Child> {
     let mut tries = 0;
@@ -213,7 +213,7 @@ fn spawn_retrying_busy(
         match command.spawn() {
             Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 20 => {
                 tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(5));
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             other => return other,
         }
@@ -268,10 +268,13 @@ impl System for Host {
         for (k, v) in &cmd.env {
             command.env(k, v);
         }
-        let mut child = spawn_retrying_busy(&mut command).map_err(|source| SysError::Spawn {
-            program: cmd.program.clone(),
-            source,
-        })?;
+        let mut child =
+            spawn_retrying_busy(&mut command)
+                .await
+                .map_err(|source| SysError::Spawn {
+                    program: cmd.program.clone(),
+                    source,
+                })?;
         let mut group = GroupGuard {
             pgid: child.id().and_then(|p| i32::try_from(p).ok()),
         };
