@@ -36,42 +36,112 @@ pub fn sign(
     if let Some(token) = &creds.session_token {
         added.push(("x-amz-security-token", token.clone()));
     }
+    let canonical = canonical_request(req, &added, true);
+    let date = amz_date.get(..8).unwrap_or(amz_date);
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let signature = signature(&canonical.text, creds, amz_date, &scope, region, service);
+    added.push((
+        "authorization",
+        format!(
+            "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
+            creds.access_key_id, canonical.signed_headers
+        ),
+    ));
+    added
+}
+
+/// The canonical request and the names of the headers it signs.
+struct Canonical {
+    text: String,
+    signed_headers: String,
+}
+
+/// `normalize`: remove `.`/`..` segments and empty ones from the path first, as every service
+/// but S3 does (stoke signs for those only; the test suite has S3's cases too).
+fn canonical_request(req: &Request, added: &[(&str, String)], normalize: bool) -> Canonical {
     let mut headers: Vec<(String, String)> = req
         .headers
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), canonical_value(v)))
         .chain(added.iter().map(|(k, v)| (k.to_string(), v.clone())))
         .collect();
-    headers.sort();
-    let signed_headers = headers
+    // By name only (a stable sort): a header sent more than once is signed once, its values
+    // joined by commas in the order they were sent.
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut merged: Vec<(String, String)> = Vec::with_capacity(headers.len());
+    for (k, v) in headers {
+        match merged.last_mut() {
+            Some((last, values)) if *last == k => {
+                values.push(',');
+                values.push_str(&v);
+            }
+            _ => merged.push((k, v)),
+        }
+    }
+    let signed_headers = merged
         .iter()
         .map(|(k, _)| k.as_str())
         .collect::<Vec<_>>()
         .join(";");
-    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let canonical_request = format!(
+    let canonical_headers: String = merged.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    let path = if normalize {
+        normalize_path(req.path)
+    } else {
+        req.path.to_string()
+    };
+    let text = format!(
         "{}\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{}",
         req.method,
-        canonical_uri(req.path),
+        canonical_uri(&path),
         canonical_query(req.query),
         hex(&Sha256::digest(req.body)),
     );
-    let date = amz_date.get(..8).unwrap_or(amz_date);
-    let scope = format!("{date}/{region}/{service}/aws4_request");
-    let string_to_sign = format!(
+    Canonical {
+        text,
+        signed_headers,
+    }
+}
+
+fn string_to_sign(canonical_request: &str, amz_date: &str, scope: &str) -> String {
+    format!(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
         hex(&Sha256::digest(canonical_request.as_bytes()))
-    );
+    )
+}
+
+fn signature(
+    canonical_request: &str,
+    creds: &Credentials,
+    amz_date: &str,
+    scope: &str,
+    region: &str,
+    service: &str,
+) -> String {
+    let date = amz_date.get(..8).unwrap_or(amz_date);
     let key = signing_key(&creds.secret_access_key, date, region, service);
-    let signature = hex(&hmac(&key, string_to_sign.as_bytes()));
-    added.push((
-        "authorization",
-        format!(
-            "{ALGORITHM} Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
-            creds.access_key_id
-        ),
-    ));
-    added
+    let to_sign = string_to_sign(canonical_request, amz_date, scope);
+    hex(&hmac(&key, to_sign.as_bytes()))
+}
+
+/// RFC 3986's dot-segment removal, and empty segments dropped (`//a//` is `/a/`); a trailing
+/// slash is kept.
+fn normalize_path(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let ends_in_dir = matches!(path.rsplit('/').next(), Some("" | "." | ".."));
+    let mut p = format!("/{}", out.join("/"));
+    if ends_in_dir && !out.is_empty() {
+        p.push('/');
+    }
+    p
 }
 
 /// The query string as sent, in the given order (the signature sorts its own copy).
@@ -289,3 +359,7 @@ mod tests {
         assert_eq!(canonical_value("  a   b  "), "a b");
     }
 }
+
+#[cfg(test)]
+#[path = "sigv4_suite.rs"]
+mod suite;
