@@ -1,6 +1,7 @@
 //! One stoke invocation: paths, the system, the modules, and the steps that
 //! every command shares (load config, find the instance).
 
+pub mod early;
 pub mod lineage;
 pub mod registry;
 
@@ -37,6 +38,8 @@ pub struct Prepared {
     pub datasource_errors: Vec<String>,
     /// Scripts and boothooks from user-data.
     pub user_scripts: Arc<Vec<UserScript>>,
+    /// The early work started from the image layers (`early`): awaited before the stage ends.
+    pub early: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -224,7 +227,20 @@ impl App {
         let discover =
             |engine| datasource::discover(&self.paths, engine, self.system.as_ref(), stage, known);
         let defaults = EngineConfig::default();
-        let (parsed, early_discovery) = tokio::join!(parse, async {
+        // The early work starts as soon as the layers are parsed, while the seed is still
+        // being read: only for a run's local stage on the host (not `plan`, not a sandbox).
+        let early_work = run && stage == Stage::Local && self.paths.root.is_host();
+        let parse = async {
+            let parsed = parse.await;
+            let handle = match &parsed {
+                Ok(p) if early_work => {
+                    early::start(self.system.clone(), p.engine().tools, &p.merged)
+                }
+                _ => None,
+            };
+            (parsed, handle)
+        };
+        let ((parsed, early), early_discovery) = tokio::join!(parse, async {
             match early {
                 true => Some(discover(&defaults).await),
                 false => None,
@@ -371,6 +387,7 @@ impl App {
             instance,
             datasource_errors,
             user_scripts: Arc::new(user_scripts),
+            early,
         }
     }
 
@@ -422,7 +439,7 @@ impl App {
                 reruns: Vec::new(),
             },
         );
-        let prep = self
+        let mut prep = self
             .prepare_for_run(stage, status.instance_id.clone().as_ref())
             .await;
         if let Some(s) = status.stages.get_mut(&stage) {
@@ -450,6 +467,10 @@ impl App {
             }
         }
         self.runner(&prep, boot_id).run(stage, &mut status).await;
+        if let Some(early) = prep.early.take() {
+            // Long done by now (it ran while the seed was read); never an error of the stage.
+            let _ = early.await;
+        }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         status.finish_stage(stage, ms, state::now_unix());
         if stage == Stage::Final {
