@@ -17,8 +17,10 @@ use serde_json::{Map, Value};
 use stoke_api::{Cmd, System, tools};
 
 /// Block filesystems whose module may be loaded early. A name outside this list (a network
-/// filesystem, `auto`, `swap`, a typo) is left to the mount.
-const PRELOADABLE: &[&str] = &["xfs", "ext4", "ext3", "ext2", "btrfs", "vfat", "f2fs"];
+/// filesystem, `auto`, `swap`, a typo) is left to the mount. Not vfat nor iso9660: the NoCloud
+/// volume's mount, made while the early load runs, may need them, and a mount during the load
+/// of its filesystem's module fails.
+const PRELOADABLE: &[&str] = &["xfs", "ext4", "ext3", "ext2", "btrfs", "f2fs"];
 
 /// Bound for each `modprobe`: a module load that hangs must not keep the stage's process.
 const MODPROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,8 +89,9 @@ pub async fn preload(
     failed
 }
 
-/// Starts [`preload`] on the runtime; the stage awaits the handle before it ends (a module
-/// load is never cut short by the process's exit).
+/// Starts [`preload`] on the runtime; the stage awaits the handle before its first module
+/// starts: while a load is in flight, a mount of that filesystem would fail (the kernel's own
+/// `modprobe` counts a module still loading as loaded), so no mount may overlap it.
 pub fn start(
     system: Arc<dyn System>,
     tool_paths: BTreeMap<String, String>,
@@ -152,7 +155,7 @@ mod tests {
             "disks:\n  mode: off\n",
             "disks:\n  mount: false\n",
             "disks: {}\nmodules:\n  disks: {enabled: false}\n",
-            "mounts:\n  - [/dev/vdc, /data, auto]\n  - [server:/x, /nfs, nfs]\n  - [/swap, none, swap]\n",
+            "mounts:\n  - [/dev/vdc, /data, auto]\n  - [server:/x, /nfs, nfs]\n  - [/swap, none, swap]\n  - [/dev/vde, /boot/efi, vfat]\n",
             "mounts:\n  - [/dev/vdc, /data, xfs]\nmodules:\n  mounts: {enabled: false}\n",
         ] {
             assert!(filesystems(&merged(yaml)).is_empty(), "{yaml}");

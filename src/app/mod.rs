@@ -38,7 +38,7 @@ pub struct Prepared {
     pub datasource_errors: Vec<String>,
     /// Scripts and boothooks from user-data.
     pub user_scripts: Arc<Vec<UserScript>>,
-    /// The early work started from the image layers (`early`): awaited before the stage ends.
+    /// The early work started from the image layers (`early`): awaited before any module starts.
     pub early: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -240,7 +240,7 @@ impl App {
             };
             (parsed, handle)
         };
-        let ((parsed, early), early_discovery) = tokio::join!(parse, async {
+        let ((parsed, early_load), early_discovery) = tokio::join!(parse, async {
             match early {
                 true => Some(discover(&defaults).await),
                 false => None,
@@ -387,7 +387,7 @@ impl App {
             instance,
             datasource_errors,
             user_scripts: Arc::new(user_scripts),
-            early,
+            early: early_load,
         }
     }
 
@@ -466,11 +466,15 @@ impl App {
                 status.warnings.push(w.clone());
             }
         }
-        self.runner(&prep, boot_id).run(stage, &mut status).await;
         if let Some(early) = prep.early.take() {
-            // Long done by now (it ran while the seed was read); never an error of the stage.
+            // No module starts while a filesystem module is still loading: a mount made then
+            // fails with ENODEV (the kernel's own `modprobe fs-xfs` sees the module "coming",
+            // reports it loaded, and the filesystem is not registered yet — seen in a VM).
+            // Usually done already (it ran while the seed was read); bounded by its timeout,
+            // after which the killed load is over and a mount loads the module itself.
             let _ = early.await;
         }
+        self.runner(&prep, boot_id).run(stage, &mut status).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         status.finish_stage(stage, ms, state::now_unix());
         if stage == Stage::Final {
