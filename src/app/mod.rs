@@ -1,7 +1,6 @@
 //! One stoke invocation: paths, the system, the modules, and the steps that
 //! every command shares (load config, find the instance).
 
-pub mod early;
 pub mod lineage;
 pub mod registry;
 
@@ -38,8 +37,6 @@ pub struct Prepared {
     pub datasource_errors: Vec<String>,
     /// Scripts and boothooks from user-data.
     pub user_scripts: Arc<Vec<UserScript>>,
-    /// The early work started from the image layers (`early`): awaited before any module starts.
-    pub early: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -227,20 +224,7 @@ impl App {
         let discover =
             |engine| datasource::discover(&self.paths, engine, self.system.as_ref(), stage, known);
         let defaults = EngineConfig::default();
-        // The early work starts as soon as the layers are parsed, while the seed is still
-        // being read: only for a run's local stage on the host (not `plan`, not a sandbox).
-        let early_work = run && stage == Stage::Local && self.paths.root.is_host();
-        let parse = async {
-            let parsed = parse.await;
-            let handle = match &parsed {
-                Ok(p) if early_work => {
-                    early::start(self.system.clone(), p.engine().tools, &p.merged)
-                }
-                _ => None,
-            };
-            (parsed, handle)
-        };
-        let ((parsed, early_load), early_discovery) = tokio::join!(parse, async {
+        let (parsed, early_discovery) = tokio::join!(parse, async {
             match early {
                 true => Some(discover(&defaults).await),
                 false => None,
@@ -387,7 +371,6 @@ impl App {
             instance,
             datasource_errors,
             user_scripts: Arc::new(user_scripts),
-            early: early_load,
         }
     }
 
@@ -439,7 +422,7 @@ impl App {
                 reruns: Vec::new(),
             },
         );
-        let mut prep = self
+        let prep = self
             .prepare_for_run(stage, status.instance_id.clone().as_ref())
             .await;
         if let Some(s) = status.stages.get_mut(&stage) {
@@ -465,14 +448,6 @@ impl App {
                 tracing::warn!("{w}");
                 status.warnings.push(w.clone());
             }
-        }
-        if let Some(early) = prep.early.take() {
-            // No module starts while a filesystem module is still loading: a mount made then
-            // fails with ENODEV (the kernel's own `modprobe fs-xfs` sees the module "coming",
-            // reports it loaded, and the filesystem is not registered yet — seen in a VM).
-            // Usually done already (it ran while the seed was read); bounded by its timeout,
-            // after which the killed load is over and a mount loads the module itself.
-            let _ = early.await;
         }
         self.runner(&prep, boot_id).run(stage, &mut status).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;

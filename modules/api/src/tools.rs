@@ -8,8 +8,6 @@ pub const MKFS_XFS: &str = "mkfs.xfs";
 pub const MKFS_EXT4: &str = "mkfs.ext4";
 pub const BLKID: &str = "blkid";
 pub const WIPEFS: &str = "wipefs";
-/// kmod: loads a filesystem's kernel module ahead of its first mount (the engine's early work).
-pub const MODPROBE: &str = "modprobe";
 pub const UDEVADM: &str = "udevadm";
 pub const SSH_KEYGEN: &str = "ssh-keygen";
 pub const PUPPET: &str = "puppet";
