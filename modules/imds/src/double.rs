@@ -1,8 +1,9 @@
-//! An EC2 IMDSv2 test double: a tiny HTTP/1.1 server on 127.0.0.1 or `[::1]` (std only, one
-//! thread per connection) serving a metadata tree with the token protocol, plus knobs
-//! to make it misbehave the ways a real network path does.
+//! An EC2 IMDSv2 test double (feature `double`): a tiny HTTP/1.1 server on 127.0.0.1 or
+//! `[::1]` (std only, one thread per connection) serving a metadata tree with the token
+//! protocol, plus knobs to make it misbehave the ways a real network path does.
 //!
 //! ```ignore
+//! use stoke_imds::double::{ImdsServer, Knobs};
 //! let srv = ImdsServer::start(ImdsServer::default_tree(), Knobs { leading_500s: 2, ..Knobs::default() });
 //! let endpoint = srv.url(); // "http://127.0.0.1:PORT"
 //! // IPv6 (standing in for fd00:ec2::254): ImdsServer::start_on("[::1]:0", tree, knobs)
@@ -15,9 +16,9 @@
 //! that key when there is one (IMDS lists public keys as `0=name`), otherwise the names
 //! of the immediate children, one a line, sub-directories with a trailing `/`.
 //!
-//! Shared by the client's unit tests (included with `#[path]`) and by integration
-//! tests; not every helper is used by each, hence the allow.
-#![allow(dead_code)]
+//! Used by this crate's tests (tests/session.rs) and, as a dev-dependency with the feature,
+//! by the agent's tests (the EC2 datasource, the lineage, tests/ec2.rs, tests/route53.rs).
+//! Test code: a failure to bind panics.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -80,6 +81,13 @@ impl Shared {
         // A panicking connection thread must not wedge the assertions of the test.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A URL where nothing listens on `host` (`127.0.0.1`, `[::1]`): a port that was free a
+/// moment ago, so connecting is refused.
+pub fn nobody(host: &str) -> String {
+    let l = TcpListener::bind(format!("{host}:0")).unwrap_or_else(|e| panic!("bind {host}: {e}"));
+    format!("http://{}", l.local_addr().expect("local_addr"))
 }
 
 /// The running server; dropping it stops it and closes every open connection.
