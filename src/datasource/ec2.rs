@@ -480,15 +480,8 @@ mod tests {
             Some(&b"#cloud-config\nhostname: web-1\n"[..])
         );
         assert_eq!(i.imds_endpoint.as_deref(), Some(srv.url().as_str()));
-        assert_eq!(srv.tokens_issued(), 1);
-        assert_eq!(srv.requests("/latest/api/token"), 1);
         // Every path fetched exactly once, and not one after the other.
-        assert!(srv.counts().values().all(|&n| n == 1), "{:?}", srv.counts());
-        assert!(
-            srv.max_in_flight() >= 5,
-            "max in flight {}",
-            srv.max_in_flight()
-        );
+        srv.assert_one_token_each_path_once(5);
     }
 
     #[test]

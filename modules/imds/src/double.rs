@@ -244,6 +244,20 @@ impl ImdsServer {
     pub fn max_in_flight(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
     }
+
+    /// Asserts what a client that fetches well did: one token, every path asked once, and at
+    /// least `min_in_flight` requests handled at the same moment (not one after the other).
+    pub fn assert_one_token_each_path_once(&self, min_in_flight: usize) {
+        assert_eq!(self.tokens_issued(), 1);
+        assert_eq!(self.requests(TOKEN_PATH), 1);
+        assert!(
+            self.counts().values().all(|&n| n == 1),
+            "{:?}",
+            self.counts()
+        );
+        let most = self.max_in_flight();
+        assert!(most >= min_in_flight, "max in flight {most}");
+    }
 }
 
 impl Drop for ImdsServer {

@@ -37,6 +37,14 @@ fn connect(c: &ImdsConfig) -> Arc<Session> {
     run(Session::connect(c, None)).expect("connect")
 }
 
+/// `err` is a BadResponse about `path`.
+fn assert_bad_at(err: &ImdsError, path: &str) {
+    assert!(
+        matches!(err, ImdsError::BadResponse { path: p, .. } if p == path),
+        "{err}"
+    );
+}
+
 /// The error of reading `path` as a value from a server with `tree` and `knobs`.
 fn value_error(tree: Tree, knobs: Knobs, path: &str) -> ImdsError {
     let srv = ImdsServer::start(tree, knobs);
@@ -108,15 +116,7 @@ fn get_all_is_concurrent_in_order_and_shares_one_token() {
             (paths[7], Some(&b"us-east-1a"[..])),
         ]
     );
-    assert_eq!(srv.tokens_issued(), 1);
-    assert_eq!(srv.requests("/latest/api/token"), 1);
-    // Every path asked once, and not one after the other.
-    assert!(srv.counts().values().all(|&n| n == 1), "{:?}", srv.counts());
-    assert!(
-        srv.max_in_flight() >= 5,
-        "max in flight {}",
-        srv.max_in_flight()
-    );
+    srv.assert_one_token_each_path_once(5);
 }
 
 #[test]
@@ -305,10 +305,7 @@ fn non_utf8_leaf_is_a_bad_response() {
     let path = "meta-data/local-hostname";
     let tree = with(ImdsServer::default_tree(), path, b"ip-\xff\xfe");
     let err = value_error(tree, Knobs::default(), path);
-    assert!(
-        matches!(err, ImdsError::BadResponse { path: ref p, .. } if p == path),
-        "{err}"
-    );
+    assert_bad_at(&err, path);
     assert!(err.to_string().contains("UTF-8"), "{err}");
 }
 
@@ -337,10 +334,7 @@ fn a_value_is_one_token() {
     let path = "meta-data/instance-type";
     let tree = with(ImdsServer::default_tree(), path, b"m6id large");
     let err = value_error(tree, Knobs::default(), path);
-    assert!(
-        matches!(err, ImdsError::BadResponse { path: ref p, .. } if p == path),
-        "{err}"
-    );
+    assert_bad_at(&err, path);
 }
 
 #[test]
@@ -353,10 +347,7 @@ fn a_listing_has_at_most_max_entries() {
     );
     let s = connect(&cfg(&srv));
     let err = run(s.listing(path)).expect_err("too many");
-    assert!(
-        matches!(err, ImdsError::BadResponse { path: ref p, .. } if p == path),
-        "{err}"
-    );
+    assert_bad_at(&err, path);
     let at_most = with(
         ImdsServer::default_tree(),
         path,
@@ -373,10 +364,7 @@ fn answers_over_their_cap_are_rejected() {
     let path = "meta-data/instance-type";
     let tree = with(ImdsServer::default_tree(), path, &[b'x'; LEAF_CAP + 1]);
     let err = value_error(tree, Knobs::default(), path);
-    assert!(
-        matches!(err, ImdsError::BadResponse { path: ref p, .. } if p == path),
-        "{err}"
-    );
+    assert_bad_at(&err, path);
 
     // Chunked, without a length: cut once past the cap; exactly the cap is accepted.
     for (size, ok) in [(LEAF_CAP, true), (LEAF_CAP + 1, false)] {
