@@ -406,15 +406,6 @@ mod tests {
     use std::time::Instant as StdInstant;
     use stoke_imds::double::{ImdsServer, Knobs, Tree, nobody};
 
-    fn cfg(srv: &ImdsServer) -> ImdsConfig {
-        ImdsConfig {
-            endpoint: srv.url().into(),
-            budget: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(2),
-            token_ttl_secs: 21600,
-        }
-    }
-
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -446,7 +437,7 @@ mod tests {
                 ..Knobs::default()
             },
         );
-        let md = run(fetch(&cfg(&srv))).expect("fetch");
+        let md = run(fetch(&srv.config())).expect("fetch");
         let i = &md.instance;
         assert_eq!(i.datasource, "ec2");
         assert_eq!(i.instance_id, "i-0123456789abcdef0");
@@ -493,7 +484,7 @@ mod tests {
             b"eu-west-3c".to_vec(),
         );
         let srv = ImdsServer::start(tree, Knobs::default());
-        let md = run(fetch(&cfg(&srv))).expect("fetch");
+        let md = run(fetch(&srv.config())).expect("fetch");
         assert_eq!(md.instance.instance_id, "i-1");
         assert_eq!(md.instance.region.as_deref(), Some("eu-west-3"));
         assert_eq!(md.instance.local_ipv4, None);
@@ -510,7 +501,7 @@ mod tests {
             b"../../etc",
         );
         let srv = ImdsServer::start(tree, Knobs::default());
-        let err = run(fetch(&cfg(&srv))).expect_err("rejected");
+        let err = run(fetch(&srv.config())).expect_err("rejected");
         assert!(
             matches!(err, ImdsError::InvalidInstanceId { ref id } if id == "../../etc"),
             "{err}"
@@ -527,7 +518,7 @@ mod tests {
                 ..Knobs::default()
             },
         );
-        let md = run(fetch(&cfg(&srv))).expect("fetch");
+        let md = run(fetch(&srv.config())).expect("fetch");
         assert_eq!(md.user_data.map(|u| u.len()), Some(LEAF_CAP + 1));
 
         let srv = ImdsServer::start(
@@ -537,7 +528,7 @@ mod tests {
                 ..Knobs::default()
             },
         );
-        let err = run(fetch(&cfg(&srv))).expect_err("too big");
+        let err = run(fetch(&srv.config())).expect_err("too big");
         assert!(
             matches!(err, ImdsError::BadResponse { ref path, .. } if path == "user-data"),
             "{err}"
@@ -556,7 +547,7 @@ mod tests {
                 with(ImdsServer::default_tree(), path, body),
                 Knobs::default(),
             );
-            let err = run(fetch(&cfg(&srv))).expect_err(path);
+            let err = run(fetch(&srv.config())).expect_err(path);
             assert!(
                 matches!(err, ImdsError::BadResponse { path: ref p, .. } if p == path),
                 "{path}: {err}"
@@ -577,7 +568,7 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
             with(ImdsServer::default_tree(), "user-data", &raw),
             Knobs::default(),
         );
-        let md = run(fetch(&cfg(&srv))).expect("fetch");
+        let md = run(fetch(&srv.config())).expect("fetch");
         assert_eq!(
             md.user_data.as_deref(),
             Some(&raw[..]),
@@ -624,7 +615,7 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
 
     fn extras_of(srv: &ImdsServer, want: Extras) -> (InstanceData, Vec<String>) {
         run(async {
-            let (mut md, s) = connect_and_fetch(&cfg(srv), None).await.expect("fetch");
+            let (mut md, s) = connect_and_fetch(&srv.config(), None).await.expect("fetch");
             let warnings = fetch_extras(&s, &want, &mut md.instance)
                 .await
                 .expect("extras");
@@ -676,7 +667,7 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
         );
         let srv = ImdsServer::start(t, Knobs::default());
         let err = run(async {
-            let (mut md, s) = connect_and_fetch(&cfg(&srv), None).await.expect("fetch");
+            let (mut md, s) = connect_and_fetch(&srv.config(), None).await.expect("fetch");
             let want = Extras {
                 interfaces: true,
                 ..Extras::default()
@@ -699,7 +690,7 @@ MIME-Version: 1.0\n\n--XX\nContent-Type: text/cloud-config\n\n#cloud-config\nhos
         let c = ImdsConfig {
             budget: Duration::from_millis(600),
             request_timeout: Duration::from_secs(5),
-            ..cfg(&srv)
+            ..srv.config()
         };
         let t = StdInstant::now();
         let err = run(async {

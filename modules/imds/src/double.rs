@@ -220,6 +220,17 @@ impl ImdsServer {
         format!("http://{}", self.addr)
     }
 
+    /// A client configuration for this server: its URL, a 10 s budget, 2 s attempts (tests
+    /// that want a tighter budget override those).
+    pub fn config(&self) -> crate::ImdsConfig {
+        crate::ImdsConfig {
+            endpoint: self.url().into(),
+            budget: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(2),
+            ..crate::ImdsConfig::default()
+        }
+    }
+
     /// Requests received for this path (e.g. `/latest/meta-data/instance-id`), any method.
     pub fn requests(&self, path: &str) -> usize {
         self.shared.state().counts.get(path).copied().unwrap_or(0)

@@ -11,15 +11,6 @@ use stoke_imds::{Endpoint, ImdsConfig, ImdsError, LEAF_CAP, MAX_ENTRIES, Session
 
 const IID: &str = "i-0123456789abcdef0";
 
-fn cfg(srv: &ImdsServer) -> ImdsConfig {
-    ImdsConfig {
-        endpoint: srv.url().into(),
-        budget: Duration::from_secs(10),
-        request_timeout: Duration::from_secs(2),
-        token_ttl_secs: 21600,
-    }
-}
-
 fn run<T>(f: impl Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -48,7 +39,13 @@ fn assert_bad_at(err: &ImdsError, path: &str) {
 /// The error of reading `path` as a value from a server with `tree` and `knobs`.
 fn value_error(tree: Tree, knobs: Knobs, path: &str) -> ImdsError {
     let srv = ImdsServer::start(tree, knobs);
-    run(async { Session::connect(&cfg(&srv), None).await?.value(path).await }).expect_err("refused")
+    run(async {
+        Session::connect(&srv.config(), None)
+            .await?
+            .value(path)
+            .await
+    })
+    .expect_err("refused")
 }
 
 #[test]
@@ -56,7 +53,7 @@ fn values_listings_and_leaves() {
     let mut tree = ImdsServer::default_tree();
     tree.insert("meta-data/blank".into(), b" \n".to_vec());
     let srv = ImdsServer::start(tree, Knobs::default());
-    let s = connect(&cfg(&srv));
+    let s = connect(&srv.config());
     run(async {
         let v = s.value("meta-data/instance-type").await.expect("value");
         assert_eq!(v.as_deref(), Some("m6id.large"));
@@ -87,7 +84,7 @@ fn get_all_is_concurrent_in_order_and_shares_one_token() {
             ..Knobs::default()
         },
     );
-    let s = connect(&cfg(&srv));
+    let s = connect(&srv.config());
     let paths = [
         "meta-data/instance-id",
         "meta-data/instance-type",
@@ -146,7 +143,7 @@ fn expired_token_is_refreshed_once() {
             ..Knobs::default()
         },
     );
-    let s = connect(&cfg(&srv));
+    let s = connect(&srv.config());
     let paths = (0..6).map(|_| "meta-data/instance-id".to_string());
     let got = run(s.get_all(paths)).expect("get_all");
     assert!(
@@ -166,7 +163,7 @@ fn forbidden_token_means_disabled_without_retries() {
     };
     let srv = ImdsServer::start(ImdsServer::default_tree(), forbidden.clone());
     let t = Instant::now();
-    let err = run(Session::connect(&cfg(&srv), None))
+    let err = run(Session::connect(&srv.config(), None))
         .err()
         .expect("disabled");
     assert!(matches!(err, ImdsError::Disabled { .. }), "{err}");
@@ -176,7 +173,7 @@ fn forbidden_token_means_disabled_without_retries() {
 
     // The same when the token is first asked for by a GET (Session::new asks nothing).
     let srv = ImdsServer::start(ImdsServer::default_tree(), forbidden);
-    let s = Session::new(&cfg(&srv)).expect("session");
+    let s = Session::new(&srv.config()).expect("session");
     assert_eq!(srv.total_requests(), 0);
     let err = run(s.value("meta-data/instance-id")).expect_err("disabled");
     assert!(matches!(err, ImdsError::Disabled { .. }), "{err}");
@@ -192,7 +189,7 @@ fn server_errors_are_retried() {
             ..Knobs::default()
         },
     );
-    let s = connect(&cfg(&srv));
+    let s = connect(&srv.config());
     let id = run(s.value("meta-data/instance-id")).expect("value");
     assert_eq!(id.as_deref(), Some(IID));
     // The first three requests were all the token PUT.
@@ -208,7 +205,7 @@ fn assert_budget_kept(knobs: Knobs, request_timeout: Duration) -> ImdsError {
     let c = ImdsConfig {
         budget,
         request_timeout,
-        ..cfg(&srv)
+        ..srv.config()
     };
     let t = Instant::now();
     let err = run(async {
@@ -324,7 +321,7 @@ fn html_bodies_are_rejected() {
     assert!(err.to_string().contains("HTML"), "{err}");
 
     let srv = ImdsServer::start(ImdsServer::default_tree(), garbage);
-    let s = connect(&cfg(&srv));
+    let s = connect(&srv.config());
     let err = run(s.listing("meta-data/public-keys/")).expect_err("html");
     assert!(err.to_string().contains("HTML"), "{err}");
 }
@@ -345,7 +342,7 @@ fn a_listing_has_at_most_max_entries() {
         with(ImdsServer::default_tree(), path, long.join("\n").as_bytes()),
         Knobs::default(),
     );
-    let s = connect(&cfg(&srv));
+    let s = connect(&srv.config());
     let err = run(s.listing(path)).expect_err("too many");
     assert_bad_at(&err, path);
     let at_most = with(
@@ -354,7 +351,7 @@ fn a_listing_has_at_most_max_entries() {
         long[..MAX_ENTRIES].join("\n").as_bytes(),
     );
     let srv = ImdsServer::start(at_most, Knobs::default());
-    let s = connect(&cfg(&srv));
+    let s = connect(&srv.config());
     assert_eq!(run(s.listing(path)).expect("listing").len(), MAX_ENTRIES);
 }
 
@@ -375,7 +372,7 @@ fn answers_over_their_cap_are_rejected() {
                 ..Knobs::default()
             },
         );
-        let s = connect(&cfg(&srv));
+        let s = connect(&srv.config());
         match run(s.get("user-data", LEAF_CAP)) {
             Ok(body) if ok => assert_eq!(body.map(|b| b.len()), Some(size)),
             Err(ImdsError::BadResponse { path, .. }) if !ok => assert_eq!(path, "user-data"),
