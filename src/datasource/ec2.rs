@@ -404,20 +404,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use std::time::Instant as StdInstant;
-    use stoke_imds::double::{ImdsServer, Knobs, Tree, nobody};
-
-    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(f)
-    }
-
-    fn with(mut tree: Tree, path: &str, v: &[u8]) -> Tree {
-        tree.insert(path.to_string(), v.to_vec());
-        tree
-    }
+    use stoke_imds::double::{ImdsServer, Knobs, Tree, nobody, run, with};
 
     #[test]
     fn region_from_zone() {

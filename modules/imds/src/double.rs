@@ -83,6 +83,21 @@ impl Shared {
     }
 }
 
+/// `tree` with `path` set to `v`.
+pub fn with(mut tree: Tree, path: &str, v: &[u8]) -> Tree {
+    tree.insert(path.to_string(), v.to_vec());
+    tree
+}
+
+/// Runs a client's future to its end on a runtime of its own (the double needs none).
+pub fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
 /// A URL where nothing listens on `host` (`127.0.0.1`, `[::1]`): a port that was free a
 /// moment ago, so connecting is refused.
 pub fn nobody(host: &str) -> String {

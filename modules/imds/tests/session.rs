@@ -2,27 +2,13 @@
 //! protocol, retries, the one time budget, the endpoint race, and the checks on what IMDS
 //! answers. What the EC2 datasource makes of the answers is tested in src/datasource/ec2.rs.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stoke_imds::double::{ImdsServer, Knobs, Tree, nobody};
+use stoke_imds::double::{ImdsServer, Knobs, Tree, nobody, run, with};
 use stoke_imds::{Endpoint, ImdsConfig, ImdsError, LEAF_CAP, MAX_ENTRIES, Session, USER_DATA_CAP};
 
 const IID: &str = "i-0123456789abcdef0";
-
-fn run<T>(f: impl Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
-}
-
-fn with(mut tree: Tree, path: &str, v: &[u8]) -> Tree {
-    tree.insert(path.to_string(), v.to_vec());
-    tree
-}
 
 fn connect(c: &ImdsConfig) -> Arc<Session> {
     run(Session::connect(c, None)).expect("connect")
