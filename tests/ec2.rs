@@ -1,14 +1,12 @@
 //! The real `stoke` binary against the IMDSv2 test double on 127.0.0.1.
 
-#[path = "support/imds.rs"]
-mod imds;
 #[path = "support/sandbox.rs"]
 mod sandbox;
 
 use std::time::{Duration, Instant};
 
-use imds::{ImdsServer, Knobs};
 use sandbox::Sandbox;
+use stoke_imds::double::{ImdsServer, Knobs, Tree, nobody};
 
 const IID: &str = "i-0123456789abcdef0";
 
@@ -345,12 +343,6 @@ fn a_sandbox_never_asks_this_machines_metadata_service() {
     );
 }
 
-/// A URL where nothing listens (a port that was free a moment ago) on `host`.
-fn nobody(host: &str) -> String {
-    let l = std::net::TcpListener::bind(format!("{host}:0")).expect("bind");
-    format!("http://{}", l.local_addr().expect("addr"))
-}
-
 #[test]
 fn an_ipv6_only_instance_finds_imds_on_ipv6_and_keeps_it() {
     // 127.0.0.1 stands for 169.254.169.254 and ::1 for fd00:ec2::254; IPv4 is slow here so
@@ -410,7 +402,7 @@ fn ipv4_only_and_nothing_at_all_within_the_budget() {
     assert_eq!(s.module_state("hostname"), "deferred");
 }
 
-fn tagged(role: &str) -> imds::Tree {
+fn tagged(role: &str) -> Tree {
     let mut t = ImdsServer::default_tree();
     t.insert("meta-data/tags/instance".into(), b"Name\nrole".to_vec());
     t.insert(

@@ -1,8 +1,6 @@
 //! route53 through the real binary against moto_server: register at boot,
 //! deregister at `stoke shutdown`, register again at the next boot.
 
-#[path = "support/imds.rs"]
-mod imds;
 #[path = "support/sandbox.rs"]
 mod sandbox;
 #[path = "../modules/route53/tests/support/mod.rs"]
@@ -56,7 +54,7 @@ fn boot_registers_shutdown_deregisters_next_boot_registers_again() {
 /// datasource found.
 #[test]
 fn ipv6_only_several_network_cards_a_and_aaaa_of_the_primary_interface() {
-    use imds::{ImdsServer, Knobs};
+    use stoke_imds::double::{ImdsServer, Knobs, nobody};
     let moto = match Moto::start() {
         Ok(m) => m,
         Err(why) => {
@@ -88,10 +86,7 @@ fn ipv6_only_several_network_cards_a_and_aaaa_of_the_primary_interface() {
     );
     let v6 = ImdsServer::start_on("[::1]:0", tree, Knobs::default());
     // Nothing answers on the IPv4 candidate.
-    let v4 = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    let v4 = nobody("127.0.0.1");
     let s = Sandbox::new();
     s.write("/sys/class/dmi/id/sys_vendor", "Amazon EC2\n");
     s.write(

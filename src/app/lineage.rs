@@ -174,15 +174,7 @@ pub fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datasource::ec2::imds_double::{ImdsServer, Knobs};
-
-    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use stoke_imds::double::{ImdsServer, Knobs, run};
 
     fn cfg(srv: &ImdsServer, budget: Duration) -> stoke_imds::ImdsConfig {
         stoke_imds::ImdsConfig {

@@ -22,6 +22,9 @@ use stoke_api::RetryBudget;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+#[cfg(feature = "double")]
+pub mod double;
+
 /// Where IMDS is and how long stoke may spend on it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -800,6 +803,53 @@ mod tests {
             let e = read(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn config_from_yaml_style_json() {
+        let c: ImdsConfig = serde_json::from_str(
+            r#"{"endpoint":"http://127.0.0.1:1","budget_seconds":0.5,"request_timeout_seconds":1}"#,
+        )
+        .expect("parses");
+        assert_eq!(c.budget, Duration::from_millis(500));
+        assert_eq!(c.request_timeout, Duration::from_secs(1));
+        assert_eq!(c.token_ttl_secs, 21600);
+        assert_eq!(
+            serde_json::from_str::<ImdsConfig>("{}").expect("defaults"),
+            ImdsConfig::default()
+        );
+        assert!(serde_json::from_str::<ImdsConfig>(r#"{"budget":3}"#).is_err());
+        assert!(serde_json::from_str::<ImdsConfig>(r#"{"budget_seconds":-1}"#).is_err());
+        let schema = serde_json::to_string(&schemars::schema_for!(ImdsConfig)).expect("schema");
+        assert!(schema.contains("budget_seconds") && schema.contains("token_ttl_seconds"));
+        let back: ImdsConfig =
+            serde_json::from_value(serde_json::to_value(&c).expect("ser")).expect("de");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn endpoint_words_lists_and_urls() {
+        let c = |e: Endpoint| e.candidates().map_err(|e| e.to_string());
+        assert_eq!(
+            c("auto".into()).unwrap(),
+            ["http://169.254.169.254", "http://[fd00:ec2::254]"]
+        );
+        assert_eq!(c("IPv6".into()).unwrap(), ["http://[fd00:ec2::254]"]);
+        assert_eq!(c("ipv4".into()).unwrap(), ["http://169.254.169.254"]);
+        assert_eq!(
+            c("http://10.0.0.1:8080/".into()).unwrap(),
+            ["http://10.0.0.1:8080"]
+        );
+        assert!(
+            c(Endpoint::Many(vec![]))
+                .unwrap_err()
+                .contains("no endpoint")
+        );
+        assert_eq!(ImdsConfig::default().endpoint, "auto".into());
+        let parsed: ImdsConfig =
+            serde_json::from_str(r#"{"endpoint":["http://127.0.0.1:1","http://[::1]:1"]}"#)
+                .expect("a list");
+        assert_eq!(parsed.endpoint.candidates().unwrap().len(), 2);
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! An EC2 IMDSv2 test double: a tiny HTTP/1.1 server on 127.0.0.1 or `[::1]` (std only, one
-//! thread per connection) serving a metadata tree with the token protocol, plus knobs
-//! to make it misbehave the ways a real network path does.
+//! An EC2 IMDSv2 test double (feature `double`): a tiny HTTP/1.1 server on 127.0.0.1 or
+//! `[::1]` (std only, one thread per connection) serving a metadata tree with the token
+//! protocol, plus knobs to make it misbehave the ways a real network path does.
 //!
 //! ```ignore
+//! use stoke_imds::double::{ImdsServer, Knobs};
 //! let srv = ImdsServer::start(ImdsServer::default_tree(), Knobs { leading_500s: 2, ..Knobs::default() });
 //! let endpoint = srv.url(); // "http://127.0.0.1:PORT"
 //! // IPv6 (standing in for fd00:ec2::254): ImdsServer::start_on("[::1]:0", tree, knobs)
@@ -15,9 +16,9 @@
 //! that key when there is one (IMDS lists public keys as `0=name`), otherwise the names
 //! of the immediate children, one a line, sub-directories with a trailing `/`.
 //!
-//! Shared by the client's unit tests (included with `#[path]`) and by integration
-//! tests; not every helper is used by each, hence the allow.
-#![allow(dead_code)]
+//! Used by this crate's tests (tests/session.rs) and, as a dev-dependency with the feature,
+//! by the agent's tests (the EC2 datasource, the lineage, tests/ec2.rs, tests/route53.rs).
+//! Test code: a failure to bind panics.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -80,6 +81,28 @@ impl Shared {
         // A panicking connection thread must not wedge the assertions of the test.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// `tree` with `path` set to `v`.
+pub fn with(mut tree: Tree, path: &str, v: &[u8]) -> Tree {
+    tree.insert(path.to_string(), v.to_vec());
+    tree
+}
+
+/// Runs a client's future to its end on a runtime of its own (the double needs none).
+pub fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A URL where nothing listens on `host` (`127.0.0.1`, `[::1]`): a port that was free a
+/// moment ago, so connecting is refused.
+pub fn nobody(host: &str) -> String {
+    let l = TcpListener::bind(format!("{host}:0")).unwrap_or_else(|e| panic!("bind {host}: {e}"));
+    format!("http://{}", l.local_addr().expect("local_addr"))
 }
 
 /// The running server; dropping it stops it and closes every open connection.
@@ -212,6 +235,17 @@ impl ImdsServer {
         format!("http://{}", self.addr)
     }
 
+    /// A client configuration for this server: its URL, a 10 s budget, 2 s attempts (tests
+    /// that want a tighter budget override those).
+    pub fn config(&self) -> crate::ImdsConfig {
+        crate::ImdsConfig {
+            endpoint: self.url().into(),
+            budget: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(2),
+            ..crate::ImdsConfig::default()
+        }
+    }
+
     /// Requests received for this path (e.g. `/latest/meta-data/instance-id`), any method.
     pub fn requests(&self, path: &str) -> usize {
         self.shared.state().counts.get(path).copied().unwrap_or(0)
@@ -235,6 +269,20 @@ impl ImdsServer {
     /// The largest number of requests that were being handled at the same moment.
     pub fn max_in_flight(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Asserts what a client that fetches well did: one token, every path asked once, and at
+    /// least `min_in_flight` requests handled at the same moment (not one after the other).
+    pub fn assert_one_token_each_path_once(&self, min_in_flight: usize) {
+        assert_eq!(self.tokens_issued(), 1);
+        assert_eq!(self.requests(TOKEN_PATH), 1);
+        assert!(
+            self.counts().values().all(|&n| n == 1),
+            "{:?}",
+            self.counts()
+        );
+        let most = self.max_in_flight();
+        assert!(most >= min_in_flight, "max in flight {most}");
     }
 }
 
