@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use stoke_api::{InstanceId, Module, Root, Stage, System, UserScript};
 
 use crate::config::{self, EngineConfig, Loaded, Source};
-use crate::datasource::{self, Discovery, KnownIds};
+use crate::datasource::{self, Answer, KnownIds};
 use crate::paths::Paths;
 use crate::runner::{Instance, Runner};
 use crate::state::status::{StageStatus, Status};
@@ -50,7 +50,7 @@ impl App {
         let root = Root::new(root);
         let paths = Paths::new(root.clone(), config, seed);
         let system: Arc<dyn System> = if root.is_host() {
-            Arc::new(crate::system::Host)
+            Arc::new(crate::system::RealSystem)
         } else {
             Arc::new(crate::system::Sandbox::new(
                 paths.actions_file(),
@@ -221,12 +221,11 @@ impl App {
             this_boot: this_boot_iid,
             last: last_iid.as_ref(),
         };
-        let discover =
-            |engine| datasource::discover(&self.paths, engine, self.system.as_ref(), stage, known);
+        let ask = |engine| datasource::ask(&self.paths, engine, self.system.as_ref(), stage, known);
         let defaults = EngineConfig::default();
-        let (parsed, early_discovery) = tokio::join!(parse, async {
+        let (parsed, early_answer) = tokio::join!(parse, async {
             match early {
-                true => Some(discover(&defaults).await),
+                true => Some(ask(&defaults).await),
                 false => None,
             }
         });
@@ -247,25 +246,25 @@ impl App {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let mut datasource_errors = Vec::new();
-        let discovery = match early_discovery {
+        let answer = match early_answer {
             Some(d) => d,
-            None => discover(&engine).await,
+            None => ask(&engine).await,
         };
         let mut instance = Instance::Unknown { why: String::new() };
-        let found = match discovery {
-            Discovery::Found(f) => Some(*f),
-            Discovery::Pending {
+        let found = match answer {
+            Answer::Found(f) => Some(*f),
+            Answer::Pending {
                 why,
                 instance_id: Some(id),
             } => {
                 instance = Instance::IdOnly { id, why };
                 None
             }
-            Discovery::Pending { why, .. } | Discovery::Nothing(why) => {
+            Answer::Pending { why, .. } | Answer::Nothing(why) => {
                 instance = Instance::Unknown { why };
                 None
             }
-            Discovery::Failed(why) => {
+            Answer::Failed(why) => {
                 tracing::error!("datasource: {why}");
                 datasource_errors.push(format!("datasource: {why}"));
                 instance = Instance::Unknown { why };

@@ -49,8 +49,9 @@ impl PartialEq for Live {
     }
 }
 
+/// What the datasource answered.
 #[derive(Debug)]
-pub enum Discovery {
+pub enum Answer {
     Found(Box<Found>),
     /// Metadata exists but cannot be had in this stage (brand-new EC2 instance, local stage).
     /// The instance id, when DMI gives it (Nitro).
@@ -104,20 +105,21 @@ pub struct KnownIds<'a> {
     pub last: Option<&'a InstanceId>,
 }
 
-pub async fn discover(
+/// Asks the datasource that applies (NoCloud, EC2) what this instance is, with what it says.
+pub async fn ask(
     paths: &Paths,
     cfg: &EngineConfig,
     system: &dyn System,
     stage: Stage,
     known: KnownIds<'_>,
-) -> Discovery {
+) -> Answer {
     // A NoCloud volume is probed (blkid, mount) once per boot: the later
     // stages reuse what the local stage cached.
     if stage != Stage::Local
         && let Some(found) = known.this_boot.and_then(|iid| load_cache(paths, iid))
         && found.instance.datasource == "nocloud"
     {
-        return Discovery::Found(Box::new(found));
+        return Answer::Found(Box::new(found));
     }
     let dmi = read_dmi(paths);
     let explicit = cfg.datasource.is_some();
@@ -133,9 +135,9 @@ pub async fn discover(
     for kind in kinds {
         match kind {
             DatasourceKind::Nocloud => match nocloud::read(paths, system, use_volume).await {
-                Ok(Some(found)) => return Discovery::Found(Box::new(found)),
+                Ok(Some(found)) => return Answer::Found(Box::new(found)),
                 Ok(None) => {}
-                Err(e) => return Discovery::Failed(format!("nocloud: {e}")),
+                Err(e) => return Answer::Failed(format!("nocloud: {e}")),
             },
             DatasourceKind::Ec2 if dmi.ec2 || explicit => {
                 return ec2(paths, cfg, &dmi, stage, known).await;
@@ -143,7 +145,7 @@ pub async fn discover(
             DatasourceKind::Ec2 => {}
         }
     }
-    Discovery::Nothing("no datasource found (no NoCloud seed, not EC2 by DMI)".into())
+    Answer::Nothing("no datasource found (no NoCloud seed, not EC2 by DMI)".into())
 }
 
 async fn ec2(
@@ -152,7 +154,7 @@ async fn ec2(
     dmi: &Dmi,
     stage: Stage,
     known: KnownIds<'_>,
-) -> Discovery {
+) -> Answer {
     let cached = dmi
         .asset_tag
         .as_ref()
@@ -161,8 +163,8 @@ async fn ec2(
     // Only the network stage asks IMDS; the others use what it (or a previous boot) cached.
     if stage != Stage::Network {
         return match cached {
-            Some(found) => Discovery::Found(Box::new(found)),
-            None => Discovery::Pending {
+            Some(found) => Answer::Found(Box::new(found)),
+            None => Answer::Pending {
                 why: "EC2 metadata is fetched in the network stage".into(),
                 instance_id: dmi.asset_tag.clone(),
             },
@@ -175,13 +177,13 @@ async fn ec2(
         None => known.last.and_then(|iid| last_endpoint(paths, iid)),
     };
     match fetch_ec2(paths, cfg, preferred.as_deref()).await {
-        Ok(found) => Discovery::Found(Box::new(found)),
+        Ok(found) => Answer::Found(Box::new(found)),
         Err(e) => match cached {
             Some(found) => {
                 tracing::warn!("EC2 metadata refresh failed, using the cache: {e}");
-                Discovery::Found(Box::new(found))
+                Answer::Found(Box::new(found))
             }
-            None => Discovery::Failed(format!("ec2: {e}")),
+            None => Answer::Failed(format!("ec2: {e}")),
         },
     }
 }

@@ -1,8 +1,8 @@
-//! The two real [`System`]s: `Host` does what modules ask; `Sandbox` (for
+//! The two real [`System`]s: `RealSystem` does what modules ask; `Sandbox` (for
 //! `--root DIR`) records it, and runs only what cannot touch the host.
 
-mod host;
+mod real;
 mod sandbox;
 
-pub use host::Host;
+pub use real::RealSystem;
 pub use sandbox::Sandbox;

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use stoke_api::{Action, Cmd, CmdOutput, MountRequest, SysError, System};
 
-use super::Host;
+use super::RealSystem;
 
 /// The `System` for `--root DIR`: every action is appended to
 /// `DIR/run/stoke/actions.jsonl`. Nothing runs unless `execute` is set, and
@@ -66,7 +66,7 @@ impl System for Sandbox {
     async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, SysError> {
         self.record(Action::Run { argv: argv(cmd) })?;
         if self.execute {
-            Host.run(cmd).await
+            RealSystem.run(cmd).await
         } else {
             Ok(CmdOutput::ok(""))
         }
@@ -78,7 +78,7 @@ impl System for Sandbox {
             log: log.to_path_buf(),
         })?;
         if self.execute {
-            Host.spawn_detached(cmd, log)
+            RealSystem.spawn_detached(cmd, log)
         } else {
             Ok(0)
         }
@@ -93,7 +93,7 @@ impl System for Sandbox {
     async fn mount(&self, req: &MountRequest) -> Result<(), SysError> {
         self.record(Action::Mount(req.clone()))?;
         if self.execute {
-            Host.mount(req).await
+            RealSystem.mount(req).await
         } else {
             Ok(())
         }
@@ -104,7 +104,7 @@ impl System for Sandbox {
             target: target.to_path_buf(),
         })?;
         if self.execute {
-            Host.umount(target).await
+            RealSystem.umount(target).await
         } else {
             Ok(())
         }
@@ -117,7 +117,7 @@ impl System for Sandbox {
             gid,
         })?;
         if self.execute {
-            Host.fchown(file, path, uid, gid)
+            RealSystem.fchown(file, path, uid, gid)
         } else {
             Ok(())
         }
@@ -170,7 +170,7 @@ impl System for Sandbox {
                     ))))
                 }
             }
-            _ if self.execute => Host.nvme_identify_controller(dev).await,
+            _ if self.execute => RealSystem.nvme_identify_controller(dev).await,
             _ => Err(err(std::io::Error::from(std::io::ErrorKind::Unsupported))),
         }
     }

@@ -123,16 +123,16 @@ pub struct Outcome {
 }
 
 /// Runs commands for one module run, timing each step.
-pub struct Runner<'a> {
+pub struct Applier<'a> {
     pub ctx: &'a Context,
     pub cfg: &'a Disks,
     pub steps: Vec<Step>,
     pub warnings: Vec<String>,
 }
 
-impl<'a> Runner<'a> {
+impl<'a> Applier<'a> {
     pub fn new(ctx: &'a Context, cfg: &'a Disks) -> Self {
-        Runner {
+        Applier {
             ctx,
             cfg,
             steps: Vec::new(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use stoke_api::{Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, config_spec};
 
-use crate::apply::{Layout, Outcome, Runner, layout};
+use crate::apply::{Applier, Layout, Outcome, layout};
 use crate::config::{Config, Disks, Mode};
 use crate::discover::discover;
 
@@ -56,18 +56,18 @@ impl Module for DisksModule {
         if cfg.mode == Mode::Off {
             return Ok(Report::new("disks: mode off, nothing done"));
         }
-        let mut runner = Runner::new(ctx, &cfg);
+        let mut applier = Applier::new(ctx, &cfg);
         // stoke-local does not wait for udevd: on a reboot udev may still be assembling
         // our array one member at a time (`mdadm --incremental`), and a link may be
         // missing. Seen half-done, the array would be refused. (devwait says what is waited for.)
-        runner.wait_udev(None).await?;
+        applier.wait_udev(None).await?;
         let mut disc = discover(&ctx.root, &ctx.instance, &cfg).inspect_err(|_| {
             // A failed run reports no warnings: these say why a device is still missing.
-            for w in &runner.warnings {
+            for w in &applier.warnings {
                 tracing::warn!("disks: {w}");
             }
         })?;
-        let ours_active = runner.resolve_md_holders(&mut disc).await?;
+        let ours_active = applier.resolve_md_holders(&mut disc).await?;
         cfg.validate(disc.candidates.len())?;
         let mut warnings = Vec::new();
         let plan = layout(&cfg, &disc.candidates, &mut warnings);
@@ -87,13 +87,13 @@ impl Module for DisksModule {
             Layout::Nothing(why) => format!("disks: {why}"),
             Layout::Single(c) => {
                 out.layout = "single";
-                out.volumes = runner.plain(std::slice::from_ref(c), false).await?;
+                out.volumes = applier.plain(std::slice::from_ref(c), false).await?;
                 let v = &out.volumes[0];
                 format!("disks: {} {} on {}", v.fstype, v.action, v.device)
             }
             Layout::Jbod(cs) => {
                 out.layout = "jbod";
-                out.volumes = runner.plain(cs, true).await?;
+                out.volumes = applier.plain(cs, true).await?;
                 let made = out.volumes.iter().filter(|v| v.action == "created").count();
                 format!(
                     "disks: jbod of {} disks ({made} filesystems created, {} kept)",
@@ -103,7 +103,7 @@ impl Module for DisksModule {
             }
             Layout::Raid0(cs) => {
                 out.layout = "raid0";
-                let (array, vol) = runner.raid0(cs, ours_active).await?;
+                let (array, vol) = applier.raid0(cs, ours_active).await?;
                 let s = format!(
                     "disks: raid0 {} of {} disks {}, {} {}",
                     array.device,
@@ -117,8 +117,8 @@ impl Module for DisksModule {
                 s
             }
         };
-        out.steps = std::mem::take(&mut runner.steps);
-        out.warnings.append(&mut runner.warnings);
+        out.steps = std::mem::take(&mut applier.steps);
+        out.warnings.append(&mut applier.warnings);
         let details = serde_json::to_value(&out).map_err(|e| ModuleError::Other(e.to_string()))?;
         let mut report = Report::new(summary).with_details(details);
         for w in out.warnings {

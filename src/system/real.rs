@@ -11,7 +11,7 @@ use stoke_api::{Cmd, CmdOutput, MountRequest, SysError, System};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 
 /// Runs commands and syscalls for real, on the machine stoke boots.
-pub struct Host;
+pub struct RealSystem;
 
 /// Linux's `struct nvme_passthru_cmd` (`include/uapi/linux/nvme_ioctl.h`), which
 /// `NVME_IOCTL_ADMIN_CMD` takes.
@@ -236,7 +236,7 @@ fn open_output_log(path: &Path) -> Result<File, SysError> {
 }
 
 #[stoke_api::async_trait]
-impl System for Host {
+impl System for RealSystem {
     async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, SysError> {
         let argv = cmd.display();
         tracing::info!("running: {argv}");
@@ -500,9 +500,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("nvme0");
         std::fs::write(&f, [0u8; 4096]).unwrap();
-        let err = Host.nvme_identify_controller(&f).await.unwrap_err();
+        let err = RealSystem.nvme_identify_controller(&f).await.unwrap_err();
         assert!(err.to_string().contains("not an NVMe controller"), "{err}");
-        let err = Host
+        let err = RealSystem
             .nvme_identify_controller(&dir.path().join("absent"))
             .await
             .unwrap_err();
@@ -520,7 +520,7 @@ mod tests {
 
     #[tokio::test]
     async fn run_captures_output_and_exit_code() {
-        let out = Host
+        let out = RealSystem
             .run(&Cmd::new("sh", ["-c", "echo out; echo err >&2; exit 3"]))
             .await
             .unwrap();
@@ -532,7 +532,7 @@ mod tests {
     #[tokio::test]
     async fn run_kills_at_timeout() {
         let started = Instant::now();
-        let err = Host
+        let err = RealSystem
             .run(&Cmd::new("sleep", ["30"]).timeout(Duration::from_millis(100)))
             .await
             .unwrap_err();
@@ -563,7 +563,7 @@ mod tests {
         let pidfile = dir.path().join("pid");
         // The shell leads its own group; its background child is in it too.
         let script = format!("echo $$ > {}; sleep 30 & sleep 30", pidfile.display());
-        let err = Host
+        let err = RealSystem
             .run(&Cmd::new("sh", ["-c", script.as_str()]).timeout(Duration::from_secs(1)))
             .await
             .unwrap_err();
@@ -583,7 +583,7 @@ mod tests {
     #[tokio::test]
     async fn a_daemon_holding_stdout_does_not_hang_the_run() {
         let started = Instant::now();
-        let out = Host
+        let out = RealSystem
             .run(&Cmd::new("sh", ["-c", "sleep 5 & echo started"]).timeout(Duration::from_secs(20)))
             .await
             .unwrap();
@@ -597,7 +597,7 @@ mod tests {
 
     #[tokio::test]
     async fn run_reports_a_missing_program() {
-        let err = Host
+        let err = RealSystem
             .run(&Cmd::new(
                 "/nonexistent/stoke-test-program",
                 Vec::<String>::new(),
@@ -609,7 +609,7 @@ mod tests {
 
     #[tokio::test]
     async fn run_feeds_stdin() {
-        let out = Host
+        let out = RealSystem
             .run(&Cmd::new("cat", Vec::<String>::new()).stdin("hello"))
             .await
             .unwrap();
@@ -619,7 +619,7 @@ mod tests {
 
     #[tokio::test]
     async fn binary_output_is_read_to_the_end() {
-        let out = Host
+        let out = RealSystem
             .run(&Cmd::new(
                 "sh",
                 ["-c", "printf 'a\\377\\376b\\n'; seq 1 20000 | tail -n 1"],
@@ -633,7 +633,7 @@ mod tests {
     async fn output_log_gets_everything_and_memory_only_the_tail() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("logs/s.log");
-        let out = Host
+        let out = RealSystem
             .run(&Cmd::new("sh", ["-c", "seq 1 20000; echo oops >&2"]).output_log(&log))
             .await
             .unwrap();
@@ -650,7 +650,7 @@ mod tests {
 
     #[tokio::test]
     async fn clean_env_passes_only_what_is_given() {
-        let out = Host
+        let out = RealSystem
             .run(
                 &Cmd::new("/usr/bin/env", Vec::<String>::new())
                     .clean_env()
@@ -668,7 +668,7 @@ mod tests {
         let pidfile = dir.path().join("pid");
         let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
         let cmd = Cmd::new("sh", ["-c", script.as_str()]);
-        let mut run = Box::pin(Host.run(&cmd));
+        let mut run = Box::pin(RealSystem.run(&cmd));
         // Poll the command until the grandchild has written its pid, then drop it.
         let pid: i32 = loop {
             tokio::select! {
