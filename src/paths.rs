@@ -22,11 +22,11 @@ pub struct Paths {
 impl Paths {
     pub fn new(root: Root, config_dir: Option<PathBuf>, seed_dir: Option<PathBuf>) -> Self {
         Paths {
-            config_dir: config_dir.unwrap_or_else(|| root.path("/etc/stoke")),
-            seed_dir: seed_dir.unwrap_or_else(|| root.path("/var/lib/stoke/seed/nocloud")),
-            state_dir: root.path("/var/lib/stoke"),
-            run_dir: root.path("/run/stoke"),
-            log_dir: root.path("/var/log/stoke"),
+            config_dir: config_dir.unwrap_or_else(|| root.host_path("/etc/stoke")),
+            seed_dir: seed_dir.unwrap_or_else(|| root.host_path("/var/lib/stoke/seed/nocloud")),
+            state_dir: root.host_path("/var/lib/stoke"),
+            run_dir: root.host_path("/run/stoke"),
+            log_dir: root.host_path("/var/log/stoke"),
             root,
         }
     }
@@ -52,7 +52,7 @@ impl Paths {
     }
 
     pub fn boot_id_file(&self) -> PathBuf {
-        self.root.path("/proc/sys/kernel/random/boot_id")
+        self.root.host_path("/proc/sys/kernel/random/boot_id")
     }
 
     /// A made-up boot id where the root has no kernel one (see `state::boot_id_or_make`).
@@ -61,6 +61,6 @@ impl Paths {
     }
 
     pub fn dmi(&self, field: &str) -> PathBuf {
-        self.root.path("/sys/class/dmi/id").join(field)
+        self.root.host_path("/sys/class/dmi/id").join(field)
     }
 }

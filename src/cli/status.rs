@@ -146,7 +146,7 @@ fn attach_background(paths: &Paths, boot_id: Option<&str>, status: &mut Status) 
             .join(stoke_api::BACKGROUND_FILE);
         m.background = stoke_api::RunRecord::read(&file).map(|r| {
             r.as_of_now(boot_id, |pid| {
-                paths.root.path(format!("/proc/{pid}")).exists()
+                paths.root.host_path(format!("/proc/{pid}")).exists()
             })
         });
     }

@@ -61,13 +61,13 @@ pub async fn read(
 /// Where a udev link points, as a path under `root`. udev's links are relative (`../../sr0`);
 /// an absolute target is read as the instance's path, so a link never leads out of the root.
 fn link_target(root: &Root, guest_link: &Path) -> Option<PathBuf> {
-    let target = std::fs::read_link(root.path(guest_link)).ok()?;
+    let target = std::fs::read_link(root.host_path(guest_link)).ok()?;
     let guest = if target.is_absolute() {
         target
     } else {
         guest_link.parent()?.join(target)
     };
-    let host = root.path(guest);
+    let host = root.host_path(guest);
     host.exists().then_some(host)
 }
 

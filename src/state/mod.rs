@@ -225,14 +225,14 @@ impl<'a> State<'a> {
         let root = &self.paths.root;
         let mut removed = Vec::new();
         for (dir, depth) in [
-            (root.path("/etc"), 0),
-            (root.path("/etc/ssh"), 0),
-            (root.path("/etc/sudoers.d"), 0),
+            (root.host_path("/etc"), 0),
+            (root.host_path("/etc/ssh"), 0),
+            (root.host_path("/etc/sudoers.d"), 0),
             (self.paths.config_dir.clone(), 1),
             (self.paths.state_dir.clone(), 8),
             (self.paths.run_dir.clone(), 1),
-            (root.path("/root"), 1),
-            (root.path("/home"), 2),
+            (root.host_path("/root"), 1),
+            (root.host_path("/home"), 2),
         ] {
             removed.extend(stoke_api::remove_stale_temp_files(&dir, depth));
         }

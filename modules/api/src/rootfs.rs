@@ -1,6 +1,6 @@
 //! File I/O inside the root, as if the root were `/`.
 //!
-//! [`Root::path`] only joins strings: an absolute symlink under `--root DIR`
+//! [`Root::host_path`] only joins strings: an absolute symlink under `--root DIR`
 //! (`DIR/etc -> /etc`) would still send a write to the host. [`RootDir`] opens
 //! the root once and resolves every path from that descriptor with
 //! `openat2(RESOLVE_IN_ROOT)`: the kernel treats the root as `/` for `..` and
@@ -117,9 +117,10 @@ impl RootDir {
     /// Opens the root directory (one `open`, kept for the handle's life).
     pub fn open(root: &Root) -> io::Result<RootDir> {
         let fd = nix::fcntl::open(root.dir(), DIR_FLAGS, Mode::empty()).map_err(errno)?;
+        // A plain copy: a clone would share (and keep alive) the cache holding this handle.
         Ok(RootDir {
             fd,
-            root: root.clone(),
+            root: Root::new(root.dir()),
         })
     }
 
@@ -539,7 +540,7 @@ impl RootDir {
     ) -> io::Result<()> {
         match owner {
             Some((uid, gid)) => system
-                .fchown(file, &self.root.path(guest), uid, gid)
+                .fchown(file, &self.root.host_path(guest), uid, gid)
                 .map_err(io::Error::other),
             None => Ok(()),
         }

@@ -14,13 +14,13 @@ const POLL: Duration = Duration::from_millis(20);
 /// Whether udev runs on this machine: its control socket exists. It is socket-activated,
 /// so it is there before udevd itself has started.
 pub fn present(ctx: &Context) -> bool {
-    ctx.path("/run/udev/control").exists()
+    ctx.host_path("/run/udev/control").exists()
 }
 
 /// A block device's number, from its node (instance path; links followed), else from sysfs
 /// by the kernel name the path leads to (`/sys/class/block/<name>/dev`).
 pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
-    let host = ctx.path(path);
+    let host = ctx.host_path(path);
     let meta = std::fs::metadata(&host).ok()?;
     if meta.file_type().is_block_device() {
         let rdev = meta.rdev();
@@ -30,7 +30,7 @@ pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
     let name = std::fs::canonicalize(&host).ok()?.file_name()?.to_owned();
     let name = name.to_string_lossy();
     ["/sys/class/block", "/sys/block"].iter().find_map(|dir| {
-        let text = std::fs::read_to_string(ctx.path(format!("{dir}/{name}/dev"))).ok()?;
+        let text = std::fs::read_to_string(ctx.host_path(format!("{dir}/{name}/dev"))).ok()?;
         let (a, b) = text.trim().split_once(':')?;
         Some((a.parse().ok()?, b.parse().ok()?))
     })
@@ -41,7 +41,7 @@ pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
 /// have run — `IMPORT{program}` ones included, such as `mdadm --incremental` for an array
 /// member — and its links are made; libudev calls a device with an entry initialized.
 pub fn initialized(ctx: &Context, dev: (u32, u32)) -> bool {
-    ctx.path(format!("/run/udev/data/b{}:{}", dev.0, dev.1))
+    ctx.host_path(format!("/run/udev/data/b{}:{}", dev.0, dev.1))
         .exists()
 }
 

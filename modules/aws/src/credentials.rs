@@ -202,7 +202,7 @@ fn from_file(env: &Env, root: &Root) -> Result<Option<Credentials>, CredentialsE
     };
     let explicit_file = env.get("AWS_SHARED_CREDENTIALS_FILE").is_some();
     let explicit_profile = env.get("AWS_PROFILE").is_some();
-    let text = match std::fs::read_to_string(root.path(&file)) {
+    let text = match std::fs::read_to_string(root.host_path(&file)) {
         Ok(t) => t,
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound && !explicit_file && !explicit_profile =>

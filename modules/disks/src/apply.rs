@@ -141,7 +141,7 @@ impl<'a> Runner<'a> {
     }
 
     fn host(&self, dev: &str) -> String {
-        self.ctx.path(dev).display().to_string()
+        self.ctx.host_path(dev).display().to_string()
     }
 
     /// Runs a tool; a non-zero exit is an error carrying stderr.
@@ -481,7 +481,7 @@ impl<'a> Runner<'a> {
 
         let (device, action, members) = if let Some(md) = ours_active {
             // Already running (assembled by udev at boot, or by an earlier run).
-            let device = if self.ctx.path(&md_link).exists() {
+            let device = if self.ctx.host_path(&md_link).exists() {
                 md_link.clone()
             } else {
                 format!("/dev/{md}")
@@ -505,7 +505,7 @@ impl<'a> Runner<'a> {
                 ));
             }
             (device, "active", in_array)
-        } else if self.ctx.path(&md_link).exists() {
+        } else if self.ctx.host_path(&md_link).exists() {
             return Err(ModuleError::Refused(format!(
                 "{md_link} exists but holds none of {}; stop it or set disks.array_name",
                 members.join(", ")
@@ -718,7 +718,7 @@ impl<'a> Runner<'a> {
                 .push(format!("{conf} not updated: mdadm printed no ARRAY line"));
             return Ok(());
         }
-        let path = self.ctx.path(conf);
+        let path = self.ctx.host_path(conf);
         let existing = stoke_api::read_to_string_opt(&path)
             .map_err(|e| ModuleError::io("reading", &path, e))?
             .unwrap_or_default();

@@ -64,7 +64,7 @@ fn dir_names(p: &Path) -> Vec<String> {
 impl Sys {
     /// Reads `<root>/sys/block`. A missing directory is an empty machine.
     pub fn read(root: &Root) -> Sys {
-        let base = root.path("/sys/block");
+        let base = root.host_path("/sys/block");
         let mut sys = Sys::default();
         for name in dir_names(&base) {
             let d = base.join(&name);
@@ -130,7 +130,7 @@ pub struct Usage {
 impl Usage {
     pub fn read(root: &Root, sys: &Sys) -> Result<Usage, ModuleError> {
         let mut usage = Usage::default();
-        let mi = root.path("/proc/self/mountinfo");
+        let mi = root.host_path("/proc/self/mountinfo");
         let text = read_to_string_opt(&mi)
             .map_err(|e| ModuleError::io("reading", &mi, e))?
             .unwrap_or_default();
@@ -140,7 +140,7 @@ impl Usage {
             }
             // btrfs and friends report 0:N; fall back to the source device's name.
             let src = source.strip_prefix("/dev/")?;
-            let canon = fs::canonicalize(root.path(source)).ok();
+            let canon = fs::canonicalize(root.host_path(source)).ok();
             let name = canon
                 .as_deref()
                 .and_then(Path::file_name)
@@ -163,7 +163,7 @@ impl Usage {
                     .push(m.mount_point.clone());
             }
         }
-        let swaps = root.path("/proc/swaps");
+        let swaps = root.host_path("/proc/swaps");
         let text = read_to_string_opt(&swaps)
             .map_err(|e| ModuleError::io("reading", &swaps, e))?
             .unwrap_or_default();
@@ -332,7 +332,7 @@ fn expand_glob(root: &Root, pattern: &str) -> Vec<String> {
         let mut next = Vec::new();
         for p in &paths {
             if is_glob(comp) {
-                let dir = root.path(if p.is_empty() { "/" } else { p.as_str() });
+                let dir = root.host_path(if p.is_empty() { "/" } else { p.as_str() });
                 for name in dir_names(&dir) {
                     if !name.starts_with('.') && glob_match(comp, &name) {
                         next.push(format!("{p}/{name}"));
@@ -344,14 +344,14 @@ fn expand_glob(root: &Root, pattern: &str) -> Vec<String> {
         }
         paths = next;
     }
-    paths.retain(|p| root.path(p).exists());
+    paths.retain(|p| root.host_path(p).exists());
     paths.sort_by_key(|p| natural_key(p));
     paths
 }
 
 /// The kernel name behind an instance path (following /dev/disk/by-id links).
 pub fn kernel_name(root: &Root, path: &str) -> Option<String> {
-    let host: PathBuf = root.path(path);
+    let host: PathBuf = root.host_path(path);
     let canon = fs::canonicalize(&host).ok()?;
     canon.file_name().map(|n| n.to_string_lossy().into_owned())
 }
@@ -395,7 +395,7 @@ pub fn discover(
                         .push(format!("devices glob {entry:?} matched nothing"));
                 }
                 p
-            } else if !root.path(entry).exists() {
+            } else if !root.host_path(entry).exists() {
                 return Err(ModuleError::Invalid(format!(
                     "disks.devices: {entry} does not exist"
                 )));

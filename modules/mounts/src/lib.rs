@@ -182,7 +182,7 @@ async fn stable_spec(ctx: &Context, dev: &str) -> Result<Option<String>, ModuleE
     {
         return Ok(Some(dev.to_string()));
     }
-    let host = ctx.path(dev).display().to_string();
+    let host = ctx.host_path(dev).display().to_string();
     let cmd = Cmd::new(
         ctx.tool(tools::BLKID),
         ["-s", "UUID", "-o", "value", host.as_str()],
@@ -246,7 +246,7 @@ fn made_wants(
             },
             in_fstab,
             how: How::Now {
-                source: ctx.path(&vol.device).display().to_string(),
+                source: ctx.host_path(&vol.device).display().to_string(),
             },
             origin: origin.into(),
             label: format!("the {origin} module's {}", vol.device),
@@ -262,7 +262,7 @@ fn used_by_disks<'a>(
     details: Option<&'a DisksDetails>,
     dev: &str,
 ) -> Option<&'a DiskVolume> {
-    let canon = |d: &str| fs::canonicalize(ctx.path(d)).ok();
+    let canon = |d: &str| fs::canonicalize(ctx.host_path(d)).ok();
     let want = canon(dev);
     details?.volumes.iter().find(|v| {
         std::iter::once(&v.device)
@@ -303,7 +303,7 @@ fn named_devices(
             }
         };
         if let Some(d) = device {
-            if !ctx.path(&d).exists() {
+            if !ctx.host_path(&d).exists() {
                 return None;
             }
             out.push(d);
@@ -478,12 +478,12 @@ async fn config_wants(
             How::Later("network filesystem, mounted by systemd after the network".into())
         } else if let Some(dev) = &device {
             fstab_spec = dev.clone();
-            if ctx.path(dev).exists() {
+            if ctx.host_path(dev).exists() {
                 if let Some(s) = stable_spec(ctx, dev).await? {
                     fstab_spec = s;
                 }
                 How::Now {
-                    source: ctx.path(dev).display().to_string(),
+                    source: ctx.host_path(dev).display().to_string(),
                 }
             } else {
                 How::Skip(format!(
@@ -584,7 +584,7 @@ fn validate(
         .filter(|w| w.entry.file.starts_with('/') && w.entry.vfstype != "swap")
     {
         // The mount point and each existing parent must be directories.
-        let target = ctx.path(&w.entry.file);
+        let target = ctx.host_path(&w.entry.file);
         for p in target.ancestors() {
             if !p.starts_with(ctx.root.dir()) {
                 break;
@@ -610,7 +610,7 @@ type Mounted = (Option<(u32, u32)>, String);
 
 /// What /proc/self/mountinfo says is mounted at `target` (host path): (dev, source).
 fn mounted_at(ctx: &Context, target: &Path) -> Result<Option<Mounted>, ModuleError> {
-    let p = ctx.path("/proc/self/mountinfo");
+    let p = ctx.host_path("/proc/self/mountinfo");
     let text = read_to_string_opt(&p)
         .map_err(|e| ModuleError::io("reading", &p, e))?
         .unwrap_or_default();
@@ -633,7 +633,7 @@ fn existing_mount(
     w: &Want,
     source: &str,
 ) -> Result<Option<Result<String, String>>, String> {
-    let target: PathBuf = ctx.path(&w.entry.file);
+    let target: PathBuf = ctx.host_path(&w.entry.file);
     let Some((dev, src)) = mounted_at(ctx, &target).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -660,7 +660,7 @@ fn existing_mount(
 }
 
 async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, String> {
-    let target: PathBuf = ctx.path(&w.entry.file);
+    let target: PathBuf = ctx.host_path(&w.entry.file);
     let host_source = source;
     if let Some(verdict) = existing_mount(ctx, w, host_source)? {
         return verdict;
@@ -825,7 +825,7 @@ impl Module for MountsModule {
         wants.extend(configured);
         wants.sort_by(|a, b| Path::new(&a.entry.file).cmp(Path::new(&b.entry.file)));
 
-        let fstab_path = ctx.path("/etc/fstab");
+        let fstab_path = ctx.host_path("/etc/fstab");
         let existing = read_to_string_opt(&fstab_path)
             .map_err(|e| ModuleError::io("reading", &fstab_path, e))?
             .unwrap_or_default();

@@ -91,7 +91,7 @@ pub(crate) fn imds_names(dev: &str) -> Vec<String> {
 /// A device node (or, under a test root, a file standing for one): not a directory such
 /// as `/dev/disk`.
 fn exists(ctx: &Context, dev: &str) -> bool {
-    ctx.path(dev).metadata().is_ok_and(|m| !m.is_dir())
+    ctx.host_path(dev).metadata().is_ok_and(|m| !m.is_dir())
 }
 
 /// `ephemeralN`/`ebsN` → its device, from the disks report or the block-device-mapping.

@@ -30,7 +30,7 @@ pub struct Holder {
 /// The first of `files` (instance paths) held by a live process.
 pub fn holder(ctx: &Context, files: &[String]) -> Result<Option<Holder>, ModuleError> {
     for file in files {
-        let path = ctx.path(file);
+        let path = ctx.host_path(file);
         let Some(text) =
             read_to_string_opt(&path).map_err(|e| ModuleError::io("reading", &path, e))?
         else {
@@ -52,7 +52,7 @@ pub fn holder(ctx: &Context, files: &[String]) -> Result<Option<Holder>, ModuleE
 
 /// True when `pid` runs and, where its command line is readable, mentions puppet.
 fn pid_is_puppet(ctx: &Context, pid: u32) -> bool {
-    let proc_dir = ctx.path(format!("/proc/{pid}"));
+    let proc_dir = ctx.host_path(format!("/proc/{pid}"));
     if !proc_dir.is_dir() {
         return false;
     }

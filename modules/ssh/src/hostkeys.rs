@@ -225,7 +225,7 @@ impl Module for HostKeys {
 
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
         let cfg: HostKeysConfig = ctx.config()?;
-        let etc_ssh = ctx.path("/etc/ssh");
+        let etc_ssh = ctx.host_path("/etc/ssh");
         RootDir::open(&ctx.root)
             .and_then(|rd| rd.create_dir_all(Path::new("/etc/ssh"), 0o755))
             .map_err(|e| ModuleError::io("creating", &etc_ssh, e))?;
@@ -283,7 +283,7 @@ impl Module for HostKeys {
                 );
             } else if installed.contains(&t.name()) {
                 // Provided in ssh_keys.
-            } else if fs::symlink_metadata(ctx.path(t.private_path())).is_ok() {
+            } else if fs::symlink_metadata(ctx.host_path(t.private_path())).is_ok() {
                 kept.push(t.name());
             } else {
                 to_generate.push(t);
@@ -294,7 +294,7 @@ impl Module for HostKeys {
         let cmds: Vec<Cmd> = to_generate
             .iter()
             .map(|t| {
-                let file = ctx.path(t.private_path()).display().to_string();
+                let file = ctx.host_path(t.private_path()).display().to_string();
                 Cmd::new(
                     ctx.tool(tools::SSH_KEYGEN),
                     ["-q", "-N", "", "-t", t.name(), "-f", file.as_str()],
@@ -315,7 +315,7 @@ impl Module for HostKeys {
         if ctx.system.executes() {
             for t in &to_generate {
                 if generated.contains(&t.name()) {
-                    let private = ctx.path(t.private_path());
+                    let private = ctx.host_path(t.private_path());
                     fix_mode(ctx, &private, 0o600)?;
                     fix_mode(ctx, &pub_path(&private), 0o644)?;
                 }
@@ -460,7 +460,7 @@ fn write_root_file(ctx: &Context, guest: &str, data: &str, mode: u32) -> Result<
                 ctx.system.as_ref(),
             )
         })
-        .map_err(|e| ModuleError::io("writing", ctx.path(guest), e))
+        .map_err(|e| ModuleError::io("writing", ctx.host_path(guest), e))
 }
 
 /// Sets mode and root ownership of a generated key file, without following a symlink.
@@ -485,7 +485,7 @@ async fn install_provided(
     let t = p.key_type.name();
     let private_guest = p.key_type.private_path();
     write_root_file(ctx, &private_guest, &with_newline(private), 0o600)?;
-    let private_path = ctx.path(&private_guest);
+    let private_path = ctx.host_path(&private_guest);
     let public = match p.public {
         Some(line) => Some(with_newline(line)),
         None => {
@@ -547,7 +547,7 @@ fn validate_provided(p: &Provided<'_>) -> Result<(), ModuleError> {
 /// Points sshd at installed host certificates: a managed block at the top of
 /// sshd_config (the top, because lines after a `Match` would belong to it).
 fn configure_certificates(ctx: &Context, certs: &[String]) -> Result<(), ModuleError> {
-    let path = ctx.path("/etc/ssh/sshd_config");
+    let path = ctx.host_path("/etc/ssh/sshd_config");
     let existing = read_to_string_opt(&path).map_err(|e| ModuleError::io("reading", &path, e))?;
     let body: String = certs
         .iter()

@@ -56,7 +56,7 @@ fn kind(st: &FileStat) -> SFlag {
 /// Opens the user's home directory, `None` if it does not exist. Symlinks on the
 /// way are resolved with the root as `/` (so under `--root` they cannot lead out of it).
 pub fn open_home(root: &Root, user: &User) -> Result<Option<File>, ModuleError> {
-    let host = root.path(&user.home);
+    let host = root.host_path(&user.home);
     let rel = host
         .strip_prefix(root.dir())
         .map(Path::to_path_buf)

@@ -150,7 +150,7 @@ impl Module for CaCerts {
                     ("--hooksdir", "/etc/ca-certificates/update.d"),
                 ] {
                     args.push(flag.into());
-                    args.push(ctx.path(p).display().to_string());
+                    args.push(ctx.host_path(p).display().to_string());
                 }
             }
         }
@@ -236,7 +236,7 @@ fn remove_stale(
     keep: usize,
 ) -> Result<Vec<String>, String> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(ctx.path(anchors)) else {
+    let Ok(entries) = std::fs::read_dir(ctx.host_path(anchors)) else {
         return Ok(removed);
     };
     for entry in entries.flatten() {

@@ -104,7 +104,7 @@ pub(crate) fn read_text(dir: &RootDir, guest: &str) -> Result<Option<String>, St
 
 /// True when `guest` exists inside the root (file, directory or link).
 pub(crate) fn exists(ctx: &Context, guest: &str) -> bool {
-    std::fs::symlink_metadata(ctx.path(guest)).is_ok()
+    std::fs::symlink_metadata(ctx.host_path(guest)).is_ok()
 }
 
 pub(crate) fn open_root(ctx: &Context) -> Result<RootDir, ModuleError> {
