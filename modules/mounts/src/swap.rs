@@ -174,11 +174,12 @@ fn wanted_mib(
             Some(m) => Some(parse_size("maxsize", m).map_err(ModuleError::Invalid)?),
             None => None,
         };
-        let parent = ctx.host_path(Path::new(file).parent().unwrap_or(Path::new("/")));
-        // The nearest existing directory: the file's own may not exist yet.
+        let parent = Path::new(file).parent().unwrap_or(Path::new("/"));
+        // The nearest existing directory (resolved inside the root): the file's own may
+        // not exist yet.
         let avail = parent
             .ancestors()
-            .find_map(|d| nix::sys::statvfs::statvfs(d).ok())
+            .find_map(|d| nix::sys::statvfs::fstatvfs(rd.open_dir(d).ok()?).ok())
             .map(|v| v.fragment_size().saturating_mul(v.blocks_free()));
         suggested(mem_total(ctx, rd)?, avail, maxsize)
     } else {
@@ -254,8 +255,11 @@ async fn create(
             .map_err(io_err("creating", &tmp_host))?,
     );
     let result = async {
-        let btrfs = nix::sys::statfs::statfs(&ctx.host_path(parent))
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC);
+        let btrfs = rd
+            .open_dir(parent)
+            .ok()
+            .and_then(|d| nix::sys::statfs::fstatfs(d).ok())
+            .is_some_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC);
         if btrfs {
             // btrfs swaps only from a no-copy-on-write file, set while it is empty.
             run_checked(
@@ -352,7 +356,7 @@ impl Module for SwapModule {
             return Ok(Report::new("swap: no `swap:` section"));
         };
         let file = check_filename(&sec.filename)?;
-        let rd = RootDir::open(&ctx.root).map_err(io_err("opening", ctx.root.dir()))?;
+        let rd = ctx.fs()?;
         let mib = wanted_mib(ctx, &rd, &sec, &file)?;
         if mib == 0 {
             return Ok(Report::new("swap: size 0, no swap file"));
