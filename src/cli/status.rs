@@ -149,7 +149,10 @@ fn attach_background(paths: &Paths, boot_id: Option<&str>, status: &mut Status) 
             .join(stoke_api::BACKGROUND_FILE);
         m.background = stoke_api::RunRecord::read(&file).map(|r| {
             r.as_of_now(boot_id, |pid| {
-                paths.root.host_path(format!("/proc/{pid}")).exists()
+                paths
+                    .root
+                    .fs()
+                    .is_ok_and(|rd| rd.exists(std::path::Path::new(&format!("/proc/{pid}"))))
             })
         });
     }

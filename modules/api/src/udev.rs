@@ -11,10 +11,17 @@ use crate::{Cmd, Context, tools};
 /// How often a wait looks again: a few file checks each time.
 const POLL: Duration = Duration::from_millis(20);
 
+/// Whether `guest` exists, resolved inside the root.
+fn exists(ctx: &Context, guest: &str) -> bool {
+    ctx.root
+        .fs()
+        .is_ok_and(|rd| rd.exists(std::path::Path::new(guest)))
+}
+
 /// Whether udev runs on this machine: its control socket exists. It is socket-activated,
 /// so it is there before udevd itself has started.
 pub fn present(ctx: &Context) -> bool {
-    ctx.host_path("/run/udev/control").exists()
+    exists(ctx, "/run/udev/control")
 }
 
 /// A block device's number, from its node (instance path; links followed), else from sysfs
@@ -30,7 +37,13 @@ pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
     let name = std::fs::canonicalize(&host).ok()?.file_name()?.to_owned();
     let name = name.to_string_lossy();
     ["/sys/class/block", "/sys/block"].iter().find_map(|dir| {
-        let text = std::fs::read_to_string(ctx.host_path(format!("{dir}/{name}/dev"))).ok()?;
+        let attr = format!("{dir}/{name}/dev");
+        let text = ctx
+            .root
+            .fs()
+            .ok()?
+            .read_string(std::path::Path::new(&attr), 4096)
+            .ok()??;
         let (a, b) = text.trim().split_once(':')?;
         Some((a.parse().ok()?, b.parse().ok()?))
     })
@@ -41,8 +54,7 @@ pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
 /// have run — `IMPORT{program}` ones included, such as `mdadm --incremental` for an array
 /// member — and its links are made; libudev calls a device with an entry initialized.
 pub fn initialized(ctx: &Context, dev: (u32, u32)) -> bool {
-    ctx.host_path(format!("/run/udev/data/b{}:{}", dev.0, dev.1))
-        .exists()
+    exists(ctx, &format!("/run/udev/data/b{}:{}", dev.0, dev.1))
 }
 
 /// Whether the device at `path` (instance path) is there and udevd has handled it.

@@ -217,7 +217,10 @@ struct Run {
 fn is_aio(ctx: &Context, p: &Puppet) -> bool {
     match p.0.install_type {
         Some(t) => t == InstallType::Aio,
-        None => ctx.host_path("/etc/puppetlabs/puppet").is_dir(),
+        None => ctx
+            .root
+            .fs()
+            .is_ok_and(|rd| rd.is_dir(Path::new("/etc/puppetlabs/puppet"))),
     }
 }
 
@@ -240,7 +243,11 @@ fn resolve(ctx: &Context, p: &Puppet) -> Result<Run, ModuleError> {
         argv[0] = if ctx.tools.contains_key(tools::PUPPET) {
             ctx.tool(tools::PUPPET)
         } else if k.install_type == Some(InstallType::Aio)
-            || (k.install_type.is_none() && ctx.host_path(AIO_PUPPET).exists())
+            || (k.install_type.is_none()
+                && ctx
+                    .root
+                    .fs()
+                    .is_ok_and(|rd| rd.exists(Path::new(AIO_PUPPET))))
         {
             AIO_PUPPET.to_string()
         } else {
@@ -443,12 +450,17 @@ async fn blocking(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
 fn previous_run(ctx: &Context, path: &Path) -> Option<RunRecord> {
     let rec = RunRecord::read(path)?;
     Some(rec.as_of_now(ctx.boot_id.as_deref(), |pid| {
-        ctx.host_path(format!("/proc/{pid}")).is_dir()
+        ctx.root
+            .fs()
+            .is_ok_and(|rd| rd.is_dir(Path::new(&format!("/proc/{pid}"))))
     }))
 }
 
 async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
-    let systemd = ctx.host_path("/run/systemd/system").is_dir();
+    let systemd = ctx
+        .root
+        .fs()
+        .is_ok_and(|rd| rd.is_dir(Path::new("/run/systemd/system")));
     let result = ctx.state_dir.join(BACKGROUND_FILE);
     let previous = previous_run(ctx, &result);
     let unit = format!("{UNIT}.service");

@@ -361,8 +361,11 @@ async fn set_pwauth(
             "/etc/systemd/system",
         ]
         .iter()
-        .any(|d| ctx.host_path(format!("{d}/ssh.service")).exists())
-        {
+        .any(|d| {
+            ctx.root
+                .fs()
+                .is_ok_and(|rd| rd.exists(Path::new(&format!("{d}/ssh.service"))))
+        }) {
             "ssh.service"
         } else {
             "sshd.service"
