@@ -84,6 +84,9 @@ impl Root {
     }
 }
 
+/// A module's state file larger than this is not its own: refused rather than read whole.
+const MAX_STATE_FILE: u64 = 16 * 1024 * 1024;
+
 /// Instance tags are template variables `tags.<Key>`.
 pub const TAG_PREFIX: &str = "tags.";
 
@@ -215,6 +218,31 @@ impl Context {
         self.root
             .fs()
             .map_err(|e| ModuleError::io("opening", self.root.dir(), e))
+    }
+
+    /// `name` in this module's per-instance state directory as the instance sees it, when
+    /// that directory is under the root (always, but for some tests' own directories).
+    fn state_guest(&self, name: &str) -> Option<PathBuf> {
+        let rel = self.state_dir.strip_prefix(self.root.dir()).ok()?;
+        Some(Path::new("/").join(rel).join(name))
+    }
+
+    /// Reads `name` from this module's per-instance state directory (resolved inside the
+    /// root: a `--root` tree's `/var/lib/stoke` cannot lead out); `None` if absent.
+    pub fn read_state(&self, name: &str) -> std::io::Result<Option<String>> {
+        match self.state_guest(name) {
+            Some(guest) => self.root.fs()?.read_string(&guest, MAX_STATE_FILE),
+            None => crate::read_to_string_opt(&self.state_dir.join(name)),
+        }
+    }
+
+    /// Replaces `name` in this module's per-instance state directory atomically and
+    /// durably (made if missing; resolved inside the root, as [`Context::read_state`]).
+    pub fn write_state(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        match self.state_guest(name) {
+            Some(guest) => self.root.fs()?.replace_keeping(&guest, data, 0o644, true),
+            None => crate::atomic_write(&self.state_dir.join(name), data, 0o644),
+        }
     }
 
     /// This module's configuration, typed.
