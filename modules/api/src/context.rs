@@ -245,6 +245,16 @@ impl Context {
         }
     }
 
+    /// The host path for a command's output log at `guest` (the `System` opens it by path):
+    /// its directories resolved inside the root, so a link there cannot send it out (the
+    /// lexical join only if the root cannot be opened, when nothing else works either).
+    pub fn log_path(&self, guest: impl AsRef<Path>) -> PathBuf {
+        match self.root.fs() {
+            Ok(rd) => rd.resolved_host_path(guest.as_ref()),
+            Err(_) => self.root.host_path(guest),
+        }
+    }
+
     /// This module's configuration, typed.
     pub fn config<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         serde_json::from_value(self.config.clone()).map_err(|e| ConfigError::merged(e.to_string()))

@@ -573,14 +573,24 @@ impl RootDir {
         matches!(self.stat(guest), Ok(Some(st)) if st.kind == FileKind::Directory)
     }
 
-    /// The host path of `guest` with its symlinks resolved inside the root (the lexical
-    /// [`Root::host_path`] when nothing is there): for the argv of a command or a mount
-    /// call, which resolve their paths on the host, and for comparing with what the kernel
-    /// lists (mountinfo shows resolved paths).
+    /// The host path of `guest` with its symlinks resolved inside the root (its deepest
+    /// existing ancestor resolved, the rest joined): for the argv of a command, a mount
+    /// call or a command's output log, which resolve their paths on the host, and for
+    /// comparing with what the kernel lists (mountinfo shows resolved paths).
     pub fn resolved_host_path(&self, guest: &Path) -> PathBuf {
-        match self.real_path(guest) {
-            Ok(Some((host, _))) => host,
-            _ => self.root.host_path(guest),
+        let rel = relative(guest);
+        let mut base = rel.as_path();
+        loop {
+            if let Ok(Some((host, _))) = self.real_path(&Path::new("/").join(base)) {
+                return match rel.strip_prefix(base) {
+                    Ok(rest) if !rest.as_os_str().is_empty() => host.join(rest),
+                    _ => host,
+                };
+            }
+            match base.parent() {
+                Some(p) => base = p,
+                None => return self.root.host_path(guest),
+            }
         }
     }
 
