@@ -123,17 +123,8 @@ fn absolute_etc_and_mount_point_links_lead_no_fstab_line_or_mount_point_out_of_t
     }
 }
 
-/// Two NVMe instance-store disks as /sys/block shows them, and their device nodes.
 fn instance_store(s: &Sandbox) {
-    for (n, minor) in [("nvme1n1", 1), ("nvme2n1", 2)] {
-        s.write(&format!("/sys/block/{n}/dev"), format!("259:{minor}\n"));
-        s.write(&format!("/sys/block/{n}/size"), "1953125000\n");
-        s.write(
-            &format!("/sys/block/{n}/device/model"),
-            "Amazon EC2 NVMe Instance Storage\n",
-        );
-        s.write(&format!("/dev/{n}"), "");
-    }
+    s.instance_store();
     s.write("/etc/fstab", "UUID=aaaa / ext4 defaults 0 1\n");
 }
 
