@@ -478,6 +478,7 @@ pub fn discover(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn hostile_globs_are_answered_at_once() {
