@@ -275,11 +275,6 @@ const HOST_PATHS: &[(&str, usize, &str)] = &[
     ("modules/volumes/src/lib.rs", 1, "mkfs argv"),
     ("modules/api/src/probe.rs", 1, "blkid argv"),
     (
-        "modules/api/src/udev.rs",
-        1,
-        "TODO: stat of a device node (needs st_rdev from RootDir)",
-    ),
-    (
         "modules/rootfs/src/lib.rs",
         6,
         "growpart/resize argv; TODO: mountinfo and /sys reads",

@@ -4,6 +4,7 @@
 //! all) waits for nothing and they do not wait for the rest of udev's queue.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::{Cmd, Context, tools};
@@ -13,9 +14,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Whether `guest` exists, resolved inside the root.
 fn exists(ctx: &Context, guest: &str) -> bool {
-    ctx.root
-        .fs()
-        .is_ok_and(|rd| rd.exists(std::path::Path::new(guest)))
+    ctx.root.fs().is_ok_and(|rd| rd.exists(Path::new(guest)))
 }
 
 /// Whether udev runs on this machine: its control socket exists. It is socket-activated,
@@ -27,14 +26,15 @@ pub fn present(ctx: &Context) -> bool {
 /// A block device's number, from its node (instance path; links followed), else from sysfs
 /// by the kernel name the path leads to (`/sys/class/block/<name>/dev`).
 pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
-    let host = ctx.host_path(path);
-    let meta = std::fs::metadata(&host).ok()?;
+    // Resolved inside the root: `host` is the file itself, no link left for the host to follow.
+    let (host, _) = ctx.root.fs().ok()?.real_path(Path::new(path)).ok()??;
+    let meta = std::fs::symlink_metadata(&host).ok()?;
     if meta.file_type().is_block_device() {
         let rdev = meta.rdev();
         let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
         return Some((u32::try_from(major).ok()?, u32::try_from(minor).ok()?));
     }
-    let name = std::fs::canonicalize(&host).ok()?.file_name()?.to_owned();
+    let name = host.file_name()?.to_owned();
     let name = name.to_string_lossy();
     ["/sys/class/block", "/sys/block"].iter().find_map(|dir| {
         let attr = format!("{dir}/{name}/dev");
@@ -42,7 +42,7 @@ pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
             .root
             .fs()
             .ok()?
-            .read_string(std::path::Path::new(&attr), 4096)
+            .read_string(Path::new(&attr), 4096)
             .ok()??;
         let (a, b) = text.trim().split_once(':')?;
         Some((a.parse().ok()?, b.parse().ok()?))
