@@ -16,6 +16,8 @@ use stoke_api::{CmdOutput, SysError, System};
 pub struct Host {
     pub loops: Vec<String>,
     pub mounted: Arc<Mutex<Vec<PathBuf>>>,
+    /// The host's /dev, /sys and /proc bound into the root, unmounted last.
+    binds: Vec<PathBuf>,
     // Dropped after `Drop::drop` has unmounted and detached.
     dir: tempfile::TempDir,
     root: PathBuf,
@@ -52,6 +54,7 @@ impl Host {
         let mut host = Host {
             loops: Vec::new(),
             mounted: Arc::default(),
+            binds: Vec::new(),
             dir,
             root: root.clone(),
         };
@@ -62,11 +65,7 @@ impl Host {
             fs::create_dir_all(&at).ok()?;
             let target = at.display().to_string();
             match sh("mount", &["--bind", &format!("/{d}"), &target]) {
-                Ok(o) if o.status.success() => {
-                    if let Ok(mut m) = host.mounted.lock() {
-                        m.push(at);
-                    }
-                }
+                Ok(o) if o.status.success() => host.binds.push(at),
                 _ => {
                     testing::skip(&format!("cannot bind-mount /{d} into a test root"));
                     return None;
@@ -183,10 +182,15 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let mounted = self.mounted.lock().map(|m| m.clone()).unwrap_or_default();
+        // Poisoned by a failed assertion that held the lock: the mounts must still go.
+        let mounted = self
+            .mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         // Lazily (`-l`): detached even when busy, before the temp dir is removed — a
         // bind of the host's /dev left mounted would have its nodes removed with it.
-        for m in mounted.iter().rev() {
+        for m in mounted.iter().rev().chain(self.binds.iter().rev()) {
             let _ = sh("umount", &["-l", &m.display().to_string()]);
         }
         for l in &self.loops {
