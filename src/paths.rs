@@ -1,9 +1,14 @@
 //! Every path stoke reads or writes, derived from one root (and the
 //! `--config` / `--seed` overrides), so `--root DIR` confines everything to DIR.
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use stoke_api::{InstanceId, Root};
+
+/// The engine's own files (semaphores, status, cache, instance id) are small; a larger one
+/// is not stoke's and is refused rather than read whole.
+pub const MAX_STATE_FILE: u64 = 64 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct Paths {
@@ -22,12 +27,63 @@ pub struct Paths {
 impl Paths {
     pub fn new(root: Root, config_dir: Option<PathBuf>, seed_dir: Option<PathBuf>) -> Self {
         Paths {
-            config_dir: config_dir.unwrap_or_else(|| root.path("/etc/stoke")),
-            seed_dir: seed_dir.unwrap_or_else(|| root.path("/var/lib/stoke/seed/nocloud")),
-            state_dir: root.path("/var/lib/stoke"),
-            run_dir: root.path("/run/stoke"),
-            log_dir: root.path("/var/log/stoke"),
+            config_dir: config_dir.unwrap_or_else(|| root.host_path("/etc/stoke")),
+            seed_dir: seed_dir.unwrap_or_else(|| root.host_path("/var/lib/stoke/seed/nocloud")),
+            state_dir: root.host_path("/var/lib/stoke"),
+            run_dir: root.host_path("/run/stoke"),
+            log_dir: root.host_path("/var/log/stoke"),
             root,
+        }
+    }
+
+    /// `host` as the instance sees it, when it is under the root (every path here is,
+    /// unless `--config`/`--seed` named a directory elsewhere).
+    fn guest(&self, host: &Path) -> Option<PathBuf> {
+        let rel = host.strip_prefix(self.root.dir()).ok()?;
+        Some(Path::new("/").join(rel))
+    }
+
+    /// Reads one of stoke's own text files, resolved inside the root when it is under it
+    /// (a `--root` tree's `/var/lib/stoke` cannot lead out; a FIFO is an error, not a
+    /// hang); `None` if absent.
+    pub fn read(&self, host: &Path) -> io::Result<Option<String>> {
+        match self.guest(host) {
+            Some(guest) => self.root.fs()?.read_string(&guest, MAX_STATE_FILE),
+            None => stoke_api::read_to_string_opt(host),
+        }
+    }
+
+    /// As [`Paths::read`], the bytes.
+    pub fn read_bytes(&self, host: &Path) -> io::Result<Option<Vec<u8>>> {
+        match self.guest(host) {
+            Some(guest) => self.root.fs()?.read_regular(&guest, MAX_STATE_FILE),
+            None => match std::fs::read(host) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Removes one of stoke's own files (see [`Paths::read`]); absent is fine.
+    pub fn remove(&self, host: &Path) -> io::Result<()> {
+        match self.guest(host) {
+            Some(guest) => self.root.fs()?.remove_file(&guest).map(drop),
+            None => match std::fs::remove_file(host) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Replaces one of stoke's own files atomically (see [`Paths::read`]; parents made,
+    /// an existing file's mode and owner kept): `durable` syncs it, else only readers
+    /// are safe (a per-boot record needs no fsync).
+    pub fn write(&self, host: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
+        match self.guest(host) {
+            Some(guest) => self.root.fs()?.replace_keeping(&guest, data, mode, durable),
+            None if durable => stoke_api::atomic_write(host, data, mode),
+            None => stoke_api::atomic_write_volatile(host, data, mode),
         }
     }
 
@@ -52,7 +108,7 @@ impl Paths {
     }
 
     pub fn boot_id_file(&self) -> PathBuf {
-        self.root.path("/proc/sys/kernel/random/boot_id")
+        self.root.host_path("/proc/sys/kernel/random/boot_id")
     }
 
     /// A made-up boot id where the root has no kernel one (see `state::boot_id_or_make`).
@@ -61,6 +117,6 @@ impl Paths {
     }
 
     pub fn dmi(&self, field: &str) -> PathBuf {
-        self.root.path("/sys/class/dmi/id").join(field)
+        self.root.host_path("/sys/class/dmi/id").join(field)
     }
 }

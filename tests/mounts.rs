@@ -10,17 +10,9 @@ use sandbox::Sandbox;
 
 const FSTAB: &str = "UUID=aaaa-bbbb /  ext4  errors=remount-ro 0  1\n";
 
-/// Two NVMe instance-store disks (as /sys/block shows them) and their device nodes.
+/// Two NVMe instance-store disks and an fstab with the root's line.
 fn instance_store(s: &Sandbox) {
-    for (n, minor) in [("nvme1n1", 1), ("nvme2n1", 2)] {
-        s.write(&format!("/sys/block/{n}/dev"), format!("259:{minor}\n"));
-        s.write(&format!("/sys/block/{n}/size"), "1953125000\n");
-        s.write(
-            &format!("/sys/block/{n}/device/model"),
-            "Amazon EC2 NVMe Instance Storage\n",
-        );
-        s.write(&format!("/dev/{n}"), "");
-    }
+    s.instance_store();
     s.write("/etc/fstab", FSTAB);
 }
 

@@ -461,9 +461,9 @@ impl App {
             .as_ref()
             .and_then(|m| m.textfile.as_ref())
         {
-            let path = self.paths.root.path(file);
+            let path = self.paths.root.host_path(file);
             // Metrics are an observer's: a failure to write them is logged, never a failed boot.
-            if let Err(e) = crate::state::metrics::write(&path, &status) {
+            if let Err(e) = crate::state::metrics::write(&self.paths, &path, &status) {
                 tracing::warn!("metrics: cannot write {}: {e}", path.display());
             }
         }

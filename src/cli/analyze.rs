@@ -19,7 +19,7 @@ pub fn analyze(
     from: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let file = from.clone().unwrap_or_else(|| app.paths.status_file());
-    let Some(status) = Status::read(&file) else {
+    let Some(status) = Status::read(&app.paths, &file) else {
         match from {
             Some(_) => anyhow::bail!("no readable status in {}", file.display()),
             None => anyhow::bail!("no status for this boot ({})", file.display()),

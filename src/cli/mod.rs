@@ -174,7 +174,11 @@ fn disabled(paths: &Paths) -> Option<String> {
     if marker.exists() {
         return Some(format!("{} exists", marker.display()));
     }
-    let cmdline = std::fs::read_to_string(paths.root.path("/proc/cmdline")).unwrap_or_default();
+    let cmdline = paths
+        .read(&paths.root.host_path("/proc/cmdline"))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     cmdline
         .split_whitespace()
         .any(|w| w == "stoke=disabled")

@@ -24,7 +24,10 @@ pub fn status(
             .unwrap_or_else(|| stoke_api::tools::SYSTEMCTL.to_string());
         rt.block_on(wait_for_done(app, &systemctl, Duration::from_secs(timeout)))
     } else {
-        (Status::read(&app.paths.status_file()), Ended::No)
+        (
+            Status::read(&app.paths, &app.paths.status_file()),
+            Ended::No,
+        )
     };
     let finished = status.as_ref().is_some_and(|s| s.done);
     // A boot that will not run stoke says so, whether asked to wait or not.
@@ -96,7 +99,7 @@ async fn wait_for_done(app: &App, systemctl: &str, timeout: Duration) -> (Option
     let deadline = Instant::now() + timeout;
     let mut next_ask = Instant::now();
     loop {
-        let status = Status::read(&app.paths.status_file());
+        let status = Status::read(&app.paths, &app.paths.status_file());
         let finished = status
             .as_ref()
             .is_some_and(|s| s.overall() != Overall::NotFinished && s.done);
@@ -118,7 +121,7 @@ async fn wait_for_done(app: &App, systemctl: &str, timeout: Duration) -> (Option
             };
             if let Some(ended) = ended {
                 // The unit may have ended just after the status was read: read it once more.
-                let status = Status::read(&app.paths.status_file());
+                let status = Status::read(&app.paths, &app.paths.status_file());
                 if status.as_ref().is_some_and(|s| s.done) {
                     return (status, Ended::No);
                 }
@@ -146,7 +149,10 @@ fn attach_background(paths: &Paths, boot_id: Option<&str>, status: &mut Status) 
             .join(stoke_api::BACKGROUND_FILE);
         m.background = stoke_api::RunRecord::read(&file).map(|r| {
             r.as_of_now(boot_id, |pid| {
-                paths.root.path(format!("/proc/{pid}")).exists()
+                paths
+                    .root
+                    .fs()
+                    .is_ok_and(|rd| rd.exists(std::path::Path::new(&format!("/proc/{pid}"))))
             })
         });
     }

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use stoke_api::{
-    Frequency, InstanceData, InstanceId, ScriptKind, Stage, System, UserScript, atomic_write,
-    read_to_string_opt, sha256_hex,
+    Frequency, InstanceData, InstanceId, ScriptKind, Stage, System, UserScript, read_to_string_opt,
+    sha256_hex,
 };
 
 use crate::config::{DatasourceKind, EngineConfig};
@@ -192,7 +192,7 @@ async fn ec2(
 /// preference needs no user-data, nor its checksum).
 fn last_endpoint(paths: &Paths, iid: &InstanceId) -> Option<String> {
     let path = paths.instance_dir(iid).join("data").join("metadata.json");
-    let text = read_to_string_opt(&path).ok()??;
+    let text = paths.read(&path).ok()??;
     let entry: CacheEntry = serde_json::from_str(&text).ok()?;
     entry.instance.imds_endpoint
 }
@@ -323,11 +323,14 @@ struct CacheEntry {
 /// Writes (atomically, with fsync) only when the content differs: the cache
 /// is rewritten on every stage of every boot, and an fsync is the costliest
 /// thing a no-op boot would otherwise do.
-fn write_if_changed(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    if std::fs::read(path).is_ok_and(|old| old == data) {
+fn write_if_changed(paths: &Paths, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    if paths
+        .read_bytes(path)
+        .is_ok_and(|old| old.as_deref() == Some(data))
+    {
         return Ok(());
     }
-    atomic_write(path, data, 0o600)
+    paths.write(path, data, 0o600, true)
 }
 
 /// Keeps what the datasource said under `instances/<iid>/data/`.
@@ -337,11 +340,11 @@ pub fn store_cache(paths: &Paths, found: &Found) -> std::io::Result<()> {
         let path = dir.join(name);
         match data {
             Some(d) => {
-                write_if_changed(&path, d)?;
+                write_if_changed(paths, &path, d)?;
                 Ok(Some(sha256_hex(d)))
             }
             None => {
-                let _ = std::fs::remove_file(&path);
+                let _ = paths.remove(&path);
                 Ok(None)
             }
         }
@@ -352,12 +355,12 @@ pub fn store_cache(paths: &Paths, found: &Found) -> std::io::Result<()> {
         vendor_data_sha256: write_opt("vendor-data", &found.vendor_data)?,
     };
     let json = serde_json::to_vec_pretty(&entry).map_err(std::io::Error::other)?;
-    write_if_changed(&dir.join("metadata.json"), &json)
+    write_if_changed(paths, &dir.join("metadata.json"), &json)
 }
 
 pub fn load_cache(paths: &Paths, iid: &InstanceId) -> Option<Found> {
     let dir = paths.instance_dir(iid).join("data");
-    let text = read_to_string_opt(&dir.join("metadata.json")).ok()??;
+    let text = paths.read(&dir.join("metadata.json")).ok()??;
     let entry: CacheEntry = serde_json::from_str(&text).ok()?;
     // State read back is input like any other: a cache whose instance id is not the one it is
     // filed under (a tampered image, a hostile --root tree) is not used — its id would name
@@ -368,7 +371,7 @@ pub fn load_cache(paths: &Paths, iid: &InstanceId) -> Option<Found> {
     }
     let read = |name: &str, sha: &Option<String>| -> Option<Vec<u8>> {
         let want = sha.as_ref()?;
-        let data = std::fs::read(dir.join(name)).ok()?;
+        let data = paths.read_bytes(&dir.join(name)).ok()??;
         // A torn or tampered cache is ignored rather than trusted.
         (sha256_hex(&data) == *want).then_some(data)
     };

@@ -61,14 +61,8 @@ pub async fn read(
 /// Where a udev link points, as a path under `root`. udev's links are relative (`../../sr0`);
 /// an absolute target is read as the instance's path, so a link never leads out of the root.
 fn link_target(root: &Root, guest_link: &Path) -> Option<PathBuf> {
-    let target = std::fs::read_link(root.path(guest_link)).ok()?;
-    let guest = if target.is_absolute() {
-        target
-    } else {
-        guest_link.parent()?.join(target)
-    };
-    let host = root.path(guest);
-    host.exists().then_some(host)
+    // Resolved inside the root; the host path is for the device's reader and blkid.
+    Some(root.fs().ok()?.real_path(guest_link).ok()??.0)
 }
 
 /// An ISO 9660 volume has "CD001" at byte 32769 (its primary volume descriptor); the other

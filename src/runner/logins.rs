@@ -20,7 +20,10 @@ pub fn release_cmd(systemctl: &str) -> Cmd {
 /// Drops the hold when systemd is the init system (under `--root`, when the sandbox has
 /// `run/systemd/system`, the command is recorded instead).
 pub async fn release(system: &dyn System, root: &Root, systemctl: Option<&str>) {
-    if !root.path("/run/systemd/system").is_dir() {
+    if !root
+        .fs()
+        .is_ok_and(|rd| rd.is_dir(std::path::Path::new("/run/systemd/system")))
+    {
         tracing::debug!("logins: not booted with systemd; no hold to release");
         return;
     }

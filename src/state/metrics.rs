@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::paths::Paths;
 use crate::state::status::{ModState, Overall, StageStatus, Status};
 
 const STATES: [ModState; 8] = [
@@ -132,11 +133,8 @@ pub fn render(status: &Status) -> String {
 }
 
 /// Writes the file atomically; errors are the caller's to log (metrics never fail a boot).
-pub fn write(path: &Path, status: &Status) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    stoke_api::atomic_write_volatile(path, render(status).as_bytes(), 0o644)
+pub fn write(paths: &Paths, path: &Path, status: &Status) -> std::io::Result<()> {
+    paths.write(path, render(status).as_bytes(), 0o644, false)
 }
 
 fn secs(ms: f64) -> String {

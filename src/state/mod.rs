@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use stoke_api::{Frequency, InstanceId, atomic_write, atomic_write_volatile, read_to_string_opt};
+use stoke_api::{Frequency, InstanceId};
 
 use crate::paths::Paths;
 
@@ -44,7 +44,8 @@ pub fn kernel_started_unix() -> Option<f64> {
 /// without /proc): then per-boot modules run every time.
 pub fn boot_id(paths: &Paths) -> Option<String> {
     let read = |path: &std::path::Path| {
-        read_to_string_opt(path)
+        paths
+            .read(path)
             .ok()
             .flatten()
             .map(|s| s.trim().to_string())
@@ -61,10 +62,11 @@ pub fn boot_id_or_make(paths: &Paths) -> Option<String> {
         return Some(id);
     }
     let id = uuid::Uuid::new_v4().to_string();
-    match atomic_write(
+    match paths.write(
         &paths.fallback_boot_id_file(),
         format!("{id}\n").as_bytes(),
         0o644,
+        true,
     ) {
         Ok(()) => {
             tracing::warn!(
@@ -136,7 +138,7 @@ impl<'a> State<'a> {
         iid: Option<&InstanceId>,
     ) -> Option<Semaphore> {
         let path = self.sem_path(module, freq, iid)?;
-        let text = read_to_string_opt(&path).ok().flatten()?;
+        let text = self.paths.read(&path).ok().flatten()?;
         match serde_json::from_str(&text) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -151,12 +153,9 @@ impl<'a> State<'a> {
             .sem_path(&sem.module, sem.frequency, sem.instance_id.as_ref())
             .ok_or_else(|| std::io::Error::other("no instance id for a per-instance semaphore"))?;
         let json = serde_json::to_vec_pretty(sem).map_err(std::io::Error::other)?;
-        if sem.frequency == Frequency::PerBoot {
-            // Meaningful only until the next boot, which a power loss is anyway.
-            atomic_write_volatile(&path, &json, 0o644)
-        } else {
-            atomic_write(&path, &json, 0o644)
-        }
+        // A per-boot one is meaningful only until the next boot, which a power loss is anyway.
+        self.paths
+            .write(&path, &json, 0o644, sem.frequency != Frequency::PerBoot)
     }
 
     pub fn decide(
@@ -197,7 +196,7 @@ impl<'a> State<'a> {
 
     /// The recorded instance id, if any and valid: a tampered file is not used.
     pub fn current_instance_id(&self) -> Option<InstanceId> {
-        let text = read_to_string_opt(&self.paths.instance_id_file()).ok()??;
+        let text = self.paths.read(&self.paths.instance_id_file()).ok()??;
         match InstanceId::new(text.trim()) {
             Ok(iid) => Some(iid),
             Err(e) => {
@@ -212,10 +211,11 @@ impl<'a> State<'a> {
         if self.current_instance_id().as_ref() == Some(iid) {
             return Ok(());
         }
-        atomic_write(
+        self.paths.write(
             &self.paths.instance_id_file(),
             format!("{iid}\n").as_bytes(),
             0o644,
+            true,
         )
     }
 
@@ -225,14 +225,14 @@ impl<'a> State<'a> {
         let root = &self.paths.root;
         let mut removed = Vec::new();
         for (dir, depth) in [
-            (root.path("/etc"), 0),
-            (root.path("/etc/ssh"), 0),
-            (root.path("/etc/sudoers.d"), 0),
+            (root.host_path("/etc"), 0),
+            (root.host_path("/etc/ssh"), 0),
+            (root.host_path("/etc/sudoers.d"), 0),
             (self.paths.config_dir.clone(), 1),
             (self.paths.state_dir.clone(), 8),
             (self.paths.run_dir.clone(), 1),
-            (root.path("/root"), 1),
-            (root.path("/home"), 2),
+            (root.host_path("/root"), 1),
+            (root.host_path("/home"), 2),
         ] {
             removed.extend(stoke_api::remove_stale_temp_files(&dir, depth));
         }

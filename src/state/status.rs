@@ -144,7 +144,7 @@ impl Status {
             boot_id: boot_id.map(str::to_string),
             ..Status::default()
         };
-        match Status::read(&paths.status_file()) {
+        match Status::read(paths, &paths.status_file()) {
             Some(s) if s.boot_id.as_deref() == boot_id && boot_id.is_some() => s,
             _ => fresh,
         }
@@ -199,8 +199,9 @@ impl Status {
         }
     }
 
-    pub fn read(path: &Path) -> Option<Status> {
-        let text = std::fs::read_to_string(path).ok()?;
+    /// The status at `path` (resolved inside the root when under it).
+    pub fn read(paths: &Paths, path: &Path) -> Option<Status> {
+        let text = paths.read(path).ok()??;
         serde_json::from_str(&text).ok()
     }
 
@@ -210,7 +211,7 @@ impl Status {
         let path = paths.status_file();
         let result = serde_json::to_vec_pretty(self)
             .map_err(std::io::Error::other)
-            .and_then(|json| stoke_api::atomic_write_volatile(&path, &json, 0o644));
+            .and_then(|json| paths.write(&path, &json, 0o644, false));
         if let Err(e) = result {
             tracing::warn!("cannot write {}: {e}", path.display());
         }

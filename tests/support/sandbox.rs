@@ -44,6 +44,19 @@ impl Sandbox {
         self.write("/var/lib/stoke/seed/nocloud/user-data", user_data);
     }
 
+    /// Two NVMe instance-store disks (as /sys/block shows them) and their device nodes.
+    pub fn instance_store(&self) {
+        for (n, minor) in [("nvme1n1", 1), ("nvme2n1", 2)] {
+            self.write(&format!("/sys/block/{n}/dev"), format!("259:{minor}\n"));
+            self.write(&format!("/sys/block/{n}/size"), "1953125000\n");
+            self.write(
+                &format!("/sys/block/{n}/device/model"),
+                "Amazon EC2 NVMe Instance Storage\n",
+            );
+            self.write(&format!("/dev/{n}"), "");
+        }
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }

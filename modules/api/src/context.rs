@@ -1,34 +1,71 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, System};
+use crate::{ConfigError, ModuleError, RootDir, System};
 
 /// The filesystem root stoke works against: `/` on a real boot, a directory
-/// for tests, demos and image building. Every path a module touches goes through it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Root(PathBuf);
+/// for tests, demos and image building. Every path a module touches is under it,
+/// and every file under it is opened through [`Root::fs`] (resolved inside it).
+#[derive(Clone)]
+pub struct Root {
+    dir: PathBuf,
+    /// The root opened once, on first use, and shared by every clone: a boot opens many
+    /// files, each resolved from this one descriptor.
+    fs: Arc<Mutex<Option<Arc<RootDir>>>>,
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Root").field(&self.dir).finish()
+    }
+}
+
+impl PartialEq for Root {
+    fn eq(&self, other: &Root) -> bool {
+        self.dir == other.dir
+    }
+}
+
+impl Eq for Root {}
 
 impl Root {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Root(dir.into())
+        Root {
+            dir: dir.into(),
+            fs: Arc::default(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
-        &self.0
+        &self.dir
     }
 
     pub fn is_host(&self) -> bool {
-        self.0 == Path::new("/")
+        self.dir == Path::new("/")
     }
 
-    /// Maps an absolute path as seen by the instance to a path under this root.
-    /// `..` cannot climb above the root: the path is normalised lexically first.
-    pub fn path(&self, guest: impl AsRef<Path>) -> PathBuf {
-        let mut out = self.0.clone();
+    /// The root, open, for every read, write, stat, listing, rename and removal under it
+    /// (`openat2(RESOLVE_IN_ROOT)`: no symlink leads out). Opened on first use, then shared.
+    pub fn fs(&self) -> std::io::Result<Arc<RootDir>> {
+        let mut slot = self.fs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(dir) = &*slot {
+            return Ok(dir.clone());
+        }
+        let dir = Arc::new(RootDir::open(self)?);
+        *slot = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// The host path of an absolute instance path (`..` cannot climb above the root:
+    /// it is normalised lexically first). **For the argv of an external command and
+    /// for messages only, never for I/O**: a join follows a symlink under the root out
+    /// of it; open through [`Root::fs`] instead (tests/architecture.rs checks).
+    pub fn host_path(&self, guest: impl AsRef<Path>) -> PathBuf {
+        let mut out = self.dir.clone();
         let mut depth = 0usize;
         for comp in guest.as_ref().components() {
             match comp {
@@ -46,6 +83,9 @@ impl Root {
         out
     }
 }
+
+/// A module's state file larger than this is not its own: refused rather than read whole.
+const MAX_STATE_FILE: u64 = 16 * 1024 * 1024;
 
 /// Instance tags are template variables `tags.<Key>`.
 pub const TAG_PREFIX: &str = "tags.";
@@ -167,9 +207,53 @@ impl BootSoFar {
 }
 
 impl Context {
-    /// Host path for an absolute instance path.
-    pub fn path(&self, guest: impl AsRef<Path>) -> PathBuf {
-        self.root.path(guest)
+    /// The host path of an instance path: for argv and messages only, never for I/O
+    /// (see [`Root::host_path`]; open files through [`Context::fs`]).
+    pub fn host_path(&self, guest: impl AsRef<Path>) -> PathBuf {
+        self.root.host_path(guest)
+    }
+
+    /// The root, open (see [`Root::fs`]): every file this module reads or writes under
+    /// the root goes through it.
+    pub fn fs(&self) -> Result<Arc<RootDir>, ModuleError> {
+        self.root
+            .fs()
+            .map_err(|e| ModuleError::io("opening", self.root.dir(), e))
+    }
+
+    /// `name` in this module's per-instance state directory as the instance sees it, when
+    /// that directory is under the root (always, but for some tests' own directories).
+    fn state_guest(&self, name: &str) -> Option<PathBuf> {
+        let rel = self.state_dir.strip_prefix(self.root.dir()).ok()?;
+        Some(Path::new("/").join(rel).join(name))
+    }
+
+    /// Reads `name` from this module's per-instance state directory (resolved inside the
+    /// root: a `--root` tree's `/var/lib/stoke` cannot lead out); `None` if absent.
+    pub fn read_state(&self, name: &str) -> std::io::Result<Option<String>> {
+        match self.state_guest(name) {
+            Some(guest) => self.root.fs()?.read_string(&guest, MAX_STATE_FILE),
+            None => crate::read_to_string_opt(&self.state_dir.join(name)),
+        }
+    }
+
+    /// Replaces `name` in this module's per-instance state directory atomically and
+    /// durably (made if missing; resolved inside the root, as [`Context::read_state`]).
+    pub fn write_state(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        match self.state_guest(name) {
+            Some(guest) => self.root.fs()?.replace_keeping(&guest, data, 0o644, true),
+            None => crate::atomic_write(&self.state_dir.join(name), data, 0o644),
+        }
+    }
+
+    /// The host path for a command's output log at `guest` (the `System` opens it by path):
+    /// its directories resolved inside the root, so a link there cannot send it out (the
+    /// lexical join only if the root cannot be opened, when nothing else works either).
+    pub fn log_path(&self, guest: impl AsRef<Path>) -> PathBuf {
+        match self.root.fs() {
+            Ok(rd) => rd.resolved_host_path(guest.as_ref()),
+            Err(_) => self.root.host_path(guest),
+        }
     }
 
     /// This module's configuration, typed.
@@ -194,14 +278,14 @@ mod tests {
     fn root_path_never_climbs_above_root() {
         let r = Root::new("/tmp/r");
         assert_eq!(
-            r.path("/etc/hostname"),
+            r.host_path("/etc/hostname"),
             PathBuf::from("/tmp/r/etc/hostname")
         );
         assert_eq!(
-            r.path("../../etc/passwd"),
+            r.host_path("../../etc/passwd"),
             PathBuf::from("/tmp/r/etc/passwd")
         );
-        assert_eq!(r.path("/a/../../b"), PathBuf::from("/tmp/r/b"));
-        assert_eq!(Root::new("/").path("/etc"), PathBuf::from("/etc"));
+        assert_eq!(r.host_path("/a/../../b"), PathBuf::from("/tmp/r/b"));
+        assert_eq!(Root::new("/").host_path("/etc"), PathBuf::from("/etc"));
     }
 }

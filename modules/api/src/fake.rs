@@ -229,8 +229,8 @@ pub fn context(
     system: Arc<FakeSystem>,
 ) -> Context {
     let root = Root::new(root);
-    let state_dir = root.path("/var/lib/stoke/test-state");
-    let shared_state_dir = root.path("/var/lib/stoke/test-shared-state");
+    let state_dir = root.host_path("/var/lib/stoke/test-state");
+    let shared_state_dir = root.host_path("/var/lib/stoke/test-shared-state");
     let vars = instance.vars();
     Context {
         root,

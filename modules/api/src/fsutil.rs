@@ -319,9 +319,9 @@ mod tests {
     fn lookup_user_reads_the_roots_passwd() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
-        fs::create_dir_all(root.path("/etc")).unwrap();
+        fs::create_dir_all(root.host_path("/etc")).unwrap();
         fs::write(
-            root.path("/etc/passwd"),
+            root.host_path("/etc/passwd"),
             "root:x:0:0:root:/root:/bin/bash\nadmin:x:1000:1000::/home/admin:/bin/sh\nbad:x:z:1::/h:/s\n",
         )
         .unwrap();
@@ -336,9 +336,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
         assert_eq!(lookup_group(&root, "adm").unwrap(), None, "no file");
-        fs::create_dir_all(root.path("/etc")).unwrap();
+        fs::create_dir_all(root.host_path("/etc")).unwrap();
         fs::write(
-            root.path("/etc/group"),
+            root.host_path("/etc/group"),
             "root:x:0:\nadm:x:4:syslog,admin\nweb:x:nan:\nshort:x\n",
         )
         .unwrap();

@@ -172,7 +172,7 @@ pub fn classify(vars: &BTreeMap<String, String>) -> Option<Content> {
 /// "nothing found" (exit 2, or empty success when commands are only recorded)
 /// and wipefs listed no signature either; any other failure is an error.
 pub async fn probe(ctx: &Context, device: &str) -> Result<Content, ModuleError> {
-    let host = ctx.path(device).display().to_string();
+    let host = ctx.host_path(device).display().to_string();
     let cmd = Cmd::new(
         ctx.tool(tools::BLKID),
         ["-p", "-o", "export", host.as_str()],

@@ -1,6 +1,6 @@
 //! File I/O inside the root, as if the root were `/`.
 //!
-//! [`Root::path`] only joins strings: an absolute symlink under `--root DIR`
+//! [`Root::host_path`] only joins strings: an absolute symlink under `--root DIR`
 //! (`DIR/etc -> /etc`) would still send a write to the host. [`RootDir`] opens
 //! the root once and resolves every path from that descriptor with
 //! `openat2(RESOLVE_IN_ROOT)`: the kernel treats the root as `/` for `..` and
@@ -117,9 +117,10 @@ impl RootDir {
     /// Opens the root directory (one `open`, kept for the handle's life).
     pub fn open(root: &Root) -> io::Result<RootDir> {
         let fd = nix::fcntl::open(root.dir(), DIR_FLAGS, Mode::empty()).map_err(errno)?;
+        // A plain copy: a clone would share (and keep alive) the cache holding this handle.
         Ok(RootDir {
             fd,
-            root: root.clone(),
+            root: Root::new(root.dir()),
         })
     }
 
@@ -481,6 +482,126 @@ impl RootDir {
         Ok(out)
     }
 
+    /// Reads the UTF-8 text file `guest` (see [`RootDir::read_regular`]); `None` if absent.
+    pub fn read_string(&self, guest: &Path, max_bytes: u64) -> io::Result<Option<String>> {
+        match self.read_regular(guest, max_bytes)? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not UTF-8", guest.display()),
+                )
+            }),
+        }
+    }
+
+    /// Replaces (or creates) the regular file `guest` with `data` atomically, as
+    /// [`crate::atomic_write`] does but resolved inside the root: missing parents are made
+    /// (0755), an existing file keeps its mode and owner, a new one gets `mode`; `durable`
+    /// syncs file and directory. A symlink or directory at `guest` is refused.
+    pub fn replace_keeping(
+        &self,
+        guest: &Path,
+        data: &[u8],
+        mode: u32,
+        durable: bool,
+    ) -> io::Result<()> {
+        let (parent, name) = split(guest)?;
+        let dir = self.create_dir_all(&parent, 0o755)?;
+        self.check_target(&dir, name, guest)?;
+        let existing = match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(errno(e)),
+        };
+        let final_mode = existing.as_ref().map_or(mode, |st| st.st_mode & 0o7777);
+        replace_in_dir(&dir, name, final_mode, durable, |mut file| {
+            file.write_all(data)?;
+            match &existing {
+                Some(st) => std::os::unix::fs::fchown(file, Some(st.st_uid), Some(st.st_gid)),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Opens the regular file `guest` itself (`O_NOFOLLOW`: a symlink there is refused),
+    /// its parent resolved inside the root; `None` if absent.
+    pub fn open_regular_nofollow(&self, guest: &Path) -> io::Result<Option<File>> {
+        let (parent, name) = split(guest)?;
+        let dir = match self.open_dir(&parent) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        let fd = match openat(dir.as_fd(), name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(errno(e)),
+        };
+        if kind(fstat(fd.as_fd()).map_err(errno)?.st_mode) != SFlag::S_IFREG {
+            return Err(refused(format!(
+                "{} is not a regular file",
+                guest.display()
+            )));
+        }
+        Ok(Some(File::from(fd)))
+    }
+
+    /// What `guest` is once its symlinks are followed inside the root (`stat`, not
+    /// `lstat`); `None` when nothing is there (a dangling link included).
+    pub fn stat(&self, guest: &Path) -> io::Result<Option<FileStat>> {
+        match self.resolve(guest, OFlag::O_PATH) {
+            Ok(fd) => Ok(Some(stat_of(&fstat(fd.as_fd()).map_err(errno)?))),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    /// Whether something is at `guest`, symlinks followed inside the root (what
+    /// `Path::exists` answers for a host path); an error counts as absent.
+    pub fn exists(&self, guest: &Path) -> bool {
+        matches!(self.stat(guest), Ok(Some(_)))
+    }
+
+    /// Whether `guest` is a directory, symlinks followed inside the root.
+    pub fn is_dir(&self, guest: &Path) -> bool {
+        matches!(self.stat(guest), Ok(Some(st)) if st.kind == FileKind::Directory)
+    }
+
+    /// The host path of `guest` with its symlinks resolved inside the root (its deepest
+    /// existing ancestor resolved, the rest joined): for the argv of a command, a mount
+    /// call or a command's output log, which resolve their paths on the host, and for
+    /// comparing with what the kernel lists (mountinfo shows resolved paths).
+    pub fn resolved_host_path(&self, guest: &Path) -> PathBuf {
+        let rel = relative(guest);
+        let mut base = rel.as_path();
+        loop {
+            if let Ok(Some((host, _))) = self.real_path(&Path::new("/").join(base)) {
+                return match rel.strip_prefix(base) {
+                    Ok(rest) if !rest.as_os_str().is_empty() => host.join(rest),
+                    _ => host,
+                };
+            }
+            match base.parent() {
+                Some(p) => base = p,
+                None => return self.root.host_path(guest),
+            }
+        }
+    }
+
+    /// The host path of the directory `guest` once resolved inside the root (made if
+    /// missing, 0755): for the argv of a command that writes there (`ssh-keygen -f`), so
+    /// that even the command, which resolves its path on the host, stays inside the root.
+    pub fn host_dir(&self, guest: &Path) -> io::Result<PathBuf> {
+        let dir = self.create_dir_all(guest, 0o755)?;
+        std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+    }
+
     /// What `guest` is once its symlinks are followed *inside the root*, and the host path
     /// of that file (to run it: the kernel must not resolve the link again outside the
     /// root); `None` when nothing is there.
@@ -539,7 +660,7 @@ impl RootDir {
     ) -> io::Result<()> {
         match owner {
             Some((uid, gid)) => system
-                .fchown(file, &self.root.path(guest), uid, gid)
+                .fchown(file, &self.root.host_path(guest), uid, gid)
                 .map_err(io::Error::other),
             None => Ok(()),
         }

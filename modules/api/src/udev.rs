@@ -4,6 +4,7 @@
 //! all) waits for nothing and they do not wait for the rest of udev's queue.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::{Cmd, Context, tools};
@@ -11,26 +12,38 @@ use crate::{Cmd, Context, tools};
 /// How often a wait looks again: a few file checks each time.
 const POLL: Duration = Duration::from_millis(20);
 
+/// Whether `guest` exists, resolved inside the root.
+fn exists(ctx: &Context, guest: &str) -> bool {
+    ctx.root.fs().is_ok_and(|rd| rd.exists(Path::new(guest)))
+}
+
 /// Whether udev runs on this machine: its control socket exists. It is socket-activated,
 /// so it is there before udevd itself has started.
 pub fn present(ctx: &Context) -> bool {
-    ctx.path("/run/udev/control").exists()
+    exists(ctx, "/run/udev/control")
 }
 
 /// A block device's number, from its node (instance path; links followed), else from sysfs
 /// by the kernel name the path leads to (`/sys/class/block/<name>/dev`).
 pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
-    let host = ctx.path(path);
-    let meta = std::fs::metadata(&host).ok()?;
+    // Resolved inside the root: `host` is the file itself, no link left for the host to follow.
+    let (host, _) = ctx.root.fs().ok()?.real_path(Path::new(path)).ok()??;
+    let meta = std::fs::symlink_metadata(&host).ok()?;
     if meta.file_type().is_block_device() {
         let rdev = meta.rdev();
         let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
         return Some((u32::try_from(major).ok()?, u32::try_from(minor).ok()?));
     }
-    let name = std::fs::canonicalize(&host).ok()?.file_name()?.to_owned();
+    let name = host.file_name()?.to_owned();
     let name = name.to_string_lossy();
     ["/sys/class/block", "/sys/block"].iter().find_map(|dir| {
-        let text = std::fs::read_to_string(ctx.path(format!("{dir}/{name}/dev"))).ok()?;
+        let attr = format!("{dir}/{name}/dev");
+        let text = ctx
+            .root
+            .fs()
+            .ok()?
+            .read_string(Path::new(&attr), 4096)
+            .ok()??;
         let (a, b) = text.trim().split_once(':')?;
         Some((a.parse().ok()?, b.parse().ok()?))
     })
@@ -41,8 +54,7 @@ pub fn devnum(ctx: &Context, path: &str) -> Option<(u32, u32)> {
 /// have run — `IMPORT{program}` ones included, such as `mdadm --incremental` for an array
 /// member — and its links are made; libudev calls a device with an entry initialized.
 pub fn initialized(ctx: &Context, dev: (u32, u32)) -> bool {
-    ctx.path(format!("/run/udev/data/b{}:{}", dev.0, dev.1))
-        .exists()
+    exists(ctx, &format!("/run/udev/data/b{}:{}", dev.0, dev.1))
 }
 
 /// Whether the device at `path` (instance path) is there and udevd has handled it.

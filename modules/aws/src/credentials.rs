@@ -202,7 +202,12 @@ fn from_file(env: &Env, root: &Root) -> Result<Option<Credentials>, CredentialsE
     };
     let explicit_file = env.get("AWS_SHARED_CREDENTIALS_FILE").is_some();
     let explicit_profile = env.get("AWS_PROFILE").is_some();
-    let text = match std::fs::read_to_string(root.path(&file)) {
+    // Resolved inside the root; absent reads as NotFound, as before.
+    let read = root.fs().and_then(|rd| {
+        rd.read_string(std::path::Path::new(&file), 1024 * 1024)?
+            .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    });
+    let text = match read {
         Ok(t) => t,
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound && !explicit_file && !explicit_profile =>

@@ -1,12 +1,11 @@
 //! The decisions (keep, assemble, create, refuse) and the commands that carry them out.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use stoke_api::{
-    Cmd, CmdOutput, Context, ModuleError, atomic_write, managed_block, render, tools, udev,
-};
+use stoke_api::{Cmd, CmdOutput, Context, ModuleError, managed_block, render, tools, udev};
 
 use crate::config::{Disks, Mode};
 use crate::discover::{Candidate, Discovery, Excluded, Sys};
@@ -141,7 +140,7 @@ impl<'a> Applier<'a> {
     }
 
     fn host(&self, dev: &str) -> String {
-        self.ctx.path(dev).display().to_string()
+        self.ctx.host_path(dev).display().to_string()
     }
 
     /// Runs a tool; a non-zero exit is an error carrying stderr.
@@ -481,7 +480,12 @@ impl<'a> Applier<'a> {
 
         let (device, action, members) = if let Some(md) = ours_active {
             // Already running (assembled by udev at boot, or by an earlier run).
-            let device = if self.ctx.path(&md_link).exists() {
+            let device = if self
+                .ctx
+                .root
+                .fs()
+                .is_ok_and(|rd| rd.exists(Path::new(&md_link)))
+            {
                 md_link.clone()
             } else {
                 format!("/dev/{md}")
@@ -505,7 +509,12 @@ impl<'a> Applier<'a> {
                 ));
             }
             (device, "active", in_array)
-        } else if self.ctx.path(&md_link).exists() {
+        } else if self
+            .ctx
+            .root
+            .fs()
+            .is_ok_and(|rd| rd.exists(Path::new(&md_link)))
+        {
             return Err(ModuleError::Refused(format!(
                 "{md_link} exists but holds none of {}; stop it or set disks.array_name",
                 members.join(", ")
@@ -718,8 +727,10 @@ impl<'a> Applier<'a> {
                 .push(format!("{conf} not updated: mdadm printed no ARRAY line"));
             return Ok(());
         }
-        let path = self.ctx.path(conf);
-        let existing = stoke_api::read_to_string_opt(&path)
+        let path = self.ctx.host_path(conf);
+        let rd = self.ctx.fs()?;
+        let existing = rd
+            .read_string(Path::new(conf), 4 * 1024 * 1024)
             .map_err(|e| ModuleError::io("reading", &path, e))?
             .unwrap_or_default();
         let new = managed_block(
@@ -729,7 +740,7 @@ impl<'a> Applier<'a> {
             &line.join("\n"),
         );
         if new != existing {
-            atomic_write(&path, new.as_bytes(), 0o644)
+            rd.replace_keeping(Path::new(conf), new.as_bytes(), 0o644, true)
                 .map_err(|e| ModuleError::io("writing", &path, e))?;
         }
         Ok(())

@@ -25,7 +25,11 @@ pub fn watched(ctx: &Context, cfg: &Disks) -> (Vec<String>, Vec<String>) {
     if !udev::present(ctx) {
         for d in cfg.devices.iter().flatten().filter(|d| !is_glob(d)) {
             all.push(d.clone());
-            if !ctx.path(d.as_str()).exists() {
+            if !ctx
+                .root
+                .fs()
+                .is_ok_and(|rd| rd.exists(std::path::Path::new(d)))
+            {
                 out.push(d.clone());
             }
         }

@@ -2,12 +2,11 @@
 //! and the explicit `devices:` list, all read under the context's root.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use stoke_api::unescape_octal;
 
 use serde::Serialize;
-use stoke_api::{InstanceData, ModuleError, Root, read_to_string_opt};
+use stoke_api::{FileKind, InstanceData, ModuleError, Root, RootDir};
 
 use crate::config::Disks;
 
@@ -40,8 +39,16 @@ pub struct Sys {
     pub by_dev: BTreeMap<(u32, u32), String>,
 }
 
-fn read_trim(p: &Path) -> Option<String> {
-    fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+/// Larger sysfs/procfs files are not what stoke reads there (an attribute is one line).
+const MAX_ATTR: u64 = 64 * 1024;
+const MAX_TABLE: u64 = 64 * 1024 * 1024;
+
+/// A sysfs attribute, resolved inside the root (a `--root` tree's /sys cannot lead out).
+fn read_trim(rd: &RootDir, p: &Path) -> Option<String> {
+    rd.read_string(p, MAX_ATTR)
+        .ok()
+        .flatten()
+        .map(|s| s.trim().to_string())
 }
 
 fn parse_dev(s: &str) -> Option<(u32, u32)> {
@@ -49,13 +56,11 @@ fn parse_dev(s: &str) -> Option<(u32, u32)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-fn dir_names(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(p)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+/// The entry names of a directory (resolved inside the root), sorted; none if absent.
+fn dir_names(rd: &RootDir, p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = rd
+        .list_dir(p)
+        .map(|entries| entries.into_iter().map(|(name, _)| name).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -64,32 +69,40 @@ fn dir_names(p: &Path) -> Vec<String> {
 impl Sys {
     /// Reads `<root>/sys/block`. A missing directory is an empty machine.
     pub fn read(root: &Root) -> Sys {
-        let base = root.path("/sys/block");
         let mut sys = Sys::default();
-        for name in dir_names(&base) {
+        let Ok(rd) = root.fs() else {
+            return sys;
+        };
+        let rd = &*rd;
+        let base = Path::new("/sys/block");
+        for name in dir_names(rd, base) {
             let d = base.join(&name);
             // A hidden block device (an NVMe multipath controller path, `nvme0c0n1`) has no
             // device node and no udev event: its visible head (`nvme0n1`) is the disk.
-            if read_trim(&d.join("hidden")).as_deref() == Some("1") {
+            if read_trim(rd, &d.join("hidden")).as_deref() == Some("1") {
                 continue;
             }
             let mut bd = BlockDev {
-                dev: read_trim(&d.join("dev")).and_then(|s| parse_dev(&s)),
-                model: read_trim(&d.join("device/model")).filter(|m| !m.is_empty()),
-                size_bytes: read_trim(&d.join("size"))
+                dev: read_trim(rd, &d.join("dev")).and_then(|s| parse_dev(&s)),
+                model: read_trim(rd, &d.join("device/model")).filter(|m| !m.is_empty()),
+                size_bytes: read_trim(rd, &d.join("size"))
                     .and_then(|s| s.parse::<u64>().ok())
                     .map(|sectors| sectors * 512),
-                holders: dir_names(&d.join("holders")),
-                slaves: dir_names(&d.join("slaves")),
+                holders: dir_names(rd, &d.join("holders")),
+                slaves: dir_names(rd, &d.join("slaves")),
                 ..BlockDev::default()
             };
-            for sub in dir_names(&d) {
+            for sub in dir_names(rd, &d) {
                 let pd = d.join(&sub);
-                if pd.join("partition").is_file() {
-                    if let Some(dev) = read_trim(&pd.join("dev")).and_then(|s| parse_dev(&s)) {
+                if rd
+                    .stat(&pd.join("partition"))
+                    .is_ok_and(|st| st.is_some_and(|st| st.kind == FileKind::File))
+                {
+                    if let Some(dev) = read_trim(rd, &pd.join("dev")).and_then(|s| parse_dev(&s)) {
                         sys.by_dev.insert(dev, sub.clone());
                     }
-                    bd.partition_holders.extend(dir_names(&pd.join("holders")));
+                    bd.partition_holders
+                        .extend(dir_names(rd, &pd.join("holders")));
                     sys.parent.insert(sub.clone(), name.clone());
                     bd.partitions.push(sub);
                 }
@@ -130,9 +143,13 @@ pub struct Usage {
 impl Usage {
     pub fn read(root: &Root, sys: &Sys) -> Result<Usage, ModuleError> {
         let mut usage = Usage::default();
-        let mi = root.path("/proc/self/mountinfo");
-        let text = read_to_string_opt(&mi)
-            .map_err(|e| ModuleError::io("reading", &mi, e))?
+        let rd = root
+            .fs()
+            .map_err(|e| ModuleError::io("opening", root.dir(), e))?;
+        let mi = Path::new("/proc/self/mountinfo");
+        let text = rd
+            .read_string(mi, MAX_TABLE)
+            .map_err(|e| ModuleError::io("reading", root.host_path(mi), e))?
             .unwrap_or_default();
         let name_of = |dev: Option<(u32, u32)>, source: &str| -> Option<String> {
             if let Some(n) = dev.filter(|d| d.0 != 0).and_then(|d| sys.by_dev.get(&d)) {
@@ -140,7 +157,11 @@ impl Usage {
             }
             // btrfs and friends report 0:N; fall back to the source device's name.
             let src = source.strip_prefix("/dev/")?;
-            let canon = fs::canonicalize(root.path(source)).ok();
+            let canon = rd
+                .real_path(Path::new(source))
+                .ok()
+                .flatten()
+                .map(|(h, _)| h);
             let name = canon
                 .as_deref()
                 .and_then(Path::file_name)
@@ -163,9 +184,10 @@ impl Usage {
                     .push(m.mount_point.clone());
             }
         }
-        let swaps = root.path("/proc/swaps");
-        let text = read_to_string_opt(&swaps)
-            .map_err(|e| ModuleError::io("reading", &swaps, e))?
+        let swaps = Path::new("/proc/swaps");
+        let text = rd
+            .read_string(swaps, MAX_TABLE)
+            .map_err(|e| ModuleError::io("reading", root.host_path(swaps), e))?
             .unwrap_or_default();
         for line in text.lines().skip(1) {
             let Some(src) = line.split_whitespace().next() else {
@@ -327,13 +349,16 @@ pub fn glob_match(pat: &str, s: &str) -> bool {
 
 /// Expands an absolute glob (instance path) under the root; sorted naturally.
 fn expand_glob(root: &Root, pattern: &str) -> Vec<String> {
+    let Ok(rd) = root.fs() else {
+        return Vec::new();
+    };
     let mut paths = vec![String::new()];
     for comp in pattern.split('/').filter(|c| !c.is_empty()) {
         let mut next = Vec::new();
         for p in &paths {
             if is_glob(comp) {
-                let dir = root.path(if p.is_empty() { "/" } else { p.as_str() });
-                for name in dir_names(&dir) {
+                let dir = Path::new(if p.is_empty() { "/" } else { p.as_str() });
+                for name in dir_names(&rd, dir) {
                     if !name.starts_with('.') && glob_match(comp, &name) {
                         next.push(format!("{p}/{name}"));
                     }
@@ -344,15 +369,14 @@ fn expand_glob(root: &Root, pattern: &str) -> Vec<String> {
         }
         paths = next;
     }
-    paths.retain(|p| root.path(p).exists());
+    paths.retain(|p| rd.exists(Path::new(p)));
     paths.sort_by_key(|p| natural_key(p));
     paths
 }
 
 /// The kernel name behind an instance path (following /dev/disk/by-id links).
 pub fn kernel_name(root: &Root, path: &str) -> Option<String> {
-    let host: PathBuf = root.path(path);
-    let canon = fs::canonicalize(&host).ok()?;
+    let (canon, _) = root.fs().ok()?.real_path(Path::new(path)).ok()??;
     canon.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
@@ -395,7 +419,7 @@ pub fn discover(
                         .push(format!("devices glob {entry:?} matched nothing"));
                 }
                 p
-            } else if !root.path(entry).exists() {
+            } else if !root.fs().is_ok_and(|rd| rd.exists(Path::new(entry))) {
                 return Err(ModuleError::Invalid(format!(
                     "disks.devices: {entry} does not exist"
                 )));
@@ -454,6 +478,7 @@ pub fn discover(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn hostile_globs_are_answered_at_once() {

@@ -211,7 +211,7 @@ async fn nitro_instance_store_becomes_raid0_with_xfs_and_root_is_never_used() {
             fs::create_dir_all(root.join("sys/block/md127")).unwrap();
             fs::write(root.join("sys/block/md127/dev"), "9:127\n").unwrap();
             fs::create_dir_all(link.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(root.join("dev/md127"), &link).unwrap();
+            std::os::unix::fs::symlink("/dev/md127", &link).unwrap();
             CmdOutput::ok("")
         })
     });
@@ -343,7 +343,7 @@ async fn explicit_list_and_glob_win_over_discovery() {
 
     // A literal list keeps its order, and a by-id style symlink resolves to the disk.
     fs::create_dir_all(m.p("dev/disk/by-id")).unwrap();
-    std::os::unix::fs::symlink(m.p("dev/vdd"), m.p("dev/disk/by-id/virtio-data")).unwrap();
+    std::os::unix::fs::symlink("/dev/vdd", m.p("dev/disk/by-id/virtio-data")).unwrap();
     let fake = FakeSystem::new();
     let r = run(
         &m,
@@ -377,12 +377,12 @@ async fn a_configured_link_udev_has_not_made_yet_is_waited_for() {
     // udev handles the disk (its database entry, its link) while the module waits.
     let fake = FakeSystem::new();
     blkid(&fake, &m.dev("vdb"), nothing_found());
-    let (root, target, made) = (m.root().to_path_buf(), m.p("dev/vdb"), link.clone());
+    let (root, target, made) = (m.root().to_path_buf(), "/dev/vdb", link.clone());
     tokio::spawn(async move {
         fs::create_dir_all(root.join("run/udev/data")).unwrap();
         fs::write(root.join("run/udev/data/b252:16"), "").unwrap();
         fs::create_dir_all(made.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(&target, &made).unwrap();
+        std::os::unix::fs::symlink(target, &made).unwrap();
     });
     let r = run(&m, cfg.clone(), InstanceData::default(), &fake)
         .await
@@ -644,7 +644,7 @@ async fn what_is_waited_for_is_the_devices_the_module_may_use() {
         .partition("vdb", "vdb1", "252:17")
         .disk("loop0", "7:0", None);
     fs::create_dir_all(m.p("dev/disk/by-id")).unwrap();
-    std::os::unix::fs::symlink(m.p("dev/vdb"), m.p("dev/disk/by-id/virtio-eph0")).unwrap();
+    std::os::unix::fs::symlink("/dev/vdb", m.p("dev/disk/by-id/virtio-eph0")).unwrap();
     m.udev_done(&[
         "259:0", "259:1", "259:2", "259:3", "252:16", "252:17", "7:0",
     ]);

@@ -73,7 +73,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use stoke_api::{
     Context, Frequency, InstanceData, Module, ModuleError, ModuleSpec, Report, RootDir, Stage,
-    atomic_write, config_spec, read_to_string_opt, render,
+    config_spec, render,
 };
 use uuid::Uuid;
 
@@ -154,7 +154,7 @@ impl Module for Hostname {
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
         let cfg: HostnameConfig = ctx.config()?;
         let mut warnings = Vec::new();
-        let uuid = instance_uuid(&ctx.state_dir, &mut warnings)?;
+        let uuid = instance_uuid(ctx, &mut warnings)?;
 
         let vars = vars_with_uuid(&ctx.vars, uuid);
         if cfg.preserve_hostname {
@@ -247,7 +247,7 @@ impl Module for Hostname {
             ));
         }
         // Plan must not write: show an existing UUID, or the nil one as a stand-in.
-        let (uuid, note) = match read_uuid(&ctx.state_dir) {
+        let (uuid, note) = match read_uuid(ctx) {
             Some(u) => (u, ""),
             None => (Uuid::nil(), " (no uuid yet: shown as zeros)"),
         };
@@ -584,15 +584,15 @@ fn uuid8(uuid: Uuid) -> String {
 }
 
 /// The persisted UUID, if the state file holds a valid one.
-fn read_uuid(state_dir: &Path) -> Option<Uuid> {
-    let text = read_to_string_opt(&state_dir.join(UUID_FILE)).ok()??;
+fn read_uuid(ctx: &Context) -> Option<Uuid> {
+    let text = ctx.read_state(UUID_FILE).ok()??;
     Uuid::parse_str(text.trim()).ok().filter(|u| !u.is_nil())
 }
 
 /// This instance's UUID: the persisted one, else a new v4 persisted now.
-fn instance_uuid(state_dir: &Path, warnings: &mut Vec<String>) -> Result<Uuid, ModuleError> {
-    let path = state_dir.join(UUID_FILE);
-    match read_to_string_opt(&path) {
+fn instance_uuid(ctx: &Context, warnings: &mut Vec<String>) -> Result<Uuid, ModuleError> {
+    let path = ctx.state_dir.join(UUID_FILE);
+    match ctx.read_state(UUID_FILE) {
         Ok(Some(text)) => match Uuid::parse_str(text.trim()) {
             Ok(u) if !u.is_nil() => return Ok(u),
             // A damaged file cannot give the old UUID back; a new one is the only way on.
@@ -605,7 +605,7 @@ fn instance_uuid(state_dir: &Path, warnings: &mut Vec<String>) -> Result<Uuid, M
         Err(e) => return Err(ModuleError::io("read", path, e)),
     }
     let uuid = Uuid::new_v4();
-    atomic_write(&path, format!("{}\n", uuid.hyphenated()).as_bytes(), 0o644)
+    ctx.write_state(UUID_FILE, format!("{}\n", uuid.hyphenated()).as_bytes())
         .map_err(|e| ModuleError::io("write", &path, e))?;
     Ok(uuid)
 }

@@ -30,11 +30,11 @@ async fn run(ctx: &Context) -> Result<Report, ModuleError> {
 }
 
 fn read(ctx: &Context, path: &str) -> String {
-    fs::read_to_string(ctx.path(path)).unwrap()
+    fs::read_to_string(ctx.host_path(path)).unwrap()
 }
 
 fn inode(ctx: &Context, path: &str) -> u64 {
-    fs::metadata(ctx.path(path)).unwrap().ino()
+    fs::metadata(ctx.host_path(path)).unwrap().ino()
 }
 
 fn sethostnames(sys: &FakeSystem) -> Vec<String> {
@@ -127,7 +127,7 @@ async fn uuid_is_kept_per_state_dir_and_new_for_a_new_one() {
 
     // A new instance gets a new state_dir, hence a new uuid and name.
     let (mut other, _) = setup(dir.path(), cfg, instance());
-    other.state_dir = other.path("/var/lib/stoke/instances/i-0def/hostname");
+    other.state_dir = other.host_path("/var/lib/stoke/instances/i-0def/hostname");
     let r = run(&other).await.unwrap();
     assert_ne!(detail(&r, "uuid"), first);
     assert_eq!(
@@ -161,8 +161,8 @@ async fn failure(config: Value) -> String {
     let (ctx, sys) = setup(dir.path(), config, instance());
     let err = run(&ctx).await.unwrap_err();
     assert!(matches!(err, ModuleError::Invalid(_)), "{err:?}");
-    assert!(!ctx.path("/etc/hostname").exists(), "nothing written");
-    assert!(!ctx.path("/etc/hosts").exists(), "nothing written");
+    assert!(!ctx.host_path("/etc/hostname").exists(), "nothing written");
+    assert!(!ctx.host_path("/etc/hosts").exists(), "nothing written");
     assert!(sys.actions().is_empty(), "no sethostname");
     err.to_string()
 }
@@ -237,10 +237,10 @@ async fn preserve_hostname_touches_nothing_and_says_so() {
         json!({"preserve_hostname": true, "hostname": "web"}),
         instance(),
     );
-    fs::create_dir_all(ctx.path("/etc")).unwrap();
-    fs::write(ctx.path("/etc/hostname"), "baked.example.com\n").unwrap();
+    fs::create_dir_all(ctx.host_path("/etc")).unwrap();
+    fs::write(ctx.host_path("/etc/hostname"), "baked.example.com\n").unwrap();
     let hosts = "127.0.0.1 localhost\n127.0.1.1 baked.example.com baked\n";
-    fs::write(ctx.path("/etc/hosts"), hosts).unwrap();
+    fs::write(ctx.host_path("/etc/hosts"), hosts).unwrap();
     let r = run(&ctx).await.unwrap();
     assert!(r.summary.contains("preserve_hostname"), "{}", r.summary);
     assert!(r.summary.contains("baked.example.com"), "{}", r.summary);
@@ -304,12 +304,12 @@ async fn prefer_fqdn_respects_the_kernel_limit() {
 async fn etc_hosts_foreign_lines_stay_and_a_rerun_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (ctx, sys) = setup(dir.path(), json!({"hostname": "web-1"}), instance());
-    fs::create_dir_all(ctx.path("/etc")).unwrap();
+    fs::create_dir_all(ctx.host_path("/etc")).unwrap();
     let foreign =
         "127.0.0.1\tlocalhost\n# keep me  \n\n::1 ip6-localhost ip6-loopback\n10.1.1.1 db\n";
-    fs::write(ctx.path("/etc/hosts"), foreign).unwrap();
+    fs::write(ctx.host_path("/etc/hosts"), foreign).unwrap();
     fs::set_permissions(
-        ctx.path("/etc/hosts"),
+        ctx.host_path("/etc/hosts"),
         std::os::unix::fs::PermissionsExt::from_mode(0o640),
     )
     .unwrap();
@@ -326,7 +326,7 @@ async fn etc_hosts_foreign_lines_stay_and_a_rerun_writes_nothing() {
         format!("{foreign}# BEGIN stoke hostname\n127.0.1.1 web-1\n# END stoke hostname\n")
     );
     assert_eq!(
-        fs::metadata(ctx.path("/etc/hosts")).unwrap().mode() & 0o777,
+        fs::metadata(ctx.host_path("/etc/hosts")).unwrap().mode() & 0o777,
         0o640,
         "mode kept"
     );
@@ -342,7 +342,11 @@ async fn etc_hosts_foreign_lines_stay_and_a_rerun_writes_nothing() {
     assert_eq!(sethostnames(&sys), vec!["web-1", "web-1"]);
 
     // Someone adds a line after the block; a new name replaces the block in place.
-    fs::write(ctx.path("/etc/hosts"), format!("{hosts}10.2.2.2 cache\n")).unwrap();
+    fs::write(
+        ctx.host_path("/etc/hosts"),
+        format!("{hosts}10.2.2.2 cache\n"),
+    )
+    .unwrap();
     let (ctx2, _) = setup(
         dir.path(),
         json!({"hostname": "web-2", "domain": "example.com"}),
@@ -362,8 +366,8 @@ async fn etc_hosts_foreign_lines_stay_and_a_rerun_writes_nothing() {
 async fn an_existing_hostname_file_without_newline_is_not_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let (ctx, _) = setup(dir.path(), json!({"hostname": "web"}), instance());
-    fs::create_dir_all(ctx.path("/etc")).unwrap();
-    fs::write(ctx.path("/etc/hostname"), "web").unwrap();
+    fs::create_dir_all(ctx.host_path("/etc")).unwrap();
+    fs::write(ctx.host_path("/etc/hostname"), "web").unwrap();
     let ino = inode(&ctx, "/etc/hostname");
     run(&ctx).await.unwrap();
     assert_eq!(inode(&ctx, "/etc/hostname"), ino);
@@ -455,8 +459,8 @@ async fn nothing_to_name_it_by_leaves_it_alone_with_a_warning() {
     let r = run(&ctx).await.unwrap();
     assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
     assert!(sys.actions().is_empty());
-    assert!(!ctx.path("/etc/hostname").exists());
-    assert!(!ctx.path("/etc/hosts").exists());
+    assert!(!ctx.host_path("/etc/hostname").exists());
+    assert!(!ctx.host_path("/etc/hosts").exists());
     assert_eq!(detail(&r, "hostname"), "");
 }
 
@@ -498,10 +502,10 @@ async fn create_hostname_file_false_does_not_create_it() {
         instance(),
     );
     run(&ctx).await.unwrap();
-    assert!(!ctx.path("/etc/hostname").exists());
+    assert!(!ctx.host_path("/etc/hostname").exists());
     assert_eq!(sethostnames(&sys), vec!["web"]);
     // An existing file is still kept up to date.
-    fs::write(ctx.path("/etc/hostname"), "old\n").unwrap();
+    fs::write(ctx.host_path("/etc/hostname"), "old\n").unwrap();
     run(&ctx).await.unwrap();
     assert_eq!(read(&ctx, "/etc/hostname"), "web\n");
 }
@@ -616,7 +620,7 @@ async fn manage_etc_hosts_false_leaves_hosts_alone_even_a_stoke_block() {
         instance(),
     );
     run(&ctx).await.unwrap();
-    assert!(!ctx.path("/etc/hosts").exists());
+    assert!(!ctx.host_path("/etc/hosts").exists());
 }
 
 #[tokio::test]
@@ -825,18 +829,18 @@ async fn manage_etc_hosts_localhost_sets_only_the_127_0_1_1_line() {
 
     // A line that already names the machine is kept as it is, comment and spacing included.
     let kept = "127.0.0.1 localhost\n127.0.1.1  web.example.com web  # mine\n";
-    fs::write(ctx.path("/etc/hosts"), kept).unwrap();
+    fs::write(ctx.host_path("/etc/hosts"), kept).unwrap();
     run(&ctx).await.unwrap();
     assert_eq!(read(&ctx, "/etc/hosts"), kept);
 
     // No 127.0.1.1 line (or no file): appended.
-    fs::write(ctx.path("/etc/hosts"), "127.0.0.1 localhost").unwrap();
+    fs::write(ctx.host_path("/etc/hosts"), "127.0.0.1 localhost").unwrap();
     run(&ctx).await.unwrap();
     assert_eq!(
         read(&ctx, "/etc/hosts"),
         "127.0.0.1 localhost\n127.0.1.1 web.example.com web\n"
     );
-    fs::remove_file(ctx.path("/etc/hosts")).unwrap();
+    fs::remove_file(ctx.host_path("/etc/hosts")).unwrap();
     run(&ctx).await.unwrap();
     assert_eq!(read(&ctx, "/etc/hosts"), "127.0.1.1 web.example.com web\n");
 }
@@ -898,7 +902,7 @@ fn plan_says_what_happens_to_etc_hosts() {
         p.contains("/etc/hosts left alone (manage_etc_hosts: false)"),
         "{p}"
     );
-    assert!(!ctx.path("/etc").exists(), "plan writes nothing");
+    assert!(!ctx.host_path("/etc").exists(), "plan writes nothing");
 }
 
 #[tokio::test]

@@ -12,14 +12,14 @@ mod swap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use stoke_api::{
-    Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, MountRequest, Report, Stage,
-    atomic_write, config_spec, read_to_string_opt, tools, udev,
+    Cmd, Context, FileKind, Frequency, Module, ModuleError, ModuleSpec, MountRequest, Report,
+    Stage, config_spec, tools, udev,
 };
 
 use crate::fstab::{Entry, MARKER, MARKER_DISKS, MARKER_VOLUMES, norm};
@@ -118,6 +118,11 @@ struct Done {
 
 pub struct MountsModule;
 
+const FSTAB: &str = "/etc/fstab";
+/// Larger files are refused (real ones are a few KiB; a FIFO or device is an error, not a hang).
+const MAX_FSTAB: u64 = 4 * 1024 * 1024;
+const MAX_MOUNTINFO: u64 = 64 * 1024 * 1024;
+
 fn invalid(msg: impl Into<String>) -> ModuleError {
     ModuleError::Invalid(msg.into())
 }
@@ -182,7 +187,7 @@ async fn stable_spec(ctx: &Context, dev: &str) -> Result<Option<String>, ModuleE
     {
         return Ok(Some(dev.to_string()));
     }
-    let host = ctx.path(dev).display().to_string();
+    let host = ctx.host_path(dev).display().to_string();
     let cmd = Cmd::new(
         ctx.tool(tools::BLKID),
         ["-s", "UUID", "-o", "value", host.as_str()],
@@ -246,7 +251,7 @@ fn made_wants(
             },
             in_fstab,
             how: How::Now {
-                source: ctx.path(&vol.device).display().to_string(),
+                source: ctx.host_path(&vol.device).display().to_string(),
             },
             origin: origin.into(),
             label: format!("the {origin} module's {}", vol.device),
@@ -262,7 +267,8 @@ fn used_by_disks<'a>(
     details: Option<&'a DisksDetails>,
     dev: &str,
 ) -> Option<&'a DiskVolume> {
-    let canon = |d: &str| fs::canonicalize(ctx.path(d)).ok();
+    let rd = ctx.root.fs().ok()?;
+    let canon = |d: &str| Some(rd.real_path(Path::new(d)).ok()??.0);
     let want = canon(dev);
     details?.volumes.iter().find(|v| {
         std::iter::once(&v.device)
@@ -303,7 +309,7 @@ fn named_devices(
             }
         };
         if let Some(d) = device {
-            if !ctx.path(&d).exists() {
+            if !ctx.fs().ok()?.exists(Path::new(&d)) {
                 return None;
             }
             out.push(d);
@@ -478,12 +484,13 @@ async fn config_wants(
             How::Later("network filesystem, mounted by systemd after the network".into())
         } else if let Some(dev) = &device {
             fstab_spec = dev.clone();
-            if ctx.path(dev).exists() {
+            let rd = ctx.fs()?;
+            if rd.exists(Path::new(dev)) {
                 if let Some(s) = stable_spec(ctx, dev).await? {
                     fstab_spec = s;
                 }
                 How::Now {
-                    source: ctx.path(dev).display().to_string(),
+                    source: rd.resolved_host_path(Path::new(dev)).display().to_string(),
                 }
             } else {
                 How::Skip(format!(
@@ -584,18 +591,15 @@ fn validate(
         .filter(|w| w.entry.file.starts_with('/') && w.entry.vfstype != "swap")
     {
         // The mount point and each existing parent must be directories.
-        let target = ctx.path(&w.entry.file);
-        for p in target.ancestors() {
-            if !p.starts_with(ctx.root.dir()) {
-                break;
-            }
-            match fs::metadata(p) {
-                Ok(m) if !m.is_dir() => {
+        let rd = ctx.fs()?;
+        for p in Path::new(&w.entry.file).ancestors() {
+            match rd.stat(p) {
+                Ok(Some(st)) if st.kind != FileKind::Directory => {
                     return Err(invalid(format!(
                         "mount point {} ({}): {} exists and is not a directory",
                         w.entry.file,
                         w.origin,
-                        p.display()
+                        ctx.host_path(p).display()
                     )));
                 }
                 _ => {}
@@ -608,17 +612,16 @@ fn validate(
 /// A mount found in mountinfo: its device number (if a block device) and source.
 type Mounted = (Option<(u32, u32)>, String);
 
-/// What /proc/self/mountinfo says is mounted at `target` (host path): (dev, source).
+/// What /proc/self/mountinfo says is mounted at `target` (instance path): (dev, source).
 fn mounted_at(ctx: &Context, target: &Path) -> Result<Option<Mounted>, ModuleError> {
-    let p = ctx.path("/proc/self/mountinfo");
-    let text = read_to_string_opt(&p)
-        .map_err(|e| ModuleError::io("reading", &p, e))?
+    let p = Path::new("/proc/self/mountinfo");
+    let rd = ctx.fs()?;
+    let text = rd
+        .read_string(p, MAX_MOUNTINFO)
+        .map_err(|e| ModuleError::io("reading", ctx.host_path(p), e))?
         .unwrap_or_default();
     // The kernel lists resolved paths (a symlinked /mnt shows as its target).
-    let want = fs::canonicalize(target)
-        .unwrap_or_else(|_| target.to_path_buf())
-        .display()
-        .to_string();
+    let want = rd.resolved_host_path(target).display().to_string();
     // The last mount on a path is the visible one.
     let found = stoke_api::mountinfo::parse(&text)
         .into_iter()
@@ -633,8 +636,8 @@ fn existing_mount(
     w: &Want,
     source: &str,
 ) -> Result<Option<Result<String, String>>, String> {
-    let target: PathBuf = ctx.path(&w.entry.file);
-    let Some((dev, src)) = mounted_at(ctx, &target).map_err(|e| e.to_string())? else {
+    let target = Path::new(&w.entry.file);
+    let Some((dev, src)) = mounted_at(ctx, target).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
     let ours = fs::metadata(source).ok().and_then(|m| dev_number(&m));
@@ -660,13 +663,21 @@ fn existing_mount(
 }
 
 async fn mount_one(ctx: &Context, w: &Want, source: &str) -> Result<String, String> {
-    let target: PathBuf = ctx.path(&w.entry.file);
     let host_source = source;
     if let Some(verdict) = existing_mount(ctx, w, host_source)? {
         return verdict;
     }
-    fs::create_dir_all(&target)
-        .map_err(|e| format!("creating mount point {}: {e}", target.display()))?;
+    // Made inside the root; the mount call gets the directory as resolved there.
+    let target = ctx
+        .fs()
+        .map_err(|e| e.to_string())?
+        .host_dir(Path::new(&w.entry.file))
+        .map_err(|e| {
+            format!(
+                "creating mount point {}: {e}",
+                ctx.host_path(&w.entry.file).display()
+            )
+        })?;
     let mut fstype = w.entry.vfstype.clone();
     if fstype == "auto" {
         let cmd = Cmd::new(
@@ -825,8 +836,10 @@ impl Module for MountsModule {
         wants.extend(configured);
         wants.sort_by(|a, b| Path::new(&a.entry.file).cmp(Path::new(&b.entry.file)));
 
-        let fstab_path = ctx.path("/etc/fstab");
-        let existing = read_to_string_opt(&fstab_path)
+        let fstab_path = ctx.host_path(FSTAB);
+        let rd = ctx.fs()?;
+        let existing = rd
+            .read_string(Path::new(FSTAB), MAX_FSTAB)
             .map_err(|e| ModuleError::io("reading", &fstab_path, e))?
             .unwrap_or_default();
         // Lines left as they are: the swap file's (the `swap` module's, per-instance) and,
@@ -864,7 +877,7 @@ impl Module for MountsModule {
         let rw = fstab::rewrite(&existing, &desired, kept);
         let fstab_changed = rw.text != existing;
         if fstab_changed {
-            atomic_write(&fstab_path, rw.text.as_bytes(), 0o644)
+            rd.replace_keeping(Path::new(FSTAB), rw.text.as_bytes(), 0o644, true)
                 .map_err(|e| ModuleError::io("writing", &fstab_path, e))?;
         }
 

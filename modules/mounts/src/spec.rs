@@ -91,7 +91,10 @@ pub(crate) fn imds_names(dev: &str) -> Vec<String> {
 /// A device node (or, under a test root, a file standing for one): not a directory such
 /// as `/dev/disk`.
 fn exists(ctx: &Context, dev: &str) -> bool {
-    ctx.path(dev).metadata().is_ok_and(|m| !m.is_dir())
+    ctx.root
+        .fs()
+        .and_then(|rd| rd.stat(std::path::Path::new(dev)))
+        .is_ok_and(|st| st.is_some_and(|st| st.kind != stoke_api::FileKind::Directory))
 }
 
 /// `ephemeralN`/`ebsN` → its device, from the disks report or the block-device-mapping.

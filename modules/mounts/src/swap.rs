@@ -123,11 +123,11 @@ fn mem_total(ctx: &Context, rd: &RootDir) -> Result<u64, ModuleError> {
     let p = Path::new("/proc/meminfo");
     let text = rd
         .read_regular(p, MIB)
-        .map_err(|e| ModuleError::io("reading", ctx.path(p), e))?
+        .map_err(|e| ModuleError::io("reading", ctx.host_path(p), e))?
         .ok_or_else(|| {
             ModuleError::Other(format!(
                 "swap.size auto: no {} to read the memory size from",
-                ctx.path(p).display()
+                ctx.host_path(p).display()
             ))
         })?;
     String::from_utf8_lossy(&text)
@@ -174,11 +174,12 @@ fn wanted_mib(
             Some(m) => Some(parse_size("maxsize", m).map_err(ModuleError::Invalid)?),
             None => None,
         };
-        let parent = ctx.path(Path::new(file).parent().unwrap_or(Path::new("/")));
-        // The nearest existing directory: the file's own may not exist yet.
+        let parent = Path::new(file).parent().unwrap_or(Path::new("/"));
+        // The nearest existing directory (resolved inside the root): the file's own may
+        // not exist yet.
         let avail = parent
             .ancestors()
-            .find_map(|d| nix::sys::statvfs::statvfs(d).ok())
+            .find_map(|d| nix::sys::statvfs::fstatvfs(rd.open_dir(d).ok()?).ok())
             .map(|v| v.fragment_size().saturating_mul(v.blocks_free()));
         suggested(mem_total(ctx, rd)?, avail, maxsize)
     } else {
@@ -195,7 +196,7 @@ fn active_swaps(ctx: &Context, rd: &RootDir) -> Result<Vec<String>, ModuleError>
     let p = Path::new("/proc/swaps");
     let text = rd
         .read_regular(p, MIB)
-        .map_err(|e| ModuleError::io("reading", ctx.path(p), e))?
+        .map_err(|e| ModuleError::io("reading", ctx.host_path(p), e))?
         .unwrap_or_default();
     Ok(String::from_utf8_lossy(&text)
         .lines()
@@ -242,10 +243,10 @@ async fn create(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = parent.join(format!(".{name}.stoke-new"));
-    let tmp_host = ctx.path(&tmp);
+    let tmp_host = ctx.host_path(&tmp);
     let tmp_arg = tmp_host.display().to_string();
     rd.create_dir_all(parent, 0o755)
-        .map_err(io_err("creating", &ctx.path(parent)))?;
+        .map_err(io_err("creating", &ctx.host_path(parent)))?;
     // A leftover of an interrupted run.
     rd.remove_file(&tmp)
         .map_err(io_err("removing", &tmp_host))?;
@@ -254,8 +255,11 @@ async fn create(
             .map_err(io_err("creating", &tmp_host))?,
     );
     let result = async {
-        let btrfs = nix::sys::statfs::statfs(&ctx.path(parent))
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC);
+        let btrfs = rd
+            .open_dir(parent)
+            .ok()
+            .and_then(|d| nix::sys::statfs::fstatfs(d).ok())
+            .is_some_and(|s| s.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC);
         if btrfs {
             // btrfs swaps only from a no-copy-on-write file, set while it is empty.
             run_checked(
@@ -302,7 +306,7 @@ async fn create(
         .await?;
         if ctx.system.executes() {
             rd.rename_in_dir(&tmp, guest)
-                .map_err(io_err("renaming into place", &ctx.path(guest)))?;
+                .map_err(io_err("renaming into place", &ctx.host_path(guest)))?;
         } else {
             // Recorded only: the empty temp file is no swap file; leave nothing behind.
             rd.remove_file(&tmp)
@@ -352,13 +356,13 @@ impl Module for SwapModule {
             return Ok(Report::new("swap: no `swap:` section"));
         };
         let file = check_filename(&sec.filename)?;
-        let rd = RootDir::open(&ctx.root).map_err(io_err("opening", ctx.root.dir()))?;
+        let rd = ctx.fs()?;
         let mib = wanted_mib(ctx, &rd, &sec, &file)?;
         if mib == 0 {
             return Ok(Report::new("swap: size 0, no swap file"));
         }
         let guest = PathBuf::from(&file);
-        let host = ctx.path(&guest);
+        let host = ctx.host_path(&guest);
         let host_arg = host.display().to_string();
         let mut notes = Vec::new();
 
@@ -402,7 +406,7 @@ impl Module for SwapModule {
         // The fstab line, written once swapon has taken the file: a line for a file the
         // kernel refuses would fail every later boot.
         let fstab_guest = Path::new("/etc/fstab");
-        let fstab_host = ctx.path(fstab_guest);
+        let fstab_host = ctx.host_path(fstab_guest);
         let existing = rd
             .read_regular(fstab_guest, 4 * MIB)
             .map_err(io_err("reading", &fstab_host))?
@@ -432,7 +436,7 @@ impl Module for SwapModule {
         let fstab_changed = rw.text != existing;
         if fstab_changed {
             rd.create_dir_all(Path::new("/etc"), 0o755)
-                .map_err(io_err("creating", &ctx.path("/etc")))?;
+                .map_err(io_err("creating", &ctx.host_path("/etc")))?;
             rd.write_atomic(fstab_guest, rw.text.as_bytes(), 0o644, None, &*ctx.system)
                 .map_err(io_err("writing", &fstab_host))?;
         }

@@ -256,7 +256,7 @@ async fn a_link_udev_makes_while_settling_is_mounted() {
     // the device it leads to), not udev's whole queue; a tag is its /dev/disk/by-* link.
     fs::remove_file(&link).unwrap();
     fs::write(d.join("dev/vdb"), "").unwrap();
-    std::os::unix::fs::symlink(d.join("dev/vdb"), &link).unwrap();
+    std::os::unix::fs::symlink("/dev/vdb", &link).unwrap();
     fs::create_dir_all(d.join("sys/block/vdb")).unwrap();
     fs::write(d.join("sys/block/vdb/dev"), "252:16\n").unwrap();
     fs::create_dir_all(d.join("run/udev/data")).unwrap();

@@ -217,7 +217,10 @@ struct Run {
 fn is_aio(ctx: &Context, p: &Puppet) -> bool {
     match p.0.install_type {
         Some(t) => t == InstallType::Aio,
-        None => ctx.path("/etc/puppetlabs/puppet").is_dir(),
+        None => ctx
+            .root
+            .fs()
+            .is_ok_and(|rd| rd.is_dir(Path::new("/etc/puppetlabs/puppet"))),
     }
 }
 
@@ -240,7 +243,11 @@ fn resolve(ctx: &Context, p: &Puppet) -> Result<Run, ModuleError> {
         argv[0] = if ctx.tools.contains_key(tools::PUPPET) {
             ctx.tool(tools::PUPPET)
         } else if k.install_type == Some(InstallType::Aio)
-            || (k.install_type.is_none() && ctx.path(AIO_PUPPET).exists())
+            || (k.install_type.is_none()
+                && ctx
+                    .root
+                    .fs()
+                    .is_ok_and(|rd| rd.exists(Path::new(AIO_PUPPET))))
         {
             AIO_PUPPET.to_string()
         } else {
@@ -312,7 +319,7 @@ fn write_files(ctx: &Context, p: &Puppet) -> Result<Vec<String>, ModuleError> {
             .conf_file
             .clone()
             .unwrap_or_else(|| format!("{etc}/puppet.conf"));
-        let path = ctx.path(&guest);
+        let path = ctx.host_path(&guest);
         let old = read_to_string_opt(&path)
             .map_err(|e| ModuleError::io("reading", &path, e))?
             .unwrap_or_default();
@@ -338,7 +345,7 @@ fn write_files(ctx: &Context, p: &Puppet) -> Result<Vec<String>, ModuleError> {
             .csr_attributes_path
             .clone()
             .unwrap_or_else(|| format!("{etc}/csr_attributes.yaml"));
-        let path = ctx.path(&guest);
+        let path = ctx.host_path(&guest);
         // JSON is YAML: Puppet reads this file with its YAML parser.
         let mut text = serde_json::to_string_pretty(csr)
             .map_err(|e| ModuleError::Other(format!("encoding csr_attributes: {e}")))?;
@@ -443,12 +450,17 @@ async fn blocking(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
 fn previous_run(ctx: &Context, path: &Path) -> Option<RunRecord> {
     let rec = RunRecord::read(path)?;
     Some(rec.as_of_now(ctx.boot_id.as_deref(), |pid| {
-        ctx.path(format!("/proc/{pid}")).is_dir()
+        ctx.root
+            .fs()
+            .is_ok_and(|rd| rd.is_dir(Path::new(&format!("/proc/{pid}"))))
     }))
 }
 
 async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
-    let systemd = ctx.path("/run/systemd/system").is_dir();
+    let systemd = ctx
+        .root
+        .fs()
+        .is_ok_and(|rd| rd.is_dir(Path::new("/run/systemd/system")));
     let result = ctx.state_dir.join(BACKGROUND_FILE);
     let previous = previous_run(ctx, &result);
     let unit = format!("{UNIT}.service");
@@ -542,7 +554,7 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         details["unit"] = json!(unit);
         format!("started in background (unit {unit}; journalctl -u {unit})")
     } else {
-        let log = ctx.path(DELTA_LOG);
+        let log = ctx.host_path(DELTA_LOG);
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).map_err(|e| ModuleError::io("creating", dir, e))?;
         }

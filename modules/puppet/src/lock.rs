@@ -9,7 +9,7 @@ use std::time::Duration;
 // tokio's clock (not std's), so tests can run the bounded wait with paused time.
 use tokio::time::Instant;
 
-use stoke_api::{Context, ModuleError, read_to_string_opt};
+use stoke_api::{Context, ModuleError};
 
 /// Puppet's agent lock: AIO packages, then Debian's puppet-agent.
 pub const DEFAULT_LOCK_FILES: &[&str] = &[
@@ -30,9 +30,10 @@ pub struct Holder {
 /// The first of `files` (instance paths) held by a live process.
 pub fn holder(ctx: &Context, files: &[String]) -> Result<Option<Holder>, ModuleError> {
     for file in files {
-        let path = ctx.path(file);
-        let Some(text) =
-            read_to_string_opt(&path).map_err(|e| ModuleError::io("reading", &path, e))?
+        let Some(text) = ctx
+            .fs()?
+            .read_string(std::path::Path::new(file), 64 * 1024)
+            .map_err(|e| ModuleError::io("reading", ctx.host_path(file), e))?
         else {
             continue;
         };
@@ -52,14 +53,17 @@ pub fn holder(ctx: &Context, files: &[String]) -> Result<Option<Holder>, ModuleE
 
 /// True when `pid` runs and, where its command line is readable, mentions puppet.
 fn pid_is_puppet(ctx: &Context, pid: u32) -> bool {
-    let proc_dir = ctx.path(format!("/proc/{pid}"));
-    if !proc_dir.is_dir() {
+    let Ok(rd) = ctx.root.fs() else {
+        return false;
+    };
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    if !rd.is_dir(&proc_dir) {
         return false;
     }
-    match std::fs::read(proc_dir.join("cmdline")) {
-        Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains("puppet"),
+    match rd.read_regular(&proc_dir.join("cmdline"), 1024 * 1024) {
+        Ok(Some(cmdline)) => String::from_utf8_lossy(&cmdline).contains("puppet"),
         // Unreadable: assume it is the holder rather than run twice.
-        Err(_) => true,
+        Ok(None) | Err(_) => true,
     }
 }
 

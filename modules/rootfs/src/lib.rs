@@ -146,7 +146,7 @@ impl Module for RootFs {
         if gp.mode == GrowMode::Off && !resize {
             return Ok(Report::new("rootfs: growpart and resize_rootfs are off"));
         }
-        let mi_path = ctx.path("/proc/self/mountinfo");
+        let mi_path = ctx.host_path("/proc/self/mountinfo");
         let mountinfo = match fs::read_to_string(&mi_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -233,12 +233,12 @@ fn read_u64(p: &Path) -> Result<u64, ModuleError> {
 fn block_of(ctx: &Context, dev: (u32, u32), source: &str) -> Result<Option<Block>, ModuleError> {
     // btrfs and friends report an anonymous 0:N: go by the source device's name.
     let link = if dev.0 != 0 {
-        ctx.path(format!("/sys/dev/block/{}:{}", dev.0, dev.1))
+        ctx.host_path(format!("/sys/dev/block/{}:{}", dev.0, dev.1))
     } else {
         let Some(name) = source.strip_prefix("/dev/") else {
             return Ok(None);
         };
-        ctx.path(format!(
+        ctx.host_path(format!(
             "/sys/class/block/{}",
             name.rsplit('/').next().unwrap_or(name)
         ))
@@ -287,7 +287,7 @@ async fn grow_one(
         mount_point: mount_point.to_string(),
         ..Outcome::default()
     };
-    let host_mp = ctx.path(mount_point);
+    let host_mp = ctx.host_path(mount_point);
     // The last mount at that point is the one in effect.
     let Some((dev, entry)) = mountinfo
         .lines()
@@ -306,7 +306,7 @@ async fn grow_one(
         return Ok(out);
     };
     out.device = Some(format!("/dev/{}", block.name));
-    let part_dev = ctx.path(format!("/dev/{}", block.name));
+    let part_dev = ctx.host_path(format!("/dev/{}", block.name));
     let mut grew_part = false;
     if let Some((disk, disk_sys, nr, start)) = &block.parent {
         out.disk = Some(format!("/dev/{disk}"));
@@ -327,7 +327,7 @@ async fn grow_one(
             out.note = format!("{} MiB free after it; growpart is off", free / 2048);
             return Ok(out);
         } else {
-            let disk_dev = ctx.path(format!("/dev/{disk}"));
+            let disk_dev = ctx.host_path(format!("/dev/{disk}"));
             grew_part = grow_partition(ctx, &disk_dev, *nr, mode, warnings).await?;
             out.partition_grown = grew_part;
             if !grew_part {

@@ -154,7 +154,7 @@ impl Scripts<'_> {
             }
         }
         let log_guest = format!("/var/log/stoke/scripts/{}-{}.log", job.source, job.name);
-        let cmd = cmd.output_log(self.ctx.path(&log_guest));
+        let cmd = cmd.output_log(self.ctx.log_path(&log_guest));
         tracing::info!("{}/{}: starting", job.source, job.name);
         let started = Instant::now();
         let result = self.ctx.system.run(&cmd).await;

@@ -548,7 +548,7 @@ fn render_lines(t: &Target, bad: &mut Vec<String>) -> Result<Vec<String>, Module
 /// Installs one user's keys. `Ok(None)`: nothing to do (no such user or home, and no keys).
 fn apply(ctx: &Context, t: &Target, bad: &mut Vec<String>) -> Result<Option<Applied>, ModuleError> {
     let lines = render_lines(t, bad)?;
-    let passwd = ctx.path("/etc/passwd");
+    let passwd = ctx.host_path("/etc/passwd");
     let user =
         lookup_user(&ctx.root, &t.name).map_err(|e| ModuleError::io("reading", &passwd, e))?;
     let Some(user) = user else {
@@ -562,7 +562,7 @@ fn apply(ctx: &Context, t: &Target, bad: &mut Vec<String>) -> Result<Option<Appl
             lines.len()
         )));
     };
-    let home_path = ctx.path(&user.home);
+    let home_path = ctx.host_path(&user.home);
     let Some(home) = safefs::open_home(&ctx.root, &user)? else {
         if lines.is_empty() {
             return Ok(None);

@@ -6,8 +6,8 @@
 //! the image's keys, install provided ones, generate the rest (concurrently), and
 //! print the fingerprints to the console where EC2's console output can show them.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,8 +15,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use stoke_api::{
-    Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, Report, RootDir, Stage, config_spec,
-    managed_block, read_to_string_opt, tools,
+    Cmd, Context, FileKind, Frequency, Module, ModuleError, ModuleSpec, Report, RootDir, Stage,
+    config_spec, managed_block, tools,
 };
 
 use crate::keyline;
@@ -225,10 +225,11 @@ impl Module for HostKeys {
 
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
         let cfg: HostKeysConfig = ctx.config()?;
-        let etc_ssh = ctx.path("/etc/ssh");
-        RootDir::open(&ctx.root)
-            .and_then(|rd| rd.create_dir_all(Path::new("/etc/ssh"), 0o755))
-            .map_err(|e| ModuleError::io("creating", &etc_ssh, e))?;
+        let rd = ctx.fs()?;
+        // For ssh-keygen's argv only: /etc/ssh as resolved inside the root.
+        let etc_ssh = rd
+            .host_dir(Path::new(ETC_SSH))
+            .map_err(|e| ModuleError::io("creating", ctx.host_path(ETC_SSH), e))?;
         let mut warnings = Vec::new();
 
         // Check provided keys before deleting anything, so bad config leaves the image's keys.
@@ -236,7 +237,7 @@ impl Module for HostKeys {
             validate_provided(&p)?;
         }
         let deleted = if cfg.ssh_deletekeys {
-            delete_host_keys(&etc_ssh)?
+            delete_host_keys(ctx, &rd)?
         } else {
             Vec::new()
         };
@@ -283,7 +284,10 @@ impl Module for HostKeys {
                 );
             } else if installed.contains(&t.name()) {
                 // Provided in ssh_keys.
-            } else if fs::symlink_metadata(ctx.path(t.private_path())).is_ok() {
+            } else if rd
+                .lstat(Path::new(&t.private_path()))
+                .is_ok_and(|st| st.is_some())
+            {
                 kept.push(t.name());
             } else {
                 to_generate.push(t);
@@ -294,7 +298,7 @@ impl Module for HostKeys {
         let cmds: Vec<Cmd> = to_generate
             .iter()
             .map(|t| {
-                let file = ctx.path(t.private_path()).display().to_string();
+                let file = etc_ssh.join(key_name(t)).display().to_string();
                 Cmd::new(
                     ctx.tool(tools::SSH_KEYGEN),
                     ["-q", "-N", "", "-t", t.name(), "-f", file.as_str()],
@@ -315,9 +319,9 @@ impl Module for HostKeys {
         if ctx.system.executes() {
             for t in &to_generate {
                 if generated.contains(&t.name()) {
-                    let private = ctx.path(t.private_path());
-                    fix_mode(ctx, &private, 0o600)?;
-                    fix_mode(ctx, &pub_path(&private), 0o644)?;
+                    let private = PathBuf::from(t.private_path());
+                    fix_mode(ctx, &rd, &private, 0o600)?;
+                    fix_mode(ctx, &rd, &pub_path(&private), 0o644)?;
                 }
             }
         }
@@ -328,7 +332,7 @@ impl Module for HostKeys {
         let host_keys = if unavailable {
             Vec::new()
         } else {
-            host_keys(&etc_ssh, &mut warnings)?
+            host_keys(ctx, &rd, &mut warnings)?
         };
         let fp_black = blacklist(
             "ssh_fp_console_blacklist",
@@ -424,23 +428,38 @@ fn pub_path(private: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Removes `ssh_host_*key*` files (and symlinks, never what they point to) from `/etc/ssh`.
-fn delete_host_keys(etc_ssh: &Path) -> Result<Vec<String>, ModuleError> {
-    let entries = fs::read_dir(etc_ssh).map_err(|e| ModuleError::io("listing", etc_ssh, e))?;
+/// `/etc/ssh` as the instance sees it.
+const ETC_SSH: &str = "/etc/ssh";
+const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+/// Larger text files under /etc/ssh are refused (a real one is a few KiB).
+const MAX_TEXT: u64 = 4 * 1024 * 1024;
+
+/// The file name of a key type's private key (`ssh_host_ed25519_key`).
+fn key_name(t: &KeyType) -> String {
+    let private = t.private_path();
+    private
+        .rsplit('/')
+        .next()
+        .unwrap_or(private.as_str())
+        .to_string()
+}
+
+/// Removes `ssh_host_*key*` files (and symlinks, never what they point to) from `/etc/ssh`
+/// (resolved inside the root).
+fn delete_host_keys(ctx: &Context, rd: &RootDir) -> Result<Vec<String>, ModuleError> {
+    let entries = rd
+        .list_dir(Path::new(ETC_SSH))
+        .map_err(|e| ModuleError::io("listing", ctx.host_path(ETC_SSH), e))?;
     let mut deleted = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| ModuleError::io("listing", etc_ssh, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, st) in entries {
         if !(name.starts_with("ssh_host_") && name["ssh_host_".len()..].contains("key")) {
             continue;
         }
-        let path = entry.path();
-        match fs::symlink_metadata(&path) {
-            Ok(m) if !m.is_dir() => {
-                fs::remove_file(&path).map_err(|e| ModuleError::io("deleting", &path, e))?;
-                deleted.push(name);
-            }
-            _ => {}
+        if st.kind != FileKind::Directory {
+            let guest = Path::new(ETC_SSH).join(&name);
+            rd.remove_file(&guest)
+                .map_err(|e| ModuleError::io("deleting", ctx.host_path(&guest), e))?;
+            deleted.push(name);
         }
     }
     deleted.sort();
@@ -450,29 +469,28 @@ fn delete_host_keys(etc_ssh: &Path) -> Result<Vec<String>, ModuleError> {
 /// Writes a file under `/etc/ssh` (resolved inside the root) atomically with exactly `mode`,
 /// owned by root. A private key (0600) is never left readable under a temp name by a crash.
 fn write_root_file(ctx: &Context, guest: &str, data: &str, mode: u32) -> Result<(), ModuleError> {
-    RootDir::open(&ctx.root)
-        .and_then(|rd| {
-            rd.write_atomic(
-                Path::new(guest),
-                data.as_bytes(),
-                mode,
-                Some((0, 0)),
-                ctx.system.as_ref(),
-            )
-        })
-        .map_err(|e| ModuleError::io("writing", ctx.path(guest), e))
+    ctx.fs()?
+        .write_atomic(
+            Path::new(guest),
+            data.as_bytes(),
+            mode,
+            Some((0, 0)),
+            ctx.system.as_ref(),
+        )
+        .map_err(|e| ModuleError::io("writing", ctx.host_path(guest), e))
 }
 
-/// Sets mode and root ownership of a generated key file, without following a symlink.
-fn fix_mode(ctx: &Context, path: &Path, mode: u32) -> Result<(), ModuleError> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(|e| ModuleError::io("opening", path, e))?;
+/// Sets mode and root ownership of a generated key file (resolved inside the root),
+/// without following a symlink.
+fn fix_mode(ctx: &Context, rd: &RootDir, guest: &Path, mode: u32) -> Result<(), ModuleError> {
+    let path = ctx.host_path(guest);
+    let f = rd
+        .open_regular_nofollow(guest)
+        .and_then(|f| f.ok_or_else(|| std::io::ErrorKind::NotFound.into()))
+        .map_err(|e| ModuleError::io("opening", &path, e))?;
     f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| ModuleError::io("setting mode of", path, e))?;
-    ctx.system.fchown(&f, path, 0, 0)?;
+        .map_err(|e| ModuleError::io("setting mode of", &path, e))?;
+    ctx.system.fchown(&f, &path, 0, 0)?;
     Ok(())
 }
 
@@ -485,7 +503,12 @@ async fn install_provided(
     let t = p.key_type.name();
     let private_guest = p.key_type.private_path();
     write_root_file(ctx, &private_guest, &with_newline(private), 0o600)?;
-    let private_path = ctx.path(&private_guest);
+    // For ssh-keygen's argv: the key as resolved inside the root.
+    let private_path = ctx
+        .fs()?
+        .host_dir(Path::new(ETC_SSH))
+        .map_err(|e| ModuleError::io("opening", ctx.host_path(ETC_SSH), e))?
+        .join(key_name(&p.key_type));
     let public = match p.public {
         Some(line) => Some(with_newline(line)),
         None => {
@@ -547,8 +570,12 @@ fn validate_provided(p: &Provided<'_>) -> Result<(), ModuleError> {
 /// Points sshd at installed host certificates: a managed block at the top of
 /// sshd_config (the top, because lines after a `Match` would belong to it).
 fn configure_certificates(ctx: &Context, certs: &[String]) -> Result<(), ModuleError> {
-    let path = ctx.path("/etc/ssh/sshd_config");
-    let existing = read_to_string_opt(&path).map_err(|e| ModuleError::io("reading", &path, e))?;
+    let guest = Path::new(SSHD_CONFIG);
+    let path = ctx.host_path(guest);
+    let rd = ctx.fs()?;
+    let existing = rd
+        .read_string(guest, MAX_TEXT)
+        .map_err(|e| ModuleError::io("reading", &path, e))?;
     let body: String = certs
         .iter()
         .map(|c| format!("HostCertificate {c}\n"))
@@ -567,7 +594,7 @@ fn configure_certificates(ctx: &Context, certs: &[String]) -> Result<(), ModuleE
     if existing.as_deref() == Some(updated.as_str()) {
         return Ok(());
     }
-    stoke_api::atomic_write(&path, updated.as_bytes(), 0o644)
+    rd.replace_keeping(guest, updated.as_bytes(), 0o644, true)
         .map_err(|e| ModuleError::io("writing", &path, e))
 }
 
@@ -583,20 +610,22 @@ pub struct HostPub {
 
 /// Each `/etc/ssh/ssh_host_*_key.pub` (sorted, like the shell glob cloud-init uses): only
 /// what parses as a public key counts, whatever the file holds.
-fn host_keys(etc_ssh: &Path, warnings: &mut Vec<String>) -> Result<Vec<HostPub>, ModuleError> {
-    let mut pubs: Vec<PathBuf> = fs::read_dir(etc_ssh)
-        .map_err(|e| ModuleError::io("listing", etc_ssh, e))?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with("ssh_host_") && n.ends_with("_key.pub")
-        })
-        .map(|e| e.path())
+fn host_keys(
+    ctx: &Context,
+    rd: &RootDir,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<HostPub>, ModuleError> {
+    let mut pubs: Vec<PathBuf> = rd
+        .list_dir(Path::new(ETC_SSH))
+        .map_err(|e| ModuleError::io("listing", ctx.host_path(ETC_SSH), e))?
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("ssh_host_") && n.ends_with("_key.pub"))
+        .map(|(n, _)| Path::new(ETC_SSH).join(n))
         .collect();
     pubs.sort();
     let mut keys = Vec::new();
     for path in &pubs {
-        let text = match read_to_string_opt(path) {
+        let text = match rd.read_string(path, MAX_TEXT) {
             Ok(Some(t)) => t,
             Ok(None) => continue,
             Err(e) => {

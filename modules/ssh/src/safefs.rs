@@ -11,10 +11,10 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use stoke_api::{ModuleError, Root, System, User};
 
@@ -56,38 +56,21 @@ fn kind(st: &FileStat) -> SFlag {
 /// Opens the user's home directory, `None` if it does not exist. Symlinks on the
 /// way are resolved with the root as `/` (so under `--root` they cannot lead out of it).
 pub fn open_home(root: &Root, user: &User) -> Result<Option<File>, ModuleError> {
-    let host = root.path(&user.home);
-    let rel = host
-        .strip_prefix(root.dir())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let rel = if rel.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        rel
-    };
-    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let root_fd = nix::fcntl::open(root.dir(), dir_flags, Mode::empty())
-        .map_err(|e| io_err("opening root", root.dir(), e))?;
-    let how = OpenHow::new()
-        .flags(dir_flags)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let opened = match openat2(&root_fd, &rel, how) {
-        // Kernels before 5.6 lack openat2, and some container seccomp profiles deny
-        // it (EPERM): plain resolution then (on such a kernel, under `--root`, an
-        // absolute symlink in the home's path is followed on the host).
-        Err(Errno::ENOSYS | Errno::EPERM) => openat(AT_FDCWD, &host, dir_flags, Mode::empty()),
-        other => other,
-    };
-    match opened {
-        Ok(fd) => Ok(Some(File::from(fd))),
-        Err(Errno::ENOENT) => Ok(None),
-        Err(Errno::ENOTDIR) => Err(ModuleError::Refused(format!(
-            "home {} of user {} is not a directory",
-            host.display(),
-            user.name
-        ))),
-        Err(e) => Err(io_err("opening home directory", &host, e)),
+    let host = root.host_path(&user.home);
+    let rd = root
+        .fs()
+        .map_err(|e| ModuleError::io("opening", root.dir(), e))?;
+    match rd.open_dir(Path::new(&user.home)) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(Errno::ENOTDIR as i32) => {
+            Err(ModuleError::Refused(format!(
+                "home {} of user {} is not a directory",
+                host.display(),
+                user.name
+            )))
+        }
+        Err(e) => Err(ModuleError::io("opening home directory", &host, e)),
     }
 }
 

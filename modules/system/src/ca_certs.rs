@@ -117,7 +117,7 @@ impl Module for CaCerts {
             write_file(ctx, &dir, &path, pem.as_bytes(), 0o644).map_err(ModuleError::Other)?;
             written.push(path);
         }
-        let removed = remove_stale(ctx, &dir, anchors, certs.len()).map_err(ModuleError::Other)?;
+        let removed = remove_stale(&dir, anchors, certs.len()).map_err(ModuleError::Other)?;
 
         let mut commands = Vec::new();
         if remove_defaults {
@@ -150,7 +150,7 @@ impl Module for CaCerts {
                     ("--hooksdir", "/etc/ca-certificates/update.d"),
                 ] {
                     args.push(flag.into());
-                    args.push(ctx.path(p).display().to_string());
+                    args.push(ctx.host_path(p).display().to_string());
                 }
             }
         }
@@ -229,18 +229,12 @@ fn pem_blocks(text: &str) -> Vec<String> {
 }
 
 /// Removes `stoke-ca-cert-N.crt` files beyond the `keep` written this time.
-fn remove_stale(
-    ctx: &Context,
-    dir: &RootDir,
-    anchors: &str,
-    keep: usize,
-) -> Result<Vec<String>, String> {
+fn remove_stale(dir: &RootDir, anchors: &str, keep: usize) -> Result<Vec<String>, String> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(ctx.path(anchors)) else {
+    let Ok(entries) = dir.list_dir(std::path::Path::new(anchors)) else {
         return Ok(removed);
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, _) in entries {
         let Some(n) = name
             .strip_prefix(PREFIX)
             .and_then(|r| r.strip_suffix(".crt"))

@@ -104,7 +104,9 @@ pub(crate) fn read_text(dir: &RootDir, guest: &str) -> Result<Option<String>, St
 
 /// True when `guest` exists inside the root (file, directory or link).
 pub(crate) fn exists(ctx: &Context, guest: &str) -> bool {
-    std::fs::symlink_metadata(ctx.path(guest)).is_ok()
+    ctx.root
+        .fs()
+        .is_ok_and(|rd| matches!(rd.lstat(std::path::Path::new(guest)), Ok(Some(_))))
 }
 
 pub(crate) fn open_root(ctx: &Context) -> Result<RootDir, ModuleError> {

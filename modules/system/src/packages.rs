@@ -358,7 +358,7 @@ fn command(
     let mut cmd = Cmd::new(program, full)
         .timeout(Duration::from_secs(settings.timeout_seconds))
         .stream_output()
-        .output_log(ctx.path(format!("/var/log/stoke/packages/{step}.log")));
+        .output_log(ctx.log_path(format!("/var/log/stoke/packages/{step}.log")));
     if manager == Manager::Apt {
         cmd = cmd
             .env("DEBIAN_FRONTEND", "noninteractive")

@@ -192,7 +192,7 @@ pub(crate) async fn schedule(ctx: &Context, plan: &Plan) -> Result<Report, Modul
     let script = script_text(ctx, plan);
     let dir = open_root(ctx)?;
     write_file(ctx, &dir, &script_guest, script.as_bytes(), 0o700).map_err(ModuleError::Other)?;
-    let script_host = ctx.path(&script_guest).display().to_string();
+    let script_host = ctx.host_path(&script_guest).display().to_string();
     let sh = ctx.tool(tools::SH);
     let mut details = json!({
         "scheduled": true,
@@ -228,9 +228,9 @@ pub(crate) async fn schedule(ctx: &Context, plan: &Plan) -> Result<Report, Modul
         details["unit"] = json!(plan.unit);
         format!("unit {} after stoke.target", plan.unit)
     } else {
-        let log = ctx.path(format!("/var/log/stoke/{}.log", plan.unit));
         dir.create_dir_all(std::path::Path::new("/var/log/stoke"), 0o755)
-            .map_err(|e| ModuleError::io("creating", ctx.path("/var/log/stoke"), e))?;
+            .map_err(|e| ModuleError::io("creating", ctx.host_path("/var/log/stoke"), e))?;
+        let log = ctx.log_path(format!("/var/log/stoke/{}.log", plan.unit));
         let cmd = Cmd::new(sh, [script_host]);
         let pid = ctx.system.spawn_detached(&cmd, &log)?;
         details["pid"] = json!(pid);

@@ -78,9 +78,9 @@ impl Module for Timezone {
         // Relative, as systemd's timedated makes it: still right when the root is mounted elsewhere.
         let target = format!("..{ZONEINFO}/{tz}");
         dir.create_dir_all(Path::new("/etc"), 0o755)
-            .map_err(|e| ModuleError::io("creating", ctx.path("/etc"), e))?;
+            .map_err(|e| ModuleError::io("creating", ctx.host_path("/etc"), e))?;
         dir.symlink_atomic(Path::new("/etc/localtime"), Path::new(&target))
-            .map_err(|e| ModuleError::io("linking", ctx.path("/etc/localtime"), e))?;
+            .map_err(|e| ModuleError::io("linking", ctx.host_path("/etc/localtime"), e))?;
         written.push("/etc/localtime");
         Ok(Report::new(format!("timezone {tz}")).with_details(json!({
             "timezone": tz,

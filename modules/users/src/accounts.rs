@@ -30,7 +30,7 @@ pub struct Accounts {
 fn read(dir: &RootDir, root: &Root, guest: &str) -> Result<String, ModuleError> {
     let bytes = dir
         .read_regular(Path::new(guest), MAX_FILE)
-        .map_err(|e| ModuleError::io("reading", root.path(guest), e))?;
+        .map_err(|e| ModuleError::io("reading", root.host_path(guest), e))?;
     Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
 }
 

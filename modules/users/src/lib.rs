@@ -718,7 +718,7 @@ async fn apply(
     let sudo_users: Vec<&UserPlan> = plan.users.iter().filter(|u| !u.sudo.is_empty()).collect();
     if !sudo_users.is_empty() {
         dir.create_dir_all(Path::new(SUDOERS_DIR), 0o750)
-            .map_err(|e| ModuleError::io("creating", ctx.path(SUDOERS_DIR), e))?;
+            .map_err(|e| ModuleError::io("creating", ctx.host_path(SUDOERS_DIR), e))?;
     }
     for u in sudo_users {
         let path = sudoers_path(&u.name);
@@ -732,7 +732,7 @@ async fn apply(
                 Some((0, 0)),
                 ctx.system.as_ref(),
             )
-            .map_err(|e| ModuleError::io("writing", ctx.path(&path), e))?;
+            .map_err(|e| ModuleError::io("writing", ctx.host_path(&path), e))?;
         }
         done.sudoers.push(path.display().to_string());
     }

@@ -303,7 +303,7 @@ async fn set_pwauth(
 ) -> Result<Option<(String, bool)>, ModuleError> {
     let cfg_path = Path::new(SSHD_CONFIG);
     let io = |what: &'static str, p: &str| {
-        let host = ctx.path(p);
+        let host = ctx.host_path(p);
         move |e| ModuleError::io(what, host, e)
     };
     let Some(main) = rd
@@ -361,8 +361,11 @@ async fn set_pwauth(
             "/etc/systemd/system",
         ]
         .iter()
-        .any(|d| ctx.path(format!("{d}/ssh.service")).exists())
-        {
+        .any(|d| {
+            ctx.root
+                .fs()
+                .is_ok_and(|rd| rd.exists(Path::new(&format!("{d}/ssh.service"))))
+        }) {
             "ssh.service"
         } else {
             "sshd.service"

@@ -103,7 +103,7 @@ impl IdentifyCache {
         if let Some(n) = self.names.get(&key) {
             return n.clone();
         }
-        let dev = ctx.path(format!("/dev/{}", c.name));
+        let dev = ctx.host_path(format!("/dev/{}", c.name));
         let name = match ctx.system.nvme_identify_controller(&dev).await {
             Ok(data) => match identify::parse(&data) {
                 Ok(id) => id.requested,

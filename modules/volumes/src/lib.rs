@@ -291,7 +291,7 @@ impl Module for VolumesModule {
 
         for (entry, f, waited, plan) in plans {
             let v = &entry.volume;
-            let host = ctx.path(&f.device).display().to_string();
+            let host = ctx.host_path(&f.device).display().to_string();
             let (uuid, label, action) = match plan {
                 Plan::Keep { uuid, label } => (uuid, label, "kept"),
                 Plan::Create { wipe } => {

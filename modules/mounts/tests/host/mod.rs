@@ -16,6 +16,8 @@ use stoke_api::{CmdOutput, SysError, System};
 pub struct Host {
     pub loops: Vec<String>,
     pub mounted: Arc<Mutex<Vec<PathBuf>>>,
+    /// The host's /dev, /sys and /proc bound into the root, unmounted last.
+    binds: Vec<PathBuf>,
     // Dropped after `Drop::drop` has unmounted and detached.
     dir: tempfile::TempDir,
     root: PathBuf,
@@ -49,16 +51,28 @@ impl Host {
         }
         let dir = tempfile::tempdir().ok()?;
         let root = fs::canonicalize(dir.path()).ok()?;
-        for d in ["dev", "sys", "proc"] {
-            std::os::unix::fs::symlink(format!("/{d}"), root.join(d)).ok()?;
-        }
-        fs::create_dir_all(root.join("etc")).ok()?;
         let mut host = Host {
             loops: Vec::new(),
             mounted: Arc::default(),
+            binds: Vec::new(),
             dir,
-            root,
+            root: root.clone(),
         };
+        // The host's trees bind-mounted, not linked: a link to `/dev` would be resolved
+        // inside the root (stoke never follows a link out of it) and lead to itself.
+        for d in ["dev", "sys", "proc"] {
+            let at = root.join(d);
+            fs::create_dir_all(&at).ok()?;
+            let target = at.display().to_string();
+            match sh("mount", &["--bind", &format!("/{d}"), &target]) {
+                Ok(o) if o.status.success() => host.binds.push(at),
+                _ => {
+                    testing::skip(&format!("cannot bind-mount /{d} into a test root"));
+                    return None;
+                }
+            }
+        }
+        fs::create_dir_all(root.join("etc")).ok()?;
         for i in 0..n {
             let img = host.root.join(format!("disk{i}.img"));
             fs::File::create(&img)
@@ -168,9 +182,16 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let mounted = self.mounted.lock().map(|m| m.clone()).unwrap_or_default();
-        for m in mounted.iter().rev() {
-            let _ = sh("umount", &[&m.display().to_string()]);
+        // Poisoned by a failed assertion that held the lock: the mounts must still go.
+        let mounted = self
+            .mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // Lazily (`-l`): detached even when busy, before the temp dir is removed — a
+        // bind of the host's /dev left mounted would have its nodes removed with it.
+        for m in mounted.iter().rev().chain(self.binds.iter().rev()) {
+            let _ = sh("umount", &["-l", &m.display().to_string()]);
         }
         for l in &self.loops {
             let _ = sh("losetup", &["-d", l]);
