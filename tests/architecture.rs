@@ -284,24 +284,9 @@ const HOST_PATHS: &[(&str, usize, &str)] = &[
     ("modules/users/src/accounts.rs", 1, "messages"),
     ("modules/system/src/timezone.rs", 2, "messages"),
     (
-        "modules/system/src/power.rs",
-        4,
-        "the script's argv; TODO: the log opened for a detached command",
-    ),
-    (
         "modules/system/src/ca_certs.rs",
         1,
         "update-ca-certificates argv",
-    ),
-    (
-        "modules/system/src/packages.rs",
-        1,
-        "TODO: a command's output log (System takes a path)",
-    ),
-    (
-        "modules/scripts/src/exec.rs",
-        1,
-        "TODO: a command's output log (System takes a path)",
     ),
     (
         "modules/puppet/src/lib.rs",

@@ -246,14 +246,23 @@ impl Context {
         }
     }
 
-    /// The host path for a command's output log at `guest` (the `System` opens it by path):
-    /// its directories resolved inside the root, so a link there cannot send it out (the
-    /// lexical join only if the root cannot be opened, when nothing else works either).
+    /// The host path for a command's output log at `guest` (the `System` opens it by path,
+    /// `O_NOFOLLOW`): its directory made and resolved inside the root first (when commands
+    /// run; a dry run creates nothing), so a link on the way cannot send it out. Falls back
+    /// to the path resolved as far as it exists (then the `System` reports what fails), and
+    /// to the lexical join only if the root cannot be opened, when nothing else works either.
     pub fn log_path(&self, guest: impl AsRef<Path>) -> PathBuf {
-        match self.root.fs() {
-            Ok(rd) => rd.resolved_host_path(guest.as_ref()),
-            Err(_) => self.root.host_path(guest),
+        let guest = guest.as_ref();
+        let Ok(rd) = self.root.fs() else {
+            return self.root.host_path(guest);
+        };
+        if self.system.executes()
+            && let (Some(parent), Some(name)) = (guest.parent(), guest.file_name())
+            && let Ok(dir) = rd.host_dir(parent)
+        {
+            return dir.join(name);
         }
+        rd.resolved_host_path(guest)
     }
 
     /// This module's configuration, typed.
