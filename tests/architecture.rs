@@ -288,11 +288,7 @@ const HOST_PATHS: &[(&str, usize, &str)] = &[
         1,
         "update-ca-certificates argv",
     ),
-    (
-        "modules/puppet/src/lib.rs",
-        3,
-        "TODO: puppet's own files and logs",
-    ),
+    ("modules/puppet/src/lib.rs", 2, "messages"),
     ("modules/puppet/src/lock.rs", 1, "a message"),
     (
         "modules/api/src/fake.rs",
