@@ -266,7 +266,10 @@ impl Context {
     /// Replaces `name` in this module's per-instance state directory atomically and
     /// durably (made if missing; resolved inside the root, as [`Context::read_state`]).
     pub fn write_state(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
-        self.write_state_in(StateScope::Instance, name, data, 0o644)
+        match self.state_guest(StateScope::Instance, name) {
+            Some(guest) => self.root.fs()?.replace_keeping(&guest, data, 0o644, true),
+            None => crate::atomic_write(&self.state_dir.join(name), data, 0o644),
+        }
     }
 
     /// Reads `name` (a relative path) from one of this module's state directories,
@@ -278,9 +281,8 @@ impl Context {
         }
     }
 
-    /// Replaces `name` in one of this module's state directories atomically and durably,
-    /// resolved inside the root: missing directories made (0755), an existing file keeps
-    /// its mode, a new one gets `mode`.
+    /// Replaces `name` in one of this module's state directories atomically and durably
+    /// with exactly `mode`, resolved inside the root (missing directories made 0755).
     pub fn write_state_in(
         &self,
         scope: StateScope,
@@ -289,7 +291,13 @@ impl Context {
         mode: u32,
     ) -> std::io::Result<()> {
         match self.state_guest(scope, name) {
-            Some(guest) => self.root.fs()?.replace_keeping(&guest, data, mode, true),
+            Some(guest) => {
+                let rd = self.root.fs()?;
+                if let Some(dir) = guest.parent() {
+                    rd.create_dir_all(dir, 0o755)?;
+                }
+                rd.write_atomic(&guest, data, mode, None, self.system.as_ref())
+            }
             None => crate::atomic_write(&self.state_dir_of(scope).join(name), data, mode),
         }
     }
