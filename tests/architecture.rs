@@ -357,3 +357,28 @@ fn the_host_path_scan_sees_io_on_a_join() {
     let code = "let t = std::fs::read_to_string(ctx.host_path(\"/etc/x\"));";
     assert!(IO_CALLS.iter().any(|c| code.contains(c)) && code.contains("host_path("));
 }
+
+/// A module's state directories are host paths: a join of one, opened, would follow a link
+/// in a `--root` tree out of it. Modules go through `Context::read_state_in`/`write_state_in`/
+/// `remove_state`/`create_state_dir` (and `resolved_state_path` for argv and messages); only
+/// Context itself joins, for a test's state directory outside its root.
+#[test]
+fn no_module_joins_its_state_directory() {
+    let mut found = Vec::new();
+    for (rel, text) in production_sources() {
+        if !rel.starts_with("modules/") || rel == "modules/api/src/context.rs" {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("state_dir.join(") {
+                found.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "a state directory joined (use Context's state helpers):\n{}",
+        found.join("\n")
+    );
+}
