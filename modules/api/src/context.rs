@@ -153,6 +153,16 @@ impl InstanceData {
     }
 }
 
+/// Which of a module's two state directories ([`Context::state_dir`],
+/// [`Context::shared_state_dir`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateScope {
+    /// Per instance: a new instance starts empty.
+    Instance,
+    /// Outlives instances (`once` records).
+    Shared,
+}
+
 /// Everything a module gets for one run.
 pub struct Context {
     pub root: Root,
@@ -221,39 +231,137 @@ impl Context {
             .map_err(|e| ModuleError::io("opening", self.root.dir(), e))
     }
 
-    /// `name` in this module's per-instance state directory as the instance sees it, when
-    /// that directory is under the root (always, but for some tests' own directories).
-    fn state_guest(&self, name: &str) -> Option<PathBuf> {
-        let rel = self.state_dir.strip_prefix(self.root.dir()).ok()?;
+    fn state_dir_of(&self, scope: StateScope) -> &Path {
+        match scope {
+            StateScope::Instance => &self.state_dir,
+            StateScope::Shared => &self.shared_state_dir,
+        }
+    }
+
+    /// `name` (a relative path) in one of this module's state directories as the instance
+    /// sees it, when that directory is under the root (always, but for some tests' own
+    /// directories).
+    fn state_guest(&self, scope: StateScope, name: &str) -> Option<PathBuf> {
+        let rel = self
+            .state_dir_of(scope)
+            .strip_prefix(self.root.dir())
+            .ok()?;
         Some(Path::new("/").join(rel).join(name))
     }
 
     /// Reads `name` from this module's per-instance state directory (resolved inside the
     /// root: a `--root` tree's `/var/lib/stoke` cannot lead out); `None` if absent.
     pub fn read_state(&self, name: &str) -> std::io::Result<Option<String>> {
-        match self.state_guest(name) {
-            Some(guest) => self.root.fs()?.read_string(&guest, MAX_STATE_FILE),
-            None => crate::read_to_string_opt(&self.state_dir.join(name)),
+        match self.read_state_in(StateScope::Instance, name)? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{name}: not UTF-8"),
+                )
+            }),
         }
     }
 
     /// Replaces `name` in this module's per-instance state directory atomically and
     /// durably (made if missing; resolved inside the root, as [`Context::read_state`]).
     pub fn write_state(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
-        match self.state_guest(name) {
+        match self.state_guest(StateScope::Instance, name) {
             Some(guest) => self.root.fs()?.replace_keeping(&guest, data, 0o644, true),
             None => crate::atomic_write(&self.state_dir.join(name), data, 0o644),
         }
     }
 
-    /// The host path for a command's output log at `guest` (the `System` opens it by path):
-    /// its directories resolved inside the root, so a link there cannot send it out (the
-    /// lexical join only if the root cannot be opened, when nothing else works either).
-    pub fn log_path(&self, guest: impl AsRef<Path>) -> PathBuf {
-        match self.root.fs() {
-            Ok(rd) => rd.resolved_host_path(guest.as_ref()),
-            Err(_) => self.root.host_path(guest),
+    /// Reads `name` (a relative path) from one of this module's state directories,
+    /// resolved inside the root; `None` if absent.
+    pub fn read_state_in(&self, scope: StateScope, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+        match self.state_guest(scope, name) {
+            Some(guest) => self.root.fs()?.read_regular(&guest, MAX_STATE_FILE),
+            None => crate::read_capped(&self.state_dir_of(scope).join(name), MAX_STATE_FILE),
         }
+    }
+
+    /// Replaces `name` in one of this module's state directories atomically and durably
+    /// with exactly `mode`, resolved inside the root (missing directories made 0755).
+    pub fn write_state_in(
+        &self,
+        scope: StateScope,
+        name: &str,
+        data: &[u8],
+        mode: u32,
+    ) -> std::io::Result<()> {
+        match self.state_guest(scope, name) {
+            Some(guest) => {
+                let rd = self.root.fs()?;
+                if let Some(dir) = guest.parent() {
+                    rd.create_dir_all(dir, 0o755)?;
+                }
+                rd.write_atomic(&guest, data, mode, None, self.system.as_ref())
+            }
+            None => crate::atomic_write(&self.state_dir_of(scope).join(name), data, mode),
+        }
+    }
+
+    /// Makes the directory `name` in one of this module's state directories (and its
+    /// missing parents, each `mode`), resolved inside the root.
+    pub fn create_state_dir(
+        &self,
+        scope: StateScope,
+        name: &str,
+        mode: u32,
+    ) -> std::io::Result<()> {
+        match self.state_guest(scope, name) {
+            Some(guest) => self.root.fs()?.create_dir_all(&guest, mode).map(drop),
+            None => {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(mode)
+                    .create(self.state_dir_of(scope).join(name))
+            }
+        }
+    }
+
+    /// Removes the file `name` from one of this module's state directories (a link
+    /// itself, never what it points to); `false` when there was none.
+    pub fn remove_state(&self, scope: StateScope, name: &str) -> std::io::Result<bool> {
+        match self.state_guest(scope, name) {
+            Some(guest) => self.root.fs()?.remove_file(&guest),
+            None => match std::fs::remove_file(self.state_dir_of(scope).join(name)) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// The host path of `name` in one of this module's state directories, resolved inside
+    /// the root: for the argv of a command that opens it on the host (a script to run, a
+    /// result file for `stoke exec-record`) and for messages, never for this module's I/O.
+    pub fn resolved_state_path(&self, scope: StateScope, name: &str) -> PathBuf {
+        match (self.state_guest(scope, name), self.root.fs()) {
+            (Some(guest), Ok(rd)) => rd.resolved_host_path(&guest),
+            _ => self.state_dir_of(scope).join(name),
+        }
+    }
+
+    /// The host path for a command's output log at `guest` (the `System` opens it by path,
+    /// `O_NOFOLLOW`): its directory made and resolved inside the root first (when commands
+    /// run; a dry run creates nothing), so a link on the way cannot send it out. Falls back
+    /// to the path resolved as far as it exists (then the `System` reports what fails), and
+    /// to the lexical join only if the root cannot be opened, when nothing else works either.
+    pub fn log_path(&self, guest: impl AsRef<Path>) -> PathBuf {
+        let guest = guest.as_ref();
+        let Ok(rd) = self.root.fs() else {
+            return self.root.host_path(guest);
+        };
+        if self.system.executes()
+            && let (Some(parent), Some(name)) = (guest.parent(), guest.file_name())
+            && let Ok(dir) = rd.host_dir(parent)
+        {
+            return dir.join(name);
+        }
+        rd.resolved_host_path(guest)
     }
 
     /// This module's configuration, typed.

@@ -37,7 +37,7 @@ pub use config::{
     ConfigError, ConfigSpec, PathStep, ValueError, config_spec, merge_config, nearest, scalar_text,
     yaml_message, yaml_options,
 };
-pub use context::{BootSoFar, Context, InstanceData, Root, TAG_PREFIX};
+pub use context::{BootSoFar, Context, InstanceData, Root, StateScope, TAG_PREFIX};
 pub use fsutil::{
     Group, TEMP_MARK, User, atomic_write, atomic_write_volatile, lookup_group, lookup_user,
     managed_block, read_capped, read_to_string_opt, remove_stale_temp_files, sha256_hex,

@@ -94,14 +94,24 @@ impl RunRecord {
     /// file is no record).
     pub fn read(path: &Path) -> Option<RunRecord> {
         let text = crate::read_capped(path, 1 << 20).ok()??;
-        serde_json::from_slice(&text).ok()
+        Self::parse(&text)
+    }
+
+    /// The record in `text`; None when it does not parse.
+    pub fn parse(text: &[u8]) -> Option<RunRecord> {
+        serde_json::from_slice(text).ok()
+    }
+
+    /// The record as a file holds it.
+    pub fn to_json(&self) -> std::io::Result<Vec<u8>> {
+        let mut text = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+        Ok(text)
     }
 
     /// Replaces `path` atomically: a reader never sees half a record.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let mut text = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        crate::atomic_write(path, &text, 0o644)
+        crate::atomic_write(path, &self.to_json()?, 0o644)
     }
 
     /// The record as it stands now: one saying "running" is believed only for this boot

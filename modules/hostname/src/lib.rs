@@ -591,7 +591,7 @@ fn read_uuid(ctx: &Context) -> Option<Uuid> {
 
 /// This instance's UUID: the persisted one, else a new v4 persisted now.
 fn instance_uuid(ctx: &Context, warnings: &mut Vec<String>) -> Result<Uuid, ModuleError> {
-    let path = ctx.state_dir.join(UUID_FILE);
+    let path = ctx.resolved_state_path(stoke_api::StateScope::Instance, UUID_FILE);
     match ctx.read_state(UUID_FILE) {
         Ok(Some(text)) => match Uuid::parse_str(text.trim()) {
             Ok(u) if !u.is_nil() => return Ok(u),

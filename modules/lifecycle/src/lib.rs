@@ -21,8 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use stoke_api::{
-    Context, Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stage, atomic_write,
-    config_spec, read_to_string_opt,
+    Context, Frequency, Module, ModuleError, ModuleSpec, Order, Report, RootDir, Stage, config_spec,
 };
 use stoke_aws::{GaveUp, Retrier};
 
@@ -70,24 +69,48 @@ fn launch_path(ctx: &Context, own_name: &str) -> PathBuf {
     dir.join(LAUNCH_FILE)
 }
 
-fn read_launch(path: &Path) -> Result<Option<Launch>, ModuleError> {
-    let Some(raw) =
-        read_to_string_opt(path).map_err(|e| ModuleError::io("reading launch state", path, e))?
+/// The launch file (a host path, from [`launch_path`]) as the instance sees it: read and
+/// written through the root, so a link in a `--root` tree's state cannot lead out.
+fn launch_guest(ctx: &Context, path: &Path) -> Result<PathBuf, ModuleError> {
+    let rel = path.strip_prefix(ctx.root.dir()).map_err(|_| {
+        ModuleError::Other(format!(
+            "lifecycle: state {} is not under the root",
+            path.display()
+        ))
+    })?;
+    Ok(Path::new("/").join(rel))
+}
+
+/// Far more than a launch record holds.
+const MAX_LAUNCH: u64 = 1 << 20;
+
+fn read_launch(ctx: &Context, path: &Path) -> Result<Option<Launch>, ModuleError> {
+    read_launch_at(&*ctx.fs()?, &launch_guest(ctx, path)?, path)
+}
+
+/// [`read_launch`] with the root and the guest path at hand (from a detached task).
+fn read_launch_at(rd: &RootDir, guest: &Path, path: &Path) -> Result<Option<Launch>, ModuleError> {
+    let Some(raw) = rd
+        .read_regular(guest, MAX_LAUNCH)
+        .map_err(|e| ModuleError::io("reading launch state", path, e))?
     else {
         return Ok(None);
     };
     // Unreadable state still means a launch boot was seen: never act twice.
-    Ok(Some(serde_json::from_str(&raw).unwrap_or_default()))
+    Ok(Some(serde_json::from_slice(&raw).unwrap_or_default()))
 }
 
-fn write_launch(path: &Path, l: &Launch) -> Result<(), ModuleError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ModuleError::io("creating the state directory", dir, e))?;
+fn write_launch(ctx: &Context, path: &Path, l: &Launch) -> Result<(), ModuleError> {
+    let guest = launch_guest(ctx, path)?;
+    let rd = ctx.fs()?;
+    if let Some(dir) = guest.parent() {
+        rd.create_dir_all(dir, 0o755)
+            .map_err(|e| ModuleError::io("creating the state directory", path, e))?;
     }
     let body = serde_json::to_vec_pretty(l)
         .map_err(|e| ModuleError::Other(format!("lifecycle: encoding state: {e}")))?;
-    atomic_write(path, &body, 0o600).map_err(|e| ModuleError::io("writing launch state", path, e))
+    rd.write_atomic(&guest, &body, 0o600, None, ctx.system.as_ref())
+        .map_err(|e| ModuleError::io("writing launch state", path, e))
 }
 
 fn tally(r: &Retrier) -> String {
@@ -178,7 +201,7 @@ impl Module for Lifecycle {
         };
         let target = sec.target(&ctx.instance)?;
         let path = launch_path(ctx, "lifecycle");
-        if let Some(prev) = read_launch(&path)? {
+        if let Some(prev) = read_launch(ctx, &path)? {
             return Ok(Report::new(format!(
                 "not the launch boot of {}: the hook was {} then; nothing sent",
                 target.instance_id,
@@ -193,7 +216,7 @@ impl Module for Lifecycle {
             instance_id: target.instance_id.clone(),
             completed: None,
         };
-        write_launch(&path, &launch)?;
+        write_launch(ctx, &path, &launch)?;
 
         let (result, why) = if ctx.boot.ok() {
             (HookResult::CONTINUE, "every module succeeded".to_string())
@@ -220,7 +243,7 @@ impl Module for Lifecycle {
             .await
             .map_err(|e| failed(&what, e, &retrier))?;
         launch.completed = Some(result);
-        write_launch(&path, &launch)?;
+        write_launch(ctx, &path, &launch)?;
         tracing::info!(attempts = retrier.attempts, "lifecycle: {what}");
         let mut report =
             Report::new(format!("{what}: {why} ({})", tally(&retrier))).with_details(json!({
@@ -283,7 +306,7 @@ impl Module for Heartbeat {
         }
         let target = sec.target(&ctx.instance)?;
         let path = launch_path(ctx, "lifecycle-heartbeat");
-        if read_launch(&path)?.is_some() {
+        if read_launch(ctx, &path)?.is_some() {
             return Ok(Report::new(format!(
                 "not the launch boot of {}: no heartbeats",
                 target.instance_id
@@ -300,9 +323,10 @@ impl Module for Heartbeat {
         // Detached: the stage's other modules run meanwhile. Bounded by MAX_HEARTBEATS, by the
         // completion (the launch state records it), by a permanent refusal, and by the
         // stage's process, which ends the task with it.
+        let (rd, guest) = (ctx.fs()?, launch_guest(ctx, &path)?);
         tokio::spawn(async move {
             for n in 1..=MAX_HEARTBEATS {
-                if read_launch(&path)
+                if read_launch_at(&rd, &guest, &path)
                     .ok()
                     .flatten()
                     .is_some_and(|l| l.completed.is_some())

@@ -16,13 +16,13 @@ mod config;
 mod lock;
 mod puppet_conf;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use stoke_api::{
     Cmd, Context, Frequency, Module, ModuleError, ModuleSpec, Report, RunRecord, RunState, Stage,
-    SysError, atomic_write, config_spec, read_to_string_opt, render, tools,
+    StateScope, SysError, config_spec, render, tools,
 };
 
 pub use config::{
@@ -319,10 +319,7 @@ fn write_files(ctx: &Context, p: &Puppet) -> Result<Vec<String>, ModuleError> {
             .conf_file
             .clone()
             .unwrap_or_else(|| format!("{etc}/puppet.conf"));
-        let path = ctx.host_path(&guest);
-        let old = read_to_string_opt(&path)
-            .map_err(|e| ModuleError::io("reading", &path, e))?
-            .unwrap_or_default();
+        let old = read_file(ctx, &guest)?.unwrap_or_default();
         let mut new = old.clone();
         for (section, entry) in conf {
             // Checked at load: every entry is a section's settings.
@@ -335,8 +332,7 @@ fn write_files(ctx: &Context, p: &Puppet) -> Result<Vec<String>, ModuleError> {
             }
         }
         if new != old {
-            atomic_write(&path, new.as_bytes(), 0o644)
-                .map_err(|e| ModuleError::io("writing", &path, e))?;
+            write_file(ctx, &guest, new.as_bytes(), 0o644)?;
             changed.push(guest);
         }
     }
@@ -345,20 +341,40 @@ fn write_files(ctx: &Context, p: &Puppet) -> Result<Vec<String>, ModuleError> {
             .csr_attributes_path
             .clone()
             .unwrap_or_else(|| format!("{etc}/csr_attributes.yaml"));
-        let path = ctx.host_path(&guest);
         // JSON is YAML: Puppet reads this file with its YAML parser.
         let mut text = serde_json::to_string_pretty(csr)
             .map_err(|e| ModuleError::Other(format!("encoding csr_attributes: {e}")))?;
         text.push('\n');
-        let old = read_to_string_opt(&path).map_err(|e| ModuleError::io("reading", &path, e))?;
+        let old = read_file(ctx, &guest)?;
         if old.as_deref() != Some(text.as_str()) {
             // May hold a pre-shared key: not world-readable.
-            atomic_write(&path, text.as_bytes(), 0o640)
-                .map_err(|e| ModuleError::io("writing", &path, e))?;
+            write_file(ctx, &guest, text.as_bytes(), 0o640)?;
             changed.push(guest);
         }
     }
     Ok(changed)
+}
+
+/// Puppet's own configuration files are at most this big; a larger one is not theirs.
+const MAX_CONF: u64 = 1 << 20;
+
+/// Reads one of Puppet's files, resolved inside the root; `None` if absent.
+fn read_file(ctx: &Context, guest: &str) -> Result<Option<String>, ModuleError> {
+    ctx.fs()?
+        .read_string(Path::new(guest), MAX_CONF)
+        .map_err(|e| ModuleError::io("reading", ctx.host_path(guest), e))
+}
+
+/// Replaces one of Puppet's files atomically with exactly `mode`, resolved inside the
+/// root (missing directories made 0755).
+fn write_file(ctx: &Context, guest: &str, data: &[u8], mode: u32) -> Result<(), ModuleError> {
+    let rd = ctx.fs()?;
+    let guest = Path::new(guest);
+    guest
+        .parent()
+        .map_or(Ok(()), |dir| rd.create_dir_all(dir, 0o755).map(drop))
+        .and_then(|()| rd.write_atomic(guest, data, mode, None, ctx.system.as_ref()))
+        .map_err(|e| ModuleError::io("writing", ctx.host_path(guest), e))
 }
 
 fn secs(d: Duration) -> String {
@@ -367,8 +383,11 @@ fn secs(d: Duration) -> String {
 
 /// Writes a run record; a failure to write is a warning, not the run's failure.
 fn record(ctx: &Context, file: &str, rec: &RunRecord, warnings: &mut Vec<String>) {
-    let path = ctx.state_dir.join(file);
-    if let Err(e) = rec.write(&path) {
+    let written = rec
+        .to_json()
+        .and_then(|json| ctx.write_state_in(StateScope::Instance, file, &json, 0o644));
+    if let Err(e) = written {
+        let path = ctx.resolved_state_path(StateScope::Instance, file);
         warnings.push(format!("cannot write {}: {e}", path.display()));
     }
 }
@@ -447,8 +466,16 @@ async fn blocking(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
 
 /// The previous background run's record, as it stands now (a "running" one of another boot,
 /// or whose process is gone, was interrupted).
-fn previous_run(ctx: &Context, path: &Path) -> Option<RunRecord> {
-    let rec = RunRecord::read(path)?;
+/// The background run's result file on the host (resolved inside the root).
+fn result_host(ctx: &Context) -> PathBuf {
+    ctx.resolved_state_path(StateScope::Instance, BACKGROUND_FILE)
+}
+
+fn previous_run(ctx: &Context) -> Option<RunRecord> {
+    let text = ctx
+        .read_state_in(StateScope::Instance, BACKGROUND_FILE)
+        .ok()??;
+    let rec = RunRecord::parse(&text)?;
     Some(rec.as_of_now(ctx.boot_id.as_deref(), |pid| {
         ctx.root
             .fs()
@@ -461,8 +488,7 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         .root
         .fs()
         .is_ok_and(|rd| rd.is_dir(Path::new("/run/systemd/system")));
-    let result = ctx.state_dir.join(BACKGROUND_FILE);
-    let previous = previous_run(ctx, &result);
+    let previous = previous_run(ctx);
     let unit = format!("{UNIT}.service");
 
     // Never a second run while one is going.
@@ -488,7 +514,7 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         .with_details(json!({
             "mode": "non-blocking",
             "already_running": true,
-            "result_file": result,
+            "result_file": result_host(ctx),
         })));
     }
     let mut warnings = Vec::new();
@@ -503,13 +529,12 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         ));
     }
     // A stale record must not stand for the run about to start.
-    match std::fs::remove_file(&result) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ModuleError::io("removing", &result, e)),
-    }
-    std::fs::create_dir_all(&ctx.state_dir)
+    ctx.remove_state(StateScope::Instance, BACKGROUND_FILE)
+        .map_err(|e| ModuleError::io("removing", result_host(ctx), e))?;
+    ctx.create_state_dir(StateScope::Instance, "", 0o755)
         .map_err(|e| ModuleError::io("creating", &ctx.state_dir, e))?;
+    // `stoke exec-record` writes it on the host: the path resolved inside the root.
+    let result = result_host(ctx);
 
     let success: Vec<String> = SUCCESS_CODES.iter().map(|c| c.to_string()).collect();
     let mut inner: Vec<String> = vec![
@@ -554,10 +579,7 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         details["unit"] = json!(unit);
         format!("started in background (unit {unit}; journalctl -u {unit})")
     } else {
-        let log = ctx.host_path(DELTA_LOG);
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ModuleError::io("creating", dir, e))?;
-        }
+        let log = ctx.log_path(DELTA_LOG);
         let cmd = Cmd::new(&inner[0], &inner[1..]);
         let pid = ctx.system.spawn_detached(&cmd, &log)?;
         details["pid"] = json!(pid);

@@ -598,3 +598,40 @@ fn runner_bound_follows_the_configured_timeout_and_lock_wait() {
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+#[tokio::test]
+async fn files_and_state_linked_out_of_the_root_stay_inside_it() {
+    // /etc/puppet and /var/lib/stoke of the sandbox are absolute links to a directory
+    // outside it: resolved inside the root, they lead to the root's own copy of that path.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    let inside = root.join(outside.strip_prefix("/").unwrap());
+    put(&outside, "/puppet.conf", "[agent]\nserver = theirs\n");
+    fs::create_dir_all(&inside).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("var/lib")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("etc/puppet")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("var/lib/stoke")).unwrap();
+    let fake = FakeSystem::new();
+    let cfg = json!({
+        "conf": {"agent": {"server": "puppet.example"}},
+        "csr_attributes": {"extension_requests": {"pp_role": "web"}}
+    });
+    run(&ctx(&root, cfg, &fake)).await.unwrap();
+    assert_eq!(
+        fs::read_to_string(outside.join("puppet.conf")).unwrap(),
+        "[agent]\nserver = theirs\n"
+    );
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        1,
+        "nothing new outside"
+    );
+    assert_eq!(
+        fs::read_to_string(inside.join("puppet.conf")).unwrap(),
+        "[agent]\nserver = puppet.example\n"
+    );
+    assert!(inside.join("csr_attributes.yaml").is_file());
+    assert!(inside.join("test-state").join(LAST_RUN_FILE).is_file());
+}

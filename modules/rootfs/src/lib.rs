@@ -17,7 +17,6 @@
 #[cfg(test)]
 mod tests;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -146,16 +145,20 @@ impl Module for RootFs {
         if gp.mode == GrowMode::Off && !resize {
             return Ok(Report::new("rootfs: growpart and resize_rootfs are off"));
         }
-        let mi_path = ctx.host_path("/proc/self/mountinfo");
-        let mountinfo = match fs::read_to_string(&mi_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // Read through the root: a `--root` tree's /proc could be a link out of it.
+        let shown = ctx.host_path(MOUNTINFO);
+        let mountinfo = match ctx
+            .fs()?
+            .read_string(Path::new(MOUNTINFO), MAX_MOUNTINFO)
+            .map_err(|e| ModuleError::io("reading", &shown, e))?
+        {
+            Some(t) => t,
+            None => {
                 return Ok(Report::new(format!(
                     "rootfs: no {} (nothing mounted to grow)",
-                    mi_path.display()
+                    shown.display()
                 )));
             }
-            Err(e) => return Err(ModuleError::io("reading", &mi_path, e)),
         };
         let mut warnings = Vec::new();
         let mut done = Vec::new();
@@ -216,58 +219,81 @@ impl Outcome {
 /// The partition (or whole disk) behind a mount, from sysfs.
 #[derive(Debug)]
 struct Block {
-    /// sysfs directory of the device (host path).
+    /// sysfs directory of the device (instance path, read through the root).
     sys: PathBuf,
     name: String,
     /// (disk name, disk sysfs dir, partition number, start sector) for a partition.
     parent: Option<(String, PathBuf, u32, u64)>,
 }
 
-fn read_u64(p: &Path) -> Result<u64, ModuleError> {
-    let t = fs::read_to_string(p).map_err(|e| ModuleError::io("reading", p, e))?;
-    t.trim()
-        .parse()
-        .map_err(|_| ModuleError::Other(format!("{}: not a number: {:?}", p.display(), t.trim())))
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+/// Far more than any mount table; a bound so a planted file cannot exhaust memory.
+const MAX_MOUNTINFO: u64 = 16 << 20;
+/// A sysfs attribute reports a 4096-byte size whatever it holds.
+const MAX_SYSFS_ATTR: u64 = 64 << 10;
+
+fn read_u64(ctx: &Context, p: &Path) -> Result<u64, ModuleError> {
+    let shown = ctx.host_path(p);
+    let t = ctx
+        .fs()?
+        .read_string(p, MAX_SYSFS_ATTR)
+        .map_err(|e| ModuleError::io("reading", &shown, e))?
+        .ok_or_else(|| ModuleError::Other(format!("{}: missing", shown.display())))?;
+    t.trim().parse().map_err(|_| {
+        ModuleError::Other(format!("{}: not a number: {:?}", shown.display(), t.trim()))
+    })
 }
 
 fn block_of(ctx: &Context, dev: (u32, u32), source: &str) -> Result<Option<Block>, ModuleError> {
     // btrfs and friends report an anonymous 0:N: go by the source device's name.
     let link = if dev.0 != 0 {
-        ctx.host_path(format!("/sys/dev/block/{}:{}", dev.0, dev.1))
+        PathBuf::from(format!("/sys/dev/block/{}:{}", dev.0, dev.1))
     } else {
         let Some(name) = source.strip_prefix("/dev/") else {
             return Ok(None);
         };
-        ctx.host_path(format!(
+        PathBuf::from(format!(
             "/sys/class/block/{}",
             name.rsplit('/').next().unwrap_or(name)
         ))
     };
-    let sys = match fs::canonicalize(&link) {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ModuleError::io("resolving", &link, e)),
+    let rd = ctx.fs()?;
+    // The link resolved inside the root, then named as the instance sees it, so every
+    // read below goes through the root too.
+    let host = match rd.real_path(&link) {
+        Ok(Some((host, _))) => host,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(ModuleError::io("resolving", ctx.host_path(&link), e)),
+    };
+    // The root's own real path: `--root` may be given through a symlink.
+    let root_real = match rd.real_path(Path::new("/")) {
+        Ok(Some((r, _))) => r,
+        _ => ctx.root.dir().to_path_buf(),
+    };
+    let sys = match host.strip_prefix(&root_real) {
+        Ok(rel) => Path::new("/").join(rel),
+        Err(_) => return Ok(None),
     };
     let name = sys
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if sys.join("dm").exists() {
+    if rd.exists(&sys.join("dm")) {
         return Err(ModuleError::Refused(format!(
             "{name} is a device-mapper device (LVM, crypt): growing it is out of stoke's scope"
         )));
     }
-    let parent = if sys.join("partition").exists() {
+    let parent = if rd.exists(&sys.join("partition")) {
         let disk_sys = sys
             .parent()
             .map(Path::to_path_buf)
-            .ok_or_else(|| ModuleError::Other(format!("{}: no parent disk", sys.display())))?;
+            .ok_or_else(|| ModuleError::Other(format!("{}: no parent disk", host.display())))?;
         let disk = disk_sys
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let nr = read_u64(&sys.join("partition"))? as u32;
-        let start = read_u64(&sys.join("start"))?;
+        let nr = read_u64(ctx, &sys.join("partition"))? as u32;
+        let start = read_u64(ctx, &sys.join("start"))?;
         Some((disk, disk_sys, nr, start))
     } else {
         None
@@ -287,7 +313,10 @@ async fn grow_one(
         mount_point: mount_point.to_string(),
         ..Outcome::default()
     };
-    let host_mp = ctx.host_path(mount_point);
+    let rd = ctx.fs()?;
+    // Resolved inside the root: mountinfo lists resolved paths, and xfs_growfs and btrfs
+    // resolve their argv on the host.
+    let host_mp = rd.resolved_host_path(Path::new(mount_point));
     // The last mount at that point is the one in effect.
     let Some((dev, entry)) = mountinfo
         .lines()
@@ -310,15 +339,17 @@ async fn grow_one(
     let mut grew_part = false;
     if let Some((disk, disk_sys, nr, start)) = &block.parent {
         out.disk = Some(format!("/dev/{disk}"));
-        let size = read_u64(&block.sys.join("size"))?;
-        let disk_size = read_u64(&disk_sys.join("size"))?;
+        let size = read_u64(ctx, &block.sys.join("size"))?;
+        let disk_size = read_u64(ctx, &disk_sys.join("size"))?;
         let free = disk_size.saturating_sub(start + size);
         if free < MIN_GROW_SECTORS {
             // The partition is full; its filesystem too, unless an earlier grow stopped
             // half-way (one statvfs tells: a filesystem well short of its partition).
-            let fs_bytes = nix::sys::statvfs::statvfs(&host_mp)
+            let fs_bytes = rd
+                .open_dir(Path::new(mount_point))
+                .and_then(|d| nix::sys::statvfs::fstatvfs(&d).map_err(Into::into))
                 .map(|v| v.blocks() * v.fragment_size())
-                .map_err(|e| ModuleError::io("statvfs", &host_mp, e.into()))?;
+                .map_err(|e| ModuleError::io("statvfs", &host_mp, e))?;
             if !resize || fs_bytes >= size * 512 / 10 * 9 {
                 out.note = "already fills its disk".into();
                 return Ok(out);

@@ -299,3 +299,32 @@ fn config_keys_as_cloud_init_has_them() {
     assert!((spec.validate)("growpart: {mdoe: auto}\n").is_err());
     assert!((spec.validate)("resize_rootfs: maybe\n").is_err());
 }
+
+#[tokio::test]
+async fn a_proc_linked_out_of_the_root_is_not_read() {
+    // The sandbox's /proc is an absolute link to a directory outside it whose mountinfo
+    // mounts the sandbox: resolved inside the root, the link leads nowhere.
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let outside = t.path().join("outside");
+    fs::create_dir_all(outside.join("self")).unwrap();
+    fs::write(
+        outside.join("self/mountinfo"),
+        format!(
+            "22 1 259:2 / {} rw - ext4 /dev/nvme0n1p1 rw\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("proc")).unwrap();
+    let fake = FakeSystem::new();
+    let ctx = context(&root, json!({}), InstanceData::default(), fake.clone());
+    let report = RootFs.run(&ctx).await.unwrap();
+    assert!(
+        report.summary.contains("nothing mounted"),
+        "{}",
+        report.summary
+    );
+    assert!(fake.commands().is_empty());
+}

@@ -36,8 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use stoke_api::{
-    Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, atomic_write, config_spec,
-    read_to_string_opt,
+    Context, Frequency, Module, ModuleError, ModuleSpec, Report, Stage, StateScope, config_spec,
 };
 
 use config::ZoneRef;
@@ -183,7 +182,7 @@ impl Module for Route53 {
         let path = state_path(ctx);
         let body = serde_json::to_vec_pretty(&reg)
             .map_err(|e| ModuleError::Other(format!("route53: encoding state: {e}")))?;
-        atomic_write(&path, &body, 0o600)
+        ctx.write_state_in(StateScope::Instance, STATE_FILE, &body, 0o600)
             .map_err(|e| ModuleError::io("writing registration state", &path, e))?;
 
         let mut warnings = Vec::new();
@@ -233,14 +232,15 @@ impl Module for Route53 {
         }
         sec.check()?;
         let path = state_path(ctx);
-        let Some(raw) = read_to_string_opt(&path)
+        let Some(raw) = ctx
+            .read_state_in(StateScope::Instance, STATE_FILE)
             .map_err(|e| ModuleError::io("reading registration state", &path, e))?
         else {
             return Ok(Some(Report::new(
                 "nothing to deregister: this instance has registered no record",
             )));
         };
-        let reg: Registration = serde_json::from_str(&raw).map_err(|e| {
+        let reg: Registration = serde_json::from_slice(&raw).map_err(|e| {
             ModuleError::Other(format!(
                 "route53: state {} is unreadable: {e}",
                 path.display()
@@ -300,7 +300,7 @@ impl Module for Route53 {
             }
         }
         // Nothing of ours is left in the zone: forget the registration.
-        std::fs::remove_file(&path)
+        ctx.remove_state(StateScope::Instance, STATE_FILE)
             .map_err(|e| ModuleError::io("removing registration state", &path, e))?;
 
         let mut parts = Vec::new();
@@ -345,8 +345,9 @@ fn invalid(e: String) -> ModuleError {
     ModuleError::Invalid(format!("route53: {e}"))
 }
 
+/// The registration file's host path, for messages (read and written through the root).
 fn state_path(ctx: &Context) -> PathBuf {
-    ctx.state_dir.join(STATE_FILE)
+    ctx.resolved_state_path(StateScope::Instance, STATE_FILE)
 }
 
 /// Route53 is a global service: any region of the partition signs right.

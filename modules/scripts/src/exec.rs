@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use stoke_api::{
-    Cmd, Context, FileKind, Frequency, RootDir, ScriptOutcome, ScriptRun, SysError, atomic_write,
+    Cmd, Context, FileKind, Frequency, RootDir, ScriptOutcome, ScriptRun, StateScope, SysError,
     tools,
 };
 
@@ -68,26 +68,24 @@ impl Scripts<'_> {
         runs
     }
 
-    fn record_path(&self, job: &Job) -> Option<PathBuf> {
-        let dir = match job.frequency {
+    /// Where a job's start record is kept: which state directory, and the name in it.
+    fn record_path(&self, job: &Job) -> Option<(StateScope, String)> {
+        let scope = match job.frequency {
             Frequency::PerBoot => return None,
-            Frequency::PerInstance => &self.ctx.state_dir,
-            Frequency::Once => &self.ctx.shared_state_dir,
+            Frequency::PerInstance => StateScope::Instance,
+            Frequency::Once => StateScope::Shared,
         };
-        Some(
-            dir.join("started")
-                .join(format!("{}-{}.json", job.source, job.name)),
-        )
+        Some((scope, format!("started/{}-{}.json", job.source, job.name)))
     }
 
     /// Due unless a start record says it was started before at its frequency.
     pub fn due(&self, job: &Job) -> Due {
-        let Some(path) = self.record_path(job) else {
+        let Some((scope, name)) = self.record_path(job) else {
             return Due::Yes;
         };
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Due::Yes,
+        let text = match self.ctx.read_state_in(scope, &name) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Due::Yes,
             // Cannot tell whether it ran: not running a script twice is the safe side.
             Err(e) => return Due::No(format!("start record unreadable ({e}); not run again")),
         };
@@ -147,7 +145,7 @@ impl Scripts<'_> {
                 exit: None,
             };
             // Durable before the script starts: a crash from here on means "started".
-            if let Err(e) = write_record(path, &rec) {
+            if let Err(e) = self.write_record(path, &rec) {
                 run.outcome = ScriptOutcome::Failed;
                 run.note = format!("not started: cannot record its start: {e}");
                 return run;
@@ -203,7 +201,7 @@ impl Scripts<'_> {
                 outcome: Some(run.outcome),
                 exit: run.exit,
             };
-            if let Err(e) = write_record(path, &rec) {
+            if let Err(e) = self.write_record(path, &rec) {
                 tracing::warn!("{}/{}: recording its end: {e}", job.source, job.name);
             }
         }
@@ -214,12 +212,16 @@ impl Scripts<'_> {
     fn prepare(&self, job: &Job) -> Result<Cmd, String> {
         let (file, shebang) = match &job.body {
             Body::Content(content) => {
-                let dir = self.ctx.state_dir.join("scripts");
-                let file = dir.join(format!("{}-{}", job.source, job.name));
-                make_private_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-                atomic_write(&file, content, 0o700)
-                    .map_err(|e| format!("writing {}: {e}", file.display()))?;
-                (file, content.starts_with(b"#!"))
+                let name = format!("scripts/{}-{}", job.source, job.name);
+                // Resolved inside the root: the kernel runs it by this host path.
+                let shown = || self.ctx.resolved_state_path(StateScope::Instance, &name);
+                self.ctx
+                    .create_state_dir(StateScope::Instance, "scripts", 0o700)
+                    .map_err(|e| format!("creating {}: {e}", shown().display()))?;
+                self.ctx
+                    .write_state_in(StateScope::Instance, &name, content, 0o700)
+                    .map_err(|e| format!("writing {}: {e}", shown().display()))?;
+                (shown(), content.starts_with(b"#!"))
             }
             Body::File(guest) => (check_image_script(self.ctx, guest)?, true),
         };
@@ -263,17 +265,15 @@ fn check_image_script(ctx: &Context, guest: &Path) -> Result<PathBuf, String> {
     Ok(host)
 }
 
-fn make_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-fn write_record(path: &Path, rec: &StartRecord) -> std::io::Result<()> {
-    let json = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
-    atomic_write(path, &json, 0o600)
+impl Scripts<'_> {
+    fn write_record(
+        &self,
+        (scope, name): &(StateScope, String),
+        rec: &StartRecord,
+    ) -> std::io::Result<()> {
+        let json = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+        self.ctx.write_state_in(*scope, name, &json, 0o600)
+    }
 }
 
 fn now_unix() -> f64 {

@@ -383,3 +383,58 @@ async fn an_image_script_link_is_followed_inside_the_root_only() {
         "the root's file, by its real path: {cmds:?}"
     );
 }
+
+#[tokio::test]
+async fn a_state_directory_linked_out_of_the_root_is_not_followed() {
+    // The sandbox's /var/lib/stoke is an absolute link to a directory outside it that
+    // holds a start record saying the `once` script ran: resolved inside the root, the
+    // link leads to the root's own copy of that path, where no record is.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    let inside = root.join(outside.strip_prefix("/").unwrap());
+    let theirs = outside.join("test-shared-state/started/user-data-s.json");
+    std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+    std::fs::write(&theirs, r#"{"started_unix": 1700000000.0}"#).unwrap();
+    std::fs::create_dir_all(&inside).unwrap();
+    std::fs::create_dir_all(root.join("var/lib")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("var/lib/stoke")).unwrap();
+    let scripts = vec![
+        script(
+            "s",
+            ScriptKind::Script(Frequency::Once),
+            "#!/bin/sh\nexit 0\n",
+        ),
+        script("hook", ScriptKind::Boothook, "#cloud-boothook\necho hi\n"),
+    ];
+    let fake = FakeSystem::new();
+    let ctx = ctx_with(&root, json!({}), scripts.clone(), fake.clone());
+    let report = FinalScripts.run(&ctx).await.expect("ok");
+    assert_eq!(runs(&report.details)[0].outcome, ScriptOutcome::Ok);
+    Bootcmd
+        .run(&ctx_with(&root, json!({}), scripts, fake.clone()))
+        .await
+        .expect("ok");
+    let hook = inside.join("test-state/scripts/boothook-hook");
+    assert!(hook.is_file());
+    assert!(
+        fake.commands()
+            .iter()
+            .any(|c| c == &format!("/bin/sh {}", hook.display())),
+        "{:?}",
+        fake.commands()
+    );
+    assert!(
+        inside
+            .join("test-shared-state/started/user-data-s.json")
+            .is_file()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&theirs).unwrap(),
+        r#"{"started_unix": 1700000000.0}"#
+    );
+    assert!(
+        !outside.join("test-state").exists(),
+        "nothing written outside"
+    );
+}

@@ -192,7 +192,11 @@ pub(crate) async fn schedule(ctx: &Context, plan: &Plan) -> Result<Report, Modul
     let script = script_text(ctx, plan);
     let dir = open_root(ctx)?;
     write_file(ctx, &dir, &script_guest, script.as_bytes(), 0o700).map_err(ModuleError::Other)?;
-    let script_host = ctx.host_path(&script_guest).display().to_string();
+    // Resolved inside the root: sh opens it on the host, where a link would lead out.
+    let script_host = dir
+        .resolved_host_path(std::path::Path::new(&script_guest))
+        .display()
+        .to_string();
     let sh = ctx.tool(tools::SH);
     let mut details = json!({
         "scheduled": true,
@@ -228,8 +232,6 @@ pub(crate) async fn schedule(ctx: &Context, plan: &Plan) -> Result<Report, Modul
         details["unit"] = json!(plan.unit);
         format!("unit {} after stoke.target", plan.unit)
     } else {
-        dir.create_dir_all(std::path::Path::new("/var/log/stoke"), 0o755)
-            .map_err(|e| ModuleError::io("creating", ctx.host_path("/var/log/stoke"), e))?;
         let log = ctx.log_path(format!("/var/log/stoke/{}.log", plan.unit));
         let cmd = Cmd::new(sh, [script_host]);
         let pid = ctx.system.spawn_detached(&cmd, &log)?;

@@ -143,3 +143,46 @@ async fn power_state_without_systemd_starts_the_script_detached() {
     assert!(script.contains("test -e '/x y'\nrc=$?"), "{script}");
     assert!(script.ends_with("exec shutdown -P +2\n"), "{script}");
 }
+
+#[tokio::test]
+async fn a_detached_commands_log_and_script_stay_inside_the_root() {
+    // /var/log and /run of the sandbox are absolute links to a directory outside it:
+    // resolved inside the root they lead to the root's own /outside.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(root.join("var")).unwrap();
+    std::fs::create_dir_all(root.join(outside.strip_prefix("/").unwrap())).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("var/log")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("run")).unwrap();
+    let sys = FakeSystem::new();
+    let ctx = context(
+        &root,
+        json!({"power_state": {"mode": "poweroff", "delay": "now"}}),
+        InstanceData::default(),
+        sys.clone(),
+    );
+    PowerState.run(&ctx).await.unwrap();
+    let (argv, log) = sys
+        .actions()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::SpawnDetached { argv, log } => Some((argv, log)),
+            _ => None,
+        })
+        .unwrap();
+    let inside = root.join(outside.strip_prefix("/").unwrap());
+    assert!(log.starts_with(&inside), "{}", log.display());
+    assert_eq!(log.file_name().unwrap(), "stoke-power-state.log");
+    assert!(
+        log.parent().unwrap().is_dir(),
+        "the log's directory is made"
+    );
+    assert!(
+        argv.iter()
+            .any(|a| std::path::Path::new(a).starts_with(&inside)),
+        "{argv:?}"
+    );
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}

@@ -247,6 +247,8 @@ pub fn instance_ctx(
     ip: &str,
     mut section: Value,
 ) -> Context {
+    // The root exists, as a boot's does: state is written through it.
+    std::fs::create_dir_all(root).expect("make the root");
     let sec = section.as_object_mut().expect("section is a map");
     sec.entry("endpoint_url").or_insert(json!(endpoint));
     sec.entry("access_key_id").or_insert(json!("testing"));
