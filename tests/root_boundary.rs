@@ -209,7 +209,7 @@ fn clean_and_the_temp_sweep_delete_nothing_outside_the_root_through_a_link() {
     s.write("/etc/.hosts.stoke-tmp-999999-1", "x");
     let outside = tempfile::tempdir().expect("tempdir");
     // Links to outside directories holding what `clean` and the sweep would remove.
-    for guest in ["/etc/ssh", "/var/lib/stoke", "/run/stoke", "/var/log/stoke"] {
+    for guest in ["/etc/ssh", "/var/lib/stoke", "/var/log/stoke"] {
         let to = move_out(&s, guest, outside.path());
         std::fs::write(to.join(".x.stoke-tmp-999999-2"), "bait").expect("bait");
         std::fs::create_dir_all(to.join("sem")).expect("mkdir");
@@ -229,4 +229,20 @@ fn clean_and_the_temp_sweep_delete_nothing_outside_the_root_through_a_link() {
         "clean removed or wrote something outside the root: {}",
         r.stderr
     );
+}
+
+#[test]
+fn an_absolute_run_dir_link_puts_no_run_lock_outside_the_root() {
+    let s = Sandbox::nocloud("iid-lock", GOOD);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let moved = move_out(&s, "/run/stoke", outside.path());
+    let before = snapshot(outside.path());
+    // Inside the root the link dangles: stoke refuses (no lock) rather than lock the host's.
+    let r = s.stoke(&["clean"]);
+    assert!(
+        !moved.join("lock").exists(),
+        "lock made outside: {}",
+        r.stderr
+    );
+    assert_eq!(snapshot(outside.path()), before, "{}", r.stderr);
 }
