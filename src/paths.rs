@@ -4,11 +4,17 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use stoke_api::{InstanceId, Root};
+use stoke_api::{InputDir, InstanceId, Root};
 
 /// The engine's own files (semaphores, status, cache, instance id) are small; a larger one
 /// is not stoke's and is refused rather than read whole.
 pub const MAX_STATE_FILE: u64 = 64 * 1024 * 1024;
+
+/// The image's configuration directory and the NoCloud seed, as the instance sees them.
+const CONFIG_DIR: &str = "/etc/stoke";
+const SEED_DIR: &str = "/var/lib/stoke/seed/nocloud";
+/// `/run/stoke` as the instance sees it (the run lock is opened by it, inside the root).
+pub const RUN_DIR: &str = "/run/stoke";
 
 #[derive(Clone, Debug)]
 pub struct Paths {
@@ -22,18 +28,42 @@ pub struct Paths {
     /// `/run/stoke`.
     pub run_dir: PathBuf,
     pub log_dir: PathBuf,
+    /// Whether `config_dir` / `seed_dir` were named on the command line (see [`InputDir`]).
+    config_given: bool,
+    seed_given: bool,
 }
 
 impl Paths {
     pub fn new(root: Root, config_dir: Option<PathBuf>, seed_dir: Option<PathBuf>) -> Self {
         Paths {
-            config_dir: config_dir.unwrap_or_else(|| root.host_path("/etc/stoke")),
-            seed_dir: seed_dir.unwrap_or_else(|| root.host_path("/var/lib/stoke/seed/nocloud")),
+            config_given: config_dir.is_some(),
+            seed_given: seed_dir.is_some(),
+            config_dir: config_dir.unwrap_or_else(|| root.host_path(CONFIG_DIR)),
+            seed_dir: seed_dir.unwrap_or_else(|| root.host_path(SEED_DIR)),
             state_dir: root.host_path("/var/lib/stoke"),
-            run_dir: root.host_path("/run/stoke"),
+            run_dir: root.host_path(RUN_DIR),
             log_dir: root.host_path("/var/log/stoke"),
             root,
         }
+    }
+
+    /// The image's layers (`stoke.yaml`, `stoke.d/`, `lineage.json`): see [`InputDir`].
+    pub fn config(&self) -> InputDir {
+        self.input_dir(&self.config_dir, self.config_given, CONFIG_DIR)
+    }
+
+    /// The NoCloud seed directory: see [`InputDir`].
+    pub fn seed(&self) -> InputDir {
+        self.input_dir(&self.seed_dir, self.seed_given, SEED_DIR)
+    }
+
+    fn input_dir(&self, host: &Path, given: bool, guest: &str) -> InputDir {
+        let (root, guest) = if given {
+            (Root::new(host), PathBuf::from("/"))
+        } else {
+            (self.root.clone(), PathBuf::from(guest))
+        };
+        InputDir::new(root, guest, host)
     }
 
     /// `host` as the instance sees it, when it is under the root (every path here is,
@@ -73,6 +103,24 @@ impl Paths {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             },
+        }
+    }
+
+    /// Removes one of stoke's own directories with everything in it, or a file (links
+    /// removed, never followed; see [`Paths::read`]); `false` when nothing was there. A
+    /// directory outside the root is one the user named (`--seed`).
+    pub fn remove_tree(&self, host: &Path) -> io::Result<bool> {
+        match self.guest(host) {
+            Some(guest) => self.root.fs()?.remove_tree(&guest),
+            None => {
+                let res = match std::fs::symlink_metadata(host) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(host),
+                    Ok(_) => std::fs::remove_file(host),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) => Err(e),
+                };
+                res.map(|()| true)
+            }
         }
     }
 

@@ -298,7 +298,7 @@ const HOST_PATHS: &[(&str, usize, &str)] = &[
     (
         "src/paths.rs",
         7,
-        "TODO: config, seed, state, run and log directories as host paths (their files go through Paths::read/write)",
+        "config, seed, state, run and log directories, boot id, DMI: for messages; their files are opened inside the root (Paths::read/write/remove_tree, Paths::config/seed → InputDir, RUN_DIR for the lock)",
     ),
     (
         "src/app/mod.rs",
@@ -306,11 +306,6 @@ const HOST_PATHS: &[(&str, usize, &str)] = &[
         "the metrics file, written through Paths::write",
     ),
     ("src/cli/mod.rs", 1, "read through Paths::read"),
-    (
-        "src/state/mod.rs",
-        5,
-        "TODO: the stale-temp sweep walks host paths",
-    ),
 ];
 
 #[test]

@@ -156,3 +156,93 @@ fn an_absolute_sys_block_link_shows_the_disks_no_disk_outside_the_root() {
         s.read("/run/stoke/actions.jsonl")
     );
 }
+
+/// An image layer that names the hostname: read or not is seen in `/etc/hostname`.
+const LAYER: &str = "hostname: from-a-layer\n";
+
+#[test]
+fn an_absolute_config_dir_link_reads_no_layer_from_outside_the_root() {
+    // Control: the same layer inside the root is read.
+    let inside = Sandbox::nocloud("iid-layer", "#cloud-config\n");
+    inside.write("/etc/stoke/stoke.d/50-name.yaml", LAYER);
+    let r = inside.run_all();
+    assert!(
+        inside.read("/etc/hostname").contains("from-a-layer"),
+        "control: the layer inside the root is not read: {}",
+        r.stderr
+    );
+
+    let s = Sandbox::nocloud("iid-layer", "#cloud-config\n");
+    s.write("/etc/stoke/stoke.d/50-name.yaml", LAYER);
+    s.write("/etc/stoke/stoke.yaml", LAYER);
+    let outside = tempfile::tempdir().expect("tempdir");
+    move_out(&s, "/etc/stoke", outside.path());
+    let before = snapshot(outside.path());
+    let r = s.run_all();
+    assert!(
+        !s.read("/etc/hostname").contains("from-a-layer"),
+        "a layer outside the root was read: {}",
+        r.stderr
+    );
+    assert_eq!(snapshot(outside.path()), before, "written outside the root");
+}
+
+#[test]
+fn an_absolute_seed_dir_link_reads_no_seed_from_outside_the_root() {
+    let s = Sandbox::nocloud("iid-outside", GOOD);
+    let outside = tempfile::tempdir().expect("tempdir");
+    move_out(&s, "/var/lib/stoke/seed", outside.path());
+    let r = s.run_all();
+    assert!(
+        !s.read("/var/lib/stoke/instance-id").contains("iid-outside"),
+        "the seed outside the root was read: {}",
+        r.stderr
+    );
+    assert_ne!(s.status()["instance_id"], "iid-outside", "{}", r.stderr);
+}
+
+#[test]
+fn clean_and_the_temp_sweep_delete_nothing_outside_the_root_through_a_link() {
+    let s = Sandbox::nocloud("iid-clean", GOOD);
+    s.run_all();
+    // What a killed stoke left, inside the root: the control that the sweep runs.
+    s.write("/etc/.hosts.stoke-tmp-999999-1", "x");
+    let outside = tempfile::tempdir().expect("tempdir");
+    // Links to outside directories holding what `clean` and the sweep would remove.
+    for guest in ["/etc/ssh", "/var/lib/stoke", "/var/log/stoke"] {
+        let to = move_out(&s, guest, outside.path());
+        std::fs::write(to.join(".x.stoke-tmp-999999-2"), "bait").expect("bait");
+        std::fs::create_dir_all(to.join("sem")).expect("mkdir");
+        std::fs::create_dir_all(to.join("instances")).expect("mkdir");
+        std::fs::write(to.join("instance-id"), "bait\n").expect("bait");
+    }
+    let before = snapshot(outside.path());
+    let r = s.stoke(&["clean", "--logs", "--seed"]);
+    assert!(
+        !s.path("/etc/.hosts.stoke-tmp-999999-1").exists(),
+        "control: the sweep did not run: {}",
+        r.stderr
+    );
+    assert_eq!(
+        snapshot(outside.path()),
+        before,
+        "clean removed or wrote something outside the root: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn an_absolute_run_dir_link_puts_no_run_lock_outside_the_root() {
+    let s = Sandbox::nocloud("iid-lock", GOOD);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let moved = move_out(&s, "/run/stoke", outside.path());
+    let before = snapshot(outside.path());
+    // Inside the root the link dangles: stoke refuses (no lock) rather than lock the host's.
+    let r = s.stoke(&["clean"]);
+    assert!(
+        !moved.join("lock").exists(),
+        "lock made outside: {}",
+        r.stderr
+    );
+    assert_eq!(snapshot(outside.path()), before, "{}", r.stderr);
+}

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stoke_api::{Root, RootDir};
+use stoke_api::InputDir;
 
 use crate::config::ImageSection;
 use crate::paths::Paths;
@@ -36,21 +36,18 @@ fn file_name(source: &str) -> String {
         .unwrap_or_else(|| source.to_string())
 }
 
-fn read_recorded(config_dir: &Path) -> Recorded {
-    let Ok(dir) = RootDir::open(&Root::new(config_dir)) else {
-        return Recorded::default();
-    };
-    match dir.read_regular(Path::new(FILE), MAX_FILE) {
+fn read_recorded(config: &InputDir) -> Recorded {
+    match config.read(FILE, MAX_FILE) {
         Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             tracing::warn!(
                 "{}: unreadable ({e}); ignored",
-                config_dir.join(FILE).display()
+                config.shown(FILE).display()
             );
             Recorded::default()
         }),
         Ok(None) => Recorded::default(),
         Err(e) => {
-            tracing::warn!("{}: {e}", config_dir.join(FILE).display());
+            tracing::warn!("{}: {e}", config.shown(FILE).display());
             Recorded::default()
         }
     }
@@ -58,9 +55,9 @@ fn read_recorded(config_dir: &Path) -> Recorded {
 
 /// The lineage: every image layer with an `image:` section or recorded build facts, in layer
 /// order. `images` holds (source name, `image:` value) of the accepted image layers.
-pub fn of(config_dir: &Path, images: &[(String, serde_json::Value)]) -> Vec<Layer> {
-    let recorded = read_recorded(config_dir);
-    let layer_files = crate::config::image_sources(config_dir)
+pub fn of(config: &InputDir, images: &[(String, serde_json::Value)]) -> Vec<Layer> {
+    let recorded = read_recorded(config);
+    let layer_files = crate::config::image_sources(config)
         .map(|s| s.into_iter().map(|s| s.name).collect::<Vec<_>>())
         .unwrap_or_default();
     let mut out = Vec::new();
@@ -86,15 +83,15 @@ pub fn of(config_dir: &Path, images: &[(String, serde_json::Value)]) -> Vec<Laye
 /// `stoke clean`: records `facts` for every image layer that has none yet (the layers this
 /// bake added; earlier bakes recorded theirs). Returns the layers recorded.
 pub fn record(
-    config_dir: &Path,
+    config: &InputDir,
     facts: &BuildFacts,
     system: &dyn stoke_api::System,
 ) -> std::io::Result<Vec<String>> {
-    let layers = crate::config::image_sources(config_dir)?;
+    let layers = crate::config::image_sources(config)?;
     if layers.is_empty() {
         return Ok(Vec::new());
     }
-    let mut recorded = read_recorded(config_dir);
+    let mut recorded = read_recorded(config);
     let mut new = Vec::new();
     for l in layers {
         let name = file_name(&l.name);
@@ -107,8 +104,7 @@ pub fn record(
         return Ok(new);
     }
     let json = serde_json::to_vec_pretty(&recorded).map_err(std::io::Error::other)?;
-    let dir = RootDir::open(&Root::new(config_dir))?;
-    dir.write_atomic(Path::new(FILE), &json, 0o644, None, system)?;
+    config.write(FILE, &json, 0o644, system)?;
     Ok(new)
 }
 
@@ -230,25 +226,20 @@ mod tests {
         );
         std::fs::create_dir_all(dir.path().join("stoke.d")).unwrap();
         std::fs::write(dir.path().join("stoke.d/10-base.yaml"), "{}\n").unwrap();
+        let config = stoke_api::InputDir::new(stoke_api::Root::new(dir.path()), "/", dir.path());
         let first = BuildFacts {
             cleaned_at: "2026-01-01T00:00:00Z".into(),
             stoke_version: "0.1.0".into(),
             source_ami: Some("ami-1".into()),
         };
-        assert_eq!(
-            record(dir.path(), &first, &sys).unwrap(),
-            vec!["10-base.yaml"]
-        );
+        assert_eq!(record(&config, &first, &sys).unwrap(), vec!["10-base.yaml"]);
         std::fs::write(dir.path().join("stoke.d/50-app.yaml"), "{}\n").unwrap();
         let second = BuildFacts {
             cleaned_at: "2026-02-01T00:00:00Z".into(),
             ..first.clone()
         };
-        assert_eq!(
-            record(dir.path(), &second, &sys).unwrap(),
-            vec!["50-app.yaml"]
-        );
-        let layers = of(dir.path(), &[]);
+        assert_eq!(record(&config, &second, &sys).unwrap(), vec!["50-app.yaml"]);
+        let layers = of(&config, &[]);
         assert_eq!(layers.len(), 2);
         assert_eq!(
             layers[0].build.as_ref(),
@@ -256,6 +247,6 @@ mod tests {
             "kept from its own bake"
         );
         assert_eq!(layers[1].build.as_ref(), Some(&second));
-        assert!(record(dir.path(), &second, &sys).unwrap().is_empty());
+        assert!(record(&config, &second, &sys).unwrap().is_empty());
     }
 }

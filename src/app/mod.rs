@@ -64,7 +64,7 @@ impl App {
     /// The engine's keys from the image's own configuration layers (no datasource).
     pub fn image_engine(&self) -> EngineConfig {
         let mut loaded = Loaded::default();
-        if let Ok(sources) = config::image_sources(&self.paths.config_dir) {
+        if let Ok(sources) = config::image_sources(&self.paths.config()) {
             let groups: Vec<Vec<Source>> = sources.into_iter().map(|s| vec![s]).collect();
             config::load_into(&mut loaded, &groups, &self.modules);
         }
@@ -87,7 +87,7 @@ impl App {
     ) {
         let imds = self.image_engine().imds.unwrap_or_default();
         let facts = lineage::build_facts(&self.paths, &imds).await;
-        let recorded = lineage::record(&self.paths.config_dir, &facts, self.system.as_ref());
+        let recorded = lineage::record(&self.paths.config(), &facts, self.system.as_ref());
         (facts, recorded)
     }
 
@@ -139,13 +139,13 @@ impl App {
     /// The image's lineage (`stoke query image`): no instance needed.
     pub fn image_lineage(&self) -> anyhow::Result<(Vec<crate::state::lineage::Layer>, Loaded)> {
         let mut loaded = Loaded::default();
-        let groups: Vec<Vec<Source>> = config::image_sources(&self.paths.config_dir)
+        let groups: Vec<Vec<Source>> = config::image_sources(&self.paths.config())
             .with_context(|| format!("reading {}", self.paths.config_dir.display()))?
             .into_iter()
             .map(|s| vec![s])
             .collect();
         config::load_into(&mut loaded, &groups, &self.modules);
-        Ok((lineage::of(&self.paths.config_dir, &loaded.images), loaded))
+        Ok((lineage::of(&self.paths.config(), &loaded.images), loaded))
     }
 
     pub fn new(paths: Paths, system: Arc<dyn System>, modules: Vec<Arc<dyn Module>>) -> Self {
@@ -193,7 +193,7 @@ impl App {
         let mut loaded = Loaded::default();
         // Kept for what the metadata service must be asked beyond the base (`fetch_extras`).
         let mut image_layers: Vec<Vec<Source>> = Vec::new();
-        match config::image_sources(&self.paths.config_dir) {
+        match config::image_sources(&self.paths.config()) {
             Ok(sources) => image_layers = sources.into_iter().map(|s| vec![s]).collect(),
             Err(e) => loaded.errors.push(stoke_api::ConfigError::new(format!(
                 "reading {}: {e}",
@@ -429,7 +429,7 @@ impl App {
         }
         status.instance_id = prep.instance.described().map(|i| i.instance_id.clone());
         status.datasource = prep.instance.described().map(|i| i.datasource.clone());
-        status.lineage = lineage::of(&self.paths.config_dir, &prep.loaded.images);
+        status.lineage = lineage::of(&self.paths.config(), &prep.loaded.images);
         let errors = prep
             .loaded
             .errors

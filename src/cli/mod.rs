@@ -170,9 +170,9 @@ fn exit(o: Overall) -> ExitCode {
 
 /// `stoke=disabled` on the kernel command line, or `/etc/stoke/disabled`.
 fn disabled(paths: &Paths) -> Option<String> {
-    let marker = paths.config_dir.join("disabled");
-    if marker.exists() {
-        return Some(format!("{} exists", marker.display()));
+    let config = paths.config();
+    if config.exists("disabled") {
+        return Some(format!("{} exists", config.shown("disabled").display()));
     }
     let cmdline = paths
         .read(&paths.root.host_path("/proc/cmdline"))

@@ -22,7 +22,7 @@ pub fn run(
     json: bool,
     layer: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let sources = config::image_sources(&app.paths.config_dir)
+    let sources = config::image_sources(&app.paths.config())
         .with_context(|| format!("reading {}", app.paths.config_dir.display()))?;
     let only: Option<BTreeSet<String>> = match layer {
         Some(name) => Some(layer_checks(&sources, name)?),

@@ -9,13 +9,15 @@
 mod cloud_init;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use stoke_api::{ConfigError, ConfigSpec, Frequency, Module, config_spec};
+
+use stoke_api::InputDir;
 
 /// The engine's own keys (modules declare theirs).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -119,38 +121,43 @@ pub fn engine_spec() -> ConfigSpec {
     config_spec::<EngineConfig>()
 }
 
-/// Reads the image's layers: `stoke.yaml`, then `stoke.d/*.yaml` in lexical order.
-pub fn image_sources(config_dir: &Path) -> std::io::Result<Vec<Source>> {
+/// The largest image layer read: a layer is the image's own, but a file that size is no
+/// configuration (the cap keeps a mistaken device or FIFO from being read whole).
+const MAX_LAYER: u64 = 16 * 1024 * 1024;
+
+/// Reads the image's layers: `stoke.yaml`, then `stoke.d/*.yaml` in lexical order, resolved
+/// inside the root (see [`InputDir`]).
+pub fn image_sources(config: &InputDir) -> std::io::Result<Vec<Source>> {
     let mut files = Vec::new();
-    let main = config_dir.join("stoke.yaml");
-    if main.is_file() {
-        files.push(main);
+    if config.is_file("stoke.yaml") {
+        files.push(PathBuf::from("stoke.yaml"));
     }
-    match std::fs::read_dir(config_dir.join("stoke.d")) {
-        Ok(entries) => {
-            let mut layer: Vec<_> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                .collect();
-            layer.sort();
-            files.extend(layer);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
+    let mut layer: Vec<PathBuf> = config
+        .list("stoke.d")?
+        .into_iter()
+        .map(|(name, _)| Path::new("stoke.d").join(name))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    layer.sort();
+    files.extend(layer);
     files
         .into_iter()
         .map(|p| {
-            let bytes = std::fs::read(&p)?;
+            let shown = config.shown(&p);
+            let bytes = config.read(&p, MAX_LAYER)?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{}: vanished while read", shown.display()),
+                )
+            })?;
             let text = String::from_utf8(bytes).map_err(|_| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("{}: not UTF-8", p.display()),
+                    format!("{}: not UTF-8", shown.display()),
                 )
             })?;
             Ok(Source {
-                name: p.display().to_string(),
+                name: shown.display().to_string(),
                 text,
             })
         })

@@ -503,10 +503,6 @@ fn script_name(filename: Option<&str>, index: usize, taken: &[UserScript]) -> St
     }
 }
 
-pub fn is_dir_with(dir: &Path, file: &str) -> bool {
-    dir.join(file).is_file()
-}
-
 #[cfg(test)]
 mod boundary_tests {
     use super::*;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stoke_api::{
-    Cmd, InstanceData, InstanceId, MountRequest, Root, System, read_capped, tools, yaml_options,
+    Cmd, InputDir, InstanceData, InstanceId, MountRequest, Root, System, tools, yaml_options,
 };
 use stoke_imds::{LEAF_CAP, USER_DATA_CAP};
 
-use super::{Found, is_dir_with};
+use super::Found;
 use crate::paths::Paths;
 
 pub async fn read(
@@ -19,8 +19,10 @@ pub async fn read(
     system: &dyn System,
     use_volume: bool,
 ) -> Result<Option<Found>, String> {
-    if is_dir_with(&paths.seed_dir, "meta-data") {
-        return read_dir(&paths.seed_dir).map(Some);
+    // The default seed is resolved inside the root; a `--seed` directory is the user's.
+    let seed = paths.seed();
+    if seed.is_file("meta-data") {
+        return read_dir(&seed).map(Some);
     }
     if !use_volume {
         return Ok(None);
@@ -105,8 +107,13 @@ async fn read_volume(
     device: &str,
     fstype: Option<&str>,
 ) -> Result<Found, String> {
-    let mnt = paths.run_dir.join("cidata");
-    std::fs::create_dir_all(&mnt).map_err(|e| format!("mkdir {}: {e}", mnt.display()))?;
+    // The mount point made inside the root; mount(2) is given its resolved host path.
+    let guest_mnt = Path::new(crate::paths::RUN_DIR).join("cidata");
+    let mnt = paths
+        .root
+        .fs()
+        .and_then(|fs| fs.host_dir(&guest_mnt))
+        .map_err(|e| format!("mkdir {}: {e}", guest_mnt.display()))?;
     let mut last = String::new();
     let types: &[&str] = match fstype {
         Some(t @ ("iso9660" | "vfat")) => &[t],
@@ -121,7 +128,8 @@ async fn read_volume(
         };
         match system.mount(&req).await {
             Ok(()) => {
-                let result = read_dir(&mnt);
+                // The volume as a root of its own: a link on it leads nowhere else.
+                let result = read_dir(&InputDir::new(Root::new(&mnt), "/", &mnt));
                 if let Err(e) = system.umount(&mnt).await {
                     tracing::warn!("unmounting the cidata volume: {e}");
                 }
@@ -133,20 +141,24 @@ async fn read_volume(
     Err(format!("cannot mount cidata volume {device}: {last}"))
 }
 
-fn read_dir(dir: &Path) -> Result<Found, String> {
-    let meta_path = dir.join("meta-data");
+fn read_dir(dir: &InputDir) -> Result<Found, String> {
+    let meta_path = dir.shown("meta-data");
     // The same caps as IMDS answers: a seed is input from outside like any other.
-    let meta = read_capped(&meta_path, LEAF_CAP as u64)
-        .map_err(|e| e.to_string())?
+    let meta = dir
+        .read("meta-data", LEAF_CAP as u64)
+        .map_err(|e| format!("{}: {e}", meta_path.display()))?
         .ok_or_else(|| format!("{}: not found", meta_path.display()))?;
     let meta =
         String::from_utf8(meta).map_err(|_| format!("{}: not UTF-8", meta_path.display()))?;
     let instance = parse_meta_data(&meta).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let opt = |name: &str| read_capped(&dir.join(name), USER_DATA_CAP as u64);
+    let opt = |name: &str| {
+        dir.read(name, USER_DATA_CAP as u64)
+            .map_err(|e| format!("{}: {e}", dir.shown(name).display()))
+    };
     Ok(Found {
         instance,
-        user_data: opt("user-data").map_err(|e| e.to_string())?,
-        vendor_data: opt("vendor-data").map_err(|e| e.to_string())?,
+        user_data: opt("user-data")?,
+        vendor_data: opt("vendor-data")?,
         from_cache: false,
         imds: None,
     })

@@ -5,14 +5,14 @@ pub mod lineage;
 pub mod metrics;
 pub mod status;
 
-use std::fs::{self, File, OpenOptions};
-use std::path::PathBuf;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use stoke_api::{Frequency, InstanceId};
 
-use crate::paths::Paths;
+use crate::paths::{Paths, RUN_DIR};
 
 pub fn now_unix() -> f64 {
     SystemTime::now()
@@ -220,21 +220,28 @@ impl<'a> State<'a> {
     }
 
     /// Removes the temp files a killed stoke left on the way to an atomic rename (a private
-    /// host key among them, possibly), where stoke writes. Call with the run lock held.
+    /// host key among them, possibly), where stoke writes, resolved inside the root (a link
+    /// under `--root` to the host's `/etc` is not swept). Call with the run lock held.
     pub fn remove_stale_temp_files(&self) -> Vec<PathBuf> {
-        let root = &self.paths.root;
+        let fs = match self.paths.root.fs() {
+            Ok(fs) => fs,
+            Err(e) => {
+                tracing::warn!("stale temp files not swept: {e}");
+                return Vec::new();
+            }
+        };
         let mut removed = Vec::new();
         for (dir, depth) in [
-            (root.host_path("/etc"), 0),
-            (root.host_path("/etc/ssh"), 0),
-            (root.host_path("/etc/sudoers.d"), 0),
-            (self.paths.config_dir.clone(), 1),
-            (self.paths.state_dir.clone(), 8),
-            (self.paths.run_dir.clone(), 1),
-            (root.host_path("/root"), 1),
-            (root.host_path("/home"), 2),
+            ("/etc", 0),
+            ("/etc/ssh", 0),
+            ("/etc/sudoers.d", 0),
+            ("/etc/stoke", 1),
+            ("/var/lib/stoke", 8),
+            ("/run/stoke", 1),
+            ("/root", 1),
+            ("/home", 2),
         ] {
-            removed.extend(stoke_api::remove_stale_temp_files(&dir, depth));
+            removed.extend(fs.remove_stale_temp_files(Path::new(dir), depth));
         }
         for p in &removed {
             tracing::warn!("removed {}: left by an interrupted stoke", p.display());
@@ -242,7 +249,8 @@ impl<'a> State<'a> {
         removed
     }
 
-    /// Removes instance state so the next boot behaves as a first boot.
+    /// Removes instance state so the next boot behaves as a first boot (resolved inside the
+    /// root: a link there is removed, never followed).
     pub fn clean(&self, logs: bool, seed: bool) -> std::io::Result<Vec<PathBuf>> {
         let mut targets = vec![
             self.paths.state_dir.join("instances"),
@@ -261,14 +269,9 @@ impl<'a> State<'a> {
         // What an interrupted stoke left must not survive into a baked image.
         let mut removed = self.remove_stale_temp_files();
         for t in targets {
-            let res = match fs::symlink_metadata(&t) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&t),
-                Ok(_) => fs::remove_file(&t),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => Err(e),
-            };
-            res?;
-            removed.push(t);
+            if self.paths.remove_tree(&t)? {
+                removed.push(t);
+            }
         }
         Ok(removed)
     }
@@ -288,12 +291,10 @@ impl RunLock {
 
     /// Waits up to `wait` for another stoke to finish (blocking: see `acquire_off_runtime`).
     pub fn acquire(paths: &Paths, wait: Duration) -> std::io::Result<RunLock> {
-        fs::create_dir_all(&paths.run_dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(paths.lock_file())?;
+        // Resolved inside the root: a link under `--root` cannot put the lock on the host.
+        let fs = paths.root.fs()?;
+        fs.create_dir_all(Path::new(RUN_DIR), 0o755)?;
+        let file = fs.open_or_create(&Path::new(RUN_DIR).join("lock"), 0o644)?;
         let deadline = Instant::now() + wait;
         loop {
             match file.try_lock() {

@@ -18,6 +18,7 @@ pub mod outputs;
 pub mod probe;
 mod retry_budget;
 mod rootfs;
+mod rootfs_tree;
 mod run_record;
 mod system;
 mod template;
@@ -48,6 +49,7 @@ pub use module::{Frequency, Module, ModuleError, ModuleSpec, Order, Report, Stag
 pub use off_runtime::off_runtime;
 pub use retry_budget::RetryBudget;
 pub use rootfs::{FileKind, FileStat, RootDir, create_dir_complete, replace_in_dir};
+pub use rootfs_tree::InputDir;
 pub use run_record::{BACKGROUND_FILE, RunRecord, RunState};
 pub use system::{
     Action, Cmd, CmdOutput, MountRequest, NVME_IDENTIFY_LEN, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX,
