@@ -15,7 +15,6 @@ pub struct Access<'a> {
     /// Another endpoint (tests, proxies); else the service's environment variable, else the
     /// region's endpoint.
     pub endpoint_url: Option<&'a str>,
-    pub region: Option<&'a str>,
     /// Static credentials; without them, the standard chain (instance profile through IMDS).
     pub access_key_id: Option<&'a str>,
     pub secret_access_key: Option<&'a str>,
@@ -89,7 +88,6 @@ mod tests {
     fn keys() -> Access<'static> {
         Access {
             endpoint_url: None,
-            region: None,
             access_key_id: None,
             secret_access_key: None,
             session_token: None,

@@ -133,7 +133,6 @@ impl Section {
     pub fn access(&self) -> Access<'_> {
         Access {
             endpoint_url: self.endpoint_url.as_deref(),
-            region: self.region.as_deref(),
             access_key_id: self.access_key_id.as_deref(),
             secret_access_key: self.secret_access_key.as_deref(),
             session_token: self.session_token.as_deref(),
