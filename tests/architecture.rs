@@ -306,6 +306,11 @@ const HOST_PATHS: &[(&str, usize, &str)] = &[
         "the metrics file, written through Paths::write",
     ),
     ("src/cli/mod.rs", 1, "read through Paths::read"),
+    (
+        "src/cli/exec_record.rs",
+        1,
+        "the result file's name in messages; it is written in its directory opened inside the root",
+    ),
 ];
 
 #[test]

@@ -1,4 +1,4 @@
-//! `stoke exec-record --result FILE --success-codes 0,2 -- ARGV...`
+//! `stoke [--root DIR] exec-record --result FILE --success-codes 0,2 -- ARGV...`
 //!
 //! Runs a command that stoke does not wait for (the non-blocking Puppet run,
 //! under `systemd-run` or detached) and records its life in FILE, so that
@@ -7,7 +7,10 @@
 //! systemd-run, the log file when detached), line by line; the last lines are
 //! also kept for the record.
 //!
-//! FILE is replaced atomically (never seen half-written). Its JSON shape:
+//! FILE is the instance's path, resolved inside `--root` (default `/`): its directory is
+//! opened once, at the start, and every record is written in that directory, so nothing
+//! swapped in on the way later is followed. FILE is replaced atomically (never seen
+//! half-written). Its JSON shape:
 //!
 //! ```text
 //! while running:
@@ -32,14 +35,16 @@
 //! 127 when it could not be started; 2 when no command was given.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stoke_api::RunRecord;
+use stoke_api::{Root, RunRecord, replace_in_dir};
 
 /// Output lines kept in the record.
 const TAIL_LINES: usize = stoke_puppet::TAIL_LINES;
@@ -47,8 +52,35 @@ const TAIL_LINES: usize = stoke_puppet::TAIL_LINES;
 /// grandchild holding the pipe must not keep the record from being written).
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Runs `argv`, recording it in `result`; returns the command's exit status.
-pub fn exec_record(result: &Path, success_codes: &[i32], argv: &[String]) -> i32 {
+/// Where the record goes: the result file's directory, opened inside the root once.
+struct ResultFile {
+    shown: PathBuf,
+    dir: Result<(File, OsString), String>,
+}
+
+impl ResultFile {
+    fn open(root: &Root, guest: &Path) -> ResultFile {
+        let dir = (|| {
+            let name = guest
+                .file_name()
+                .ok_or_else(|| format!("{} does not name a file", guest.display()))?;
+            let parent = guest.parent().unwrap_or(Path::new("/"));
+            let dir = root
+                .fs()
+                .and_then(|fs| fs.create_dir_all(parent, 0o755))
+                .map_err(|e| format!("opening {}: {e}", parent.display()))?;
+            Ok((dir, name.to_os_string()))
+        })();
+        ResultFile {
+            shown: root.host_path(guest),
+            dir,
+        }
+    }
+}
+
+/// Runs `argv`, recording it in `result` (inside `root`); returns the command's exit status.
+pub fn exec_record(root: &Root, result: &Path, success_codes: &[i32], argv: &[String]) -> i32 {
+    let result = &ResultFile::open(root, result);
     let start = Instant::now();
     let mut rec = RunRecord::running(argv.to_vec(), Some(std::process::id()), boot_id());
     let Some((program, args)) = argv.split_first() else {
@@ -187,7 +219,7 @@ fn signal_of(status: ExitStatus) -> Option<i32> {
 
 /// A run that failed before an exit code: recorded as failed with `meaning`.
 fn finish(
-    result: &Path,
+    result: &ResultFile,
     rec: &mut RunRecord,
     start: Instant,
     code: Option<i32>,
@@ -202,11 +234,20 @@ fn elapsed_ms(start: Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
-/// Writes the record; a failure is reported on stderr (the journal) but does
-/// not change the command's outcome.
-fn write(result: &Path, rec: &RunRecord) {
-    if let Err(e) = rec.write(result) {
-        eprintln!("stoke exec-record: cannot write {}: {e}", result.display());
+/// Writes the record (durably, atomically); a failure is reported on stderr (the journal)
+/// but does not change the command's outcome.
+fn write(result: &ResultFile, rec: &RunRecord) {
+    let written = match &result.dir {
+        Ok((dir, name)) => rec
+            .to_json()
+            .and_then(|json| replace_in_dir(dir, name, 0o644, true, |mut f| f.write_all(&json))),
+        Err(e) => Err(std::io::Error::other(e.clone())),
+    };
+    if let Err(e) = written {
+        eprintln!(
+            "stoke exec-record: cannot write {}: {e}",
+            result.shown.display()
+        );
     }
 }
 
@@ -221,6 +262,11 @@ fn boot_id() -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    /// exec-record with the root `/`: the result's host path is its instance path.
+    fn record_at_host(result: &Path, codes: &[i32], argv: &[String]) -> i32 {
+        exec_record(&Root::new("/"), result, codes, argv)
+    }
 
     fn sh(script: &str) -> Vec<String> {
         ["/bin/sh", "-c", script]
@@ -244,7 +290,7 @@ mod tests {
             result.display(),
             mid.display()
         );
-        let code = exec_record(&result, &[0, 2], &sh(&script));
+        let code = record_at_host(&result, &[0, 2], &sh(&script));
         assert_eq!(code, 2);
         let running = read(&mid);
         assert_eq!(running["state"], "running");
@@ -277,7 +323,7 @@ mod tests {
         let result = dir.path().join("r.json");
         let script = "i=1; while [ $i -le 30 ]; do printf '\\033[mNotice: %s\\033[0m\\n' $i; \
                       i=$((i+1)); done; exit 4";
-        assert_eq!(exec_record(&result, &[0, 2], &sh(script)), 4);
+        assert_eq!(record_at_host(&result, &[0, 2], &sh(script)), 4);
         let done = read(&result);
         assert_eq!(
             (done["state"].as_str(), done["code"].as_i64()),
@@ -294,15 +340,15 @@ mod tests {
     fn success_codes_decide_and_other_codes_fail() {
         let dir = tempfile::tempdir().unwrap();
         let result = dir.path().join("r.json");
-        assert_eq!(exec_record(&result, &[0, 2], &sh("exit 0")), 0);
+        assert_eq!(record_at_host(&result, &[0, 2], &sh("exit 0")), 0);
         assert_eq!(read(&result)["state"], "succeeded");
-        assert_eq!(exec_record(&result, &[0], &sh("exit 2")), 2);
+        assert_eq!(record_at_host(&result, &[0], &sh("exit 2")), 2);
         assert_eq!(
             read(&result)["state"],
             "failed",
             "2 only counts when listed"
         );
-        assert_eq!(exec_record(&result, &[0, 2], &sh("exit 124")), 124);
+        assert_eq!(record_at_host(&result, &[0, 2], &sh("exit 124")), 124);
         assert_eq!(read(&result)["meaning"], "timed out and was killed");
     }
 
@@ -311,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let result = dir.path().join("r.json");
         assert_eq!(
-            exec_record(&result, &[0, 2], &sh("echo bye; kill -9 $$")),
+            record_at_host(&result, &[0, 2], &sh("echo bye; kill -9 $$")),
             137
         );
         let done = read(&result);
@@ -327,7 +373,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let result = dir.path().join("r.json");
         let argv = vec!["/nonexistent/puppet".to_string(), "agent".to_string()];
-        assert_eq!(exec_record(&result, &[0, 2], &argv), 127);
+        assert_eq!(record_at_host(&result, &[0, 2], &argv), 127);
         let done = read(&result);
         assert_eq!(done["state"], "failed");
         assert!(
@@ -337,7 +383,7 @@ mod tests {
                 .contains("/nonexistent/puppet"),
             "{done}"
         );
-        assert_eq!(exec_record(&result, &[0], &[]), 2);
+        assert_eq!(record_at_host(&result, &[0], &[]), 2);
         assert_eq!(read(&result)["meaning"], "no command given");
     }
 
@@ -369,7 +415,10 @@ mod tests {
         }
         argv.push(manifest.display().to_string());
         let result = dir.path().join("background.json");
-        assert_eq!(exec_record(&result, &stoke_puppet::SUCCESS_CODES, &argv), 2);
+        assert_eq!(
+            record_at_host(&result, &stoke_puppet::SUCCESS_CODES, &argv),
+            2
+        );
         let done = read(&result);
         assert_eq!(done["state"], "succeeded", "{done}");
         assert_eq!(done["meaning"], "changes applied");
@@ -387,7 +436,7 @@ mod tests {
         // The shell exits at once; a background sleep keeps stdout open for 30 s.
         let start = Instant::now();
         assert_eq!(
-            exec_record(&result, &[0], &sh("echo hi; sleep 30 & exit 0")),
+            record_at_host(&result, &[0], &sh("echo hi; sleep 30 & exit 0")),
             0
         );
         assert!(start.elapsed() < Duration::from_secs(20));

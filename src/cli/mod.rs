@@ -107,7 +107,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         argv,
     } = &cli.command
     {
-        let code = exec_record::exec_record(result, success_codes, argv);
+        // The record's path is the instance's, resolved inside the root (default `/`).
+        let root = stoke_api::Root::new(cli.root.clone().unwrap_or_else(|| "/".into()));
+        let code = exec_record::exec_record(&root, result, success_codes, argv);
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     if matches!(

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use nix::mount::{MntFlags, MsFlags};
-use stoke_api::{Cmd, CmdOutput, MountRequest, SysError, System};
+use stoke_api::{Cmd, CmdOutput, MountRequest, OutputLog, SysError, System};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 
 /// Runs commands and syscalls for real, on the machine stoke boots.
@@ -220,19 +220,22 @@ async fn spawn_retrying_busy(
     }
 }
 
-fn open_output_log(path: &Path) -> Result<File, SysError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| call_err("mkdir", dir.display().to_string(), e))?;
+/// The log's opened file: modules open it inside the root ([`stoke_api::Context::open_log`]);
+/// the `System` never opens a log by path.
+fn output_file(log: &OutputLog) -> Result<File, SysError> {
+    let what = || log.path().display().to_string();
+    match log.file() {
+        Some(Ok(file)) => Ok(file),
+        Some(Err(e)) => Err(call_err("dup", what(), e)),
+        None => Err(call_err(
+            "open",
+            what(),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a log only named, not opened (a dry run's)",
+            ),
+        )),
     }
-    // Output may hold secrets the script printed: root-only.
-    std::os::unix::fs::OpenOptionsExt::mode(
-        OpenOptions::new().create(true).write(true).truncate(true),
-        0o600,
-    )
-    .custom_flags(nix::libc::O_NOFOLLOW)
-    .open(path)
-    .map_err(|e| call_err("open", path.display().to_string(), e))
 }
 
 #[stoke_api::async_trait]
@@ -242,8 +245,8 @@ impl System for RealSystem {
         tracing::info!("running: {argv}");
         let started = Instant::now();
         let log = match &cmd.output_log {
-            Some(path) => Some(std::sync::Arc::new(std::sync::Mutex::new(LogFile {
-                file: open_output_log(path)?,
+            Some(log) => Some(std::sync::Arc::new(std::sync::Mutex::new(LogFile {
+                file: output_file(log)?,
                 written: 0,
                 cut: false,
             }))),
@@ -347,19 +350,11 @@ impl System for RealSystem {
         Ok(out)
     }
 
-    fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32, SysError> {
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| call_err("mkdir", dir.display().to_string(), e))?;
-        }
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| call_err("open", log.display().to_string(), e))?;
+    fn spawn_detached(&self, cmd: &Cmd, log: &OutputLog) -> Result<u32, SysError> {
+        let out = output_file(log)?;
         let err = out
             .try_clone()
-            .map_err(|e| call_err("dup", log.display().to_string(), e))?;
+            .map_err(|e| call_err("dup", log.path().display().to_string(), e))?;
         let mut command = std::process::Command::new(&cmd.program);
         command
             .args(&cmd.args)
@@ -632,9 +627,17 @@ mod tests {
     #[tokio::test]
     async fn output_log_gets_everything_and_memory_only_the_tail() {
         let dir = tempfile::tempdir().unwrap();
+        let file = stoke_api::Root::new(dir.path())
+            .fs()
+            .unwrap()
+            .open_log(Path::new("/logs/s.log"), false)
+            .unwrap();
         let log = dir.path().join("logs/s.log");
         let out = RealSystem
-            .run(&Cmd::new("sh", ["-c", "seq 1 20000; echo oops >&2"]).output_log(&log))
+            .run(
+                &Cmd::new("sh", ["-c", "seq 1 20000; echo oops >&2"])
+                    .output_log(OutputLog::opened(&log, file)),
+            )
             .await
             .unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
@@ -646,6 +649,27 @@ mod tests {
         );
         assert!(out.stdout.ends_with("20000\n"));
         assert_eq!(out.tail(2), "20000\noops");
+    }
+
+    /// The `System` writes only to a log opened inside the root; a path alone is not opened.
+    #[tokio::test]
+    async fn a_log_only_named_is_refused_and_nothing_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("s.log");
+        let err = RealSystem
+            .run(&Cmd::new("true", Vec::<String>::new()).output_log(OutputLog::named(&log)))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not opened"), "{err}");
+        assert!(!log.exists());
+        let err = RealSystem
+            .spawn_detached(
+                &Cmd::new("true", Vec::<String>::new()),
+                &OutputLog::named(&log),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("not opened"), "{err}");
+        assert!(!log.exists());
     }
 
     #[tokio::test]

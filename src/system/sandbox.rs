@@ -3,7 +3,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use stoke_api::{Action, Cmd, CmdOutput, MountRequest, SysError, System};
+use stoke_api::{Action, Cmd, CmdOutput, MountRequest, OutputLog, SysError, System};
 
 use super::RealSystem;
 
@@ -72,10 +72,10 @@ impl System for Sandbox {
         }
     }
 
-    fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32, SysError> {
+    fn spawn_detached(&self, cmd: &Cmd, log: &OutputLog) -> Result<u32, SysError> {
         self.record(Action::SpawnDetached {
             argv: argv(cmd),
-            log: log.to_path_buf(),
+            log: log.path().to_path_buf(),
         })?;
         if self.execute {
             RealSystem.spawn_detached(cmd, log)

@@ -249,6 +249,13 @@ impl Context {
         Some(Path::new("/").join(rel).join(name))
     }
 
+    /// `name` in one of this module's state directories as the instance sees it (for a command
+    /// that resolves it inside the root itself, such as `stoke --root DIR exec-record`);
+    /// `None` when the directory is not under the root (some tests' own directories).
+    pub fn state_path_in_root(&self, scope: StateScope, name: &str) -> Option<PathBuf> {
+        self.state_guest(scope, name)
+    }
+
     /// Reads `name` from this module's per-instance state directory (resolved inside the
     /// root: a `--root` tree's `/var/lib/stoke` cannot lead out); `None` if absent.
     pub fn read_state(&self, name: &str) -> std::io::Result<Option<String>> {
@@ -345,23 +352,30 @@ impl Context {
         }
     }
 
-    /// The host path for a command's output log at `guest` (the `System` opens it by path,
-    /// `O_NOFOLLOW`): its directory made and resolved inside the root first (when commands
-    /// run; a dry run creates nothing), so a link on the way cannot send it out. Falls back
-    /// to the path resolved as far as it exists (then the `System` reports what fails), and
-    /// to the lexical join only if the root cannot be opened, when nothing else works either.
-    pub fn log_path(&self, guest: impl AsRef<Path>) -> PathBuf {
+    /// A command's output log at `guest`, for [`crate::Cmd::output_log`] and
+    /// [`crate::System::spawn_detached`]. When commands run, its directory is made and the
+    /// file opened now, inside the root (0600, never through a link; emptied unless
+    /// `append`): the `System` writes to that descriptor and never opens the path, so a
+    /// link swapped in on the way afterwards is not followed. A dry run opens and creates
+    /// nothing; the log is only named.
+    pub fn open_log(
+        &self,
+        guest: impl AsRef<Path>,
+        append: bool,
+    ) -> Result<crate::OutputLog, ModuleError> {
         let guest = guest.as_ref();
-        let Ok(rd) = self.root.fs() else {
-            return self.root.host_path(guest);
-        };
-        if self.system.executes()
-            && let (Some(parent), Some(name)) = (guest.parent(), guest.file_name())
-            && let Ok(dir) = rd.host_dir(parent)
-        {
-            return dir.join(name);
+        let rd = self
+            .root
+            .fs()
+            .map_err(|e| ModuleError::io("opening the root for", guest, e))?;
+        let shown = rd.resolved_host_path(guest);
+        if !self.system.executes() {
+            return Ok(crate::OutputLog::named(shown));
         }
-        rd.resolved_host_path(guest)
+        let file = rd
+            .open_log(guest, append)
+            .map_err(|e| ModuleError::io("opening", &shown, e))?;
+        Ok(crate::OutputLog::opened(shown, file))
     }
 
     /// This module's configuration, typed.

@@ -127,10 +127,10 @@ impl System for FakeSystem {
             .unwrap_or_else(|| CmdOutput::ok("")))
     }
 
-    fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32, SysError> {
+    fn spawn_detached(&self, cmd: &Cmd, log: &crate::OutputLog) -> Result<u32, SysError> {
         self.record(Action::SpawnDetached {
             argv: argv(cmd),
-            log: log.to_path_buf(),
+            log: log.path().to_path_buf(),
         });
         Ok(4242)
     }

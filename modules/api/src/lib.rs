@@ -53,7 +53,7 @@ pub use rootfs_tree::InputDir;
 pub use run_record::{BACKGROUND_FILE, RunRecord, RunState};
 pub use system::{
     Action, Cmd, CmdOutput, MountRequest, NVME_IDENTIFY_LEN, OUTPUT_LOG_MAX, OUTPUT_TAIL_MAX,
-    SysError, System, shell_quote,
+    OutputLog, SysError, System, shell_quote,
 };
 pub use template::{TemplateError, render};
 pub use usercode::{ScriptKind, ScriptOutcome, ScriptRun, ScriptsReport, UserScript};

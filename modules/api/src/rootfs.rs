@@ -933,7 +933,11 @@ mod tests {
         async fn run(&self, _: &crate::Cmd) -> Result<crate::CmdOutput, crate::SysError> {
             Ok(crate::CmdOutput::ok(""))
         }
-        fn spawn_detached(&self, _: &crate::Cmd, _: &Path) -> Result<u32, crate::SysError> {
+        fn spawn_detached(
+            &self,
+            _: &crate::Cmd,
+            _: &crate::OutputLog,
+        ) -> Result<u32, crate::SysError> {
             Ok(0)
         }
         fn sethostname(&self, _: &str) -> Result<(), crate::SysError> {

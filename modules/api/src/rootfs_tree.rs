@@ -39,6 +39,36 @@ impl RootDir {
         Ok(File::from(fd))
     }
 
+    /// Opens the log file `guest` for a command's output: its missing parent directories
+    /// made (0755), the file created 0600 (output may hold secrets a script printed),
+    /// never through a final symlink, and emptied unless `append`. A regular file only: a
+    /// FIFO or device there is refused rather than written to.
+    pub fn open_log(&self, guest: &Path, append: bool) -> io::Result<File> {
+        let (parent, name) = parent_and_name(guest)?;
+        let dir = self.create_dir_all(parent, 0o755)?;
+        let mut flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
+        flags |= if append {
+            OFlag::O_APPEND
+        } else {
+            OFlag::O_TRUNC
+        };
+        let file = File::from(
+            openat(dir.as_fd(), name, flags, Mode::from_bits_truncate(0o600))
+                .map_err(io::Error::from)?,
+        );
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", guest.display()),
+            ));
+        }
+        Ok(file)
+    }
+
     /// Removes `guest`, a directory with everything in it or a file (a symlink is removed,
     /// never followed); `false` when nothing was there.
     pub fn remove_tree(&self, guest: &Path) -> io::Result<bool> {
@@ -218,6 +248,60 @@ mod tests {
         assert!(!r.join("a").exists());
         assert!(outside.path().join("keep").exists());
         assert!(!fs_.remove_tree(Path::new("/a")).unwrap());
+    }
+
+    #[test]
+    fn a_log_is_opened_inside_the_root_emptied_or_appended_never_through_a_link() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("var")).unwrap();
+        // /var/log leads out of the root: the log's directory is made inside it instead.
+        std::os::unix::fs::symlink(outside.path(), r.join("var/log")).unwrap();
+        let in_root = r.join(outside.path().strip_prefix("/").unwrap());
+        fs::create_dir_all(&in_root).unwrap();
+        let fs_ = RootDir::open(&Root::new(r)).unwrap();
+        let guest = Path::new("/var/log/stoke/s.log");
+        fs_.open_log(guest, false)
+            .unwrap()
+            .write_all(b"one\n")
+            .unwrap();
+        let inside = in_root.join("stoke/s.log");
+        assert_eq!(fs::read_to_string(&inside).unwrap(), "one\n");
+        assert_eq!(
+            fs::metadata(&inside).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        fs_.open_log(guest, true)
+            .unwrap()
+            .write_all(b"two\n")
+            .unwrap();
+        assert_eq!(fs::read_to_string(&inside).unwrap(), "one\ntwo\n");
+        fs_.open_log(guest, false).unwrap();
+        assert_eq!(fs::read_to_string(&inside).unwrap(), "");
+        // A link at the log's own name is refused, not written through.
+        let target = outside.path().join("t");
+        std::os::unix::fs::symlink(&target, inside.with_file_name("l.log")).unwrap();
+        assert!(
+            fs_.open_log(Path::new("/var/log/stoke/l.log"), false)
+                .is_err()
+        );
+        assert!(!target.exists());
+        // A FIFO (no reader: the open fails at once, never blocks) and a directory are refused.
+        let fifo = inside.with_file_name("f.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(
+            fs_.open_log(Path::new("/var/log/stoke/f.log"), true)
+                .is_err()
+        );
+        fs::create_dir(inside.with_file_name("d.log")).unwrap();
+        assert!(
+            fs_.open_log(Path::new("/var/log/stoke/d.log"), true)
+                .is_err()
+        );
     }
 
     #[test]

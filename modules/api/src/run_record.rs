@@ -109,11 +109,6 @@ impl RunRecord {
         Ok(text)
     }
 
-    /// Replaces `path` atomically: a reader never sees half a record.
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        crate::atomic_write(path, &self.to_json()?, 0o644)
-    }
-
     /// The record as it stands now: one saying "running" is believed only for this boot
     /// (`boot_id`) while `alive(pid)`; otherwise the run was interrupted.
     pub fn as_of_now(mut self, boot_id: Option<&str>, alive: impl Fn(u32) -> bool) -> Self {
@@ -199,7 +194,7 @@ mod tests {
             1500,
             vec!["Notice".into()],
         );
-        rec.write(&path).unwrap();
+        std::fs::write(&path, rec.to_json().unwrap()).unwrap();
         let back = RunRecord::read(&path).unwrap();
         assert_eq!(back, rec);
         assert_eq!(

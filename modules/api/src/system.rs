@@ -23,12 +23,57 @@ pub struct Cmd {
     /// documented environment, not whatever stoke's own unit happened to have.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clean_env: bool,
-    /// Also write stdout and stderr, as they come, to this file (host path; replaced on
-    /// each run, at most [`OUTPUT_LOG_MAX`] bytes), and keep only the last
-    /// [`OUTPUT_TAIL_MAX`] bytes of each stream in [`CmdOutput`]: scripts may print
-    /// for an hour.
+    /// Also write stdout and stderr, as they come, to this log (at most [`OUTPUT_LOG_MAX`]
+    /// bytes), and keep only the last [`OUTPUT_TAIL_MAX`] bytes of each stream in
+    /// [`CmdOutput`]: scripts may print for an hour. Recorded as its path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_log: Option<PathBuf>,
+    pub output_log: Option<OutputLog>,
+}
+
+/// A log file a command's output goes to: its path (for messages and records) and, when
+/// commands really run, the file itself, already opened (inside the root, by
+/// [`crate::Context::open_log`]): the `System` writes to that descriptor and never opens the
+/// path again, so nothing swapped in on the way after the check is followed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OutputLog {
+    path: PathBuf,
+    #[serde(skip)]
+    file: Option<std::sync::Arc<File>>,
+}
+
+impl OutputLog {
+    /// A log that was opened: `path` names it in messages.
+    pub fn opened(path: impl Into<PathBuf>, file: File) -> Self {
+        OutputLog {
+            path: path.into(),
+            file: Some(std::sync::Arc::new(file)),
+        }
+    }
+
+    /// A log only named (commands are recorded, not run): nothing is opened.
+    pub fn named(path: impl Into<PathBuf>) -> Self {
+        OutputLog {
+            path: path.into(),
+            file: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The opened file, if any (one more descriptor for it).
+    pub fn file(&self) -> Option<std::io::Result<File>> {
+        self.file.as_ref().map(|f| f.try_clone())
+    }
+}
+
+/// Logs compare by path: the descriptor is how it is written, not what it is.
+impl PartialEq for OutputLog {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
 }
 
 /// Most bytes a command's [`Cmd::output_log`] file holds; the rest is cut with a note.
@@ -59,8 +104,8 @@ impl Cmd {
         self
     }
 
-    pub fn output_log(mut self, path: impl Into<PathBuf>) -> Self {
-        self.output_log = Some(path.into());
+    pub fn output_log(mut self, log: OutputLog) -> Self {
+        self.output_log = Some(log);
         self
     }
 
@@ -224,8 +269,8 @@ pub trait System: Send + Sync {
     /// Runs a command to completion (or its timeout). A non-zero exit is not an error here.
     async fn run(&self, cmd: &Cmd) -> Result<CmdOutput, SysError>;
 
-    /// Starts a command that outlives stoke, output appended to `log` (host path). Returns its pid.
-    fn spawn_detached(&self, cmd: &Cmd, log: &Path) -> Result<u32, SysError>;
+    /// Starts a command that outlives stoke, its output going to `log`. Returns its pid.
+    fn spawn_detached(&self, cmd: &Cmd, log: &OutputLog) -> Result<u32, SysError>;
 
     fn sethostname(&self, name: &str) -> Result<(), SysError>;
 

@@ -533,15 +533,24 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         .map_err(|e| ModuleError::io("removing", result_host(ctx), e))?;
     ctx.create_state_dir(StateScope::Instance, "", 0o755)
         .map_err(|e| ModuleError::io("creating", &ctx.state_dir, e))?;
-    // `stoke exec-record` writes it on the host: the path resolved inside the root.
+    // `stoke exec-record` resolves the instance's path inside the root itself (it opens the
+    // directory once, so nothing swapped in meanwhile is followed); the host path is shown.
     let result = result_host(ctx);
-
+    let mut inner: Vec<String> = vec![ctx.self_exe.display().to_string()];
+    let result_arg = match ctx.state_path_in_root(StateScope::Instance, BACKGROUND_FILE) {
+        Some(guest) => {
+            if !ctx.root.is_host() {
+                inner.extend(["--root".into(), ctx.root.dir().display().to_string()]);
+            }
+            guest
+        }
+        None => result.clone(),
+    };
     let success: Vec<String> = SUCCESS_CODES.iter().map(|c| c.to_string()).collect();
-    let mut inner: Vec<String> = vec![
-        ctx.self_exe.display().to_string(),
+    inner.extend([
         "exec-record".into(),
         "--result".into(),
-        result.display().to_string(),
+        result_arg.display().to_string(),
         "--success-codes".into(),
         success.join(","),
         "--".into(),
@@ -550,7 +559,7 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         "-k".into(),
         KILL_AFTER_SECS.to_string(),
         run.timeout.as_secs().to_string(),
-    ];
+    ]);
     inner.extend(run.argv.iter().cloned());
 
     let mut details = json!({
@@ -579,12 +588,15 @@ async fn background(ctx: &Context, run: &Run) -> Result<Report, ModuleError> {
         details["unit"] = json!(unit);
         format!("started in background (unit {unit}; journalctl -u {unit})")
     } else {
-        let log = ctx.log_path(DELTA_LOG);
+        let log = ctx.open_log(DELTA_LOG, true)?;
         let cmd = Cmd::new(&inner[0], &inner[1..]);
         let pid = ctx.system.spawn_detached(&cmd, &log)?;
         details["pid"] = json!(pid);
-        details["log"] = json!(log);
-        format!("started in background (pid {pid}, log {})", log.display())
+        details["log"] = json!(log.path());
+        format!(
+            "started in background (pid {pid}, log {})",
+            log.path().display()
+        )
     };
     let summary = if ctx.system.executes() {
         summary

@@ -407,12 +407,16 @@ async fn stale_locks_do_not_wait() {
     assert_eq!(fake.commands().len(), 2);
 }
 
-fn background_argv(state: &Path, timeout: &str) -> Vec<String> {
+/// The background run under a test root: `exec-record` is told the root and writes its record at
+/// the guest path, resolved inside that root (never a host path handed on).
+fn background_argv(root: &Path, timeout: &str) -> Vec<String> {
     let mut v: Vec<String> = [
         "/usr/bin/stoke",
+        "--root",
+        &root.display().to_string(),
         "exec-record",
         "--result",
-        &state.join("background.json").display().to_string(),
+        "/var/lib/stoke/test-state/background.json",
         "--success-codes",
         "0,2",
         "--",
@@ -454,7 +458,7 @@ async fn non_blocking_under_systemd_starts_a_transient_unit() {
         "--property=SuccessExitStatus=2".into(),
         "--".into(),
     ];
-    want.extend(background_argv(&c.state_dir, "900"));
+    want.extend(background_argv(dir.path(), "900"));
     assert_eq!(
         fake.actions(),
         [
@@ -518,7 +522,7 @@ async fn non_blocking_without_systemd_spawns_detached_once() {
     assert_eq!(
         fake.actions(),
         [Action::SpawnDetached {
-            argv: background_argv(&c.state_dir, "1800"),
+            argv: background_argv(dir.path(), "1800"),
             log: log.clone()
         }]
     );

@@ -249,7 +249,7 @@ impl System for Killing {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    fn spawn_detached(&self, _: &Cmd, _: &Path) -> Result<u32, SysError> {
+    fn spawn_detached(&self, _: &Cmd, _: &stoke_api::OutputLog) -> Result<u32, SysError> {
         unreachable!("blocking mode only")
     }
     fn sethostname(&self, _: &str) -> Result<(), SysError> {

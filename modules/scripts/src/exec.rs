@@ -135,6 +135,17 @@ impl Scripts<'_> {
                 return run;
             }
         };
+        // Opened before the start is recorded: a script that cannot log is not started.
+        let log_guest = format!("/var/log/stoke/scripts/{}-{}.log", job.source, job.name);
+        let cmd = match self.ctx.open_log(&log_guest, false) {
+            Ok(log) => cmd.output_log(log),
+            Err(e) => {
+                tracing::warn!("{}/{}: not started: {e}", job.source, job.name);
+                run.outcome = ScriptOutcome::Failed;
+                run.note = format!("not started: cannot open its log: {e}");
+                return run;
+            }
+        };
         let record = self.record_path(job);
         let started_unix = now_unix();
         if let Some(path) = &record {
@@ -151,8 +162,6 @@ impl Scripts<'_> {
                 return run;
             }
         }
-        let log_guest = format!("/var/log/stoke/scripts/{}-{}.log", job.source, job.name);
-        let cmd = cmd.output_log(self.ctx.log_path(&log_guest));
         tracing::info!("{}/{}: starting", job.source, job.name);
         let started = Instant::now();
         let result = self.ctx.system.run(&cmd).await;

@@ -135,7 +135,7 @@ impl Module for Packages {
         let steps = steps(manager, update, upgrade, &names);
         let mut done = Vec::new();
         for (step, args) in steps {
-            let cmd = command(ctx, manager, &settings, step, args);
+            let cmd = command(ctx, manager, &settings, step, args)?;
             let out = ctx.system.run(&cmd).await;
             let record = |code: serde_json::Value, tail: String| json!({"step": step, "argv": cmd.display(), "exit": code, "output_tail": tail});
             match out {
@@ -328,7 +328,7 @@ fn command(
     settings: &ManagerSettings,
     step: &str,
     args: Vec<String>,
-) -> Cmd {
+) -> Result<Cmd, ModuleError> {
     let mut full: Vec<String> = Vec::new();
     let program = match manager {
         Manager::Apt => {
@@ -358,11 +358,11 @@ fn command(
     let mut cmd = Cmd::new(program, full)
         .timeout(Duration::from_secs(settings.timeout_seconds))
         .stream_output()
-        .output_log(ctx.log_path(format!("/var/log/stoke/packages/{step}.log")));
+        .output_log(ctx.open_log(format!("/var/log/stoke/packages/{step}.log"), false)?);
     if manager == Manager::Apt {
         cmd = cmd
             .env("DEBIAN_FRONTEND", "noninteractive")
             .env("APT_LISTCHANGES_FRONTEND", "none");
     }
-    cmd
+    Ok(cmd)
 }

@@ -232,7 +232,7 @@ pub(crate) async fn schedule(ctx: &Context, plan: &Plan) -> Result<Report, Modul
         details["unit"] = json!(plan.unit);
         format!("unit {} after stoke.target", plan.unit)
     } else {
-        let log = ctx.log_path(format!("/var/log/stoke/{}.log", plan.unit));
+        let log = ctx.open_log(format!("/var/log/stoke/{}.log", plan.unit), true)?;
         let cmd = Cmd::new(sh, [script_host]);
         let pid = ctx.system.spawn_detached(&cmd, &log)?;
         details["pid"] = json!(pid);
