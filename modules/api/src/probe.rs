@@ -171,14 +171,26 @@ pub fn classify(vars: &BTreeMap<String, String>) -> Option<Content> {
 /// Probes `device` (an instance path). Never reports `Blank` unless blkid said
 /// "nothing found" (exit 2, or empty success when commands are only recorded)
 /// and wipefs listed no signature either; any other failure is an error.
+///
+/// blkid and wipefs run at once: both only read, and a blank disk (the first boot of every
+/// instance) needs both answers, so the second would otherwise wait on the boot's critical
+/// path for the first. wipefs's answer (or failure) counts only when blkid found nothing.
 pub async fn probe(ctx: &Context, device: &str) -> Result<Content, ModuleError> {
     let host = ctx.host_path(device).display().to_string();
-    let cmd = Cmd::new(
+    let blkid = Cmd::new(
         ctx.tool(tools::BLKID),
         ["-p", "-o", "export", host.as_str()],
     )
     .timeout(Duration::from_secs(30));
-    let out = ctx.system.run(&cmd).await?;
+    // blkid stops at the first signature it trusts; wipefs lists every one (backup
+    // GPT at the end of the disk, stale superblocks...).
+    let wipefs = Cmd::new(
+        ctx.tool(tools::WIPEFS),
+        ["-n", "--noheadings", "-O", "TYPE,OFFSET", host.as_str()],
+    )
+    .timeout(Duration::from_secs(30));
+    let (found, listed) = tokio::join!(ctx.system.run(&blkid), ctx.system.run(&wipefs));
+    let out = found?;
     match out.code {
         Some(0) => {
             if let Some(c) = classify(&parse_export(&out.stdout)) {
@@ -199,17 +211,10 @@ pub async fn probe(ctx: &Context, device: &str) -> Result<Content, ModuleError> 
             )));
         }
         _ => {
-            out.check(&cmd)?;
+            out.check(&blkid)?;
         }
     }
-    // blkid stops at the first signature it trusts; wipefs lists every one (backup
-    // GPT at the end of the disk, stale superblocks...).
-    let cmd = Cmd::new(
-        ctx.tool(tools::WIPEFS),
-        ["-n", "--noheadings", "-O", "TYPE,OFFSET", host.as_str()],
-    )
-    .timeout(Duration::from_secs(30));
-    let out = ctx.system.run(&cmd).await?.check(&cmd)?;
+    let out = listed?.check(&wipefs)?;
     let sigs: Vec<String> = out
         .stdout
         .lines()
