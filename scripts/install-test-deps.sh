@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # apt-utils: apt-ftparchive makes the local apt repository of the VM `system` scenario.
-pkgs=(mdadm xfsprogs e2fsprogs util-linux openssh-client puppet-agent hyperfine python3-venv passwd sudo cloud-guest-utils fdisk apt-utils strace g++)
+# dosfstools, genisoimage: NoCloud seed volumes as the VM suite makes them (src/datasource/volume_label.rs).
+pkgs=(mdadm xfsprogs e2fsprogs util-linux openssh-client puppet-agent hyperfine python3-venv passwd sudo cloud-guest-utils fdisk apt-utils strace g++ dosfstools genisoimage)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

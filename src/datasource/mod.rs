@@ -9,6 +9,7 @@ pub mod ec2;
 pub mod jinja;
 mod nocloud;
 pub mod userdata;
+mod volume_label;
 
 use std::path::Path;
 

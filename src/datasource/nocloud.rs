@@ -11,7 +11,7 @@ use stoke_api::{
 };
 use stoke_imds::{LEAF_CAP, USER_DATA_CAP};
 
-use super::Found;
+use super::{Found, volume_label};
 use crate::paths::Paths;
 
 pub async fn read(
@@ -31,7 +31,7 @@ pub async fn read(
     for label in ["cidata", "CIDATA"] {
         if let Some(device) = link_target(&paths.root, &Path::new("/dev/disk/by-label").join(label))
         {
-            let fstype = if is_iso9660(&device) {
+            let fstype = if volume_label::is_iso9660(&device) {
                 "iso9660"
             } else {
                 "vfat"
@@ -42,8 +42,16 @@ pub async fn read(
                 .map(Some);
         }
     }
-    // Else one blkid for every device (a process start costs ~0.1 s in a slow VM at boot);
-    // its TYPE also says which filesystem to mount.
+    // Early in boot udev may not have made the link yet: the labels in the block devices'
+    // superblocks, read here, find the volume as blkid would.
+    if let Some((device, fstype)) = scan_block_devices(&paths.root) {
+        let device = device.display().to_string();
+        return read_volume(paths, system, &device, Some(fstype))
+            .await
+            .map(Some);
+    }
+    // Else one blkid for every device (a process start costs ~0.1–0.3 s in a slow VM at boot):
+    // it also sees a FAT label kept only in the root directory; its TYPE says what to mount.
     let cmd = Cmd::new(tools::BLKID, ["-o", "export"]).timeout(Duration::from_secs(5));
     let out = match system.run(&cmd).await {
         Ok(o) => o,
@@ -67,18 +75,34 @@ fn link_target(root: &Root, guest_link: &Path) -> Option<PathBuf> {
     Some(root.fs().ok()?.real_path(guest_link).ok()??.0)
 }
 
-/// An ISO 9660 volume has "CD001" at byte 32769 (its primary volume descriptor); the other
-/// NoCloud volume type is vfat.
-fn is_iso9660(device: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut magic = [0u8; 5];
-    std::fs::File::open(device)
-        .and_then(|mut f| {
-            f.seek(SeekFrom::Start(32769))?;
-            f.read_exact(&mut magic)
-        })
-        .is_ok()
-        && &magic == b"CD001"
+/// The first block device (in name order; the kernel's, listed in `/sys/class/block` inside
+/// the root) whose superblock says it is labelled cidata, in any case as cloud-init matches:
+/// its host path and filesystem type. Empty devices (a CD drive without a disc) are skipped.
+fn scan_block_devices(root: &Root) -> Option<(PathBuf, &'static str)> {
+    let fs = root.fs().ok()?;
+    let sys = Path::new("/sys/class/block");
+    let mut names: Vec<String> = fs.list_dir(sys).ok()?.into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    names.into_iter().find_map(|name| {
+        if name.starts_with("ram") || name.starts_with("zram") || name.contains('/') {
+            return None;
+        }
+        let sectors = fs
+            .read_string(&sys.join(&name).join("size"), 64)
+            .ok()??
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        if sectors == 0 {
+            return None;
+        }
+        let (device, _) = fs.real_path(&Path::new("/dev").join(&name)).ok()??;
+        let volume = volume_label::read(&device)?;
+        volume
+            .label
+            .eq_ignore_ascii_case("cidata")
+            .then_some((device, volume.fstype))
+    })
 }
 
 /// Filesystems labelled cidata (in any case, as cloud-init matches) in `blkid -o export`
@@ -271,12 +295,63 @@ mod tests {
         std::fs::write(&iso, &data).unwrap();
         let fat = dir.path().join("fat");
         std::fs::write(&fat, vec![0u8; 40_000]).unwrap();
-        assert!(is_iso9660(&iso));
-        assert!(!is_iso9660(&fat));
-        assert!(!is_iso9660(&dir.path().join("absent")));
+        assert!(volume_label::is_iso9660(&iso));
+        assert!(!volume_label::is_iso9660(&fat));
+        assert!(!volume_label::is_iso9660(&dir.path().join("absent")));
         // A device shorter than the descriptor's offset.
         std::fs::write(&fat, b"short").unwrap();
-        assert!(!is_iso9660(&fat));
+        assert!(!volume_label::is_iso9660(&fat));
+    }
+
+    /// A root whose kernel lists `devices` (name, sectors, contents of /dev/<name>).
+    fn root_with_devices(devices: &[(&str, u64, Vec<u8>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, sectors, data) in devices {
+            let sys = dir.path().join("sys/class/block").join(name);
+            std::fs::create_dir_all(&sys).unwrap();
+            std::fs::write(sys.join("size"), format!("{sectors}\n")).unwrap();
+            std::fs::create_dir_all(dir.path().join("dev")).unwrap();
+            std::fs::write(dir.path().join("dev").join(name), data).unwrap();
+        }
+        dir
+    }
+
+    fn fat_volume(label: &[u8; 11]) -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[22] = 1;
+        b[38] = 0x29;
+        b[43..54].copy_from_slice(label);
+        b[54..62].copy_from_slice(b"FAT12   ");
+        b[510] = 0x55;
+        b[511] = 0xAA;
+        b
+    }
+
+    #[test]
+    fn the_seed_is_found_by_its_superblock_label_before_udev_links_it() {
+        let dir = root_with_devices(&[
+            ("vda", 8, fat_volume(b"ROOT       ")),
+            // A drive without a disc, and a ram disk: never opened.
+            ("sr0", 0, fat_volume(b"cidata     ")),
+            ("ram0", 8, fat_volume(b"cidata     ")),
+            ("vdc", 8, fat_volume(b"CIDATA     ")),
+            ("vdd", 8, fat_volume(b"cidata     ")),
+        ]);
+        let root = Root::new(dir.path());
+        assert_eq!(
+            scan_block_devices(&root),
+            Some((dir.path().join("dev/vdc"), "vfat"))
+        );
+        // Nothing labelled cidata: nothing found (the caller asks blkid).
+        let dir = root_with_devices(&[("vda", 8, fat_volume(b"CIDATA-OLD "))]);
+        assert_eq!(scan_block_devices(&Root::new(dir.path())), None);
+        // The device node is resolved inside the root: a link out of it is not followed.
+        let dir = root_with_devices(&[("vdc", 8, Vec::new())]);
+        std::fs::remove_file(dir.path().join("dev/vdc")).unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), fat_volume(b"CIDATA     ")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("dev/vdc")).unwrap();
+        assert_eq!(scan_block_devices(&Root::new(dir.path())), None);
     }
 
     #[test]
