@@ -6,11 +6,17 @@
 #   rerun           - same boot, nothing due (what a unit restart costs)
 #   reboot          - same instance, new boot id: per-boot modules run again
 # Usage: bench/run.sh [RUNS]   (needs hyperfine; builds the release binary)
+#        STOKE_BIN=PATH bench/run.sh [RUNS]   (benches that binary instead, e.g. an older
+#        commit's release build, on this tree's demo root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
-cargo build --release --quiet --bin stoke
-stoke=$PWD/target/release/stoke
+if [ -n "${STOKE_BIN:-}" ]; then
+    stoke=$(realpath "$STOKE_BIN")
+else
+    cargo build --release --quiet --bin stoke
+    stoke=$PWD/target/release/stoke
+fi
 work=$(mktemp -d /tmp/stoke-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 base=$work/base; root=$work/root
@@ -19,7 +25,7 @@ cp -a demo/root "$base"
 sed -i '/^runcmd:/,$d' "$base/var/lib/stoke/seed/nocloud/user-data"
 run="$stoke --root $root run --stage all"
 
-echo "## stoke $(git rev-parse --short HEAD), $(nproc) cores, $(uname -r)"
+echo "## stoke $("$stoke" --version) ($stoke; tree $(git rev-parse --short HEAD)), $(nproc) cores, $(uname -r)"
 hyperfine -N --warmup 5 --runs "$runs" --export-markdown "$work/first.md" \
   --prepare "sh -c 'rm -rf $root && cp -a $base $root'" -n "first boot" "$run" >/dev/null
 rm -rf "$root"; cp -a "$base" "$root"; $run >/dev/null 2>&1 || true
