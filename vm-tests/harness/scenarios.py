@@ -620,11 +620,13 @@ def bad_user_data(t):
             f.get("journal", "")[-600:])
     t.check_hostname(f)   # the image config still applied
 
-    # An unknown key (a typo): same outcome, and the error points at it.
-    seed = make_seed(os.path.join(t.dir, "seed.img"), {
+    # An unknown key (a typo): same outcome, and the error points at it. This seed is an ISO 9660
+    # volume (genisoimage, as cloud-localds makes them), the first one vfat: both are found (by
+    # udev's link or the superblock's label) and mounted as what they are.
+    seed = make_seed(os.path.join(t.dir, "seed.iso"), {
         "meta-data": "instance-id: iid-unknown-key\n",
         "user-data": "#cloud-config\nhostnme: typo-host\n",
-    })
+    }, fmt="iso")
     b = t.new_boot("unknown-key", root)
     b.disk("cidata", seed, readonly=True)
     f = t.boot(b)
@@ -633,6 +635,8 @@ def bad_user_data(t):
     t.check("status names the unknown key with user-data line:col",
             "hostnme" in errs and re.search(r"user-data.*\d+:\d+", errs), errs)
     t.check("the typo did not set the hostname", f.get("hostname") != "typo-host", f.get("hostname"))
+    t.check("the ISO 9660 seed was mounted as iso9660", "type iso9660 (ro)" in f.get("journal", ""),
+            "\n".join(l for l in f.get("journal", "").splitlines() if "cidata" in l or "blkid" in l))
     t.check_hostname(f)
 
 
