@@ -64,11 +64,7 @@ fn unit_command_line(args: &[std::ffi::OsString]) -> Option<Cli> {
 pub fn main() -> ExitCode {
     let at_main = crate::state::process_age_ms();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let unit = unit_command_line(&args);
-    if unit.is_some() {
-        run::prefetch_own_binary();
-    }
-    let cli = match unit.map_or_else(|| Cli::try_parse_from(&args), Ok) {
+    let cli = match unit_command_line(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
