@@ -160,6 +160,24 @@ impl<'a> Applier<'a> {
         .await
     }
 
+    /// A step that took from `since` until now.
+    pub fn record(&mut self, step: &str, target: &str, since: Instant) {
+        self.steps.push(Step {
+            step: step.into(),
+            target: target.into(),
+            ms: since.elapsed().as_millis() as u64,
+        });
+    }
+
+    /// What is on `device` (`stoke_api::probe`), recorded as a step: on a first boot it is on
+    /// the way to mkfs, so its time belongs in the module's account.
+    async fn probe(&mut self, device: &str) -> Result<Content, ModuleError> {
+        let t = Instant::now();
+        let content = probe(self.ctx, device).await?;
+        self.record("probe", device, t);
+        Ok(content)
+    }
+
     async fn run_cmd(
         &mut self,
         step: &str,
@@ -169,11 +187,7 @@ impl<'a> Applier<'a> {
         let t = Instant::now();
         tracing::info!(command = %cmd.display(), "disks: {step} {target}");
         let out = self.ctx.system.run(&cmd).await?;
-        self.steps.push(Step {
-            step: step.into(),
-            target: target.into(),
-            ms: t.elapsed().as_millis() as u64,
-        });
+        self.record(step, target, t);
         out.check(&cmd)
     }
 
@@ -200,11 +214,7 @@ impl<'a> Applier<'a> {
             Some(d) => udev::wait(self.ctx, d, secs).await,
             None => crate::devwait::wait(self.ctx, self.cfg, secs).await,
         };
-        self.steps.push(Step {
-            step: "wait for udev".into(),
-            target: all.join(" "),
-            ms: t.elapsed().as_millis() as u64,
-        });
+        self.record("wait for udev", &all.join(" "), t);
         if let Err(e) = r {
             // What is still missing or half-assembled is refused by the steps that follow
             // (discovery names a missing device), so a failure here is worth a warning, not
@@ -330,7 +340,7 @@ impl<'a> Applier<'a> {
                 ));
                 continue;
             }
-            let content = probe(self.ctx, &c.device).await?;
+            let content = self.probe(&c.device).await?;
             let plan = match &content {
                 Content::Filesystem {
                     fstype,
@@ -522,7 +532,7 @@ impl<'a> Applier<'a> {
         } else {
             let mut contents = Vec::new();
             for c in disks {
-                contents.push(probe(self.ctx, &c.device).await?);
+                contents.push(self.probe(&c.device).await?);
             }
             let action = self.assemble_or_create(disks, &contents, chunk).await?;
             // The array's event: udev makes /dev/md/<name> (what fstab and mounts name).
@@ -535,7 +545,7 @@ impl<'a> Applier<'a> {
         let nvme = disks.iter().all(Candidate::is_nvme);
         let label = self.cfg.label.clone();
         let new_array = action == "created";
-        let (uuid, label, fs_action) = match probe(self.ctx, &device).await? {
+        let (uuid, label, fs_action) = match self.probe(&device).await? {
             Content::Filesystem {
                 fstype,
                 uuid,

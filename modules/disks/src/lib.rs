@@ -61,6 +61,7 @@ impl Module for DisksModule {
         // our array one member at a time (`mdadm --incremental`), and a link may be
         // missing. Seen half-done, the array would be refused. (devwait says what is waited for.)
         applier.wait_udev(None).await?;
+        let looked = std::time::Instant::now();
         let mut disc = discover(&ctx.root, &ctx.instance, &cfg).inspect_err(|_| {
             // A failed run reports no warnings: these say why a device is still missing.
             for w in &applier.warnings {
@@ -68,6 +69,8 @@ impl Module for DisksModule {
             }
         })?;
         let ours_active = applier.resolve_md_holders(&mut disc).await?;
+        let found: Vec<&str> = disc.candidates.iter().map(|c| c.device.as_str()).collect();
+        applier.record("discover", &found.join(" "), looked);
         cfg.validate(disc.candidates.len())?;
         let mut warnings = Vec::new();
         let plan = layout(&cfg, &disc.candidates, &mut warnings);

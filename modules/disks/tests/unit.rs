@@ -225,8 +225,14 @@ async fn nitro_instance_store_becomes_raid0_with_xfs_and_root_is_never_used() {
         .map(|s| (s["step"].as_str().unwrap(), s["target"].as_str().unwrap()))
         .collect();
     assert_eq!(steps[0], ("wait for udev", "/dev/nvme1n1 /dev/nvme2n1"));
+    // Then what was found, each member's probe, the array's creation, and its own udev event.
+    assert_eq!(steps[1], ("discover", "/dev/nvme1n1 /dev/nvme2n1"));
     assert_eq!(
-        steps[2],
+        steps[2..4],
+        [("probe", "/dev/nvme1n1"), ("probe", "/dev/nvme2n1")]
+    );
+    assert_eq!(
+        steps[5],
         ("wait for udev", "/dev/md/ephemeral"),
         "{steps:?}"
     );
