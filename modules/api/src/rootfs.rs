@@ -47,6 +47,11 @@ pub enum FileKind {
     Other,
 }
 
+/// How many times a path walk inside the root is made again when a concurrent rename or mount
+/// made the kernel unable to vouch for it (EAGAIN). Each try is microseconds; a thousand in a
+/// row would need renames or mounts without pause.
+const SCOPED_WALK_TRIES: usize = 1000;
+
 /// The root directory, open, for resolving paths inside it.
 pub struct RootDir {
     fd: OwnedFd,
@@ -134,11 +139,22 @@ impl RootDir {
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        match openat2(self.fd.as_fd(), &rel, how) {
-            // Kernels before 5.6 lack openat2; some container seccomp profiles deny it.
-            Err(Errno::ENOSYS | Errno::EPERM) => self.resolve_without_openat2(&rel, flags),
-            other => other,
+        // EAGAIN: a rename or mount anywhere on the system raced this walk (the kernel checks
+        // when a scoped walk meets `..`, e.g. in a /sys/dev/block link), so it cannot vouch
+        // the result stayed inside the root; the walk is simply made again. At boot systemd
+        // and udev mount and rename all the time: seen in the VM suite as rootfs failing with
+        // "Resource temporarily unavailable".
+        for _ in 0..SCOPED_WALK_TRIES {
+            match openat2(self.fd.as_fd(), &rel, how) {
+                Err(Errno::EAGAIN) => std::thread::yield_now(),
+                // Kernels before 5.6 lack openat2; some container seccomp profiles deny it.
+                Err(Errno::ENOSYS | Errno::EPERM) => {
+                    return self.resolve_without_openat2(&rel, flags);
+                }
+                other => return other,
+            }
         }
+        Err(Errno::EAGAIN)
     }
 
     /// Without openat2: on the host root plain resolution is the same thing; under
@@ -924,6 +940,54 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::{MetadataExt, symlink};
     use std::time::{Duration, Instant};
+
+    /// A walk through a `..` link (as /sys/dev/block's are) while another thread renames files
+    /// without pause: the kernel answers EAGAIN to a scoped walk that a rename raced, and every
+    /// read must still succeed (at boot, systemd and udev mount and rename all the time).
+    #[test]
+    fn a_walk_raced_by_renames_elsewhere_is_made_again_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("devices/block/vda")).unwrap();
+        fs::write(dir.path().join("devices/block/vda/size"), "8\n").unwrap();
+        fs::create_dir_all(dir.path().join("dev/block")).unwrap();
+        symlink(
+            "../../devices/block/vda",
+            dir.path().join("dev/block/254:0"),
+        )
+        .unwrap();
+        let rd = RootDir::open(&Root::new(dir.path())).unwrap();
+        let churn = tempfile::tempdir().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renamer = {
+            let (stop, churn) = (stop.clone(), churn.path().to_path_buf());
+            std::thread::spawn(move || {
+                let (a, b) = (churn.join("a"), churn.join("b"));
+                fs::write(&a, "").unwrap();
+                let mut renames = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    fs::rename(&a, &b).unwrap();
+                    fs::rename(&b, &a).unwrap();
+                    renames += 2;
+                }
+                renames
+            })
+        };
+        let mut failed = Vec::new();
+        for _ in 0..20_000 {
+            if let Err(e) = rd.read_regular(Path::new("/dev/block/254:0/size"), 64) {
+                failed.push(e.to_string());
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let renames = renamer.join().unwrap();
+        assert!(renames > 0, "the renames raced the reads");
+        assert!(
+            failed.is_empty(),
+            "{} of 20000 reads failed: {:?}",
+            failed.len(),
+            &failed[..1]
+        );
+    }
 
     /// Records nothing, changes nothing: ownership is not under test here.
     struct NoSystem;
