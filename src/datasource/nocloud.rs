@@ -318,16 +318,7 @@ mod tests {
         dir
     }
 
-    fn fat_volume(label: &[u8; 11]) -> Vec<u8> {
-        let mut b = vec![0u8; 4096];
-        b[22] = 1;
-        b[38] = 0x29;
-        b[43..54].copy_from_slice(label);
-        b[54..62].copy_from_slice(b"FAT12   ");
-        b[510] = 0x55;
-        b[511] = 0xAA;
-        b
-    }
+    use super::volume_label::tests::fat16_boot as fat_volume;
 
     #[test]
     fn the_seed_is_found_by_its_superblock_label_before_udev_links_it() {

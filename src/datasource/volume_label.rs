@@ -102,10 +102,11 @@ fn text(field: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn fat16_boot(label: &[u8; 11]) -> Vec<u8> {
+    /// The first 4 KiB of a FAT12 volume with this boot-sector label (for the NoCloud tests too).
+    pub(in crate::datasource) fn fat16_boot(label: &[u8; 11]) -> Vec<u8> {
         let mut b = vec![0u8; 4096];
         b[22] = 1; // 16-bit FAT size: not FAT32
         b[38] = 0x29;
