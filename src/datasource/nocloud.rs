@@ -43,8 +43,12 @@ pub async fn read(
         }
     }
     // Early in boot udev may not have made the link yet: the labels in the block devices'
-    // superblocks, read here, find the volume as blkid would.
-    if let Some((device, fstype)) = scan_block_devices(&paths.root) {
+    // superblocks, read here, find the volume as blkid would. On a thread, bounded like blkid:
+    // a failing disk can hold a read for as long as the kernel retries it.
+    let root = paths.root.clone();
+    let scan = stoke_api::off_runtime("cidata-scan", move || scan_block_devices(&root));
+    if let Ok(Ok(Some((device, fstype)))) = tokio::time::timeout(Duration::from_secs(5), scan).await
+    {
         let device = device.display().to_string();
         return read_volume(paths, system, &device, Some(fstype))
             .await
