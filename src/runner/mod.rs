@@ -198,7 +198,10 @@ impl<'a> Runner<'a> {
                         "waiting for instance metadata: {}",
                         self.instance.why_not_described()
                     );
-                    if module.nothing_configured(&section).is_some() {
+                    if module
+                        .nothing_configured(&section, &self.user_scripts)
+                        .is_some()
+                    {
                         idle.push(spec.name);
                     }
                     if wanted && spec.needs_metadata {
@@ -213,7 +216,7 @@ impl<'a> Runner<'a> {
                 ms.before_metadata = true;
             }
             // Only now: without the metadata, user-data that configures it is not known yet.
-            if let Some(why) = module.nothing_configured(&section) {
+            if let Some(why) = module.nothing_configured(&section, &self.user_scripts) {
                 ms.state = ModState::Skipped;
                 ms.reason = format!("nothing configured ({why})");
                 settled.push((spec.name, ms));

@@ -258,10 +258,16 @@ pub trait Module: Send + Sync {
         None
     }
 
-    /// `Some(why)` when this configuration gives the module nothing to do (e.g. no `route53:`
-    /// section): the engine neither runs it nor calls it due, and says "nothing configured".
+    /// `Some(why)` when this configuration and the user-data's scripts give the module
+    /// nothing to do (e.g. no `route53:` section; no `bootcmd` and no boothook): the engine
+    /// neither runs it nor calls it due, and says "nothing configured". A module that runs
+    /// first in its stage and has nothing to do then holds no other module back.
     /// Default: a module always has work (hostname does with no config at all).
-    fn nothing_configured(&self, _config: &serde_json::Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        _config: &serde_json::Value,
+        _scripts: &[crate::UserScript],
+    ) -> Option<String> {
         None
     }
 

@@ -188,6 +188,23 @@ impl Module for WriteFiles {
         }
     }
 
+    /// As cloud-init's `write_files` with no entries: not run (an empty run would still
+    /// take its share of the stage's CPU).
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
+        let cfg: WriteFilesConfig = serde_json::from_value(config.clone()).ok()?;
+        self.entries(&cfg).is_empty().then(|| {
+            if self.deferred {
+                "no `write_files` entry with `defer: true`".to_string()
+            } else {
+                "no `write_files` entry".to_string()
+            }
+        })
+    }
+
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {
         let cfg: WriteFilesConfig = ctx.config()?;
         let entries = self.entries(&cfg);

@@ -392,3 +392,25 @@ fn typos_inside_an_entry_are_load_errors_with_a_location() {
     let v = yaml("write_files:\n- path: /x\n  content: !!binary /w==\n");
     (spec.check_value)(&v).unwrap();
 }
+
+#[test]
+fn nothing_to_do_without_entries_of_its_stage() {
+    let now = WriteFiles { deferred: false };
+    let later = WriteFiles { deferred: true };
+    let entry =
+        |defer| json!({"write_files": [{"path": "/etc/x", "content": "y", "defer": defer}]});
+    assert!(now.nothing_configured(&json!({}), &[]).is_some());
+    assert!(
+        now.nothing_configured(&json!({"write_files": []}), &[])
+            .is_some()
+    );
+    assert!(now.nothing_configured(&entry(false), &[]).is_none());
+    assert!(now.nothing_configured(&entry(true), &[]).is_some());
+    assert!(later.nothing_configured(&entry(true), &[]).is_none());
+    assert!(later.nothing_configured(&entry(false), &[]).is_some());
+    // Unreadable: the run reports the error.
+    assert!(
+        now.nothing_configured(&json!({"write_files": 3}), &[])
+            .is_none()
+    );
+}

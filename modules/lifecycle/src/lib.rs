@@ -181,7 +181,11 @@ impl Module for Lifecycle {
             .unwrap_or_else(|| self.spec().timeout)
     }
 
-    fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
         nothing(config)
     }
 
@@ -286,7 +290,11 @@ impl Module for Heartbeat {
         }
     }
 
-    fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
         nothing(config).or_else(|| {
             let beats = config
                 .get("lifecycle")

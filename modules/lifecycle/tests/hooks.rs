@@ -239,14 +239,14 @@ async fn config_errors_come_before_any_request() {
         "no launch state for a run that sent nothing"
     );
     let c = ctx(root.path(), "lifecycle", json!({}));
-    assert!(Lifecycle.nothing_configured(&c.config).is_some());
+    assert!(Lifecycle.nothing_configured(&c.config, &[]).is_some());
     let c = ctx(
         root.path(),
         "lifecycle",
         json!({"lifecycle": {"hook_name": "h", "group_name": "g"}}),
     );
-    assert!(Heartbeat.nothing_configured(&c.config).is_some());
-    assert!(Lifecycle.nothing_configured(&c.config).is_none());
+    assert!(Heartbeat.nothing_configured(&c.config, &[]).is_some());
+    assert!(Lifecycle.nothing_configured(&c.config, &[]).is_none());
 }
 
 #[tokio::test]

@@ -337,7 +337,11 @@ impl Module for SwapModule {
         }
     }
 
-    fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
         let cfg: SwapConfig = serde_json::from_value(config.clone()).ok()?;
         match cfg.swap {
             None => Some("no `swap:` section".into()),

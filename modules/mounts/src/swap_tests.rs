@@ -303,7 +303,7 @@ async fn auto_reads_meminfo() {
 
 #[test]
 fn nothing_configured_without_a_size() {
-    let nc = |v: serde_json::Value| SwapModule.nothing_configured(&v);
+    let nc = |v: serde_json::Value| SwapModule.nothing_configured(&v, &[]);
     assert!(nc(json!({})).is_some());
     assert!(nc(json!({"swap": {"filename": "/s"}})).is_some());
     assert!(nc(json!({"swap": {"size": 0}})).is_some());

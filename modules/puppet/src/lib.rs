@@ -181,7 +181,11 @@ impl Module for PuppetModule {
         Ok(report)
     }
 
-    fn nothing_configured(&self, config: &Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        config: &Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
         config
             .get("puppet")
             .is_none_or(Value::is_null)

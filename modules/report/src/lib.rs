@@ -179,7 +179,11 @@ impl Module for PhoneHome {
         module_timeout(PhoneHome::budget(tries))
     }
 
-    fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
         config
             .get("phone_home")
             .is_none_or(|v| v.is_null())
@@ -310,7 +314,11 @@ impl Module for BootReport {
         module_timeout(budget)
     }
 
-    fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
         config
             .get("report")
             .is_none_or(|v| v.is_null())

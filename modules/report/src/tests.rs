@@ -347,12 +347,12 @@ async fn a_silent_server_costs_the_budget_and_no_more() {
 fn nothing_to_do_without_a_section() {
     assert!(
         PhoneHome
-            .nothing_configured(&serde_json::json!({}))
+            .nothing_configured(&serde_json::json!({}), &[])
             .is_some()
     );
     assert!(
         BootReport
-            .nothing_configured(&serde_json::json!({"report": {"url": "http://x"}}))
+            .nothing_configured(&serde_json::json!({"report": {"url": "http://x"}}), &[])
             .is_none()
     );
 }

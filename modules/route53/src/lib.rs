@@ -99,7 +99,11 @@ impl Module for Route53 {
         }
     }
 
-    fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
         config
             .get("route53")
             .is_none_or(serde_json::Value::is_null)

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use stoke_api::{
     Context, Frequency, Module, ModuleError, ModuleSpec, Order, Report, ScriptKind, ScriptOutcome,
-    ScriptRun, ScriptsReport, Stage, config_spec,
+    ScriptRun, ScriptsReport, Stage, UserScript, config_spec,
 };
 
 pub use config::{BootcmdConfig, CommandLine, FinalConfig, ScriptSettings, shell_script};
@@ -84,6 +84,19 @@ impl Module for Bootcmd {
             config: config_spec::<BootcmdConfig>(),
             order: Order::First,
         }
+    }
+
+    /// Nothing to run holds nothing back: as the first module of the local stage, an
+    /// empty run would still make every other module wait for it.
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        scripts: &[UserScript],
+    ) -> Option<String> {
+        let cfg: BootcmdConfig = serde_json::from_value(config.clone()).ok()?;
+        let commands = cfg.bootcmd.is_some_and(|l| !l.is_empty());
+        let hooks = scripts.iter().any(|s| s.kind == ScriptKind::Boothook);
+        (!commands && !hooks).then(|| "no `bootcmd` and no boothook in the user-data".to_string())
     }
 
     async fn run(&self, ctx: &Context) -> Result<Report, ModuleError> {

@@ -438,3 +438,29 @@ async fn a_state_directory_linked_out_of_the_root_is_not_followed() {
         "nothing written outside"
     );
 }
+
+#[test]
+fn bootcmd_has_nothing_to_do_without_commands_or_a_boothook() {
+    let script = |kind| UserScript {
+        name: "part-001".into(),
+        kind,
+        content: b"#!/bin/sh\ntrue\n".to_vec(),
+    };
+    let nc = |config: serde_json::Value, scripts: &[UserScript]| {
+        Bootcmd.nothing_configured(&config, scripts)
+    };
+    assert!(nc(json!({}), &[]).is_some());
+    assert!(nc(json!({"bootcmd": []}), &[]).is_some());
+    // A script of the final stage is not the local stage's work.
+    assert!(
+        nc(
+            json!({}),
+            &[script(ScriptKind::Script(Frequency::PerInstance))]
+        )
+        .is_some()
+    );
+    assert!(nc(json!({"bootcmd": ["true"]}), &[]).is_none());
+    assert!(nc(json!({}), &[script(ScriptKind::Boothook)]).is_none());
+    // A config the module cannot read is the run's error to report, not "nothing".
+    assert!(nc(json!({"bootcmd": 7}), &[]).is_none());
+}

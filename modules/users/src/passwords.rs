@@ -397,7 +397,11 @@ impl Module for SetPasswords {
         }
     }
 
-    fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
         let cfg: PasswordsConfig = serde_json::from_value(config.clone()).ok()?;
         let pw = matches!(
             cfg.ssh_pwauth,

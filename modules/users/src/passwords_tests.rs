@@ -358,7 +358,7 @@ async fn a_failed_chpasswd_fails_the_module() {
 
 #[test]
 fn nothing_configured_unless_a_setting_or_a_password() {
-    let nc = |v: Value| SetPasswords.nothing_configured(&v);
+    let nc = |v: Value| SetPasswords.nothing_configured(&v, &[]);
     assert!(nc(json!({})).is_some());
     assert!(nc(json!({"ssh_pwauth": "unchanged"})).is_some());
     assert!(nc(json!({"chpasswd": {"expire": false}})).is_some());

@@ -224,7 +224,11 @@ impl Module for VolumesModule {
     /// Without `volumes:` the module neither runs nor holds back a `before_metadata` `mounts`
     /// (an image that names no volumes). `mounts` then keeps the lines of volumes an earlier
     /// boot of this instance mounted, as it does for a volume not attached this boot.
-    fn nothing_configured(&self, config: &serde_json::Value) -> Option<String> {
+    fn nothing_configured(
+        &self,
+        config: &serde_json::Value,
+        _scripts: &[stoke_api::UserScript],
+    ) -> Option<String> {
         config
             .get("volumes")
             .is_none_or(serde_json::Value::is_null)
