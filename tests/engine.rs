@@ -434,6 +434,36 @@ fn query_and_analyze_read_this_instance() {
     assert!(startup.is_some_and(|v| v >= 0.0), "{local}");
     assert!(prepare.zip(total).is_some_and(|(p, t)| p <= t), "{local}");
     assert!(a.stdout.contains("process start-up"), "{}", a.stdout);
+    // Where the preparation went: each part, ended within it.
+    let steps: Vec<(&str, f64)> = local["prepare_steps"]
+        .as_array()
+        .expect("prepare_steps")
+        .iter()
+        .map(|p| (p["step"].as_str().unwrap(), p["ended_ms"].as_f64().unwrap()))
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "image layers",
+            "datasource",
+            "instance recorded",
+            "user-data"
+        ],
+        "{local}"
+    );
+    assert!(
+        steps
+            .iter()
+            .all(|(_, ms)| prepare.is_some_and(|p| *ms <= p)),
+        "{local}"
+    );
+    assert!(a.stdout.contains("datasource "), "{}", a.stdout);
+    let to_main = local["main_ms"].as_f64();
+    assert!(
+        to_main.zip(startup).is_some_and(|(m, s)| m <= s),
+        "{local}"
+    );
 }
 
 #[test]

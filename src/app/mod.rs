@@ -15,7 +15,7 @@ use crate::config::{self, EngineConfig, Loaded, Source};
 use crate::datasource::{self, Answer, KnownIds};
 use crate::paths::Paths;
 use crate::runner::{Instance, Runner};
-use crate::state::status::{StageStatus, Status};
+use crate::state::status::{PrepareStep, StageStatus, Status};
 use crate::state::{self, RunLock, State};
 
 pub struct App {
@@ -37,6 +37,8 @@ pub struct Prepared {
     pub datasource_errors: Vec<String>,
     /// Scripts and boothooks from user-data.
     pub user_scripts: Arc<Vec<UserScript>>,
+    /// When each part of the preparation ended, from its start (`stoke analyze` shows them).
+    pub steps: Vec<PrepareStep>,
 }
 
 impl App {
@@ -209,7 +211,7 @@ impl App {
         let parse = tokio::task::spawn_blocking(move || {
             let mut loaded = Loaded::default();
             config::load_into(&mut loaded, &layers, &modules);
-            loaded
+            (loaded, started.elapsed())
         });
         let early = stage == Stage::Local
             && !image_layers
@@ -225,12 +227,14 @@ impl App {
         let defaults = EngineConfig::default();
         let (parsed, early_answer) = tokio::join!(parse, async {
             match early {
-                true => Some(ask(&defaults).await),
+                true => Some((ask(&defaults).await, started.elapsed())),
                 false => None,
             }
         });
+        let mut steps = Vec::new();
         match parsed {
-            Ok(parsed) => {
+            Ok((parsed, took)) => {
+                steps.push(PrepareStep::new("image layers", took));
                 loaded.merged = parsed.merged;
                 loaded.errors.extend(parsed.errors);
                 loaded.warnings.extend(parsed.warnings);
@@ -246,10 +250,11 @@ impl App {
             started.elapsed().as_secs_f64() * 1000.0
         );
         let mut datasource_errors = Vec::new();
-        let answer = match early_answer {
+        let (answer, answered) = match early_answer {
             Some(d) => d,
-            None => ask(&engine).await,
+            None => (ask(&engine).await, started.elapsed()),
         };
+        steps.push(PrepareStep::new("datasource", answered));
         let mut instance = Instance::Unknown { why: String::new() };
         let found = match answer {
             Answer::Found(f) => Some(*f),
@@ -308,6 +313,7 @@ impl App {
                     }
                 }
                 found.imds = None;
+                steps.push(PrepareStep::new("metadata extras", started.elapsed()));
             }
             let st = State::new(&self.paths);
             if let Err(e) = st.set_instance_id(&found.instance.instance_id) {
@@ -318,6 +324,7 @@ impl App {
             {
                 tracing::warn!("cannot cache metadata: {e}");
             }
+            steps.push(PrepareStep::new("instance recorded", started.elapsed()));
             let mut groups = Vec::new();
             // Templates see the image's `vars:` (user-data cannot define what it is rendered with),
             // and the instance's UUID (`uuid`, `uuid8`) that the hostname module uses too.
@@ -362,6 +369,7 @@ impl App {
                 ));
             }
             instance = Instance::Described(Arc::new(found.instance));
+            steps.push(PrepareStep::new("user-data", started.elapsed()));
         }
         let engine = loaded.engine();
         Prepared {
@@ -370,6 +378,7 @@ impl App {
             instance,
             datasource_errors,
             user_scripts: Arc::new(user_scripts),
+            steps,
         }
     }
 
@@ -417,7 +426,9 @@ impl App {
                 finished_unix: None,
                 duration_ms: None,
                 startup_ms: state::process_age_ms(),
+                main_ms: state::main_reached_ms(),
                 prepare_ms: None,
+                prepare_steps: Vec::new(),
                 reruns: Vec::new(),
             },
         );
@@ -426,6 +437,7 @@ impl App {
             .await;
         if let Some(s) = status.stages.get_mut(&stage) {
             s.prepare_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            s.prepare_steps = prep.steps.clone();
         }
         status.instance_id = prep.instance.described().map(|i| i.instance_id.clone());
         status.datasource = prep.instance.described().map(|i| i.datasource.clone());

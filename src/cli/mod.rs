@@ -63,6 +63,7 @@ fn unit_command_line(args: &[std::ffi::OsString]) -> Option<Cli> {
 
 pub fn main() -> ExitCode {
     let at_main = crate::state::process_age_ms();
+    crate::state::set_main_reached_ms(at_main);
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match unit_command_line(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
         Ok(cli) => cli,

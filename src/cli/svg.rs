@@ -624,7 +624,9 @@ mod tests {
                 finished_unix: Some(1005.5),
                 duration_ms: Some(500.0),
                 startup_ms: Some(30.0),
+                main_ms: None,
                 prepare_ms: Some(20.0),
+                prepare_steps: Vec::new(),
                 reruns: vec![],
             },
         );
@@ -710,7 +712,9 @@ mod tests {
                 finished_unix: Some(1006.1),
                 duration_ms: Some(100.0),
                 startup_ms: Some(1030.0),
+                main_ms: None,
                 prepare_ms: Some(1.0),
+                prepare_steps: Vec::new(),
                 reruns: vec![],
             },
         );

@@ -168,7 +168,9 @@ mod tests {
                 finished_unix: Some(2.0),
                 duration_ms: Some(250.0),
                 startup_ms: Some(10.0),
+                main_ms: None,
                 prepare_ms: Some(5.0),
+                prepare_steps: Vec::new(),
                 reruns: vec![],
             },
         );

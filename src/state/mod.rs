@@ -33,6 +33,20 @@ pub fn process_age_ms() -> Option<f64> {
     Some((now_ms - start_ticks * 10.0).max(0.0))
 }
 
+static MAIN_REACHED_MS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// Records the process's age when `main` began (once; later calls are ignored).
+pub fn set_main_reached_ms(ms: Option<f64>) {
+    if let Some(ms) = ms {
+        let _ = MAIN_REACHED_MS.set(ms);
+    }
+}
+
+/// The process's age when `main` began, if recorded: fork, exec and the program's load.
+pub fn main_reached_ms() -> Option<f64> {
+    MAIN_REACHED_MS.get().copied()
+}
+
 /// When the kernel started, in Unix time: now less the time since boot (CLOCK_BOOTTIME
 /// counts suspend too, as the boot's wall clock does).
 pub fn kernel_started_unix() -> Option<f64> {

@@ -79,13 +79,37 @@ pub struct StageStatus {
     /// page cache at boot makes visible. 10 ms resolution (the kernel's clock ticks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_ms: Option<f64>,
+    /// The part of `startup_ms` before `main`: fork, exec and the program's load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_ms: Option<f64>,
     /// Loading the configuration and finding the instance (datasource), inside `duration_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepare_ms: Option<f64>,
+    /// When each part of the preparation ended, in ms from its start: where `prepare_ms` went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prepare_steps: Vec<PrepareStep>,
     /// Later runs of this stage in the same boot (by hand, `stoke run --stage ...`). The
     /// record above stays the boot's; these only say when a rerun came and what it did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reruns: Vec<Rerun>,
+}
+
+/// A part of a stage's preparation (`image layers`, `datasource`, `metadata extras`,
+/// `instance recorded`, `user-data`) and when it ended. The image layers are parsed while
+/// the local stage's datasource is read, so their times may overlap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrepareStep {
+    pub step: String,
+    pub ended_ms: f64,
+}
+
+impl PrepareStep {
+    pub fn new(step: &str, since_start: std::time::Duration) -> Self {
+        Self {
+            step: step.to_string(),
+            ended_ms: since_start.as_secs_f64() * 1000.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -442,10 +466,25 @@ impl Status {
         for (stage, s) in &self.stages {
             let mut parts = Vec::new();
             if let Some(ms) = s.startup_ms {
-                parts.push(format!("after {ms:.0} ms of process start-up"));
+                parts.push(match s.main_ms {
+                    Some(m) => format!("after {ms:.0} ms of process start-up ({m:.0} ms to main)"),
+                    None => format!("after {ms:.0} ms of process start-up"),
+                });
             }
             if let Some(ms) = s.prepare_ms {
-                parts.push(format!("config and datasource {ms:.1} ms"));
+                let steps: Vec<String> = s
+                    .prepare_steps
+                    .iter()
+                    .map(|p| format!("{} {:.0}", p.step, p.ended_ms))
+                    .collect();
+                parts.push(if steps.is_empty() {
+                    format!("config and datasource {ms:.1} ms")
+                } else {
+                    format!(
+                        "config and datasource {ms:.1} ms (ended at ms: {})",
+                        steps.join(", ")
+                    )
+                });
             }
             for r in &s.reruns {
                 parts.push(format!(
@@ -567,7 +606,9 @@ mod tests {
             finished_unix: None,
             duration_ms: None,
             startup_ms: None,
+            main_ms: None,
             prepare_ms: None,
+            prepare_steps: Vec::new(),
             reruns: Vec::new(),
         }
     }
