@@ -460,10 +460,7 @@ fn query_and_analyze_read_this_instance() {
     );
     assert!(a.stdout.contains("datasource "), "{}", a.stdout);
     let to_main = local["main_ms"].as_f64();
-    assert!(
-        to_main.zip(startup).is_some_and(|(m, s)| m <= s),
-        "{local}"
-    );
+    assert!(to_main.zip(startup).is_some_and(|(m, s)| m <= s), "{local}");
 }
 
 #[test]

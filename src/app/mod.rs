@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
+
 use anyhow::Context as _;
 use stoke_api::{InstanceId, Module, Root, Stage, System, UserScript};
 
@@ -315,16 +317,33 @@ impl App {
                 found.imds = None;
                 steps.push(PrepareStep::new("metadata extras", started.elapsed()));
             }
-            let st = State::new(&self.paths);
-            if let Err(e) = st.set_instance_id(&found.instance.instance_id) {
-                datasource_errors.push(format!("recording instance id: {e}"));
-            }
-            if !found.from_cache
-                && let Err(e) = datasource::store_cache(&self.paths, &found)
-            {
-                tracing::warn!("cannot cache metadata: {e}");
-            }
-            steps.push(PrepareStep::new("instance recorded", started.elapsed()));
+            // The instance's record and cache are durable writes (fsyncs): made on the blocking
+            // pool while the user-data is decoded and merged, and awaited before any module runs.
+            let mut record = Some(tokio::task::spawn_blocking({
+                let paths = self.paths.clone();
+                let iid = found.instance.instance_id.clone();
+                let cache = (!found.from_cache).then(|| found.clone());
+                move || {
+                    let recorded = State::new(&paths).set_instance_id(&iid);
+                    if let Some(f) = cache
+                        && let Err(e) = datasource::store_cache(&paths, &f)
+                    {
+                        tracing::warn!("cannot cache metadata: {e}");
+                    }
+                    (recorded, started.elapsed())
+                }
+            }));
+            let mut recorded = async |record: &mut Option<JoinHandle<_>>| {
+                let Some(handle) = record.take() else { return };
+                let (result, took) = match handle.await {
+                    Ok(r) => r,
+                    Err(e) => (Err(std::io::Error::other(e)), started.elapsed()),
+                };
+                if let Err(e) = result {
+                    datasource_errors.push(format!("recording instance id: {e}"));
+                }
+                steps.push(PrepareStep::new("instance recorded", took));
+            };
             let mut groups = Vec::new();
             // Templates see the image's `vars:` (user-data cannot define what it is rendered with),
             // and the instance's UUID (`uuid`, `uuid8`) that the hostname module uses too.
@@ -333,6 +352,10 @@ impl App {
                 .iter()
                 .filter_map(|d| d.as_deref())
                 .any(|d| d.windows(18).any(|w| w == b"## template: jinja"));
+            if wants_template {
+                // The UUID is kept in the instance's directory, which the record makes.
+                recorded(&mut record).await;
+            }
             if wants_template
                 && let Some(u) = instance_uuid(&self.paths, &found.instance.instance_id, run)
             {
@@ -368,8 +391,10 @@ impl App {
                     "{name}: `image:` describes an image layer (stoke.d/*.yaml); ignored here"
                 ));
             }
+            let merged = started.elapsed();
+            recorded(&mut record).await;
+            steps.push(PrepareStep::new("user-data", merged));
             instance = Instance::Described(Arc::new(found.instance));
-            steps.push(PrepareStep::new("user-data", started.elapsed()));
         }
         let engine = loaded.engine();
         Prepared {
@@ -413,7 +438,13 @@ impl App {
     pub async fn run_stage(&self, stage: Stage) -> anyhow::Result<Status> {
         let _lock = RunLock::acquire_off_runtime(&self.paths, Duration::from_secs(120)).await?;
         let started = Instant::now();
-        State::new(&self.paths).remove_stale_temp_files();
+        // What a killed stoke left is swept while the stage prepares (the sweep lists
+        // directories; a temp file of this process is never taken for one), and before any
+        // module runs.
+        let sweep = tokio::task::spawn_blocking({
+            let paths = self.paths.clone();
+            move || State::new(&paths).remove_stale_temp_files()
+        });
         let boot_id = self.boot_id_for_run().map(str::to_string);
         let mut status = Status::load(&self.paths, boot_id.as_deref());
         if status.kernel_started_unix.is_none() && self.paths.root.is_host() {
@@ -435,6 +466,9 @@ impl App {
         let prep = self
             .prepare_for_run(stage, status.instance_id.clone().as_ref())
             .await;
+        if let Err(e) = sweep.await {
+            tracing::warn!("stale temp files: {e}");
+        }
         if let Some(s) = status.stages.get_mut(&stage) {
             s.prepare_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
             s.prepare_steps = prep.steps.clone();
