@@ -13,6 +13,11 @@ use stoke_api::InstanceData;
 /// Instructions a template may execute: a real one takes hundreds; this is some milliseconds.
 const MAX_FUEL: u64 = 2_000_000;
 
+/// The rendered text a template may produce. Fuel counts instructions, not bytes: one
+/// instruction can write a string of 100 MB (minijinja's cap on `"x" * n`), and a loop of
+/// them exhausted the memory (found by the `template` fuzz target).
+const MAX_RENDERED: usize = 16 * 1024 * 1024;
+
 /// The variables a template sees.
 pub fn template_context(instance: &InstanceData, vars: &BTreeMap<String, String>) -> Value {
     let cloud_name = match instance.datasource.as_str() {
@@ -59,7 +64,32 @@ pub fn render(body: &str, context: &Value) -> Result<String, String> {
     // As cloud-init: the trailing newline of the document is kept.
     env.set_keep_trailing_newline(true);
     let tmpl = env.template_from_str(body).map_err(describe)?;
-    tmpl.render(context).map_err(describe)
+    let mut out = Bounded(Vec::new());
+    tmpl.render_captured_to(context, &mut out).map_err(|e| {
+        if e.kind() == minijinja::ErrorKind::WriteFailure {
+            format!("the rendered text is over {} MiB", MAX_RENDERED >> 20)
+        } else {
+            describe(e)
+        }
+    })?;
+    String::from_utf8(out.0).map_err(|_| "the rendered text is not UTF-8".to_string())
+}
+
+/// The rendered text, refused past [`MAX_RENDERED`].
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED {
+            return Err(std::io::Error::other("over the cap"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// "line N: what", counting the header line the user sees in their file.
@@ -120,6 +150,20 @@ mod tests {
             190,
             "ordinary loops still run"
         );
+    }
+
+    #[test]
+    fn a_template_that_writes_gigabytes_is_an_error_not_an_exhausted_memory() {
+        // The fuzzer's input: each of 230 turns writes a 10 MB string (2 GB in all).
+        let err = render(
+            "{% for a in range(60)~(3) %}{{551615*instance_id }}{% endfor %}\n",
+            &ctx(),
+        )
+        .unwrap_err();
+        assert!(err.contains("over 16 MiB"), "{err}");
+        // Under the cap, a long text renders whole.
+        let out = render("{{ 'x' * 1000000 }}", &ctx()).unwrap();
+        assert_eq!(out.len(), 1_000_000);
     }
 
     #[test]
