@@ -133,17 +133,16 @@ mod tests {
         );
     }
 
-    /// Found by the template fuzz target: two nested loops of 10,000 ran for minutes.
+    /// Found by the template fuzz target: two nested loops of 10,000 ran for minutes. The
+    /// fuel error is what bounds it (no wall-clock assert: a loaded CI machine is no clock).
     #[test]
     fn a_template_that_would_run_for_ever_is_an_error_at_once() {
-        let start = std::time::Instant::now();
         let err = render(
             "{% for a in range(10000) %}{% for b in range(10000) %}x{% endfor %}{% endfor %}",
             &ctx(),
         )
         .unwrap_err();
         assert!(err.contains("fuel"), "{err}");
-        assert!(start.elapsed() < std::time::Duration::from_secs(5));
         let many = "{% for a in range(100) %}{{ a }}{% endfor %}";
         assert_eq!(
             render(many, &ctx()).unwrap().len(),
