@@ -59,9 +59,11 @@ def chroot(root, *cmd):
 
 
 def build_root_image(rootfs, workdir, binary, size="3G", name="root.img", agent="stoke",
-                     tweak=None):
+                     tweak=None, progress=False):
     """Copies the cached rootfs, installs stoke (agent="stoke") or nothing else (agent="none", or
-    "cloud-init" for a rootfs that has it), the check unit, and makes an ext4 image with mkfs -d."""
+    "cloud-init" for a rootfs that has it), the check unit, and makes an ext4 image with mkfs -d.
+    progress: the guest prints progress lines on the console until its checks start (the tests
+    want them when a boot times out; the bench does not want their load)."""
     t0 = time.monotonic()
     tree = os.path.join(workdir, name + ".tree")
     shutil.rmtree(tree, ignore_errors=True)
@@ -94,6 +96,12 @@ def build_root_image(rootfs, workdir, binary, size="3G", name="root.img", agent=
                 os.path.join(tree, "etc/systemd/system/stoke-check.service"))
     run(["systemctl", "--root", tree, "-q", "enable", "systemd-networkd.service",
          "systemd-networkd-wait-online.service", "stoke-check.service"])
+    if progress:
+        shutil.copy(os.path.join(GUEST, "stoke-progress"),
+                    os.path.join(tree, "usr/local/sbin/stoke-progress"))
+        shutil.copy(os.path.join(GUEST, "stoke-progress.service"),
+                    os.path.join(tree, "etc/systemd/system/stoke-progress.service"))
+        run(["systemctl", "--root", tree, "-q", "enable", "stoke-progress.service"])
     # Quiet, quick boots: no login prompt on the test console, no timers.
     run(["systemctl", "--root", tree, "-q", "mask", "serial-getty@ttyS0.service", "getty@tty1.service",
          "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",

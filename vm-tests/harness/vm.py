@@ -11,7 +11,7 @@ import time
 
 from .build import HERE, log, run
 
-BOOT_TIMEOUT = float(os.environ.get("STOKE_VM_BOOT_TIMEOUT", "240"))
+BOOT_TIMEOUT = float(os.environ.get("STOKE_VM_BOOT_TIMEOUT", "400"))
 # After STOKE-CHECK-END the guest powers off; QEMU exits with it (-no-reboot).
 POWEROFF_TIMEOUT = 90.0
 
@@ -75,6 +75,9 @@ class Boot:
         self.imds_log = os.path.join(workdir, f"{label}.imds.log")
         self.duration = None
         self.error = None
+        self.lines = []           # the console, as lines
+        self.qemu_exited = False  # the last attempt ended with QEMU's own exit
+        self.retries = []         # why the boot was run again (QEMU crashes, see run())
 
     def disk(self, serial, path, readonly=False):
         self.disks.append((serial, path, readonly))
@@ -126,7 +129,30 @@ class Boot:
         return cmd
 
     def run(self):
-        """Boots, waits for STOKE-CHECK-END and QEMU's exit. Sets self.facts or self.error."""
+        """Boots, waits for STOKE-CHECK-END and QEMU's exit. Sets self.facts or self.error.
+
+        QEMU's TCG has crashed on its own assertion early in a boot (iotlb_to_section, QEMU
+        10.0, about one boot in a few hundred). When it does so before the guest's initramfs
+        mounts the root disk (STOKE-INITRD mounting), no disk was written: the same boot is run
+        again, at most twice, and self.retries says so. Any later failure is the boot's."""
+        for attempt in range(3):
+            ok = self.run_once()
+            if ok or not self.qemu_crashed_before_root():
+                return ok
+            kept = f"{self.serial_path}.crashed-{attempt + 1}"
+            os.replace(self.serial_path, kept)
+            self.retries.append(f"QEMU crashed before the guest mounted its root disk "
+                                f"({self.error}; {os.path.basename(kept)}): booted again")
+            log(f"{self.label}: {self.retries[-1]}")
+        return False
+
+    def qemu_crashed_before_root(self):
+        """QEMU ended by itself (not our timeout), and the initramfs never got to the root."""
+        return (self.qemu_exited and not any(l.startswith("STOKE-INITRD mounting") for l in self.lines)
+                and any(l.startswith("qemu-system-") for l in self.lines))
+
+    def run_once(self):
+        self.error = None
         cmd = self.qemu_cmd()
         with open(os.path.join(self.workdir, f"{self.label}.qemu.cmd"), "w") as f:
             f.write(" ".join(cmd) + "\n")
@@ -152,10 +178,18 @@ class Boot:
         finished = done.wait(BOOT_TIMEOUT)
         self.duration = time.monotonic() - t0
         self.facts = parse_markers(lines)
+        self.lines = lines
+        self.qemu_exited = False
         if not finished or "_end" not in self.facts:
+            # The console closes as QEMU exits: wait for its status rather than race it.
+            try:
+                proc.wait(5 if finished else 0.1)
+            except subprocess.TimeoutExpired:
+                pass
             if proc.poll() is None:
                 self.error = f"no STOKE-CHECK-END within {BOOT_TIMEOUT:.0f} s"
             else:
+                self.qemu_exited = True
                 self.error = f"QEMU exited ({proc.returncode}) before STOKE-CHECK-END"
             proc.kill()
             proc.wait()
