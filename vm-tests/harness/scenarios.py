@@ -194,6 +194,12 @@ class T:
             total = boot_total(b.facts.get("analyze", ""))
             how = (f"{b.duration:.0f} s wall; in the guest: stoke.target at {target:.1f} s, boot "
                    f"finished at {total:.1f} s" if total else f"{b.duration:.0f} s wall")
+            # Where a test boot's time goes after stoke: the checks, then the power-off.
+            try:
+                checks = float(b.facts["uptime_end"]) - float(b.facts["uptime"])
+                how += f"; checks {checks:.0f} s, power-off {b.duration - b.checks_ended:.0f} s"
+            except (KeyError, ValueError, TypeError):
+                pass
         else:
             how = f"FAILED ({b.error})"
         self.env.progress(f"{self.name}: boot {b.label}: {how}")

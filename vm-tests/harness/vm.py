@@ -78,6 +78,7 @@ class Boot:
         self.lines = []           # the console, as lines
         self.qemu_exited = False  # the last attempt ended with QEMU's own exit
         self.retries = []         # why the boot was run again (QEMU crashes, see run())
+        self.checks_ended = None  # s from QEMU's start to STOKE-CHECK-END (the rest is power-off)
 
     def disk(self, serial, path, readonly=False):
         self.disks.append((serial, path, readonly))
@@ -153,6 +154,7 @@ class Boot:
 
     def run_once(self):
         self.error = None
+        self.checks_ended = None
         cmd = self.qemu_cmd()
         with open(os.path.join(self.workdir, f"{self.label}.qemu.cmd"), "w") as f:
             f.write(" ".join(cmd) + "\n")
@@ -170,6 +172,7 @@ class Boot:
                     line = raw.decode("utf-8", "replace").replace("\r", "").rstrip("\n")
                     lines.append(line)
                     if line.startswith("STOKE-CHECK-END"):
+                        self.checks_ended = time.monotonic() - t0
                         done.set()
             done.set()
 
