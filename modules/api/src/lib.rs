@@ -9,6 +9,7 @@ mod config;
 pub mod config_words;
 mod context;
 mod fsutil;
+pub mod http;
 mod instance_id;
 mod module;
 pub mod mount_options;

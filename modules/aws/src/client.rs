@@ -43,10 +43,9 @@ impl Client {
     /// Builds the HTTP client (reading the CA store for https costs a few ms:
     /// call it only when there is work). `Err` is a configuration error.
     pub fn new(svc: Service, env: Env) -> Result<Client, String> {
-        let mut b = reqwest::Client::builder()
-            // As with the SDK before: no proxy from the environment; a proxy
-            // is configured as the endpoint URL.
-            .no_proxy()
+        // As with the SDK before: no proxy from the environment; a proxy
+        // is configured as the endpoint URL.
+        let mut b = stoke_api::http::client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(svc.user_agent);
         if !svc.endpoint.https {

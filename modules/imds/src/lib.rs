@@ -354,9 +354,7 @@ impl Session {
             what: format!("endpoint {base:?}"),
             reason: format!("not a URL: {e}"),
         })?;
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(cfg.request_timeout);
+        let mut builder = stoke_api::http::client_builder().connect_timeout(cfg.request_timeout);
         if url.scheme() == "http" {
             // IMDS is plain HTTP: skip loading the system CA store (milliseconds at boot).
             builder = builder.tls_certs_only([]);

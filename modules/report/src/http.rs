@@ -52,8 +52,7 @@ enum Attempt {
 
 pub fn client(url: &str) -> Result<reqwest::Client, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
-    let mut b = reqwest::Client::builder()
-        .no_proxy()
+    let mut b = stoke_api::http::client_builder()
         .redirect(reqwest::redirect::Policy::limited(5))
         .user_agent(concat!("stoke/", env!("CARGO_PKG_VERSION")));
     match parsed.scheme() {

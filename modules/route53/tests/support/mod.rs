@@ -31,8 +31,7 @@ pub struct Admin {
 
 pub fn admin_client(endpoint: &str) -> Admin {
     Admin {
-        http: reqwest::Client::builder()
-            .no_proxy()
+        http: stoke_api::http::client_builder()
             .build()
             .expect("HTTP client"),
         base: format!("{}/2013-04-01", endpoint.trim_end_matches('/')),
