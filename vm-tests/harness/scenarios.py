@@ -197,7 +197,11 @@ class T:
             # Where a test boot's time goes after stoke: the checks, then the power-off.
             try:
                 checks = float(b.facts["uptime_end"]) - float(b.facts["uptime"])
-                how += f"; checks {checks:.0f} s, power-off {b.duration - b.checks_ended:.0f} s"
+                laps = sorted(((int(ms), k) for k, _, ms in (kv.partition("=") for kv in
+                               b.facts.get("check_times", "").split()) if ms.isdigit()), reverse=True)
+                slowest = ", ".join(f"{k} {ms / 1000:.1f}" for ms, k in laps[:3])
+                how += (f"; checks {checks:.0f} s ({slowest}), power-off "
+                        f"{b.duration - b.checks_ended:.0f} s")
             except (KeyError, ValueError, TypeError):
                 pass
         else:
