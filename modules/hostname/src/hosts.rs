@@ -306,8 +306,6 @@ pub(crate) fn render_cloud_template(
 fn render_jinja(body: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_trim_blocks(true);
-    env.set_keep_trailing_newline(true);
     let describe = |e: minijinja::Error| {
         let what = match e.detail() {
             Some(d) => format!("{}: {d}", e.kind()),
@@ -319,8 +317,14 @@ fn render_jinja(body: &str, vars: &BTreeMap<String, String>) -> Result<String, S
             None => what,
         }
     };
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(describe)?;
+    env.set_syntax(syntax);
     let tmpl = env.template_from_str(body).map_err(describe)?;
-    tmpl.render(vars).map_err(describe)
+    tmpl.render(minijinja::value::Serde(vars)).map_err(describe)
 }
 
 /// `$name` and `${name}` (names of letters, digits, `_` and `.`), as cloud-init's basic
