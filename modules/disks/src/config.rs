@@ -106,7 +106,9 @@ impl Default for Disks {
             jbod_mount_point: "/mnt/data{{ index }}".into(),
             mount_options: "defaults".into(),
             mdadm_conf: None,
-            settle_timeout: Seconds::Secs(10),
+            // Only a slow udev makes this wait: 10 s ran out on a loaded VM host, and the disks
+            // were then taken for absent (cloud-init's settle has udevadm's 120 s).
+            settle_timeout: Seconds::Secs(30),
         }
     }
 }
