@@ -53,7 +53,6 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let serve = tokio::spawn(async move {
-            let mut served = 0;
             while let Ok((tcp, _)) = listener.accept().await {
                 // A refused handshake ends that connection only.
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
@@ -72,9 +71,7 @@ mod tests {
                 .await
                 .unwrap();
                 tls.shutdown().await.unwrap();
-                served += 1;
             }
-            served
         });
 
         let url = format!("https://localhost:{port}/");
@@ -93,7 +90,7 @@ mod tests {
             .await
             .expect_err("an unknown issuer");
         assert!(
-            format!("{:?}", refused).contains("UnknownIssuer"),
+            format!("{refused:?}").contains("UnknownIssuer"),
             "{refused:?}"
         );
         serve.abort();
